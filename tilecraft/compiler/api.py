@@ -1,0 +1,211 @@
+"""Public entry points: `tilecraft.compile`, `tilecraft.explain`, and the `torch.compile` backend."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch._dynamo
+from torch._decomp import core_aten_decompositions
+from torch._dynamo.backends.common import aot_autograd
+from torch._functorch.aot_autograd import make_boxed_func
+
+from ..ir import Graph
+from ..passes import PassTrace, default_passes, run_passes
+from .capture import CaptureError, import_fx
+
+log = logging.getLogger("tilecraft")
+
+
+@dataclass
+class Options:
+    """What `tilecraft.compile` takes besides the model (see README for each)."""
+
+    fullgraph: bool = False  # raise on a graph break instead of splitting the program
+    codegen: bool = True  # generate Triton kernels; False runs the IR through the reference interpreter
+    schedules: str | None = None  # schedule database to take tuned kernel configs from
+    cuda_graphs: bool = False  # on CUDA, replay the whole launch sequence as one CUDA graph
+    quantize: str | None = None  # a quantization scheme applied before capture (see tilecraft.quantize)
+    verify: bool = True  # verify the IR after every pass
+    passes: list | None = None  # override the pass pipeline (list of (name, fn))
+
+    @classmethod
+    def make(cls, **kw) -> "Options":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kw) - names)
+        if unknown:
+            raise TypeError(f"tilecraft.compile got unknown option(s) {unknown}; known: {sorted(names)}")
+        return cls(**kw)
+
+
+@dataclass
+class GraphRecord:
+    """What was compiled for one captured graph."""
+
+    graph: Graph
+    ops: dict[str, int]
+    fallbacks: list[str]
+    seconds: float
+    trace: PassTrace
+    program: Any = None  # the runtime object (kernels, buffers)
+    error: str | None = None  # set when the whole graph fell back to torch
+
+    @property
+    def kernels(self) -> list:
+        return list(getattr(self.program, "kernels", []) or [])
+
+
+@dataclass
+class CompileReport:
+    graphs: list[GraphRecord] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = []
+        for i, r in enumerate(self.graphs):
+            if r.error:
+                lines.append(f"graph {i}: ran through torch as a whole ({r.error})")
+                continue
+            ops = ", ".join(f"{k}x{v}" for k, v in sorted(r.ops.items(), key=lambda kv: (-kv[1], kv[0])))
+            lines.append(f"graph {i}: {sum(r.ops.values())} IR nodes, {len(r.kernels)} kernels, "
+                         f"compiled in {r.seconds:.2f}s")
+            lines.append(f"  ops: {ops}")
+            if r.fallbacks:
+                lines.append(f"  ran through torch: {', '.join(sorted(set(r.fallbacks)))}")
+            for k in r.kernels:
+                lines.append(f"  kernel {k.name}: {k.describe()}")
+        return "\n".join(lines) or "nothing compiled yet (call the model first)"
+
+
+def compile_graph(gm: torch.fx.GraphModule, options: Options, report: CompileReport):
+    """Compile one ATen FX graph to a callable taking and returning flat lists of tensors."""
+    t0 = time.perf_counter()
+    trace = PassTrace()
+    try:
+        graph, fallbacks = import_fx(gm)
+        passes = options.passes if options.passes is not None else default_passes(options)
+        graph = run_passes(graph, passes, trace, check=options.verify)
+        program = build_program(graph, options)
+    except CaptureError as e:
+        log.warning("tilecraft: %s; this graph runs through torch", e)
+        report.graphs.append(GraphRecord(Graph(), {}, [], time.perf_counter() - t0, trace, None, str(e)))
+        return gm.forward
+    ops: dict[str, int] = {}
+    for n in graph.nodes:
+        ops[n.op] = ops.get(n.op, 0) + 1
+    report.graphs.append(GraphRecord(graph, ops, fallbacks, time.perf_counter() - t0, trace, program))
+    return program
+
+
+def build_program(graph: Graph, options: Options):
+    """The runtime for a graph: generated kernels when codegen is on, else the reference interpreter."""
+    from .runtime import InterpretedProgram, build_kernel_program
+
+    if options.codegen:
+        prog = build_kernel_program(graph, options)
+        if prog is not None:
+            return prog
+    return InterpretedProgram(graph)
+
+
+def make_backend(options: Options | None = None, report: CompileReport | None = None) -> Callable:
+    """A torch.compile backend: Dynamo graph → aot_autograd (core ATen decompositions) → tilecraft."""
+    options = options or Options()
+    report = report if report is not None else CompileReport()
+
+    def fw_compiler(gm, example_inputs):
+        return make_boxed_func(compile_graph(gm, options, report))
+
+    def bw_compiler(gm, example_inputs):  # training: the backward graph runs as captured
+        return make_boxed_func(gm.forward)
+
+    backend = aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler, inference_compiler=fw_compiler,
+                           decompositions=core_aten_decompositions())
+    backend.report = report
+    return backend
+
+
+@torch._dynamo.register_backend(name="tilecraft")
+def tilecraft_backend(gm, example_inputs, **kwargs):
+    """`torch.compile(model, backend="tilecraft")`; options may come through `options={...}`."""
+    return make_backend(Options.make(**kwargs))(gm, example_inputs)
+
+
+def _describe(obj) -> str:
+    return type(obj).__name__ if isinstance(obj, torch.nn.Module) else getattr(obj, "__name__", repr(obj))
+
+
+class CompiledModel:
+    """What `tilecraft.compile` returns: call it like the original; `.report` says what was compiled."""
+
+    def __init__(self, model, options: Options):
+        self.model = model
+        self.options = options
+        self.report = CompileReport()
+        fn = model.forward if isinstance(model, torch.nn.Module) else model
+        try:
+            self._signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            self._signature = None
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self._compiled = torch.compile(model, backend=make_backend(options, self.report),
+                                       fullgraph=options.fullgraph, dynamic=False)
+        functools.update_wrapper(self, fn, updated=())
+
+    def __call__(self, *args, **kwargs):
+        if self._signature is not None:
+            try:
+                self._signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"tilecraft.compile({_describe(self.model)}) was called with arguments its "
+                                f"signature {self._signature} does not accept: {e}") from None
+        return self._compiled(*args, **kwargs)
+
+    def __getattr__(self, name):  # parameters(), eval(), config, ... of the original model
+        if name in ("model", "_compiled", "_signature", "report", "options"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def __repr__(self):
+        return f"tilecraft.CompiledModel({_describe(self.model)})"
+
+
+def compile(model, **options) -> CompiledModel:  # noqa: A001 - the public name
+    """Compile an nn.Module or a function of tensors; the result is called exactly like `model`."""
+    if not isinstance(model, torch.nn.Module) and not callable(model):
+        raise TypeError(f"tilecraft.compile expects an nn.Module or a callable, got {type(model).__name__}")
+    if isinstance(model, type):
+        raise TypeError(f"tilecraft.compile expects a model instance, got the class {model.__name__}; "
+                        f"instantiate it first")
+    opts = Options.make(**options)
+    if opts.quantize:
+        from ..passes.quantize import quantize
+
+        model = quantize(model, opts.quantize)
+    return CompiledModel(model, opts)
+
+
+def explain(model, *inputs, print_result: bool = True, **options) -> str:
+    """Compile and run `model` on `inputs`; return (and print) the IR after each pass and the kernels."""
+    compiled = model if isinstance(model, CompiledModel) else compile(model, **options)
+    compiled(*inputs)
+    parts = []
+    for i, r in enumerate(compiled.report.graphs):
+        parts.append(f"==================== graph {i} ====================")
+        if r.error:
+            parts.append(f"ran through torch as a whole: {r.error}")
+            continue
+        for name, text, secs in r.trace.steps:
+            parts.append(f"---- after {name} ({secs * 1000:.1f} ms) ----\n{text}")
+        if r.fallbacks:
+            parts.append("---- ran through torch ----\n" + "\n".join(sorted(set(r.fallbacks))))
+        if r.program is not None and hasattr(r.program, "explain"):
+            parts.append(r.program.explain())
+    text = "\n".join(parts)
+    if print_result:
+        print(text)
+    return text

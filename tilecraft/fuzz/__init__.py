@@ -1,0 +1,1 @@
+"""The differential fuzzer: random models, oracle, reducer, campaigns."""

@@ -1,0 +1,419 @@
+"""The op registry: one entry per IR op.
+
+Each entry says what category the op is in (it drives fusion and codegen), how its output types follow from
+its inputs, what it means (a torch reference), which ATen overloads import to it, and, for pointwise ops, the
+Triton expression that computes it. Adding an op is adding one `op(...)` call below.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as PROMO
+from torch._prims_common import elementwise_dtypes
+
+from .types import TensorType, contiguous_strides
+
+CATEGORIES = ("pointwise", "reduction", "matmul", "view", "data", "opaque")
+
+
+class OpError(ValueError):
+    """Raised when an op is applied to inputs it cannot take."""
+
+
+@dataclass
+class OpDef:
+    name: str
+    category: str
+    ref: Callable[..., Any]  # ref(*inputs, **attrs) -> Tensor | tuple of Tensors
+    aten: tuple[str, ...] = ()  # ATen overloads that import to this op, e.g. "add.Tensor"
+    infer_fn: Callable | None = None  # (inputs, attrs) -> list[TensorType]; None: run ref on meta tensors
+    triton: Any = None  # pointwise: expression template over {0}, {1}, ...; reductions: combine name
+    promotion: str = "DEFAULT"  # pointwise dtype rule (torch's ELEMENTWISE_TYPE_PROMOTION_KIND) or "attr"
+    num_outputs: int = 1
+    doc: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def infer(self, inputs: list, attrs: dict) -> list[TensorType]:
+        """Output types of this op applied to `inputs` (Values or scalars) with `attrs`."""
+        if self.infer_fn is not None:
+            return self.infer_fn(self, inputs, attrs)
+        return infer_by_meta(self, inputs, attrs)
+
+    def __call__(self, *inputs, **attrs):
+        return self.ref(*inputs, **attrs)
+
+
+REGISTRY: dict[str, OpDef] = {}
+ATEN_TO_OP: dict[str, str] = {}
+
+
+def op(name: str, category: str, ref: Callable, aten=(), **kw) -> OpDef:
+    assert category in CATEGORIES, category
+    assert name not in REGISTRY, f"op {name} registered twice"
+    d = OpDef(name, category, ref, tuple(aten), **kw)
+    REGISTRY[name] = d
+    for a in d.aten:
+        ATEN_TO_OP[a] = name
+    return d
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise OpError(f"unknown IR op '{name}'") from None
+
+
+# ----------------------------------------------------------------------------------------------- inference
+def _type_of(v):
+    from .graph import Value
+
+    return v.type if isinstance(v, Value) else None
+
+
+def _meta(v):
+    t = _type_of(v)
+    return t.meta() if t is not None else v
+
+
+def _device(inputs) -> str:
+    for v in inputs:
+        t = _type_of(v)
+        if t is not None:
+            return t.device
+    return "cpu"
+
+
+def _as_types(out, device) -> list[TensorType]:
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return [TensorType(tuple(o.shape), o.dtype, tuple(o.stride()), device) for o in outs]
+
+
+def infer_by_meta(opdef: OpDef, inputs, attrs) -> list[TensorType]:
+    """Shape/dtype inference by running the torch reference on meta tensors (exactly torch's rules)."""
+    device = _device(inputs)
+    if attrs.get("device") is not None:  # creation ops: build on meta, report the real device
+        device = torch.device(attrs["device"]).type
+        attrs = {**attrs, "device": "meta"}
+    try:
+        out = opdef.ref(*[_meta(v) for v in inputs], **attrs)
+    except Exception as e:  # noqa: BLE001 - re-raised with the op's name
+        raise OpError(f"{opdef.name}: cannot infer output type: {e}") from e
+    return _as_types(out, device)
+
+
+def broadcast_shapes(*shapes) -> tuple[int, ...]:
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(rank):
+        dims = {s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            raise OpError(f"shapes {list(shapes)} do not broadcast")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def infer_pointwise(opdef: OpDef, inputs, attrs) -> list[TensorType]:
+    types = [_type_of(v) for v in inputs if _type_of(v) is not None]
+    if not types:
+        raise OpError(f"{opdef.name}: needs at least one tensor input")
+    shape = broadcast_shapes(*[t.shape for t in types])
+    if opdef.promotion == "attr":
+        dtype = attrs["dtype"]
+    else:
+        args = [_meta(v) for v in inputs if v is not None]
+        _, dtype = elementwise_dtypes(*args, type_promotion_kind=getattr(PROMO, opdef.promotion))
+    return [TensorType(shape, dtype, None, _device(inputs))]
+
+
+def norm_dims(dims, rank: int) -> list[int]:
+    """Reduction dims as a sorted list of non-negative ints (None or [] mean all dims)."""
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        return list(range(rank))
+    if isinstance(dims, int):
+        dims = [dims]
+    out = sorted({d % rank if rank else 0 for d in dims})
+    return out
+
+
+def infer_reduction(opdef: OpDef, inputs, attrs) -> list[TensorType]:
+    t = _type_of(inputs[0])
+    dims = norm_dims(attrs.get("dim"), t.rank)
+    keep = attrs.get("keepdim", False)
+    shape = tuple(1 if i in dims else s for i, s in enumerate(t.shape)) if keep else tuple(
+        s for i, s in enumerate(t.shape) if i not in dims)
+    rule = opdef.meta.get("dtype", "same")
+    if attrs.get("dtype") is not None:
+        dtype = attrs["dtype"]
+    elif rule == "int64" or (rule == "sum" and not t.dtype.is_floating_point):
+        dtype = torch.int64
+    elif rule == "bool":
+        dtype = torch.bool
+    else:
+        dtype = t.dtype
+    outs = [TensorType(shape, dtype, None, t.device)]
+    if opdef.num_outputs == 2:  # (values, indices) or (var, mean)
+        outs.append(TensorType(shape, torch.int64 if rule != "same2" else dtype, None, t.device))
+    return outs
+
+
+def infer_softmax(opdef: OpDef, inputs, attrs) -> list[TensorType]:
+    t = _type_of(inputs[0])
+    dtype = torch.float32 if attrs.get("half_to_float") else t.dtype
+    return [TensorType(t.shape, dtype, None, t.device)]
+
+
+def infer_matmul(opdef: OpDef, inputs, attrs) -> list[TensorType]:
+    ts = [_type_of(v) for v in inputs]
+    if opdef.name == "addmm":
+        bias, a, b = ts
+    else:
+        a, b = ts[0], ts[1]
+    if a.dtype != b.dtype:
+        raise OpError(f"{opdef.name}: operand dtypes differ ({a.dtype} vs {b.dtype})")
+    if opdef.name == "bmm":
+        if a.rank != 3 or b.rank != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
+            raise OpError(f"bmm: shapes {a.shape} and {b.shape} do not multiply")
+        shape = (a.shape[0], a.shape[1], b.shape[2])
+    else:
+        if a.rank != 2 or b.rank != 2 or a.shape[1] != b.shape[0]:
+            raise OpError(f"{opdef.name}: shapes {a.shape} and {b.shape} do not multiply")
+        shape = (a.shape[0], b.shape[1])
+        if opdef.name == "addmm":
+            broadcast_shapes(bias.shape, shape)
+            if bias.dtype != a.dtype:
+                raise OpError(f"addmm: bias dtype {bias.dtype} differs from operands' {a.dtype}")
+    return [TensorType(shape, a.dtype, None, a.device)]
+
+
+def _views_by_meta(opdef, inputs, attrs):
+    return infer_by_meta(opdef, inputs, attrs)
+
+
+# ----------------------------------------------------------------------------------------------- pointwise
+def pointwise(name, ref, expr, aten=(), promotion="DEFAULT", **kw):
+    return op(name, "pointwise", ref, aten, infer_fn=infer_pointwise, triton=expr, promotion=promotion, **kw)
+
+
+def _gelu(x, approximate="none"):
+    return torch.nn.functional.gelu(x, approximate=approximate)
+
+
+def _pow_expr(attrs):
+    e = attrs.get("exponent")
+    return POW_EXPRS.get(e, "tl.exp2({e} * tl.log2({0}))".replace("{e}", repr(e)))
+
+
+POW_EXPRS = {2: "{0} * {0}", 2.0: "{0} * {0}", 3: "{0} * {0} * {0}", 3.0: "{0} * {0} * {0}",
+             0.5: "tl.sqrt({0})", -0.5: "tl.rsqrt({0})", -1: "1.0 / {0}", -1.0: "1.0 / {0}", 1: "{0}", 1.0: "{0}"}
+TANH = "(2.0 * tl.sigmoid(2.0 * {0}) - 1.0)"
+
+pointwise("neg", torch.neg, "-{0}", ["neg.default"])
+pointwise("abs", torch.abs, "tl.abs({0})", ["abs.default"])
+pointwise("exp", torch.exp, "tl.exp({0})", ["exp.default"], "INT_TO_FLOAT")
+pointwise("exp2", torch.exp2, "tl.exp2({0})", ["exp2.default"], "INT_TO_FLOAT")
+pointwise("expm1", torch.expm1, "tl.where(tl.abs({0}) < 1e-5, {0} + 0.5 * {0} * {0}, tl.exp({0}) - 1.0)",
+          ["expm1.default"], "INT_TO_FLOAT")
+pointwise("log", torch.log, "tl.log({0})", ["log.default"], "INT_TO_FLOAT")
+pointwise("log2", torch.log2, "tl.log2({0})", ["log2.default"], "INT_TO_FLOAT")
+pointwise("log1p", torch.log1p, "tl.where(tl.abs({0}) < 1e-4, {0} - 0.5 * {0} * {0}, tl.log(1.0 + {0}))",
+          ["log1p.default"], "INT_TO_FLOAT")
+pointwise("sqrt", torch.sqrt, "tl.sqrt({0})", ["sqrt.default"], "INT_TO_FLOAT")
+pointwise("rsqrt", torch.rsqrt, "tl.rsqrt({0})", ["rsqrt.default"], "INT_TO_FLOAT")
+pointwise("sin", torch.sin, "tl.sin({0})", ["sin.default"], "INT_TO_FLOAT")
+pointwise("cos", torch.cos, "tl.cos({0})", ["cos.default"], "INT_TO_FLOAT")
+pointwise("tanh", torch.tanh, TANH, ["tanh.default"], "INT_TO_FLOAT")
+pointwise("sigmoid", torch.sigmoid, "tl.sigmoid({0})", ["sigmoid.default"], "INT_TO_FLOAT")
+pointwise("erf", torch.erf, "tl.erf({0})", ["erf.default"], "INT_TO_FLOAT")
+pointwise("relu", torch.relu, "tl.where({0} > 0, {0}, 0)", ["relu.default"])
+pointwise("silu", torch.nn.functional.silu, "{0} * tl.sigmoid({0})", ["silu.default"], "INT_TO_FLOAT")
+pointwise("gelu", _gelu, lambda attrs: (
+    "0.5 * {0} * (1.0 + " + TANH.replace("{0}", "(0.7978845608028654 * ({0} + 0.044715 * {0} * {0} * {0}))") + ")"
+    if attrs.get("approximate", "none") == "tanh" else "0.5 * {0} * (1.0 + tl.erf({0} * 0.7071067811865476))"),
+    ["gelu.default"])
+pointwise("reciprocal", torch.reciprocal, "1.0 / {0}", ["reciprocal.default"], "INT_TO_FLOAT")
+pointwise("floor", torch.floor, "tl.floor({0})", ["floor.default"])
+pointwise("ceil", torch.ceil, "tl.ceil({0})", ["ceil.default"])
+pointwise("sign", torch.sign, "tl.where({0} > 0, 1, tl.where({0} < 0, -1, 0))", ["sign.default"])
+pointwise("logical_not", torch.logical_not, "{0} == 0", ["logical_not.default"], "ALWAYS_BOOL")
+pointwise("bitwise_not", torch.bitwise_not, "~{0}", ["bitwise_not.default"])
+pointwise("isnan", torch.isnan, "{0} != {0}", ["isnan.default"], "ALWAYS_BOOL")
+pointwise("copy", lambda x, memory_format=None: x.clone(), "{0}", ["clone.default"])
+pointwise("cast", lambda x, dtype: x.to(dtype), "{0}", ["_to_copy.default", "prims.convert_element_type.default"],
+          promotion="attr", doc="dtype conversion; codegen casts at the use")
+pointwise("pow_scalar", lambda x, exponent: torch.pow(x, exponent), _pow_expr, ["pow.Tensor_Scalar"],
+          doc="x ** exponent with a constant exponent")
+pointwise("clamp", lambda x, min=None, max=None: torch.clamp(x, min, max), lambda attrs: (
+    ("tl.maximum({0}, %r)" % attrs["min"] if attrs.get("min") is not None else "{0}")
+    if attrs.get("max") is None else
+    ("tl.minimum(tl.maximum({0}, %r), %r)" % (attrs["min"], attrs["max"]) if attrs.get("min") is not None
+     else "tl.minimum({0}, %r)" % attrs["max"])), ["clamp.default"])
+pointwise("leaky_relu", lambda x, negative_slope=0.01: torch.nn.functional.leaky_relu(x, negative_slope),
+          lambda attrs: "tl.where({0} > 0, {0}, {0} * %r)" % attrs.get("negative_slope", 0.01),
+          ["leaky_relu.default"])
+
+pointwise("add", torch.add, "{0} + {1}", ["add.Tensor", "add.Scalar"])
+pointwise("sub", torch.sub, "{0} - {1}", ["sub.Tensor", "sub.Scalar"])
+pointwise("mul", torch.mul, "{0} * {1}", ["mul.Tensor", "mul.Scalar"])
+pointwise("div", torch.div, "{0} / {1}", ["div.Tensor", "div.Scalar"], "INT_TO_FLOAT")
+pointwise("pow", torch.pow, "tl.exp2({1} * tl.log2({0}))", ["pow.Tensor_Tensor"], "BOOL_TO_LONG")
+pointwise("maximum", torch.maximum, "tl.maximum({0}, {1})", ["maximum.default"])
+pointwise("minimum", torch.minimum, "tl.minimum({0}, {1})", ["minimum.default"])
+pointwise("remainder", torch.remainder, "{0} - tl.floor({0} / {1}) * {1}", ["remainder.Tensor", "remainder.Scalar"])
+for _n, _sym in [("eq", "=="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">=")]:
+    pointwise(_n, getattr(torch, _n), "{0} %s {1}" % _sym, [f"{_n}.Tensor", f"{_n}.Scalar"], "ALWAYS_BOOL")
+for _n, _sym in [("logical_and", "&"), ("logical_or", "|"), ("logical_xor", "^")]:
+    pointwise(_n, getattr(torch, _n), "({0} != 0) %s ({1} != 0)" % _sym, [f"{_n}.default"], "ALWAYS_BOOL")
+for _n, _sym in [("bitwise_and", "&"), ("bitwise_or", "|"), ("bitwise_xor", "^")]:
+    pointwise(_n, getattr(torch, _n), "{0} %s {1}" % _sym, [f"{_n}.Tensor", f"{_n}.Scalar"])
+pointwise("where", torch.where, "tl.where({0}, {1}, {2})", ["where.self"], "NO_OPMATH",
+          doc="where(cond, a, b); cond does not take part in promotion")
+REGISTRY["where"].infer_fn = lambda d, ins, at: [TensorType(
+    broadcast_shapes(*[_type_of(v).shape for v in ins if _type_of(v) is not None]),
+    elementwise_dtypes(*[_meta(v) for v in ins[1:]], type_promotion_kind=PROMO.NO_OPMATH)[1], None, _device(ins))]
+
+# ----------------------------------------------------------------------------------------------- reductions
+
+
+def reduction(name, ref, combine, aten=(), dtype="same", num_outputs=1, infer_fn=infer_reduction):
+    return op(name, "reduction", ref, aten, infer_fn=infer_fn, triton=combine, num_outputs=num_outputs,
+              meta={"dtype": dtype})
+
+
+def _alldims(x, dim):
+    return list(range(x.dim())) if dim is None or dim == [] else dim
+
+
+reduction("sum", lambda x, dim=None, keepdim=False, dtype=None: torch.sum(x, _alldims(x, dim), keepdim, dtype=dtype),
+          "sum", ["sum.dim_IntList", "sum.default"], dtype="sum")
+reduction("mean", lambda x, dim=None, keepdim=False, dtype=None: torch.mean(x, _alldims(x, dim), keepdim, dtype=dtype),
+          "sum", ["mean.dim", "mean.default"])
+reduction("prod", lambda x, dim=None, keepdim=False, dtype=None: (
+    torch.prod(x, dtype=dtype) if dim is None else torch.prod(x, dim, keepdim, dtype=dtype)),
+          "prod", ["prod.dim_int", "prod.default"], dtype="sum")
+reduction("amax", lambda x, dim=None, keepdim=False: torch.amax(x, _alldims(x, dim), keepdim), "max",
+          ["amax.default"])
+reduction("amin", lambda x, dim=None, keepdim=False: torch.amin(x, _alldims(x, dim), keepdim), "min",
+          ["amin.default"])
+reduction("any", lambda x, dim=None, keepdim=False: torch.any(x, _alldims(x, dim), keepdim) if x.dim() else x.bool(),
+          "max", ["any.dim", "any.dims", "any.default"], dtype="bool")
+reduction("all", lambda x, dim=None, keepdim=False: torch.all(x, _alldims(x, dim), keepdim) if x.dim() else x.bool(),
+          "min", ["all.dim", "all.dims", "all.default"], dtype="bool")
+reduction("argmax", lambda x, dim=None, keepdim=False: torch.argmax(x, dim, keepdim), "argmax", ["argmax.default"],
+          dtype="int64")
+reduction("argmin", lambda x, dim=None, keepdim=False: torch.argmin(x, dim, keepdim), "argmin", ["argmin.default"],
+          dtype="int64")
+reduction("max_dim", lambda x, dim, keepdim=False: tuple(torch.max(x, dim, keepdim)), "argmax", ["max.dim"],
+          num_outputs=2)
+reduction("min_dim", lambda x, dim, keepdim=False: tuple(torch.min(x, dim, keepdim)), "argmin", ["min.dim"],
+          num_outputs=2)
+reduction("var", lambda x, dim=None, correction=1, keepdim=False: torch.var(
+    x, _alldims(x, dim), correction=1 if correction is None else correction, keepdim=keepdim), "welford",
+          ["var.correction"])
+reduction("var_mean", lambda x, dim=None, correction=1, keepdim=False: tuple(torch.var_mean(
+    x, _alldims(x, dim), correction=1 if correction is None else correction, keepdim=keepdim)), "welford",
+          ["var_mean.correction"], dtype="same2", num_outputs=2)
+reduction("softmax", lambda x, dim, half_to_float=False: torch._softmax(x, dim, half_to_float), "softmax",
+          ["_softmax.default"], infer_fn=infer_softmax)
+reduction("log_softmax", lambda x, dim, half_to_float=False: torch._log_softmax(x, dim, half_to_float),
+          "log_softmax", ["_log_softmax.default"], infer_fn=infer_softmax)
+reduction("layer_norm", lambda x, weight=None, bias=None, normalized_shape=(), eps=1e-5: tuple(
+    torch.native_layer_norm(x, normalized_shape, weight, bias, eps)), "welford", ["native_layer_norm.default"],
+          num_outputs=3, infer_fn=None)
+reduction("cumsum", lambda x, dim, dtype=None: torch.cumsum(x, dim, dtype=dtype), "scan", ["cumsum.default"],
+          infer_fn=None)
+
+# ----------------------------------------------------------------------------------------------- matmul
+op("mm", "matmul", torch.mm, ["mm.default"], infer_fn=infer_matmul)
+op("bmm", "matmul", torch.bmm, ["bmm.default"], infer_fn=infer_matmul)
+op("addmm", "matmul", lambda bias, a, b, beta=1, alpha=1: torch.addmm(bias, a, b, beta=beta, alpha=alpha),
+   ["addmm.default"], infer_fn=infer_matmul, doc="beta * bias + alpha * (a @ b)")
+op("convolution", "opaque", lambda x, w, b=None, stride=(1,), padding=(0,), dilation=(1,), transposed=False,
+   output_padding=(0,), groups=1: torch.ops.aten.convolution(x, w, b, stride, padding, dilation, transposed,
+                                                             output_padding, groups), ["convolution.default"],
+   doc="N-d convolution; runs through torch (cuDNN) with fused neighbours")
+
+# ----------------------------------------------------------------------------------------------- views
+op("view", "view", lambda x, size: x.reshape(size), ["view.default", "_unsafe_view.default", "reshape.default"],
+   doc="reshape; value semantics (a copy where strides do not allow a view)")
+op("permute", "view", lambda x, dims: x.permute(dims), ["permute.default"])
+op("expand", "view", lambda x, size, implicit=False: x.expand(size), ["expand.default"])
+op("slice", "view", lambda x, dim=0, start=None, end=None, step=1: torch.ops.aten.slice.Tensor(x, dim, start, end, step),
+   ["slice.Tensor"])
+op("select", "view", lambda x, dim, index: x.select(dim, index), ["select.int"])
+op("unsqueeze", "view", lambda x, dim: x.unsqueeze(dim), ["unsqueeze.default"])
+op("squeeze", "view", lambda x, dim=None: x.squeeze() if dim is None else torch.squeeze(x, dim),
+   ["squeeze.dims", "squeeze.dim", "squeeze.default"])
+op("alias", "view", lambda x: x.alias() if hasattr(x, "alias") else x[...], ["alias.default", "detach.default",
+                                                                              "lift_fresh_copy.default"])
+op("as_strided", "view", lambda x, size, stride, storage_offset=None: torch.as_strided(x, size, stride, storage_offset),
+   ["as_strided.default"])
+
+# ----------------------------------------------------------------------------------------------- data movement
+op("cat", "data", lambda *xs, dim=0: torch.cat(xs, dim), ["cat.default"])
+op("constant_pad_nd", "data", lambda x, pad, value=0: torch.constant_pad_nd(x, pad, value), ["constant_pad_nd.default"])
+op("embedding", "data", lambda weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False:
+   torch.embedding(weight, indices, padding_idx, scale_grad_by_freq, sparse), ["embedding.default"])
+op("index", "data", lambda x, *indices: torch.ops.aten.index.Tensor(x, list(indices)), ["index.Tensor"],
+   doc="advanced indexing; inputs are x then one index (or None) per leading dim")
+op("gather", "data", lambda x, index, dim=0, sparse_grad=False: torch.gather(x, dim, index), ["gather.default"])
+op("index_select", "data", lambda x, index, dim=0: torch.index_select(x, dim, index), ["index_select.default"])
+op("flip", "data", lambda x, dims: torch.flip(x, dims), ["flip.default"])
+op("tril", "data", lambda x, diagonal=0: torch.tril(x, diagonal), ["tril.default"])
+op("triu", "data", lambda x, diagonal=0: torch.triu(x, diagonal), ["triu.default"])
+op("full", "data", lambda size, fill_value, dtype=None, layout=None, device=None, pin_memory=None: torch.full(
+    size, fill_value, dtype=dtype, device=device), ["full.default"])
+op("full_like", "data", lambda x, fill_value, dtype=None, layout=None, device=None, pin_memory=None,
+   memory_format=None: torch.full_like(x, fill_value, dtype=dtype), ["full_like.default"])
+op("arange", "data", lambda start=0, end=None, step=1, dtype=None, layout=None, device=None, pin_memory=None:
+   torch.arange(start, end, step, dtype=dtype, device=device), ["arange.start_step", "arange.default",
+                                                                 "arange.start"])
+op("scalar_tensor", "data", lambda s, dtype=None, layout=None, device=None, pin_memory=None: torch.scalar_tensor(
+    s, dtype=dtype, device=device), ["scalar_tensor.default"])
+op("constant", "data", lambda value: value, (), doc="a tensor constant captured from the program")
+
+# ----------------------------------------------------------------------------------------------- opaque
+op("max_pool2d", "opaque", lambda x, kernel_size, stride=(), padding=(0,), dilation=(1,), ceil_mode=False: tuple(
+    torch.ops.aten.max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)),
+   ["max_pool2d_with_indices.default"], num_outputs=2)
+op("avg_pool2d", "opaque", lambda x, kernel_size, stride=(), padding=(0,), ceil_mode=False, count_include_pad=True,
+   divisor_override=None: torch.ops.aten.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                                    divisor_override), ["avg_pool2d.default"])
+op("adaptive_avg_pool2d", "opaque", lambda x, output_size: torch.ops.aten._adaptive_avg_pool2d(x, output_size),
+   ["_adaptive_avg_pool2d.default"])
+op("batch_norm", "opaque", lambda x, weight=None, bias=None, running_mean=None, running_var=None, momentum=0.1,
+   eps=1e-5: tuple(torch.ops.aten._native_batch_norm_legit_no_training(x, weight, bias, running_mean, running_var,
+                                                                          momentum, eps)),
+   ["_native_batch_norm_legit_no_training.default"], num_outputs=3, doc="eval-mode batch norm",
+   infer_fn=lambda d, ins, at: [ins[0].type.with_shape(ins[0].type.shape)] + [
+       TensorType((0,), ins[0].type.dtype, None, ins[0].type.device)] * 2)
+
+
+class Slot(int):
+    """Placeholder for the i-th tensor input of a torch_op node inside its args."""
+
+    def __repr__(self):
+        return f"${int(self)}"
+
+
+def _fill(obj, inputs):
+    if isinstance(obj, Slot):
+        return inputs[obj]
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_fill(o, inputs) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _fill(v, inputs) for k, v in obj.items()}
+    return obj
+
+
+def _run_torch_op(*inputs, target, args=None, kwargs=None):
+    if args is None:  # plain positional call on the inputs
+        return target(*inputs, **(kwargs or {}))
+    return target(*_fill(args, inputs), **_fill(kwargs or {}, inputs))
+
+
+op("torch_op", "opaque", _run_torch_op, (), doc="any ATen op the IR lacks: runs through torch as is")

@@ -1,0 +1,70 @@
+"""Tensor types of the IR: shape, dtype, strides and device of a value."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for size in reversed(shape):
+        strides.append(acc)
+        acc *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """The static type of a tensor value. Strides are in elements; None means contiguous."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    strides: tuple[int, ...] | None = None
+    device: str = "cpu"
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if self.strides is None:
+            object.__setattr__(self, "strides", contiguous_strides(self.shape))
+        else:
+            object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        if len(self.strides) != len(self.shape):
+            raise ValueError(f"strides {self.strides} do not match shape {self.shape}")
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def is_contiguous(self) -> bool:
+        return all(s == c for s, c, n in zip(self.strides, contiguous_strides(self.shape), self.shape) if n != 1)
+
+    @property
+    def itemsize(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    def with_shape(self, shape, dtype=None) -> "TensorType":
+        return TensorType(tuple(shape), dtype or self.dtype, None, self.device)
+
+    @staticmethod
+    def of(t: torch.Tensor) -> "TensorType":
+        return TensorType(tuple(t.shape), t.dtype, tuple(t.stride()), t.device.type)
+
+    def meta(self) -> torch.Tensor:
+        """A meta tensor of this type (for shape inference by torch)."""
+        return torch.empty_strided(self.shape, self.strides, dtype=self.dtype, device="meta")
+
+    def __str__(self) -> str:
+        dt = str(self.dtype).replace("torch.", "")
+        s = f"{dt}[{','.join(map(str, self.shape))}]"
+        if not self.is_contiguous:
+            s += f"{{{','.join(map(str, self.strides))}}}"
+        return s

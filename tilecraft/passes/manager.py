@@ -1,0 +1,37 @@
+"""The pass manager: runs graph-to-graph passes in order, verifying after each and recording the IR."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..ir import Graph, format_graph, verify
+
+Pass = Callable[[Graph], Graph]
+
+
+@dataclass
+class PassTrace:
+    """What each pass did: its name, the IR after it, and how long it took."""
+
+    steps: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def record(self, name: str, graph: Graph, seconds: float) -> None:
+        self.steps.append((name, format_graph(graph, name), seconds))
+
+
+def run_passes(graph: Graph, passes: list[tuple[str, Pass]], trace: PassTrace | None = None,
+               check: bool = True) -> Graph:
+    if trace is not None:
+        trace.record("import", graph, 0.0)
+    for name, p in passes:
+        t0 = time.perf_counter()
+        graph = p(graph)
+        if check:
+            try:
+                verify(graph)
+            except Exception as e:
+                raise RuntimeError(f"pass {name} produced an invalid graph: {e}") from e
+        if trace is not None:
+            trace.record(name, graph, time.perf_counter() - t0)
+    return graph

@@ -1,0 +1,1 @@
+"""The autotuner: config spaces, cost model, search, measurer, schedule database."""
