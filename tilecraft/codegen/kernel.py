@@ -1,0 +1,122 @@
+"""A generated Triton kernel with a tunable launch config, and the on-disk kernel source cache.
+
+Every template (pointwise, reduction, matmul, quantized matmul, ...) produces a `Kernel`. The tuner only sees
+this protocol: `template`, `shapes`, `dtype`, `key`, `default_config()`, `launch(args, config)`,
+`make_args(device, seed)` and `out_positions`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import triton
+
+# Config keys that are launch options rather than kernel constexprs.
+LAUNCH_KEYS = ("num_warps", "num_stages")
+
+
+def cache_dir() -> Path:
+    """Where generated kernel sources live: $TILECRAFT_CACHE or ~/.cache/tilecraft/kernels/triton-<ver>."""
+    base = os.environ.get("TILECRAFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tilecraft")
+    d = Path(base) / "kernels" / f"triton-{triton.__version__}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+_MODULES: dict[str, object] = {}
+
+
+def load_source(source: str, fn_name: str):
+    """Write `source` to the kernel cache (named by its hash) and import it; returns the jitted function."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    mod = _MODULES.get(digest)
+    if mod is None:
+        path = cache_dir() / f"k_{digest}.py"
+        if not path.exists():
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(source)
+            os.replace(tmp, path)  # atomic: concurrent compiles never see half a file
+        spec = importlib.util.spec_from_file_location(f"tilecraft_kernels.k_{digest}", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        _MODULES[digest] = mod
+    return getattr(mod, fn_name)
+
+
+@dataclass
+class ArgSpec:
+    """One tensor argument of a kernel: the buffer passed (shape, strides, dtype) and whether it is written."""
+
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dtype: torch.dtype
+    is_output: bool = False
+
+    def allocate(self, device, gen: torch.Generator | None = None) -> torch.Tensor:
+        t = torch.empty_strided(self.shape, self.strides, dtype=self.dtype, device=device)
+        if self.is_output:
+            return t.zero_()
+        if self.dtype == torch.bool:
+            return t.copy_(torch.rand(self.shape, generator=gen) > 0.5)
+        if self.dtype.is_floating_point:
+            return t.copy_(torch.randn(self.shape, generator=gen))
+        return t.copy_(torch.randint(0, 4, self.shape, generator=gen))
+
+
+@dataclass
+class Kernel:
+    """A generated kernel: Triton source + how to launch it for a config."""
+
+    name: str
+    template: str  # "pointwise" | "reduction" | "matmul" | ...
+    source: str
+    fn_name: str
+    args: list[ArgSpec]
+    grid: Callable[[dict], tuple]  # launch grid for a config
+    shapes: dict[str, int]  # the template's problem sizes, e.g. {"M":..,"N":..,"K":..}
+    dtype: torch.dtype  # the main input dtype
+    config: dict = field(default_factory=dict)  # the config launches use unless told otherwise
+    default: dict = field(default_factory=dict)  # the heuristic config
+    info: dict = field(default_factory=dict)  # anything the template wants to remember (e.g. fused ops)
+    _fn: object = None
+
+    @property
+    def key(self) -> str:
+        """Stable hash of the kernel's template and source (the source bakes in the fused IR and shapes)."""
+        return hashlib.sha256(f"{self.template}\n{self.source}".encode()).hexdigest()[:16]
+
+    @property
+    def out_positions(self) -> list[int]:
+        return [i for i, a in enumerate(self.args) if a.is_output]
+
+    def default_config(self) -> dict:
+        return dict(self.default)
+
+    @property
+    def fn(self):
+        if self._fn is None:
+            self._fn = load_source(self.source, self.fn_name)
+        return self._fn
+
+    def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
+        config = self.config if config is None else config
+        consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
+        launch = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
+        self.fn[self.grid(config)](*args, **consts, **launch)
+
+    def make_args(self, device="cpu", seed: int = 0) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        return [a.allocate(device, gen) for a in self.args]
+
+    def describe(self) -> str:
+        shapes = ", ".join(f"{k}={v}" for k, v in self.shapes.items())
+        fused = self.info.get("ops")
+        return f"{self.template} ({shapes}; {str(self.dtype).replace('torch.', '')})" + (
+            f" fuses {fused}" if fused else "") + f" config {self.config}"
