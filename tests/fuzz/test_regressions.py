@@ -3,6 +3,8 @@
 1. Half-precision layer norm: the IR inferred float32 mean/rstd (meta kernel) where CPU torch gives float16,
    so every fp16/bf16 `native_layer_norm` fell back to torch (31 of 82 layer norms in a 986-model campaign,
    seed 7), and the reference interpreter produced values whose dtype disagreed with their IR type.
+2. Reductions accepted out-of-range dims: `sum(x, dim=[7])` on a rank-2 value type-checked (dims were taken
+   modulo the rank) while torch raises; found when the reducer rebuilt a graph with a changed attribute.
 """
 import pytest
 import torch
@@ -48,3 +50,14 @@ def test_layer_norm_inferred_types_match_cpu_values(dtype):
     xc = gc.add_input(cuda, "x")
     assert [o.type.dtype for o in gc.add("layer_norm", [xc, None, None], {"normalized_shape": [5]}).outputs] == [
         dtype, torch.float32, torch.float32]
+
+
+def test_reduction_rejects_out_of_range_dim():
+    gr = Graph()
+    x = gr.add_input(TensorType((3, 4), torch.float32), "x")
+    for op in ("sum", "mean", "amax", "var"):
+        with pytest.raises(ValueError, match="dim 7 is out of range for a rank-2 tensor"):
+            gr.add(op, [x], {"dim": [7]})
+        with pytest.raises(IndexError):  # what torch says for the same call
+            getattr(torch, op)(torch.randn(3, 4), dim=[7])
+    assert gr.add("sum", [x], {"dim": [-2]}).out.type.shape == (4,)

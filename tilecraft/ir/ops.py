@@ -136,6 +136,9 @@ def norm_dims(dims, rank: int) -> list[int]:
         return list(range(rank))
     if isinstance(dims, int):
         dims = [dims]
+    bad = [d for d in dims if not -max(rank, 1) <= d < max(rank, 1)]
+    if bad:
+        raise OpError(f"reduction dim {bad[0]} is out of range for a rank-{rank} tensor")
     out = sorted({d % rank if rank else 0 for d in dims})
     return out
 
