@@ -214,6 +214,11 @@ def _size(g: Graph) -> tuple[int, int, int]:
     return (len(g.nodes), non32, _numel(g))
 
 
+def _docsafe(text: str) -> str:
+    """Text that can sit inside a triple-quoted docstring."""
+    return text.replace(chr(92), "/").replace(chr(34) * 3, "'")
+
+
 def repro_test(red: Reduction, backend="tilecraft", name: str = "fuzz_repro") -> str:
     """A pytest file: the reduced program (self-contained torch source) and an eager-vs-compiled check."""
     case = red.reduced
@@ -221,10 +226,11 @@ def repro_test(red: Reduction, backend="tilecraft", name: str = "fuzz_repro") ->
     compile_line = ("compiled = tilecraft.compile(model)" if backend == "tilecraft" else
                     f"compiled = torch.compile(model, backend={backend!r}, dynamic=False)")
     src = case.source.split('"""', 2)[2].lstrip("\n")  # drop the program docstring; the test has its own
+    first = _docsafe(case.verdict.message.splitlines()[0] if case.verdict.message else "")
     return f'''"""Regression test reduced by tilecraft.fuzz ({len(case.graph.nodes)} ops, from {len(red.original.graph.nodes)}).
 
-Failure when found: {red.key}
-  {case.verdict.message.splitlines()[0] if case.verdict.message else ""}
+Failure when found: {_docsafe(red.key)}
+  {first}
 """
 {src}
 
