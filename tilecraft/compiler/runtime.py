@@ -1,11 +1,20 @@
-"""Runtimes for a compiled graph."""
+"""Runtimes for a compiled graph: generated kernels (KernelProgram) or the reference interpreter."""
 from __future__ import annotations
 
-from ..ir import Graph, interpret
+import logging
+
+import torch
+
+from ..ir import Graph, Node, Value, interpret
+from ..ir.interpreter import run_node
+from ..ir.ops import REGISTRY
+from ..passes.fusion import Group, format_groups, partition
+
+log = logging.getLogger("tilecraft")
 
 
 class InterpretedProgram:
-    """Runs the IR with each op's torch reference (used when codegen is off or unavailable)."""
+    """Runs the IR with each op's torch reference (used when codegen is off)."""
 
     kernels: list = []
 
@@ -19,6 +28,160 @@ class InterpretedProgram:
         return "---- runtime ----\nreference interpreter (no generated kernels)"
 
 
+def _is_view(node: Node | None) -> bool:
+    return node is not None and REGISTRY[node.op].category == "view" and node.op != "as_strided"
+
+
+class KernelStep:
+    def __init__(self, group: Group, kernel, values: list[Value]):
+        self.group, self.kernel, self.values = group, kernel, values
+        self.outputs = [v for v, a in zip(values, kernel.args) if a.is_output]
+        self.failed = False
+
+
+class TorchStep:
+    def __init__(self, node: Node):
+        self.node = node
+
+
+class KernelProgram:
+    """Launches one kernel per fused group in order; ops without a template run through torch."""
+
+    def __init__(self, graph: Graph, options=None):
+        from ..codegen import build_kernel
+
+        self.graph, self.options = graph, options
+        self.groups = partition(graph)
+        group_of = {id(n): g for g in self.groups for n in g.nodes}
+        needed: dict[int, list[Value]] = {id(g): [] for g in self.groups}
+
+        def need(v: Value):
+            """v must exist as a tensor at run time."""
+            p = v.producer
+            if _is_view(p):
+                need(p.inputs[0])
+            elif p is not None:
+                g = group_of[id(p)]
+                if g.kind != "torch" and not any(v is w for w in needed[id(g)]):
+                    needed[id(g)].append(v)
+
+        for g in self.groups:
+            ids = {id(n) for n in g.nodes}
+            for n in g.nodes:
+                for v in n.input_values():
+                    if g.kind == "torch":
+                        need(v)
+                        continue
+                    while _is_view(v.producer) and id(v.producer) not in ids:
+                        v = v.producer.inputs[0]
+                    if v.producer is None or id(v.producer) not in ids:
+                        need(v)
+        for v in graph.outputs:
+            if isinstance(v, Value):
+                need(v)
+
+        self.steps: list = []
+        self.kernels = []
+        for i, g in enumerate(self.groups):
+            outs = needed[id(g)]
+            kernel = None
+            if g.kind != "torch" and outs:
+                try:
+                    kernel, values = build_kernel(g, outs, f"k{i}_{g.kind}_{'_'.join(dict.fromkeys(n.op for n in g.nodes))}"[:60],
+                                                  options)
+                except Exception as e:  # noqa: BLE001 - any codegen gap falls back to torch for this group
+                    log.warning("tilecraft: group %d (%s) runs through torch: %s", i, g.describe(), e)
+            if kernel is not None:
+                self.steps.append(KernelStep(g, kernel, values))
+                self.kernels.append(kernel)
+            elif g.kind == "torch" or outs:
+                self.steps.extend(TorchStep(n) for n in g.nodes)
+        self._plan_frees()
+
+    def _plan_frees(self):
+        """Drop each intermediate after its last use, so the allocator reuses its memory."""
+        last: dict[int, int] = {}
+        for i, s in enumerate(self.steps):
+            vals = s.values if isinstance(s, KernelStep) else s.node.input_values()
+            for v in vals:
+                while True:
+                    last[id(v)] = i
+                    if not _is_view(v.producer):
+                        break
+                    v = v.producer.inputs[0]
+        keep = set()
+        for v in self.graph.outputs:
+            while isinstance(v, Value):
+                keep.add(id(v))
+                v = v.producer.inputs[0] if _is_view(v.producer) else None
+        self.frees: list[list[int]] = [[] for _ in self.steps]
+        for vid, i in last.items():
+            if vid not in keep:
+                self.frees[i].append(vid)
+
+    def __call__(self, *args):
+        env: dict[int, torch.Tensor] = {id(v): t for v, t in zip(self.graph.inputs, args)}
+
+        def get(v):
+            if not isinstance(v, Value):
+                return v
+            t = env.get(id(v))
+            if t is None:
+                p = v.producer
+                if not _is_view(p):
+                    raise RuntimeError(f"tilecraft runtime: %{v.name} was never computed")
+                t = run_node(p, {id(x): get(x) for x in p.input_values()})[0]
+                env[id(v)] = t
+            return t
+
+        for i, step in enumerate(self.steps):
+            if isinstance(step, KernelStep) and not step.failed:
+                self._launch(step, get, env)
+            if isinstance(step, TorchStep) or step.failed:
+                nodes = [step.node] if isinstance(step, TorchStep) else step.group.nodes
+                for n in nodes:
+                    outs = run_node(n, {id(x): get(x) for x in n.input_values()})
+                    for o, t in zip(n.outputs, outs):
+                        env[id(o)] = t
+            for vid in self.frees[i]:
+                env.pop(vid, None)
+        return [get(v) for v in self.graph.outputs]
+
+    def _launch(self, step: KernelStep, get, env):
+        k = step.kernel
+        tensors = []
+        device = None
+        for v, spec in zip(step.values, k.args):
+            if spec.is_output:
+                t = torch.empty(spec.shape, dtype=spec.dtype, device=device)
+            else:
+                t = get(v)
+                device = t.device
+                if t.stride() != spec.strides and any(
+                        a != b for a, b, n in zip(t.stride(), spec.strides, spec.shape) if n != 1):
+                    t = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=t.device).copy_(t)
+            tensors.append(t)
+        if device is None:
+            device = self.graph.inputs[0].type.device if self.graph.inputs else "cpu"
+            tensors = [t.to(device) for t in tensors]
+        try:
+            if all(n > 0 for n in k.grid(k.config)) and all(t.numel() > 0 for t in tensors if t.dim()):
+                k.launch(tensors)
+        except Exception as e:  # noqa: BLE001 - never crash on a kernel: fall back to torch, say so once
+            step.failed = True
+            log.warning("tilecraft: kernel %s failed (%s: %s); its ops run through torch from now on",
+                        k.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            return
+        for v, t in zip(step.values, tensors):
+            if any(v is o for o in step.outputs):
+                env[id(v)] = t
+
+    def explain(self) -> str:
+        parts = ["---- fused groups ----", format_groups(self.groups), "---- kernels ----"]
+        for k in self.kernels:
+            parts.append(f"# {k.name}: {k.describe()}\n{k.source}")
+        return "\n".join(parts)
+
+
 def build_kernel_program(graph: Graph, options):
-    """Generated-kernel runtime; None until codegen can take this graph."""
-    return None
+    return KernelProgram(graph, options)

@@ -1,0 +1,105 @@
+"""The matmul template: a grouped-ordering tiled GEMM (batched for bmm) with a fused pointwise epilogue.
+
+Operands are loaded through their real strides, so a transposed or permuted operand costs no copy. The
+epilogue (bias, activation, residual, scaling, cast) is applied to the fp32 accumulator before the one store.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..ir import Value
+from ..passes.fusion import Group
+from .emit import Args, Emitter, Unsupported, header, interpreting, needs_int64, store
+from .kernel import Kernel
+
+
+def matmul_kernel(group: Group, outputs: list[Value], name: str):
+    mm = group.nodes[0]
+    if mm.op == "addmm":
+        bias, A, B = mm.inputs
+        alpha, beta = mm.attrs.get("alpha", 1), mm.attrs.get("beta", 1)
+    else:
+        (A, B), bias, alpha, beta = mm.inputs, None, 1, 1
+    batched = mm.op == "bmm"
+    out = mm.out.type
+    M, N = out.shape[-2], out.shape[-1]
+    Kd = A.type.shape[-1]
+    BT = out.shape[0] if batched else 1
+    dt = A.type.dtype
+    args = Args()
+    for v in outputs:
+        args.store(v)
+    em = Emitter(group.nodes, args, "omask")
+    em.zero = "om * 0 + on * 0"
+    wide = needs_int64(args, BT * M * N) or needs_int64(args, M * Kd * BT)
+    em.line("pid = tl.program_id(0)")
+    if batched:
+        em.line("pid_b = tl.program_id(1)")
+    em.line(f"num_pid_m = tl.cdiv({M}, BLOCK_M)")
+    em.line(f"num_pid_n = tl.cdiv({N}, BLOCK_N)")
+    em.line("width = GROUP_M * num_pid_n")
+    em.line("first_m = (pid // width) * GROUP_M")
+    em.line("size_m = tl.minimum(num_pid_m - first_m, GROUP_M)")
+    em.line("pid_m = first_m + ((pid % width) % size_m)")
+    em.line("pid_n = (pid % width) // size_m")
+    cast = ".to(tl.int64)" if wide else ""
+    em.line(f"rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)){cast}")
+    em.line(f"rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)){cast}")
+    em.line("am = rm[:, None]")
+    em.line("bn = rn[None, :]")
+    em.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    em.line(f"for k0 in range(0, {Kd}, BLOCK_K):")
+    em.push("amask")
+    em.line(f"rk = k0 + tl.arange(0, BLOCK_K){cast}")
+    em.line("ak = rk[None, :]")
+    em.line("bk = rk[:, None]")
+    em.line(f"amask = (am < {M}) & (ak < {Kd})")
+    em.line(f"bmask = (bk < {Kd}) & (bn < {N})")
+    pb = ("pid_b",) if batched else ()
+    a = em.raw_operand(A, pb + ("am", "ak"))
+    em.masks[-1] = "bmask"
+    b = em.raw_operand(B, pb + ("bk", "bn"))
+    if dt == torch.bfloat16 and interpreting():  # the interpreter's bf16 dot is wrong; fp32 is exact here
+        a, b = f"{a}.to(tl.float32)", f"{b}.to(tl.float32)"
+    precision = ""
+    if dt == torch.float32:
+        precision = ', input_precision="tf32"' if torch.backends.cuda.matmul.allow_tf32 else \
+            ', input_precision="ieee"'
+    em.line(f"acc = tl.dot({a}, {b}, acc{precision})")
+    em.pop()
+    em.line("om = rm[:, None]")
+    em.line("on = rn[None, :]")
+    em.line(f"omask = (om < {M}) & (on < {N})")
+    canon = pb + ("om", "on")
+
+    def acc_value(idx):
+        if tuple(idx) != canon:
+            raise Unsupported("matmul result read at another index")
+        e = "acc" if alpha == 1 else f"acc * {alpha!r}"
+        if bias is not None:
+            lead = out.rank - bias.type.rank
+            bi = tuple("0" if s == 1 else canon[j + lead] for j, s in enumerate(bias.type.shape))
+            bv = em.value(bias, bi)
+            e = f"{e} + {bv}" if beta == 1 else f"{e} + {bv} * {beta!r}"
+        return em.tmp(e)
+
+    em.special[id(mm.out)] = acc_value
+    for v in outputs:
+        store(em, v, canon)
+    src = header(name, args, ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]) + "\n".join(em.lines) + "\n"
+    cfg = default_config(M, N, Kd, dt)
+    k = Kernel(name, "matmul", src, name, list(args.specs),
+               grid=lambda c: (-(-M // c["BLOCK_M"]) * -(-N // c["BLOCK_N"]), BT),
+               shapes={"B": BT, "M": M, "N": N, "K": Kd}, dtype=dt, config=dict(cfg), default=dict(cfg),
+               info={"ops": [n.op for n in group.nodes], "rules": list(group.rules)})
+    return k, list(args.values)
+
+
+def default_config(M: int, N: int, K: int, dtype) -> dict:
+    """A reasonable tile for the shape (the tuner replaces it with a measured one)."""
+    bm = 16 if M <= 16 else 32 if M <= 32 else 64 if M <= 64 or M * N <= 2**20 else 128
+    bn = 32 if N <= 32 else 64 if N <= 64 or M * N <= 2**20 else 128
+    bk = 32 if K <= 32 or dtype == torch.float32 else 64
+    big = bm * bn >= 128 * 128
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": 8 if big else 4,
+            "num_stages": 3}

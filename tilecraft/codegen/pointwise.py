@@ -1,0 +1,43 @@
+"""The pointwise template: one program per XBLOCK elements of the iteration space."""
+from __future__ import annotations
+
+from ..ir import Value
+from ..passes.fusion import Group
+from .emit import Args, Emitter, decompose, header, needs_int64, store
+from .kernel import Kernel
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def pointwise_kernel(group: Group, outputs: list[Value], name: str) -> Kernel:
+    shape = group.shape
+    numel = 1
+    for s in shape:
+        numel *= s
+    args = Args()
+    em = Emitter(group.nodes, args, "xmask")
+    em.zero = "xindex * 0"
+    for v in outputs:
+        args.store(v)  # outputs first in the body's bookkeeping; order fixed below
+    body_start = len(em.lines)
+    wide = needs_int64(args, numel)
+    pid = "tl.program_id(0).to(tl.int64)" if wide else "tl.program_id(0)"
+    em.line(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)")
+    em.line(f"xmask = xindex < {numel}")
+    names = decompose(em, "xindex", list(range(len(shape))), shape, "i")
+    idx = tuple(names[d] for d in range(len(shape)))
+    for v in outputs:
+        store(em, v, idx)
+    wide = wide or needs_int64(args, numel)
+    if wide and "to(tl.int64)" not in em.lines[body_start]:
+        em.lines[body_start] = em.lines[body_start].replace("tl.program_id(0)", "tl.program_id(0).to(tl.int64)")
+    src = header(name, args, ["XBLOCK"]) + "\n".join(em.lines) + "\n"
+    block = min(1024, next_pow2(numel))
+    return Kernel(name, "pointwise", src, name, list(args.specs),
+                  grid=lambda c, n=numel: (max(1, -(-n // c["XBLOCK"])),),
+                  shapes={"numel": numel}, dtype=outputs[0].type.dtype,
+                  config={"XBLOCK": block, "num_warps": 4 if block >= 256 else 1},
+                  default={"XBLOCK": block, "num_warps": 4 if block >= 256 else 1},
+                  info={"ops": [n.op for n in group.nodes], "rules": list(group.rules)}), list(args.values)

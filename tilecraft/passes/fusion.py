@@ -1,0 +1,224 @@
+"""Fusion: partition the graph's compute nodes into groups that each become one kernel.
+
+View ops never form groups: codegen turns them into index arithmetic inside whichever kernel reads them.
+Compute nodes are grouped greedily in topological order; each merge is one named rule, and a merge is only
+made when the group graph stays acyclic (checked with networkx). Nodes that no template covers run through
+torch as single-node "torch" groups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+import torch
+
+from ..ir import Graph, Node, Value
+from ..ir.ops import REGISTRY, norm_dims
+
+# Reductions the reduction template knows, and the matmuls the matmul template knows.
+REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "layer_norm", "any", "all"}
+MATMULS = {"mm", "bmm", "addmm"}
+CODEGEN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
+                  torch.uint8, torch.bool}
+
+
+@dataclass(eq=False)
+class Group:
+    kind: str  # "pointwise" | "reduction" | "matmul" | "torch"
+    nodes: list[Node]
+    shape: tuple[int, ...]  # iteration shape: pointwise/matmul output shape, reduction input shape
+    dims: tuple[int, ...] = ()  # reduced dims (reduction groups)
+    rules: list[str] = field(default_factory=list)  # the fusion rules that built this group
+
+    @property
+    def reduced_shape(self) -> tuple[int, ...]:
+        return tuple(1 if i in self.dims else s for i, s in enumerate(self.shape))
+
+    def describe(self) -> str:
+        ops = " → ".join(n.op for n in self.nodes)
+        extra = f" over dims {list(self.dims)}" if self.kind == "reduction" else ""
+        return f"{self.kind}[{','.join(map(str, self.shape))}]{extra}: {ops}"
+
+
+def base_value(v: Value) -> Value:
+    """Follow view ops back to the value they index into."""
+    while v.producer is not None and REGISTRY[v.producer.op].category == "view" and v.producer.op != "as_strided":
+        v = v.producer.inputs[0]
+    return v
+
+
+def _types_ok(node: Node) -> bool:
+    vals = node.input_values() + node.outputs
+    return all(v.type.dtype in CODEGEN_DTYPES for v in vals)
+
+
+def node_kind(node: Node) -> str:
+    cat = REGISTRY[node.op].category
+    if not _types_ok(node):
+        return "torch"
+    if cat == "pointwise":
+        return "pointwise"
+    if node.op in REDUCTIONS:
+        x = node.inputs[0].type
+        if x.numel == 0 or x.rank == 0:
+            return "torch"
+        if node.op in ("any", "all"):
+            return "reduction" if x.dtype == torch.bool else "torch"
+        if node.op != "sum" and not x.dtype.is_floating_point:
+            return "torch"
+        return "reduction"
+    if node.op in MATMULS:
+        a = node.inputs[1] if node.op == "addmm" else node.inputs[0]
+        if node.outputs[0].type.numel == 0 or a.type.shape[-1] == 0:
+            return "torch"
+        return "matmul" if a.type.dtype in (torch.float32, torch.float16, torch.bfloat16) else "torch"
+    if cat == "view":
+        return "view"
+    return "torch"
+
+
+def reduction_dims(node: Node) -> tuple[int, ...]:
+    x = node.inputs[0].type
+    if node.op in ("softmax", "log_softmax"):
+        return (node.attrs["dim"] % x.rank,) if x.rank else ()
+    if node.op == "layer_norm":
+        k = len(node.attrs["normalized_shape"])
+        return tuple(range(x.rank - k, x.rank))
+    return tuple(norm_dims(node.attrs.get("dim"), x.rank))
+
+
+def _trivial_path(v: Value, group_values: set) -> bool:
+    """Is v a group value, possibly through views that only add or drop size-1 dims (rows unchanged)?"""
+    while id(v) not in group_values:
+        p = v.producer
+        if p is None or REGISTRY[p.op].category != "view":
+            return False
+        src = p.inputs[0]
+        if p.op == "permute" or p.op == "slice" or p.op == "select" or p.op == "as_strided":
+            return False
+        if [s for s in src.type.shape if s != 1] != [s for s in v.type.shape if s != 1] and p.op != "expand":
+            return False
+        if p.op == "expand" and any(a != b and a != 1 for a, b in zip(src.type.shape[::-1], v.type.shape[::-1])):
+            return False
+        v = src
+    return True
+
+
+class Partitioner:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.group_of: dict[int, Group] = {}  # node id -> group
+        self.groups: list[Group] = []
+        self.dag = nx.DiGraph()  # group-level dependencies
+
+    def producers(self, node: Node) -> list[Group]:
+        out = []
+        for v in node.input_values():
+            b = base_value(v)
+            g = self.group_of.get(id(b.producer)) if b.producer is not None else None
+            if g is not None and g not in out:
+                out.append(g)
+        return out
+
+    def group_values(self, g: Group) -> set:
+        return {id(o) for n in g.nodes for o in n.outputs}
+
+    def can_join(self, node: Node, kind: str, g: Group) -> str | None:
+        """The rule that lets `node` join group `g`, or None."""
+        out = node.outputs[0].type.shape
+        if kind == "pointwise":
+            if g.kind == "pointwise" and out == g.shape:
+                return "pointwise-chain"
+            inside = self.group_values(g)
+            direct = all(_trivial_path(v, inside) or base_value(v).producer is None or
+                         id(base_value(v)) not in inside for v in node.input_values())
+            if not direct:
+                return None
+            if g.kind == "reduction" and out in (g.shape, g.reduced_shape, self._squeezed(g)):
+                return "reduction-epilogue"
+            if g.kind == "matmul" and out == g.shape:
+                return "matmul-epilogue"
+            return None
+        if kind == "reduction":
+            x = node.inputs[0]
+            if x.type.shape != g.shape or not _trivial_path(x, self.group_values(g)):
+                return None
+            if g.kind == "pointwise":
+                return "reduction-prologue"
+            if g.kind == "reduction" and reduction_dims(node) == g.dims:
+                return "multi-reduction"
+        return None
+
+    @staticmethod
+    def _squeezed(g: Group):
+        return tuple(s for i, s in enumerate(g.shape) if i not in g.dims)
+
+    def would_cycle(self, node: Node, g: Group) -> bool:
+        """Joining g would create a cycle if some other producer group of node depends on g."""
+        for p in self.producers(node):
+            if p is not g and p in self.dag and g in self.dag and nx.has_path(self.dag, g, p):
+                return True
+        return False
+
+    def add_to(self, g: Group, node: Node, rule: str | None):
+        g.nodes.append(node)
+        if rule and rule not in g.rules:
+            g.rules.append(rule)
+        self.group_of[id(node)] = g
+        for p in self.producers(node):
+            if p is not g:
+                self.dag.add_edge(p, g)
+
+    def new_group(self, node: Node, kind: str) -> Group:
+        if kind == "reduction":
+            g = Group(kind, [], node.inputs[0].type.shape, reduction_dims(node))
+        elif kind in ("pointwise", "matmul"):
+            g = Group(kind, [], node.outputs[0].type.shape)
+        else:
+            g = Group("torch", [], node.outputs[0].type.shape if node.outputs else ())
+        self.groups.append(g)
+        self.dag.add_node(g)
+        self.add_to(g, node, None)
+        return g
+
+    def run(self) -> list[Group]:
+        for node in self.graph.nodes:
+            kind = node_kind(node)
+            if kind == "view":
+                continue
+            if kind in ("torch", "matmul"):
+                self.new_group(node, kind)
+                continue
+            joined = None
+            for g in reversed(self.producers(node)):
+                rule = self.can_join(node, kind, g)
+                if rule and not self.would_cycle(node, g):
+                    if kind == "reduction" and g.kind == "pointwise":
+                        g.kind, g.dims = "reduction", reduction_dims(node)
+                    self.add_to(g, node, rule)
+                    joined = g
+                    break
+            if joined is None:
+                self.new_group(node, kind)
+        return self.order()
+
+    def order(self) -> list[Group]:
+        """Groups in an order that respects dependencies (and the original node order where free)."""
+        pos = {id(n): i for i, n in enumerate(self.graph.nodes)}
+        for g in self.groups:
+            g.nodes.sort(key=lambda n: pos[id(n)])
+        first = {g: pos[id(g.nodes[0])] for g in self.groups}
+        return list(nx.lexicographical_topological_sort(self.dag, key=lambda g: first[g]))
+
+
+def partition(graph: Graph) -> list[Group]:
+    """Split the graph's compute nodes into fusion groups, in an executable order."""
+    return Partitioner(graph).run()
+
+
+def format_groups(groups: list[Group]) -> str:
+    lines = []
+    for i, g in enumerate(groups):
+        rules = f"  (rules: {', '.join(g.rules)})" if g.rules else ""
+        lines.append(f"group {i}: {g.describe()}{rules}")
+    return "\n".join(lines)
