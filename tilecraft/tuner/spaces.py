@@ -5,6 +5,7 @@ A config is a plain dict knob -> value; the knob names are the contract with cod
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -32,7 +33,9 @@ def config_key(config: Config) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+@functools.lru_cache(maxsize=None)
 def itemsize(dtype) -> int:
+    """Bytes per element of a torch dtype or its name."""
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.replace("torch.", ""))
     return torch.empty((), dtype=dtype).element_size()
