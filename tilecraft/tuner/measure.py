@@ -280,6 +280,29 @@ class SyntheticSurface:
         return best, self.time_ms(best)
 
 
+def roofline_gemm_ms(shapes: dict, config: dict, device, itemsize: int = 2) -> float:
+    """A deterministic, physically-shaped GEMM time (for tests of cost models across shapes): waves of tiles
+    over the SMs, each tile bound by its MMA time (efficiency from warps/stages/tile size) or its operand
+    traffic, plus the split-K reduction pass."""
+    M, N, K = shapes["M"], shapes["N"], shapes["K"]
+    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    split, warps, stages = config.get("SPLIT_K", 1), config["num_warps"], config["num_stages"]
+    smem = (bm * bk + bk * bn) * itemsize * stages
+    per_sm = max(1, min(device.smem_per_block // smem, device.max_threads_per_sm // (32 * warps), 4))
+    tiles = math.ceil(M / bm) * math.ceil(N / bn) * split
+    waves = math.ceil(tiles / (device.sm_count * per_sm))
+    k_iters = math.ceil(K / (bk * split))
+    eff = min(1.0, (bm * bn) / (128 * 128)) ** 0.5 * {2: 0.7, 3: 0.9, 4: 1.0, 5: 0.97}.get(stages, 0.8)
+    eff *= {2: 0.75, 4: 1.0, 8: 0.95 if bm * bn >= 128 * 128 else 0.8}.get(warps, 0.8)
+    peak_sm = device.peak_tflops * 1e12 / device.sm_count / per_sm
+    t_mma = 2 * bm * bn * bk / (peak_sm * max(eff, 0.05))
+    t_mem = (bm * bk + bk * bn) * itemsize / (device.bandwidth_gbps * 1e9 / device.sm_count * 4 / per_sm)
+    t = waves * k_iters * max(t_mma, t_mem) + 3e-6
+    if split > 1:
+        t += 2 * split * M * N * 4 / (device.bandwidth_gbps * 1e9)
+    return t * 1e3
+
+
 class SimulatedMeasurer:
     """Times come from a cost function (a `SyntheticSurface` or any config -> ms); with `run_kernels` each
     candidate is really launched (through the Triton interpreter on CPU) and checked against the default

@@ -69,7 +69,9 @@ class _Run:
     """Shared bookkeeping: budget, time limit, patience, dedup, callbacks."""
 
     def __init__(self, kernel, measurer: Measurer, budget: int | None, time_budget_s: float | None,
-                 patience: int | None, on_measure: Callable[[Measurement], None] | None, strategy: str):
+                 patience: int | None, on_measure: Callable[[Measurement], None] | None, strategy: str,
+                 target_ms: float | None = None):
+        self.target_ms = target_ms
         self.kernel, self.measurer, self.on_measure = kernel, measurer, on_measure
         self.budget = budget if budget is not None else 10 ** 9
         self.deadline = time.perf_counter() + time_budget_s if time_budget_s else None
@@ -88,6 +90,8 @@ class _Run:
             r.stopped = "time"
         elif self.patience is not None and self._since_improvement >= self.patience:
             r.stopped = "patience"
+        elif self.target_ms is not None and self._best <= self.target_ms:
+            r.stopped = "target reached"
         return bool(r.stopped)
 
     def measure(self, config: dict) -> Measurement | None:
@@ -117,12 +121,13 @@ def search(kernel, space: ConfigSpace, measurer: Measurer, strategy: str = "guid
            time_budget_s: float | None = None, seed: int = 0, patience: int | None = None,
            device_info: DeviceInfo | None = None, model: CostModel | None = None,
            prior_records: list[Record] | None = None, batch_size: int = 8, epsilon: float = 0.15,
-           on_measure: Callable[[Measurement], None] | None = None) -> TuneResult:
-    """Tune one kernel. `model`/`prior_records` let guided search start from earlier knowledge (transfer)."""
+           on_measure: Callable[[Measurement], None] | None = None, target_ms: float | None = None) -> TuneResult:
+    """Tune one kernel. `model`/`prior_records` let guided search start from earlier knowledge (transfer);
+    `target_ms` stops the search once a config at least that fast is found (for benchmarks of search cost)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r}; choose one of {STRATEGIES}")
     rng = random.Random(seed)
-    run = _Run(kernel, measurer, budget, time_budget_s, patience, on_measure, strategy)
+    run = _Run(kernel, measurer, budget, time_budget_s, patience, on_measure, strategy, target_ms)
     default = kernel.default_config()
     run.measure(default)
     if strategy == "exhaustive":
