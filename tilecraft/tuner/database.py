@@ -30,9 +30,10 @@ CREATE TABLE IF NOT EXISTS schedules (
     time_ms REAL,
     status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     timestamp REAL NOT NULL,
-    error TEXT,
-    UNIQUE (kernel_key, shape_key, dtype, device, triton_version, config, status, time_ms, timestamp)
+    error TEXT
 );
+CREATE UNIQUE INDEX IF NOT EXISTS schedules_unique ON schedules
+    (kernel_key, shape_key, dtype, device, triton_version, config, status, ifnull(time_ms, -1), timestamp);
 CREATE INDEX IF NOT EXISTS schedules_lookup ON schedules (kernel_key, shape_key, dtype, device, triton_version);
 """
 
