@@ -282,3 +282,14 @@ def restrict(space: ConfigSpace, **values: list) -> ConfigSpace:
             raise KeyError(f"{space.template} has no knob {k!r}; knobs: {list(knobs)}")
         knobs[k] = [x for x in knobs[k] if x in v] or list(v)
     return ConfigSpace(space.template, knobs, space.rule, dict(space.fixed))
+
+
+def subset_space(space: ConfigSpace, configs: list[Config]) -> ConfigSpace:
+    """The space limited to the given configs (a bounded set that strategies share, e.g. in benchmarks)."""
+    allowed = {config_key(c) for c in configs}
+    rule = space.rule
+
+    def subset_rule(c: Config) -> str | None:
+        return rule(c) or (None if config_key(c) in allowed else "not in the bounded subset")
+
+    return ConfigSpace(space.template, space.knobs, subset_rule, dict(space.fixed))
