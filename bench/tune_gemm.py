@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+BATCH = 4  # guided search measures this many configs per model update
 SHAPES = [(4096, 4096, 4096), (1024, 1024, 1024), (16, 4096, 4096), (128, 4096, 11008), (2048, 5632, 2048),
           (512, 512, 8192)]
 QUICK_SHAPES = [(1024, 1024, 1024), (16, 4096, 4096), (512, 512, 8192), (2048, 5632, 2048), (4096, 4096, 4096)]
@@ -133,7 +134,7 @@ def replay_runs(kernel, space, table, device, seeds, target, budget, prior=None)
             s = "guided" if strat.startswith("guided") else strat
             r = search(kernel, space, ReplayMeasurer(table), s, budget=budget, seed=seed, device_info=device,
                        target_ms=target, prior_records=prior if strat == "guided+transfer" else None,
-                       model=CostModel(num_rounds=60))
+                       model=CostModel(num_rounds=60), batch_size=BATCH)
             out[strat].append(r.measurements_to_reach(target) or budget)
     return out
 
