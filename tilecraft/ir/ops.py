@@ -136,6 +136,9 @@ def norm_dims(dims, rank: int) -> list[int]:
         return list(range(rank))
     if isinstance(dims, int):
         dims = [dims]
+    bad = [d for d in dims if not -max(rank, 1) <= d < max(rank, 1)]
+    if bad:
+        raise OpError(f"reduction dim {bad[0]} is out of range for a rank-{rank} tensor")
     out = sorted({d % rank if rank else 0 for d in dims})
     return out
 
@@ -321,9 +324,20 @@ reduction("softmax", lambda x, dim, half_to_float=False: torch._softmax(x, dim, 
           ["_softmax.default"], infer_fn=infer_softmax)
 reduction("log_softmax", lambda x, dim, half_to_float=False: torch._log_softmax(x, dim, half_to_float),
           "log_softmax", ["_log_softmax.default"], infer_fn=infer_softmax)
+def _infer_layer_norm(inputs, attrs) -> list[TensorType]:
+    """(out, mean, rstd). CPU kernels keep mean/rstd in the input dtype; CUDA (and meta) use float32 for
+    half types -- inference by meta alone gave float32 on CPU, so half layer norms fell back to torch."""
+    t = _type_of(inputs[0])
+    k = len(attrs.get("normalized_shape") or ())
+    stat_shape = t.shape[:t.rank - k] + (1,) * k
+    half = t.dtype in (torch.float16, torch.bfloat16)
+    stat_dtype = torch.float32 if half and t.device != "cpu" else t.dtype
+    return [TensorType(t.shape, t.dtype, None, t.device)] + [TensorType(stat_shape, stat_dtype, None, t.device)] * 2
+
+
 reduction("layer_norm", lambda x, weight=None, bias=None, normalized_shape=(), eps=1e-5: tuple(
     torch.native_layer_norm(x, normalized_shape, weight, bias, eps)), "welford", ["native_layer_norm.default"],
-          num_outputs=3, infer_fn=None)
+          num_outputs=3, infer_fn=lambda d, ins, at: _infer_layer_norm(ins, at))
 reduction("cumsum", lambda x, dim, dtype=None: torch.cumsum(x, dim, dtype=dtype), "scan", ["cumsum.default"],
           infer_fn=None)
 

@@ -1,0 +1,247 @@
+"""Fuzzing campaigns: generate, check, dedup, reduce, record; resumable from their output directory.
+
+State lives in DIR: `cases.jsonl` gets one JSON line per model as soon as it is checked (nothing is lost on a
+crash; a rerun with the same DIR continues after the last recorded case), `failures/<id>/` holds each unique
+failure's program, reduced program and ready-to-use pytest file, and `summary.json` the latest summary.
+Model seeds are derived from the campaign seed, so any case replays from its seed alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from .case import run_seed
+from .oracle import CLASSES
+from .reduce import Reducer, repro_test
+
+SEED_STRIDE = 1_000_000
+
+
+def model_seed(campaign_seed: int, index: int) -> int:
+    """The seed of the index-th model of a campaign (what `--replay` takes)."""
+    return campaign_seed * SEED_STRIDE + index
+
+
+@dataclass
+class CampaignConfig:
+    seed: int = 0
+    backend: str = "tilecraft"
+    out: str = "fuzz-out"
+    time_s: float = 600.0
+    max_models: int | None = None
+    reduce: bool = True
+    reduce_checks: int = 200
+    reduce_seconds: float = 60.0
+    max_reductions_per_key: int = 4
+    progress: bool = True
+
+
+@dataclass
+class Failure:
+    """One unique failure (by signature), its first model seed and its reduced repro."""
+
+    id: str
+    signature: str
+    key: str
+    seed: int
+    message: str
+    nodes: int
+    reduced_nodes: int | None = None
+    repro: str | None = None  # path of the pytest file
+    count: int = 1
+
+
+@dataclass
+class Summary:
+    models: int = 0
+    checked: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    per_class: Counter = field(default_factory=Counter)
+    failures: list[Failure] = field(default_factory=list)
+    rules: Counter = field(default_factory=Counter)
+    ops: Counter = field(default_factory=Counter)
+
+    @property
+    def models_per_minute(self) -> float:
+        return 60.0 * self.models / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {"models": self.models, "checked": self.checked, "skipped": self.skipped,
+                "seconds": round(self.seconds, 2), "models_per_minute": round(self.models_per_minute, 1),
+                "per_class": dict(self.per_class), "unique_failures": [asdict(f) for f in self.failures],
+                "rule_coverage": dict(self.rules.most_common()), "op_coverage": dict(self.ops.most_common())}
+
+    def text(self) -> str:
+        lines = [f"models tried: {self.models} ({self.checked} checked, {self.skipped} skipped: no finite inputs "
+                 f"found) in {self.seconds:.0f}s = {self.models_per_minute:.0f} models/minute"]
+        lines.append("failures by class: " + (", ".join(f"{c} {self.per_class[c]}" for c in CLASSES
+                                                         if self.per_class[c]) or "none"))
+        lines.append(f"unique failures (by signature): {len(self.failures)}")
+        for f in self.failures:
+            red = f" -> reduced to {f.reduced_nodes} ops: {f.repro}" if f.repro else ""
+            lines.append(f"  [{f.id}] {f.key} x{f.count} seed {f.seed} ({f.nodes} ops){red}")
+            lines.append(f"      {f.message.splitlines()[0][:150] if f.message else ''}")
+        lines.append(f"rule coverage ({len(self.rules)} rules seen):")
+        for k, v in sorted(self.rules.items(), key=lambda kv: (-kv[1], kv[0]))[:40]:
+            lines.append(f"  {v:6d}  {k}")
+        lines.append(f"ops generated ({len(self.ops)}): " + ", ".join(f"{k} {v}" for k, v in self.ops.most_common()))
+        return "\n".join(lines)
+
+
+class Campaign:
+    """A resumable campaign writing into `config.out`."""
+
+    def __init__(self, config: CampaignConfig):
+        self.cfg = config
+        os.makedirs(os.path.join(config.out, "failures"), exist_ok=True)
+        self.cases_path = os.path.join(config.out, "cases.jsonl")
+        self.summary = Summary()
+        self.next_index = 0
+        self.by_sig: dict[str, Failure] = {}
+        self.reductions: Counter = Counter()
+        self._load()
+
+    # -- state
+    def _load(self) -> None:
+        failures_path = os.path.join(self.cfg.out, "failures.json")
+        if os.path.exists(failures_path):
+            with open(failures_path) as f:
+                for d in json.load(f):
+                    fl = Failure(**d)
+                    self.by_sig[fl.signature] = fl
+                    self.reductions[fl.key] += 1
+        if not os.path.exists(self.cases_path):
+            return
+        with open(self.cases_path) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a torn last line from a crash
+                    continue
+                self._count(rec)
+                self.next_index = max(self.next_index, rec["i"] + 1)
+                self.summary.seconds += rec.get("seconds", 0.0)
+
+    def _count(self, rec: dict) -> None:
+        s = self.summary
+        s.models += 1
+        if rec["status"] == "skipped":
+            s.skipped += 1
+        else:
+            s.checked += 1
+            if rec["status"] != "ok":
+                s.per_class[rec["status"]] += 1
+        s.rules.update(rec.get("rules", {}))
+        s.ops.update(rec.get("ops", {}))
+
+    def _append(self, rec: dict) -> None:
+        with open(self.cases_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _save_failures(self) -> None:
+        path = os.path.join(self.cfg.out, "failures.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump([asdict(x) for x in self.by_sig.values()], f, indent=1)
+        os.replace(path + ".tmp", path)
+
+    # -- one model
+    def run_one(self, index: int) -> dict:
+        seed = model_seed(self.cfg.seed, index)
+        t0 = time.perf_counter()
+        model, res = run_seed(seed, self.cfg.backend)
+        rec = {"i": index, "seed": seed, "nodes": len(model.graph.nodes),
+               "ops": dict(Counter(n.op for n in model.graph.nodes)), "patterns": model.patterns}
+        if res.verdict is None:
+            rec.update(status="skipped", message=res.skipped)
+        else:
+            v = res.verdict
+            rec.update(status=v.status, key=v.key, message=v.message[:500], rules=dict(v.rules))
+            if v.failed:
+                rec["failure"] = self._record_failure(seed, model, res)
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        return rec
+
+    def _record_failure(self, seed: int, model, res) -> str:
+        """Dedup by signature; reduce new-looking failures (a bounded number per failure key)."""
+        v = res.verdict
+        ops = set(n.op for n in model.graph.nodes)
+        for f in self.by_sig.values():  # a known failure whose reduced op set this model contains: same bug
+            if f.key == v.key and set(f.signature.rsplit("|", 1)[1].split("+")) <= ops:
+                f.count += 1
+                self._save_failures()
+                return f.id
+        signature, reduced, repro_path, reduced_nodes = v.signature, None, None, None
+        fid = hashlib.sha1(v.signature.encode()).hexdigest()[:10]
+        if self.cfg.reduce and self.reductions[v.key] < self.cfg.max_reductions_per_key:
+            self.reductions[v.key] += 1
+            red = Reducer(self.cfg.backend, self.cfg.reduce_checks, self.cfg.reduce_seconds, seed).reduce(res)
+            reduced = red.reduced
+            signature = reduced.verdict.signature
+            fid = hashlib.sha1(signature.encode()).hexdigest()[:10]
+            if signature in self.by_sig:
+                self.by_sig[signature].count += 1
+                self._save_failures()
+                return self.by_sig[signature].id
+            reduced_nodes = len(reduced.graph.nodes)
+            d = os.path.join(self.cfg.out, "failures", fid)
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "reduced_model.py"), "w") as f:
+                f.write(reduced.source)
+            repro_path = os.path.join(d, f"test_fuzz_{fid}.py")
+            with open(repro_path, "w") as f:
+                f.write(repro_test(red, self.cfg.backend, name=f"fuzz_{fid}"))
+        elif signature in self.by_sig:
+            self.by_sig[signature].count += 1
+            self._save_failures()
+            return self.by_sig[signature].id
+        d = os.path.join(self.cfg.out, "failures", fid)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "model.py"), "w") as f:
+            f.write(res.source)
+        self.by_sig[signature] = Failure(fid, signature, v.key, seed, v.message, len(model.graph.nodes),
+                                         reduced_nodes, repro_path)
+        self._save_failures()
+        return fid
+
+    # -- the loop
+    def run(self) -> Summary:
+        cfg = self.cfg
+        logging.getLogger("tilecraft").setLevel(logging.ERROR)  # per-node fallback lines would flood the bar
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_models, unit="model", dynamic_ncols=True)
+        t_start = time.perf_counter()
+        done = 0
+        try:
+            while time.perf_counter() - t_start < cfg.time_s and (cfg.max_models is None or done < cfg.max_models):
+                rec = self.run_one(self.next_index)
+                self.next_index += 1
+                done += 1
+                self._append(rec)
+                self._count(rec)
+                self.summary.seconds += rec["seconds"]
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(fail=sum(self.summary.per_class.values()), unique=len(self.by_sig),
+                                    skip=self.summary.skipped)
+        finally:
+            if bar is not None:
+                bar.close()
+            self.summary.failures = list(self.by_sig.values())
+            with open(os.path.join(cfg.out, "summary.json"), "w") as f:
+                json.dump(self.summary.to_json(), f, indent=1)
+        return self.summary
+
+
+def run_campaign(config: CampaignConfig) -> Summary:
+    return Campaign(config).run()

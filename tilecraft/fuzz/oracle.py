@@ -1,0 +1,207 @@
+"""The differential oracle: compile a program with a backend, run it, compare with eager, classify failures.
+
+Tolerances are by dtype (tilecraft.testing) and calibrated against a float64 reference: a compiled output is
+wrong only where it is outside the dtype tolerance of eager AND farther from float64 than K times eager's own
+error, so a backend that is more (or about as) accurate as eager never counts as wrong.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..testing import tolerance
+
+CLASSES = ("compile_error", "runtime_crash", "wrong_result", "nan_inf_mismatch", "shape_dtype_mismatch")
+K_EAGER_ERROR = 3.0
+
+
+@dataclass
+class Verdict:
+    """The outcome of one differential check; `status` is "ok" or one of CLASSES."""
+
+    status: str
+    message: str = ""
+    exc_type: str = ""
+    max_error: float = 0.0
+    ops: list[str] = field(default_factory=list)
+    rules: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status != "ok"
+
+    @property
+    def key(self) -> str:
+        """How it fails: class + exception type + message pattern (what the reducer must preserve)."""
+        return f"{self.status}|{self.exc_type}|{message_pattern(self.message) if self.exc_type else ''}"
+
+    @property
+    def signature(self) -> str:
+        """Failure signature for dedup: the key plus the set of ops involved."""
+        return f"{self.key}|{'+'.join(sorted(set(self.ops)))}"
+
+
+def message_pattern(msg: str) -> str:
+    """A message with its incidental parts (numbers, value names, quoted names, paths) blanked out."""
+    line = next((ln.strip() for ln in msg.splitlines() if ln.strip()), "")
+    line = re.sub(r"/[\w./-]+", "<path>", line)
+    line = re.sub(r"%\w+", "%_", line)
+    line = re.sub(r"0x[0-9a-fA-F]+|\d+(\.\d+)?(e[-+]?\d+)?", "N", line)
+    line = re.sub(r"\b[vx]N(_N)?\b", "v", line)
+    return line[:160]
+
+
+# ------------------------------------------------------------------------------------------------ backends
+def compile_with(module: torch.nn.Module, backend) -> tuple[Callable, Any]:
+    """(compiled callable, compile report or None). `backend`: "tilecraft", a torch.compile backend name, or
+    a backend callable (gm, example_inputs) -> callable."""
+    if backend == "tilecraft":
+        import tilecraft
+
+        compiled = tilecraft.compile(module)
+        return compiled, compiled.report
+    if isinstance(backend, str) or callable(backend):
+        return torch.compile(module, backend=backend, dynamic=False), None
+    raise TypeError(f"backend must be 'tilecraft', a torch.compile backend name or a callable, got {backend!r}")
+
+
+def _root(e: BaseException) -> BaseException:
+    inner = getattr(e, "inner_exception", None)
+    if inner is not None:
+        return _root(inner)
+    return e
+
+
+def _is_compile_error(e: BaseException) -> bool:
+    import torch._dynamo.exc as dexc
+
+    return isinstance(e, (dexc.BackendCompilerFailed, dexc.TorchDynamoException))
+
+
+# ------------------------------------------------------------------------------------------------ comparing
+def _as_list(out) -> list:
+    if isinstance(out, (list, tuple)):
+        return list(out)
+    return [out]
+
+
+def compare(got, eager, ref64=None) -> tuple[str, str, float]:
+    """(status, message, max error) of compiled outputs `got` against eager (and float64) outputs."""
+    got, eager = _as_list(got), _as_list(eager)
+    ref64 = _as_list(ref64) if ref64 is not None else [None] * len(eager)
+    if len(got) != len(eager):
+        return "shape_dtype_mismatch", f"{len(got)} outputs, eager gives {len(eager)}", 0.0
+    worst = 0.0
+    for i, (g, e, f) in enumerate(zip(got, eager, ref64)):
+        if not isinstance(g, torch.Tensor):
+            return "shape_dtype_mismatch", f"output {i} is a {type(g).__name__}, eager gives a tensor", 0.0
+        if g.shape != e.shape or g.dtype != e.dtype:
+            return ("shape_dtype_mismatch", f"output {i}: {g.dtype}{list(g.shape)}, eager gives "
+                                            f"{e.dtype}{list(e.shape)}", 0.0)
+        if not e.dtype.is_floating_point:
+            if not torch.equal(g, e):
+                return "wrong_result", f"output {i} ({e.dtype}) differs in {(g != e).sum().item()} elements", 1.0
+            continue
+        gd, ed = g.detach().double(), e.detach().double()
+        if not torch.equal(torch.isnan(gd), torch.isnan(ed)) or not torch.equal(torch.isinf(gd), torch.isinf(ed)) \
+                or not torch.equal(gd[torch.isinf(gd)], ed[torch.isinf(ed)]):
+            n = (~torch.isfinite(gd)).sum().item()
+            return "nan_inf_mismatch", f"output {i}: {n} non-finite elements, eager has " \
+                                       f"{(~torch.isfinite(ed)).sum().item()}", float("inf")
+        finite = torch.isfinite(ed)
+        gd, ed = gd[finite], ed[finite]
+        if gd.numel() == 0:
+            continue
+        rtol, atol = tolerance(e.dtype)
+        allowed = atol + rtol * ed.abs()
+        diff = (gd - ed).abs()
+        bad = diff > allowed
+        if f is not None and bad.any():
+            fd = f.detach().double()[finite]
+            eager_err = (ed - fd).abs().max().item()
+            bad &= (gd - fd).abs() > K_EAGER_ERROR * eager_err + allowed
+        worst = max(worst, diff.max().item())
+        if bad.any():
+            j = bad.nonzero()[0].item()
+            return ("wrong_result", f"output {i}: {bad.sum().item()}/{bad.numel()} elements off, max abs error "
+                                    f"{diff.max().item():.3g} (e.g. {gd[j].item():.6g} vs eager {ed[j].item():.6g})",
+                    diff.max().item())
+    return "ok", "", worst
+
+
+# ------------------------------------------------------------------------------------------------ coverage
+def _trace_ops(text: str) -> Counter:
+    return Counter(m.group(1) for m in re.finditer(r"= (\w+)\(", text))
+
+
+def rule_coverage(report) -> Counter:
+    """What the compiler did, from whatever its report exposes: pass-level op rewrites (ops each pass removed
+    or added), fallbacks, whole-graph fallbacks, and per-kernel template / fusion info when kernels exist."""
+    c: Counter = Counter()
+    if report is None:
+        return c
+    for r in getattr(report, "graphs", []):
+        if getattr(r, "error", None):
+            c["graph ran through torch"] += 1
+            continue
+        for fb in getattr(r, "fallbacks", []) or []:
+            c[f"fallback:{fb}"] += 1
+        steps = getattr(getattr(r, "trace", None), "steps", []) or []
+        for (_, before, _), (name, after, _) in zip(steps, steps[1:]):
+            a, b = _trace_ops(before), _trace_ops(after)
+            for op in (a - b):
+                c[f"{name}: removes {op}"] += 1
+            for op in (b - a):
+                c[f"{name}: adds {op}"] += 1
+        kernels = []
+        try:
+            kernels = list(getattr(r, "kernels", []) or [])
+        except Exception:  # noqa: BLE001 - a report without kernels
+            pass
+        for k in kernels:
+            info = getattr(k, "info", None)
+            if isinstance(info, dict):
+                kind = info.get("template") or info.get("kind") or type(k).__name__
+                c[f"kernel:{kind}"] += 1
+                for key in ("rules", "fusions", "fused_rules", "epilogue", "prologue"):
+                    val = info.get(key)
+                    if isinstance(val, (list, tuple, set)):
+                        for x in val:
+                            c[f"{key}:{x}"] += 1
+                    elif isinstance(val, str) and val:
+                        c[f"{key}:{val}"] += 1
+                ops = info.get("ops")
+                if isinstance(ops, (list, tuple)) and len(ops) > 1:
+                    c[f"fused into {kind}"] += 1
+            else:
+                c[f"kernel:{type(k).__name__}"] += 1
+    return c
+
+
+# ------------------------------------------------------------------------------------------------ the check
+def check(source: str, inputs: list[torch.Tensor], backend="tilecraft", ref64=None,
+          ops: list[str] | None = None) -> Verdict:
+    """Run program `source` eagerly and compiled with `backend` on `inputs`; classify any difference."""
+    from .emit import load_model
+
+    t0 = time.perf_counter()
+    model, _ = load_model(source)
+    with torch.no_grad():
+        eager = model(*[x.clone() for x in inputs])
+        report = None
+        try:
+            compiled, report = compile_with(model, backend)
+            got = compiled(*[x.clone() for x in inputs])
+        except Exception as e:  # noqa: BLE001 - classifying failures is the point
+            root = _root(e)
+            status = "compile_error" if _is_compile_error(e) else "runtime_crash"
+            return Verdict(status, f"{type(root).__name__}: {root}", type(root).__name__, 0.0, list(ops or []),
+                           rule_coverage(report), time.perf_counter() - t0)
+    status, msg, err = compare(got, eager, ref64)
+    return Verdict(status, msg, "", err, list(ops or []), rule_coverage(report), time.perf_counter() - t0)

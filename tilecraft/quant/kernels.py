@@ -1,0 +1,235 @@
+"""Quantized-linear kernels as tunable `Kernel` objects ("wq_gemv" for decode, "wq_gemm" for prefill, "fp8_gemm"),
+and `run_quantized_linear`, the one call a runtime needs to execute a quantized-linear IR node.
+
+Knobs: BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages (+ BLOCK_M for the GEMMs). `shapes` is
+{"M", "N", "K", "group"}. With SPLIT_K > 1 the launch accumulates into a zeroed float32 workspace and casts.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import triton
+
+from ..codegen.kernel import LAUNCH_KEYS, ArgSpec, Kernel
+from .formats import QuantError
+
+SRC_DIR = Path(__file__).parent / "triton"
+GEMV_MAX_M = 16  # decode-shaped problems (M <= this) use the GEMV template by default
+BITS = {"int8_weight_only": 8, "int4_weight_only": 4}
+FN_NAMES = {"wq_gemv": "wq_gemv_kernel", "wq_gemm": "wq_gemm_kernel", "fp8_gemm": "fp8_gemm_kernel"}
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _clamp_pow2(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, _pow2(n)))
+
+
+@dataclass
+class QuantKernel(Kernel):
+    """A Kernel whose launch also passes problem sizes and flags (`extra`) to a static Triton source."""
+
+    extra: dict = field(default_factory=dict)  # M, N, K, strides and constexpr flags (BITS, GROUP, ...)
+    scheme: str = ""
+
+    @property
+    def key(self) -> str:
+        flags = {k: v for k, v in self.extra.items() if k not in ("M", "N", "K", "stride_xm", "stride_om")}
+        text = f"{self.template}\n{self.scheme}\n{sorted(flags.items())}\n{self.source}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def check_config(self, config: dict) -> None:
+        """Raise QuantError naming the knob when a config cannot run this kernel."""
+        bk, group = config.get("BLOCK_K", 0), self.shapes.get("group", 0)
+        for knob in ("BLOCK_N", "BLOCK_K") + (("BLOCK_M",) if self.template != "wq_gemv" else ()):
+            v = config.get(knob)
+            if not isinstance(v, int) or v <= 0 or v & (v - 1):
+                raise QuantError(f"{self.name}: {knob}={v!r} must be a positive power of two")
+        if self.scheme == "int4_weight_only":
+            if bk < 2:
+                raise QuantError(f"{self.name}: int4 needs BLOCK_K >= 2 (two values per byte), got {bk}")
+            if self.template == "wq_gemm" and (bk > group or bk < 32):
+                raise QuantError(f"{self.name}: int4 GEMM needs 32 <= BLOCK_K <= group size {group}, got {bk}")
+            if self.template == "wq_gemv" and max(bk, group) % min(bk, group):
+                raise QuantError(f"{self.name}: BLOCK_K={bk} and group size {group} must divide one another")
+        if self.template != "wq_gemv" and (config.get("BLOCK_M", 0) < 16 or config.get("BLOCK_N", 0) < 16
+                                           or bk < (32 if self.scheme == "fp8" else 16)):
+            raise QuantError(f"{self.name}: tl.dot needs BLOCK_M, BLOCK_N >= 16 and BLOCK_K >= 16 (32 for fp8)")
+
+    def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
+        config = dict(self.config if config is None else config)
+        self.check_config(config)
+        consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
+        launch = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
+        if interpreting():
+            launch = {}
+        out = args[-1]
+        split = config.get("SPLIT_K", 1)
+        target = torch.zeros(out.shape, dtype=torch.float32, device=out.device) if split > 1 else out
+        extra = dict(self.extra, stride_om=target.stride(0))
+        self.fn[self.grid(config)](*args[:-1], target, **extra, **consts, **launch)
+        if split > 1:
+            out.copy_(target)
+
+
+def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:
+    """Heuristic config: memory-bound GEMV tiles sized to keep ~16 KB of weight in flight per program; GEMM
+    tiles sized to M. Smaller tiles when interpreting (CPU)."""
+    small = interpreting()
+    if template == "wq_gemv":
+        bm = _pow2(M)
+        bn = _clamp_pow2(N, 8, 32 if small else (16 if bm == 1 else 32))
+        budget = 2048 if small else 8192  # elements of the [BLOCK_M, BLOCK_N, BLOCK_K] product per program
+        bk = _clamp_pow2(min(K, budget // (bm * bn)), 16, 64 if small else 512)
+        if scheme == "int4_weight_only":
+            bk = max(2, bk if bk <= group else (bk // group) * group)
+        cfg = {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1 if small else 3}
+        return cfg
+    bm = _clamp_pow2(M, 16, 32 if small else 64)
+    bn = _clamp_pow2(N, 16, 32 if small else (64 if M <= 64 else 128))
+    if scheme == "int4_weight_only":
+        bk = min(group, 32 if small else 64)
+    elif scheme == "fp8":
+        bk = 32 if small else 128
+    else:
+        bk = _clamp_pow2(K, 16, 32 if small else 128)
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4,
+            "num_stages": 1 if small else 4}
+
+
+def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
+    """Candidate values per knob (for the tuner and the bench sweep); check_config filters invalid points."""
+    if template == "wq_gemv":
+        return {"BLOCK_N": [4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024], "SPLIT_K": [1, 2, 4, 8],
+                "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
+    bks = [32, 64, 128] if scheme != "int4_weight_only" else [k for k in (32, 64, 128) if k <= group]
+    return {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4],
+            "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
+
+
+def choose_template(scheme: str, M: int) -> str:
+    if scheme == "fp8":
+        return "fp8_gemm"
+    return "wq_gemv" if M <= GEMV_MAX_M else "wq_gemm"
+
+
+_KERNELS: dict[tuple, QuantKernel] = {}
+
+
+def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: int = 0, has_bias: bool = False,
+                template: str | None = None, stride_xm: int | None = None,
+                fp8_per_row: tuple[bool, bool] = (True, True)) -> QuantKernel:
+    """The kernel for one quantized-linear problem (memoized). Args: x [M,K], qweight, scales, zeros, bias, out."""
+    template = template or choose_template(scheme, M)
+    if template not in FN_NAMES or (template == "fp8_gemm") != (scheme == "fp8"):
+        raise QuantError(f"no {template!r} kernel for scheme {scheme!r}")
+    stride_xm = K if stride_xm is None else stride_xm
+    key = (scheme, template, M, N, K, dtype, group, has_bias, stride_xm, fp8_per_row)
+    k = _KERNELS.get(key)
+    if k is not None:
+        return k
+    source = (SRC_DIR / f"{template}.py").read_text()
+    if scheme == "int8_weight_only":
+        w, s, z = ArgSpec((N, K), (K, 1), torch.int8), ArgSpec((N,), (1,), torch.float32), ArgSpec(
+            (1,), (1,), torch.uint8)
+    elif scheme == "int4_weight_only":
+        w = ArgSpec((N, K // 2), (K // 2, 1), torch.uint8)
+        s = ArgSpec((N, K // group), (K // group, 1), torch.float32)
+        z = ArgSpec((N, K // group), (K // group, 1), torch.uint8)
+    else:
+        w = ArgSpec((N, K), (K, 1), torch.float8_e4m3fn)
+        s = ArgSpec((N if fp8_per_row[1] else 1,), (1,), torch.float32)
+        z = ArgSpec((M if fp8_per_row[0] else 1,), (1,), torch.float32)  # the activation scales
+    x_dtype = torch.float8_e4m3fn if scheme == "fp8" else dtype
+    args = [ArgSpec((M, K), (stride_xm, 1), x_dtype), w, s, z,
+            ArgSpec((N,) if has_bias else (1,), (1,), dtype), ArgSpec((M, N), (N, 1), dtype, is_output=True)]
+    extra = {"M": M, "N": N, "K": K, "stride_xm": stride_xm, "HAS_BIAS": has_bias}
+    if scheme == "fp8":
+        extra.update(X_PER_ROW=fp8_per_row[0], W_PER_ROW=fp8_per_row[1])
+        args[2], args[3] = args[3], args[2]  # kernel order: x, w, x_scales, w_scales
+    else:
+        extra.update(BITS=BITS[scheme], GROUP=max(group, 1))
+    if template == "wq_gemv":
+        extra["BLOCK_M"] = _pow2(M)
+        grid = lambda c: (triton.cdiv(N, c["BLOCK_N"]), c.get("SPLIT_K", 1))  # noqa: E731
+    else:
+        grid = lambda c: (triton.cdiv(M, c["BLOCK_M"]) * triton.cdiv(N, c["BLOCK_N"]), c.get("SPLIT_K", 1))  # noqa
+    if template == "wq_gemm":
+        extra["DOT_F32"] = dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
+        extra["IEEE"] = dtype == torch.float32
+    cfg = default_config(template, scheme, M, N, K, group)
+    name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
+    k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,
+                    shapes={"M": M, "N": N, "K": K, "group": group}, dtype=dtype, config=dict(cfg), default=cfg,
+                    info={"space": config_space(template, scheme, group), "scheme": scheme}, extra=extra,
+                    scheme=scheme)
+    _KERNELS[key] = k
+    return k
+
+
+def check_fp8_device(device: torch.device | str) -> None:
+    """fp8 kernels need Hopper (sm_90+); say so clearly anywhere else."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        where = "the Triton interpreter on CPU" if interpreting() else "CPU"
+        raise QuantError(f"fp8 quantization needs a CUDA GPU with compute capability >= 9.0 (Hopper); "
+                         f"this tensor is on {device} ({where}). Use int8_weight_only or int4_weight_only here")
+    cap = torch.cuda.get_device_capability(device)
+    if cap < (9, 0):
+        raise QuantError(f"fp8 quantization needs compute capability >= 9.0 (Hopper); "
+                         f"{torch.cuda.get_device_name(device)} has {cap[0]}.{cap[1]}")
+
+
+def run_quantized_linear(op: str, inputs: list, attrs: dict, config: dict | None = None,
+                         template: str | None = None) -> torch.Tensor:
+    """Run one quantized-linear IR node with the Triton kernels.
+
+    op: "wq_linear_int8" (inputs x, qweight, scales, bias), "wq_linear_int4" (x, qweight, scales, zeros, bias;
+    attrs group_size) or "fp8_linear" (x, qweight, scales, bias; attrs act_per_row). x may have any leading dims.
+    config: a tuned config for the kernel (None: its heuristic default)."""
+    from .formats import quantize_fp8_activation
+
+    x = inputs[0]
+    if op == "wq_linear_int4":
+        _, qweight, scales, zeros, bias = inputs
+        scheme, group, N, K = "int4_weight_only", int(attrs["group_size"]), qweight.shape[0], qweight.shape[1] * 2
+    else:
+        _, qweight, scales, bias = inputs
+        zeros, group, N, K = None, 0, qweight.shape[0], qweight.shape[1]
+        scheme = "int8_weight_only" if op == "wq_linear_int8" else "fp8"
+    if x.shape[-1] != K:
+        raise QuantError(f"{op}: input has {x.shape[-1]} features, the quantized weight expects K={K}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, K)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    M = x2.shape[0]
+    out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    if M == 0:
+        return out.reshape(*lead, N)
+    if scheme == "fp8":
+        check_fp8_device(x.device)
+        per_row = bool(attrs.get("act_per_row", True))
+        xq, xs = quantize_fp8_activation(x2, per_row)
+        k = make_kernel(scheme, M, N, K, x.dtype, 0, bias is not None, template, K,
+                        (per_row, scales.numel() > 1 or N == 1))
+        args = [xq, qweight, xs, scales]
+    else:
+        if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise QuantError(f"{op}: activations must be float32/float16/bfloat16, got {x.dtype}")
+        k = make_kernel(scheme, M, N, K, x.dtype, group, bias is not None, template, x2.stride(0))
+        dummy = torch.empty(1, dtype=torch.uint8, device=x.device)
+        args = [x2, qweight, scales, zeros if zeros is not None else dummy]
+    args += [bias if bias is not None else torch.empty(1, dtype=x.dtype, device=x.device), out]
+    k.launch(args, config)
+    return out.reshape(*lead, N)

@@ -1,0 +1,125 @@
+"""The quantized-linear ops at both levels.
+
+* torch.library custom ops `tilecraft::wq_linear_int8`, `tilecraft::wq_linear_int4`, `tilecraft::fp8_linear`: eager
+  = dequantize-then-matmul reference (float32 math), plus fake kernels, so Dynamo/aot_autograd capture each as
+  one ATen-level node.
+* IR ops of the same names (category "matmul"; capture imports the FX target "tilecraft.<op>.default" to them),
+  whose reference runs the Triton kernels (on CUDA, or through the interpreter on CPU) via run_quantized_linear.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..ir import TensorType
+from ..ir.ops import op as register_ir_op
+from .formats import dequantize_tensors, quantize_fp8_activation
+from .kernels import check_fp8_device, interpreting, run_quantized_linear
+
+
+def _reference(x, w_float, bias):
+    out = torch.nn.functional.linear(x.float(), w_float, None if bias is None else bias.float())
+    return out.to(x.dtype)
+
+
+def _fake(x, qweight, n):
+    return x.new_empty((*x.shape[:-1], n))
+
+
+@torch.library.custom_op("tilecraft::wq_linear_int8", mutates_args=())
+def wq_linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                   bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x @ (qweight * scales[:, None]).T + bias, computed in float32 (the reference)."""
+    return _reference(x, dequantize_tensors("int8_weight_only", qweight, scales), bias)
+
+
+@wq_linear_int8.register_fake
+def _(x, qweight, scales, bias):
+    return _fake(x, qweight, qweight.shape[0])
+
+
+@torch.library.custom_op("tilecraft::wq_linear_int4", mutates_args=())
+def wq_linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                   bias: Optional[torch.Tensor], group_size: int) -> torch.Tensor:
+    """x @ ((unpack(qweight) - zeros) * scales).T + bias, per group of `group_size` along K (the reference)."""
+    return _reference(x, dequantize_tensors("int4_weight_only", qweight, scales, zeros, group_size), bias)
+
+
+@wq_linear_int4.register_fake
+def _(x, qweight, scales, zeros, bias, group_size):
+    return _fake(x, qweight, qweight.shape[0])
+
+
+@torch.library.custom_op("tilecraft::fp8_linear", mutates_args=())
+def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: Optional[torch.Tensor],
+               act_per_row: bool) -> torch.Tensor:
+    """fp8 reference: activations quantized to e4m3 (per row or per tensor) then a float32 matmul."""
+    x2 = x.reshape(-1, x.shape[-1])
+    xq, xs = quantize_fp8_activation(x2, act_per_row)
+    xd = (xq.float() * (xs[:, None] if act_per_row else xs)).reshape(x.shape).to(x.dtype)
+    return _reference(xd, dequantize_tensors("fp8", qweight, scales), bias)
+
+
+@fp8_linear.register_fake
+def _(x, qweight, scales, bias, act_per_row):
+    return _fake(x, qweight, qweight.shape[0])
+
+
+CUSTOM_OPS = {"wq_linear_int8": wq_linear_int8, "wq_linear_int4": wq_linear_int4, "fp8_linear": fp8_linear}
+
+
+def _use_kernels(x: torch.Tensor) -> bool:
+    return x.device.type == "cuda" or (x.device.type == "cpu" and interpreting())
+
+
+def _ir_ref(name: str):
+    def ref(*inputs, **attrs):
+        x = inputs[0]
+        if name == "fp8_linear" and x.device.type == "cuda":
+            check_fp8_device(x.device)  # pre-Hopper GPUs: a clear error (CPU: the eager reference below)
+            return run_quantized_linear(name, list(inputs), attrs)
+        if name != "fp8_linear" and _use_kernels(x):
+            return run_quantized_linear(name, list(inputs), attrs)
+        return CUSTOM_OPS[name](*inputs, **attrs)  # no Triton here: the eager reference
+
+    ref.__name__ = f"{name}_ref"
+    return ref
+
+
+def _infer(opdef, inputs, attrs):
+    x, w = inputs[0].type, inputs[1].type
+    return [TensorType((*x.shape[:-1], w.shape[0]), x.dtype, None, x.device)]
+
+
+for _name in CUSTOM_OPS:
+    register_ir_op(_name, "matmul", _ir_ref(_name), [f"tilecraft.{_name}.default"], infer_fn=_infer,
+                   doc="quantized linear; dequantization fused into the Triton kernel's weight loads")
+
+
+def _sample(name: str):
+    """Random valid applications for tilecraft.ir.samples (registry tests, fuzzer)."""
+    def f(r):
+        from .formats import quantize_weight
+
+        m, k, n = r.randint(1, 5), r.choice([32, 64]), r.randint(1, 9)
+        g = torch.Generator().manual_seed(r.randrange(2**31))
+        dtype = r.choice([torch.float32, torch.float16])
+        x = torch.randn(m, k, generator=g).to(dtype)
+        bias = torch.randn(n, generator=g).to(dtype) if r.random() < 0.5 else None
+        scheme = {"wq_linear_int8": "int8_weight_only", "wq_linear_int4": "int4_weight_only"}.get(name, "fp8")
+        qw = quantize_weight(torch.randn(n, k, generator=g), scheme, 32)
+        if name == "wq_linear_int4":
+            return [x, qw.qweight, qw.scales, qw.zeros, bias], {"group_size": 32}
+        return [x, qw.qweight, qw.scales, bias], ({"act_per_row": True} if name == "fp8_linear" else {})
+    return f
+
+
+def _register_samplers():
+    from ..ir import samples
+
+    for name in CUSTOM_OPS:
+        samples._SPECIAL.setdefault(name, _sample(name))
+
+
+_register_samplers()

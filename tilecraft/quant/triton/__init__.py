@@ -1,0 +1,1 @@
+"""Static Triton sources of the quantized-linear kernels (loaded through the kernel cache)."""

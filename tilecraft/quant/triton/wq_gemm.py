@@ -1,0 +1,76 @@
+"""Weight-only quantized GEMM for prefill: tl.dot on tiles whose weight operand is dequantized on load.
+int8: dot(x, q) then the per-channel scale. int4: a BLOCK_K chunk lies inside one group (BLOCK_K <= GROUP), so
+dot(x_even, lo - z) + dot(x_odd, hi - z) (exact small integers as dot operands) is scaled per group.
+Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), SPLIT_K); M blocks of one N block are adjacent (weight reuse)."""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om,
+                   BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
+                   IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   SPLIT_K: tl.constexpr):
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    pid_m = pid % grid_m
+    pid_n = pid // grid_m
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < M
+    n_ok = offs_n < N
+    k_per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K
+    k_start = pid_k * k_per
+    k_end = tl.minimum(K, k_start + k_per)
+    if DOT_F32:
+        dt = tl.float32
+    else:
+        dt = x_ptr.dtype.element_ty
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if BITS == 8:
+        for k0 in range(k_start, k_end, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < k_end
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                        other=0.0).to(dt)
+            w = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None],
+                        other=0).to(dt)
+            if IEEE:
+                acc += tl.dot(x, w, input_precision="ieee")
+            else:
+                acc += tl.dot(x, w)
+        scale = tl.load(s_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        acc = acc * scale[None, :]
+    else:
+        HALF: tl.constexpr = BLOCK_K // 2
+        K2 = K // 2
+        NGROUPS = K // GROUP
+        for k0 in range(k_start, k_end, BLOCK_K):
+            offs_b = k0 // 2 + tl.arange(0, HALF)
+            b_ok = offs_b < k_end // 2
+            packed = tl.load(w_ptr + offs_n[None, :] * K2 + offs_b[:, None], mask=n_ok[None, :] & b_ok[:, None],
+                             other=0).to(tl.int32)
+            g = k0 // GROUP
+            g_ok = n_ok & (g < NGROUPS)
+            s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0).to(tl.int32)
+            lo = ((packed & 15) - z[None, :]).to(dt)
+            hi = (((packed >> 4) & 15) - z[None, :]).to(dt)
+            xm = m_ok[:, None] & b_ok[None, :]
+            xe = tl.load(x_ptr + offs_m[:, None] * stride_xm + 2 * offs_b[None, :], mask=xm, other=0.0).to(dt)
+            xo = tl.load(x_ptr + offs_m[:, None] * stride_xm + 2 * offs_b[None, :] + 1, mask=xm, other=0.0).to(dt)
+            if IEEE:
+                part = tl.dot(xe, lo, input_precision="ieee") + tl.dot(xo, hi, input_precision="ieee")
+            else:
+                part = tl.dot(xe, lo) + tl.dot(xo, hi)
+            acc += part * s[None, :]
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    o_ok = m_ok[:, None] & n_ok[None, :]
+    if SPLIT_K == 1:
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=o_ok)
+    else:
+        tl.atomic_add(out_ptrs, acc, mask=o_ok)
