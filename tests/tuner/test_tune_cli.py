@@ -82,3 +82,19 @@ def test_tune_a_tiny_model_then_compile_uses_the_tuned_configs(tmp_path, capsys)
         best = min(mine, key=lambda r: r.time_ms)
         assert k.config == best.config, (k.name, k.config, best.config)
         assert select_config(k, db, device) == (best.config, "database")
+
+
+def test_tune_a_quantized_kernel_through_its_own_space(tmp_path):
+    """The quant engineer's wq_gemv kernel declares its knobs; the tuner respects them and its check_config."""
+    from tilecraft.quant.kernels import make_kernel
+    from tilecraft.tuner.spaces import space_for_kernel
+    from tilecraft.tuner.tune import tune_kernels
+
+    k = make_kernel("int8_weight_only", 1, 32, 64, torch.float32)
+    dev = PRESETS["cpu-interpreter"]
+    sp = space_for_kernel(k, dev)
+    assert sp.knobs["BLOCK_N"] == k.info["space"]["BLOCK_N"] and sp.size() > 10
+    rows = tune_kernels([k], str(tmp_path / "s.sqlite"), budget=6, device_info=dev, progress=False)
+    assert rows[0].measurements == 6 and rows[0].failed == 0
+    cfg, src = select_config(k, str(tmp_path / "s.sqlite"), dev)
+    assert src == "database" and cfg == rows[0].best_config

@@ -15,7 +15,7 @@ from .device import DeviceInfo
 from .spaces import gemm_acc_regs_per_thread, gemm_smem_bytes, itemsize
 
 KNOBS = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K", "num_warps", "num_stages", "XBLOCK", "RBLOCK"]
-TEMPLATES = ["matmul", "reduction", "pointwise", "wq_gemv", "wq_gemm"]
+TEMPLATES = ["matmul", "reduction", "pointwise", "wq_gemv", "wq_gemm", "fp8_gemm"]
 DERIVED = ["log_M", "log_N", "log_K", "log_B", "log_rows", "log_cols", "log_numel", "itemsize",
            "programs_log", "waves", "wave_eff", "tail_frac", "tile_ai", "global_ai_log", "smem_kb", "smem_frac",
            "regs_per_thread", "blocks_per_sm", "occupancy", "pad_waste", "k_iters_log", "elems_per_thread_log",
@@ -44,7 +44,7 @@ def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceIn
     peak = device.peak_tflops * (0.5 if isz >= 4 else 1.0)  # fp32 runs as tf32 at ~half rate
     bw = device.bandwidth_gbps
 
-    if template in ("matmul", "wq_gemv", "wq_gemm"):
+    if template in ("matmul", "wq_gemv", "wq_gemm", "fp8_gemm"):
         M, N, K, B = shapes.get("M", 1), shapes["N"], shapes["K"], shapes.get("B", 1)
         bm = config.get("BLOCK_M", 1 if template == "wq_gemv" else 16)
         bn, bk, split = config["BLOCK_N"], config["BLOCK_K"], config.get("SPLIT_K", 1)

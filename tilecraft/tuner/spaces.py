@@ -293,3 +293,30 @@ def subset_space(space: ConfigSpace, configs: list[Config]) -> ConfigSpace:
         return rule(c) or (None if config_key(c) in allowed else "not in the bounded subset")
 
     return ConfigSpace(space.template, space.knobs, subset_rule, dict(space.fixed))
+
+
+def space_for_kernel(kernel, device_info: DeviceInfo) -> ConfigSpace:
+    """The space of one kernel object: its own knob candidates when it declares them (`kernel.info["space"]`,
+    e.g. the quantized templates), filtered by its `check_config` and the shared-memory limit; else the
+    template's space from `space_for`."""
+    info = getattr(kernel, "info", None)
+    knobs = info.get("space") if isinstance(info, dict) else None
+    if not knobs:
+        return space_for(kernel.template, kernel.shapes, kernel.dtype, device_info)
+    check = getattr(kernel, "check_config", None)
+    a_isz = itemsize(kernel.dtype)
+    w_isz = 1 if kernel.template in ("wq_gemv", "wq_gemm", "fp8_gemm") else a_isz
+
+    def rule(c: Config) -> str | None:
+        if check is not None:
+            try:
+                check(c)
+            except Exception as e:  # the kernel says why it cannot run this config
+                return f"{type(e).__name__}: {e}"
+        if {"BLOCK_N", "BLOCK_K", "num_stages"} <= set(c):
+            smem = gemm_smem_bytes({"BLOCK_M": c.get("BLOCK_M", 1), **c}, a_isz, w_isz)
+            if smem > device_info.smem_per_block:
+                return f"shared memory {smem} B > {device_info.smem_per_block} B"
+        return None
+
+    return ConfigSpace(kernel.template, {k: list(v) for k, v in knobs.items()}, rule)

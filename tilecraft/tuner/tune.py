@@ -15,7 +15,7 @@ from .device import DeviceInfo
 from .measure import Measurement, SimulatedMeasurer, SyntheticSurface
 from .search import TuneResult, search
 from .select import dtype_name
-from .spaces import space_for
+from .spaces import space_for_kernel
 
 
 @dataclass
@@ -129,7 +129,7 @@ def tune_kernels(kernels: list, db_path: str, budget: int = 64, strategy: str = 
             if ident in seen:
                 continue
             seen.add(ident)
-            space = space_for(kernel.template, kernel.shapes, kernel.dtype, device)
+            space = space_for_kernel(kernel, device)
             name = getattr(kernel, "name", kernel.key)
             bar = tqdm(total=budget, desc=f"tune {name}", unit="cfg", disable=not progress, leave=False)
 
