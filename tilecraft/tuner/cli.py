@@ -28,6 +28,10 @@ def cmd_tune(args) -> int:
                         plot_dir=args.plot, seed=args.seed, time_budget_s=args.seconds, patience=args.patience,
                         progress=not args.no_progress)
     print(summary_table(rows))
+    import torch
+
+    if args.simulate or not torch.cuda.is_available():
+        print("times are SIMULATED (no GPU or --simulate); every candidate was still run and checked for correctness")
     print(f"{len(rows)} kernels tuned in {time.perf_counter() - t0:.1f}s on {device.name}; schedules in {db}")
     if args.plot:
         print(f"tuning curves in {args.plot}/")
