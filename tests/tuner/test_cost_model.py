@@ -1,0 +1,77 @@
+"""The XGBoost ranking model: ranks held-out kernel problems well, save/load exact, JSON-lines records."""
+import random
+
+import numpy as np
+
+from tilecraft.tuner.cost_model import (CostModel, Record, evaluate, load_records, pairwise_accuracy,
+                                        save_records, score_records, top_k_recall)
+from tilecraft.tuner.device import PRESETS
+from tilecraft.tuner.measure import roofline_gemm_ms
+from tilecraft.tuner.spaces import space_for
+
+H100 = PRESETS["H100"]
+
+
+def _records(shapes_list, per_shape, seed):
+    rng = random.Random(seed)
+    out = []
+    for shapes in shapes_list:
+        sp = space_for("matmul", shapes, "float16", H100)
+        configs = {str(sorted(c.items())): c for c in (sp.sample(rng) for _ in range(per_shape * 2))}
+        for c in list(configs.values())[:per_shape]:
+            out.append(Record("matmul", dict(shapes), "float16", c, "H100", roofline_gemm_ms(shapes, c, H100)))
+    return out
+
+
+def _shapes(rng, n):
+    return [{"M": 2 ** rng.randint(4, 13), "N": 2 ** rng.randint(8, 13), "K": 2 ** rng.randint(8, 14)}
+            for _ in range(n)]
+
+
+def test_ranks_held_out_problems_far_better_than_chance_and_save_load_is_exact(tmp_path):
+    rng = random.Random(0)
+    shapes = _shapes(rng, 18)
+    train, test = _records(shapes[:14], 40, 1), _records(shapes[14:], 40, 2)
+    model = CostModel().fit(train)
+    m = evaluate(model, test, k=5)
+    print(m)
+    assert m["groups"] == 4 and m["pairwise_accuracy"] > 0.75, m
+    assert m["top5_recall"] > 5 / 40 * 2, m  # chance is k/n per group
+    shuffled = list(score_records(model, test))
+    random.Random(1).shuffle(shuffled)
+    assert pairwise_accuracy(test, shuffled) < 0.65  # the metric itself is not trivially high
+    path = tmp_path / "model.json"
+    model.save(path)
+    loaded = CostModel.load(path)
+    assert np.array_equal(np.asarray(score_records(loaded, test)), np.asarray(score_records(model, test)))
+
+
+def test_metrics_by_hand():
+    recs = [Record("matmul", {"M": 1, "N": 16, "K": 16}, "float16", {"i": i}, "H100", t) for i, t in
+            enumerate([1.0, 2.0, 3.0, 4.0])]
+    assert pairwise_accuracy(recs, [4, 3, 2, 1]) == 1.0
+    assert pairwise_accuracy(recs, [1, 2, 3, 4]) == 0.0
+    assert pairwise_accuracy(recs, [4, 3, 1, 2]) == 5 / 6
+    assert top_k_recall(recs, [4, 1, 3, 2], k=2) == 0.5
+
+
+def test_jsonl_import_and_scoring_records_from_elsewhere(tmp_path):
+    rng = random.Random(5)
+    recs = _records(_shapes(rng, 6), 30, 3)
+    recs.append(Record("matmul", {"M": 64, "N": 64, "K": 64}, "float16",
+                       {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "SPLIT_K": 1, "num_warps": 4,
+                        "num_stages": 3}, H100.to_dict(), None, "failed"))
+    path = tmp_path / "m.jsonl"
+    save_records(recs, path)
+    back = load_records(path)
+    assert [r.to_json() for r in back] == [r.to_json() for r in recs]
+    model = CostModel(num_rounds=30).fit(back[:120])
+    s = score_records(model, back[120:])
+    assert len(s) == len(back) - 120 and all(isinstance(x, float) for x in s)
+    (tmp_path / "bad.jsonl").write_text('{"template": "matmul"}\n')
+    try:
+        load_records(tmp_path / "bad.jsonl")
+    except ValueError as e:
+        assert "bad.jsonl:1" in str(e) and "lacks" in str(e)
+    else:
+        raise AssertionError("a record without shapes/config must be rejected")

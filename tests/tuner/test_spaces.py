@@ -1,0 +1,55 @@
+"""Config spaces: pruning rules are the documented ones, and sampling/mutation stay inside the valid set."""
+import random
+
+import torch
+
+from tilecraft.tuner.device import PRESETS
+from tilecraft.tuner.spaces import space_for
+
+H100 = PRESETS["H100"]
+
+
+def test_matmul_space_prunes_shared_memory_registers_and_oversized_tiles():
+    sp = space_for("matmul", {"M": 4096, "N": 4096, "K": 4096}, torch.float16, H100)
+    big = {"BLOCK_M": 256, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "SPLIT_K": 1, "num_warps": 8,
+           "num_stages": 3}
+    # (256*128 + 128*256) * 2 bytes * 3 stages = 393216 > 232448
+    assert "shared memory 393216" in sp.why_invalid(big)
+    ok = dict(big, BLOCK_N=128, BLOCK_K=64)  # (256*64+64*128)*2*3 = 147456; acc 256*128/256 = 128 regs
+    assert sp.valid(ok), sp.why_invalid(ok)
+    assert "registers" in sp.why_invalid(dict(ok, num_warps=4))  # 256*128/128 = 256 regs/thread
+    small = space_for("matmul", {"M": 16, "N": 4096, "K": 4096}, torch.float16, H100)
+    assert small.why_invalid(dict(ok, BLOCK_M=32)) == "tile larger than the problem"
+    assert 8 in sp.knobs["SPLIT_K"] or sp.knobs["SPLIT_K"] == [1]
+    assert sp.knobs["SPLIT_K"] == [1]  # square 4096^3 fills the device
+    assert space_for("matmul", {"M": 512, "N": 512, "K": 8192}, torch.float16, H100).knobs["SPLIT_K"] == [1, 2, 4, 8]
+
+
+def test_enumerate_sample_neighbors_mutate_are_valid_and_consistent():
+    rng = random.Random(3)
+    for tpl, shapes in [("matmul", {"M": 96, "N": 200, "K": 3000}), ("reduction", {"rows": 300, "cols": 1000}),
+                        ("pointwise", {"numel": 5000}), ("wq_gemv", {"M": 1, "N": 4096, "K": 4096}),
+                        ("wq_gemm", {"M": 16, "N": 4096, "K": 4096})]:
+        sp = space_for(tpl, shapes, torch.bfloat16, H100)
+        allc = sp.enumerate()
+        brute = [c for c in sp.iter_raw() if sp.rule(c) is None]
+        assert allc == brute and len(allc) > 5, tpl
+        keys = {str(sorted(c.items())) for c in allc}
+        for _ in range(30):
+            c = sp.sample(rng)
+            assert str(sorted(c.items())) in keys
+            m = sp.mutate(c, rng)
+            assert sp.valid(m) and m != c
+            x = sp.crossover(c, sp.sample(rng), rng)
+            assert sp.valid(x)
+            for n in sp.neighbors(c):
+                assert sp.valid(n) and sum(n[k] != c[k] for k in c) == 1
+
+
+def test_reduction_single_pass_and_pointwise_limits():
+    sp = space_for("reduction", {"rows": 64, "cols": 1000}, torch.float32, H100)
+    assert max(sp.knobs["RBLOCK"]) == 8192
+    assert max(c["RBLOCK"] for c in sp.enumerate()) == 1024  # one pow2 covering the row: single pass
+    assert sp.why_invalid({"XBLOCK": 64, "RBLOCK": 1024, "num_warps": 4}) == "XBLOCK*RBLOCK too large for registers"
+    pw = space_for("pointwise", {"numel": 100}, torch.float32, H100)
+    assert {c["XBLOCK"] for c in pw.enumerate()} == {64, 128}

@@ -1,0 +1,322 @@
+"""Config spaces per kernel template: knobs with candidate values, and rules that prune predictably bad configs.
+
+A config is a plain dict knob -> value; the knob names are the contract with codegen, which launches with
+`kernel.launch(args, config)`. `space_for(template, shapes, dtype, device)` builds the space for one problem.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from .device import DeviceInfo
+
+Config = dict
+
+
+def pow2_range(lo: int, hi: int) -> list[int]:
+    return [1 << i for i in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+def config_key(config: Config) -> str:
+    """A canonical string for a config (sorted JSON): equality, dedup and database storage."""
+    return json.dumps(config, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=None)
+def itemsize(dtype) -> int:
+    """Bytes per element of a torch dtype or its name."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""))
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@dataclass
+class ConfigSpace:
+    """Knobs -> ordered candidate values, plus a validity rule returning why a config is invalid (or None)."""
+
+    template: str
+    knobs: dict[str, list]
+    rule: Callable[[Config], str | None] = field(default=lambda c: None)
+    fixed: dict = field(default_factory=dict)  # knobs with one forced value (not searched)
+
+    def why_invalid(self, config: Config) -> str | None:
+        for k, vals in self.knobs.items():
+            if config.get(k) not in vals:
+                return f"{k}={config.get(k)!r} not in {vals}"
+        return self.rule(config)
+
+    def valid(self, config: Config) -> bool:
+        return self.why_invalid(config) is None
+
+    def _complete(self, config: Config) -> Config:
+        return {**config, **self.fixed}
+
+    def enumerate(self, limit: int | None = None) -> list[Config]:
+        """All valid configs in a fixed order (product of knob values, filtered)."""
+        out = []
+        names = list(self.knobs)
+        for vals in itertools.product(*(self.knobs[n] for n in names)):
+            c = self._complete(dict(zip(names, vals)))
+            if self.rule(c) is None:
+                out.append(c)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def iter_raw(self) -> Iterator[Config]:
+        names = list(self.knobs)
+        for vals in itertools.product(*(self.knobs[n] for n in names)):
+            yield self._complete(dict(zip(names, vals)))
+
+    def size(self) -> int:
+        return len(self.enumerate())
+
+    def sample(self, rng: random.Random, tries: int = 1000) -> Config:
+        """A uniformly drawn valid config (rejection sampling; falls back to enumeration)."""
+        for _ in range(tries):
+            c = self._complete({k: rng.choice(v) for k, v in self.knobs.items()})
+            if self.rule(c) is None:
+                return c
+        allc = self.enumerate()
+        if not allc:
+            raise ValueError(f"{self.template} config space has no valid config")
+        return rng.choice(allc)
+
+    def neighbors(self, config: Config) -> list[Config]:
+        """Valid configs one step away: one knob moved to an adjacent candidate value."""
+        out = []
+        for k, vals in self.knobs.items():
+            if len(vals) < 2 or config.get(k) not in vals:
+                continue
+            i = vals.index(config[k])
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(vals):
+                    c = dict(config, **{k: vals[j]})
+                    if self.rule(c) is None:
+                        out.append(c)
+        return out
+
+    def mutate(self, config: Config, rng: random.Random, n_knobs: int = 1, tries: int = 50) -> Config:
+        """Change `n_knobs` random knobs (adjacent value mostly, any value sometimes); stays valid."""
+        keys = [k for k, v in self.knobs.items() if len(v) > 1]
+        for _ in range(tries):
+            c = dict(config)
+            for k in rng.sample(keys, min(n_knobs, len(keys))):
+                vals = self.knobs[k]
+                i = vals.index(c[k]) if c.get(k) in vals else rng.randrange(len(vals))
+                if rng.random() < 0.75:
+                    j = min(len(vals) - 1, max(0, i + rng.choice((-1, 1))))
+                else:
+                    j = rng.randrange(len(vals))
+                c[k] = vals[j]
+            if c != config and self.rule(c) is None:
+                return c
+        return self.sample(rng)
+
+    def crossover(self, a: Config, b: Config, rng: random.Random, tries: int = 20) -> Config:
+        """Each knob from one parent at random; stays valid (else a mutation of `a`)."""
+        for _ in range(tries):
+            c = {k: (a if rng.random() < 0.5 else b)[k] for k in a}
+            if self.rule(c) is None:
+                return c
+        return self.mutate(a, rng)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Templates. Each builder gets (shapes, dtype, device) and returns a ConfigSpace.
+
+def gemm_smem_bytes(cfg: Config, a_itemsize: int, b_itemsize: int | None = None) -> int:
+    """Shared memory of a software-pipelined GEMM: (BM*BK + BK*BN) * itemsize * num_stages."""
+    b_itemsize = a_itemsize if b_itemsize is None else b_itemsize
+    bm = cfg.get("BLOCK_M", 16)
+    return (bm * cfg["BLOCK_K"] * a_itemsize + cfg["BLOCK_K"] * cfg["BLOCK_N"] * b_itemsize) * cfg.get("num_stages", 1)
+
+
+def gemm_acc_regs_per_thread(cfg: Config) -> float:
+    """fp32 accumulator registers per thread: BM*BN / (32 * num_warps)."""
+    return cfg.get("BLOCK_M", 16) * cfg["BLOCK_N"] / (32 * cfg["num_warps"])
+
+
+MAX_ACC_REGS = 128  # beyond this the accumulator alone spills (255 registers/thread minus operands)
+
+
+def splitk_useful(M: int, N: int, K: int, device: DeviceInfo) -> bool:
+    """Split-K pays only when K is long and the output has too few 128x128 tiles to fill the device."""
+    tiles = math.ceil(M / 128) * math.ceil(N / 128)
+    return K >= 1024 and (K >= 4 * math.sqrt(M * N) or tiles < device.sm_count // 2)
+
+
+def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
+    M, N, K = shapes["M"], shapes["N"], shapes["K"]
+    isz = itemsize(dtype)
+    blocks = pow2_range(16, 256)
+    split = [1, 2, 4, 8] if splitk_useful(M, N, K, device) else [1]
+    knobs = {"BLOCK_M": blocks, "BLOCK_N": blocks, "BLOCK_K": blocks, "GROUP_M": [1, 4, 8],
+             "SPLIT_K": split, "num_warps": [2, 4, 8], "num_stages": [2, 3, 4, 5]}
+
+    def rule(c: Config) -> str | None:
+        if c["BLOCK_M"] > max(16, next_pow2(M)) or c["BLOCK_N"] > max(16, next_pow2(N)):
+            return "tile larger than the problem"
+        if c["BLOCK_K"] * c["SPLIT_K"] > max(16, next_pow2(K)):
+            return "BLOCK_K * SPLIT_K larger than K"
+        smem = gemm_smem_bytes(c, isz)
+        if smem > device.smem_per_block:
+            return f"shared memory {smem} B > {device.smem_per_block} B"
+        if gemm_acc_regs_per_thread(c) > MAX_ACC_REGS:
+            return "accumulator needs too many registers per thread"
+        if c["BLOCK_M"] * c["BLOCK_N"] < 32 * c["num_warps"] * 2:
+            return "tile too small for num_warps"
+        if c["GROUP_M"] > 1 and math.ceil(M / c["BLOCK_M"]) <= 1:
+            return "GROUP_M > 1 with one row of tiles"
+        return None
+
+    return ConfigSpace("matmul", knobs, rule)
+
+
+def reduction_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
+    rows, cols = shapes["rows"], shapes["cols"]
+    knobs = {"XBLOCK": pow2_range(1, 64), "RBLOCK": pow2_range(16, 8192), "num_warps": [1, 2, 4, 8, 16]}
+
+    def rule(c: Config) -> str | None:
+        if c["XBLOCK"] > next_pow2(rows):
+            return "XBLOCK larger than the rows"
+        if c["RBLOCK"] > max(16, next_pow2(cols)):
+            return "RBLOCK larger than one pass over the row"
+        elems = c["XBLOCK"] * c["RBLOCK"]
+        if elems > 16384:
+            return "XBLOCK*RBLOCK too large for registers"
+        if elems < 32 * c["num_warps"]:
+            return "block smaller than the threads"
+        return None
+
+    return ConfigSpace("reduction", knobs, rule)
+
+
+def pointwise_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
+    numel = shapes["numel"]
+    knobs = {"XBLOCK": pow2_range(64, 4096), "num_warps": [1, 2, 4, 8]}
+
+    def rule(c: Config) -> str | None:
+        if c["XBLOCK"] > max(64, next_pow2(numel)):
+            return "XBLOCK larger than the tensor"
+        if c["XBLOCK"] < 32 * c["num_warps"]:
+            return "fewer elements than threads"
+        if c["XBLOCK"] > 32 * c["num_warps"] * 32:
+            return "more than 32 elements per thread"
+        return None
+
+    return ConfigSpace("pointwise", knobs, rule)
+
+
+def _wq_space(template: str, with_m: bool):
+    """Weight-quantized matmul (int8/int4 weights, float activations): weights stream once, so BLOCK_N/BLOCK_K
+    and SPLIT_K (to fill the device when M is tiny) are the knobs; wq_gemm also tiles M."""
+
+    def build(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
+        M, N, K = shapes.get("M", 1), shapes["N"], shapes["K"]
+        isz = itemsize(dtype)
+        knobs = {}
+        if with_m:
+            knobs["BLOCK_M"] = pow2_range(16, 128)
+        knobs.update({"BLOCK_N": pow2_range(16, 256), "BLOCK_K": pow2_range(32, 512), "SPLIT_K": [1, 2, 4, 8, 16],
+                      "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]})
+
+        def rule(c: Config) -> str | None:
+            if with_m and c["BLOCK_M"] > max(16, next_pow2(M)):
+                return "tile larger than the problem"
+            if c["BLOCK_N"] > max(16, next_pow2(N)) or c["BLOCK_K"] * c["SPLIT_K"] > max(32, next_pow2(K)):
+                return "tile larger than the problem"
+            bm = c.get("BLOCK_M", 1)
+            smem = (bm * c["BLOCK_K"] * isz + c["BLOCK_K"] * c["BLOCK_N"]) * c["num_stages"]
+            if smem > device.smem_per_block:
+                return f"shared memory {smem} B > {device.smem_per_block} B"
+            if c["BLOCK_N"] * c["BLOCK_K"] / (32 * c["num_warps"]) > 256:
+                return "weight tile too large for registers"
+            return None
+
+        return ConfigSpace(template, knobs, rule)
+
+    return build
+
+
+SPACES: dict[str, Callable[[dict, object, DeviceInfo], ConfigSpace]] = {
+    "matmul": matmul_space,
+    "reduction": reduction_space,
+    "pointwise": pointwise_space,
+    "wq_gemv": _wq_space("wq_gemv", with_m=False),
+    "wq_gemm": _wq_space("wq_gemm", with_m=True),
+}
+
+
+def register_space(template: str, builder: Callable[[dict, object, DeviceInfo], ConfigSpace]) -> None:
+    """Add or replace the space builder of a template (codegen may own its own quantized templates' spaces)."""
+    SPACES[template] = builder
+
+
+def space_for(template: str, shapes: dict, dtype, device_info: DeviceInfo) -> ConfigSpace:
+    """The config space of one kernel problem on one device."""
+    try:
+        builder = SPACES[template]
+    except KeyError:
+        raise KeyError(f"no config space for template {template!r}; known: {sorted(SPACES)} "
+                       f"(add one with tilecraft.tuner.spaces.register_space)") from None
+    return builder(shapes, dtype, device_info)
+
+
+def restrict(space: ConfigSpace, **values: list) -> ConfigSpace:
+    """The same space with some knobs limited to the given values (bench/tests use it for bounded spaces)."""
+    knobs = dict(space.knobs)
+    for k, v in values.items():
+        if k not in knobs:
+            raise KeyError(f"{space.template} has no knob {k!r}; knobs: {list(knobs)}")
+        knobs[k] = [x for x in knobs[k] if x in v] or list(v)
+    return ConfigSpace(space.template, knobs, space.rule, dict(space.fixed))
+
+
+def subset_space(space: ConfigSpace, configs: list[Config]) -> ConfigSpace:
+    """The space limited to the given configs (a bounded set that strategies share, e.g. in benchmarks)."""
+    allowed = {config_key(c) for c in configs}
+    rule = space.rule
+
+    def subset_rule(c: Config) -> str | None:
+        return rule(c) or (None if config_key(c) in allowed else "not in the bounded subset")
+
+    return ConfigSpace(space.template, space.knobs, subset_rule, dict(space.fixed))
+
+
+def space_for_kernel(kernel, device_info: DeviceInfo) -> ConfigSpace:
+    """The space of one kernel object: its own knob candidates when it declares them (`kernel.info["space"]`,
+    e.g. the quantized templates), filtered by its `check_config` and the shared-memory limit; else the
+    template's space from `space_for`."""
+    info = getattr(kernel, "info", None)
+    knobs = info.get("space") if isinstance(info, dict) else None
+    if not knobs:
+        return space_for(kernel.template, kernel.shapes, kernel.dtype, device_info)
+    check = getattr(kernel, "check_config", None)
+    a_isz = itemsize(kernel.dtype)
+    w_isz = 1 if kernel.template in ("wq_gemv", "wq_gemm", "fp8_gemm") else a_isz
+
+    def rule(c: Config) -> str | None:
+        if check is not None:
+            try:
+                check(c)
+            except Exception as e:  # the kernel says why it cannot run this config
+                return f"{type(e).__name__}: {e}"
+        if {"BLOCK_N", "BLOCK_K", "num_stages"} <= set(c):
+            smem = gemm_smem_bytes({"BLOCK_M": c.get("BLOCK_M", 1), **c}, a_isz, w_isz)
+            if smem > device_info.smem_per_block:
+                return f"shared memory {smem} B > {device_info.smem_per_block} B"
+        return None
+
+    return ConfigSpace(kernel.template, {k: list(v) for k, v in knobs.items()}, rule)
