@@ -92,11 +92,21 @@ class KernelProgram:
                 except Exception as e:  # noqa: BLE001 - any codegen gap falls back to torch for this group
                     log.warning("tilecraft: group %d (%s) runs through torch: %s", i, g.describe(), e)
             if kernel is not None:
+                self._choose_config(kernel)
                 self.steps.append(KernelStep(g, kernel, values))
                 self.kernels.append(kernel)
             elif g.kind == "torch" or outs:
                 self.steps.extend(TorchStep(n) for n in g.nodes)
         self._plan_frees()
+
+    def _choose_config(self, kernel):
+        """A tuned config from the schedule database when one matches, else the template's default."""
+        from ..tuner import select_config
+
+        schedules = getattr(self.options, "schedules", None)
+        config, source = select_config(kernel, schedules)
+        kernel.config = dict(config)
+        kernel.info["config_source"] = source
 
     def _plan_frees(self):
         """Drop each intermediate after its last use, so the allocator reuses its memory."""
