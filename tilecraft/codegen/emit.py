@@ -259,6 +259,9 @@ def cast_expr(e: str, src: torch.dtype, dst: torch.dtype) -> str:
     """dtype conversion with eager's rounding: a bf16/fp16 cast rounds, then computation goes on in fp32."""
     if dst == torch.bool:
         return f"({e} != 0)"
+    if dst == torch.bfloat16 and interpreting():  # the interpreter truncates; round to nearest even
+        b = f"{_p(e)}.to(tl.float32).to(tl.uint32, bitcast=True)"
+        return f"(({b} + 0x7FFF + (({b} >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)"
     if dst in (torch.float16, torch.bfloat16):
         return f"{_p(e)}.to({TL[dst]}).to(tl.float32)"
     if src == torch.bool:
@@ -273,6 +276,8 @@ def store(em: Emitter, v: Value, idx: tuple, mask: str | None = None) -> None:
     if off == "0":
         off = em.zero
     e = em.value(v, idx)
+    if t.dtype == torch.bfloat16 and interpreting():
+        e = cast_expr(e, torch.float32, torch.bfloat16)
     if t.dtype != torch.bool:
         e = f"{_p(e)}.to({TL[t.dtype]})"
     em.line(f"tl.store({name} + {_p(off)}, {e}, {mask or em.mask})")

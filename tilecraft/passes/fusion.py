@@ -110,6 +110,9 @@ class Partitioner:
         self.group_of: dict[int, Group] = {}  # node id -> group
         self.groups: list[Group] = []
         self.dag = nx.DiGraph()  # group-level dependencies
+        self.readers: dict[int, list[Group]] = {}  # base input value id -> groups reading it
+        self.users = graph.users()
+        self.outputs = {id(v) for v in graph.outputs}
 
     def producers(self, node: Node) -> list[Group]:
         out = []
@@ -162,6 +165,10 @@ class Partitioner:
 
     def add_to(self, g: Group, node: Node, rule: str | None):
         g.nodes.append(node)
+        for v in node.input_values():
+            rs = self.readers.setdefault(id(base_value(v)), [])
+            if g not in rs:
+                rs.append(g)
         if rule and rule not in g.rules:
             g.rules.append(rule)
         self.group_of[id(node)] = g
@@ -199,8 +206,78 @@ class Partitioner:
                     joined = g
                     break
             if joined is None:
-                self.new_group(node, kind)
+                joined = self.join_sibling(node, kind)
+            if joined is None:
+                joined = self.new_group(node, kind)
+            self.merge_producers(node, joined)
         return self.order()
+
+    def join_sibling(self, node: Node, kind: str) -> Group | None:
+        """Horizontal fusion: join a group that reads the same input over the same iteration space."""
+        for v in node.input_values():
+            for g in self.readers.get(id(base_value(v)), []):
+                if g.kind == "torch" or self.would_cycle(node, g):
+                    continue
+                if kind == "pointwise" and g.kind in ("pointwise", "reduction") and \
+                        node.outputs[0].type.shape == g.shape:
+                    rule = "horizontal"
+                elif kind == "reduction" and g.kind == "reduction" and node.inputs[0].type.shape == g.shape \
+                        and reduction_dims(node) == g.dims:
+                    rule = "sibling-reduction"
+                else:
+                    continue
+                self.add_to(g, node, rule)
+                return g
+        return None
+
+    def merge_producers(self, node: Node, g: Group) -> None:
+        """Pull pointwise producer groups whose every value is used only inside g into g (no stores)."""
+        if g.kind == "torch":
+            return
+        for p in self.producers(node):
+            if p is g or p.kind != "pointwise" or (g.kind == "reduction" and p.shape != g.shape):
+                continue
+            inside = {id(n) for n in g.nodes} | {id(n) for n in p.nodes}
+            private = all(id(o) not in self.outputs and all(id(u) in inside for u in self._uses(o))
+                          for n in p.nodes for o in n.outputs)
+            if not (private or p.shape == g.shape):
+                continue
+            direct = self.dag.has_edge(p, g)
+            if direct:
+                self.dag.remove_edge(p, g)
+            indirect = nx.has_path(self.dag, p, g)  # p reaches g through another group: a merge makes a cycle
+            if direct:
+                self.dag.add_edge(p, g)
+            if indirect:
+                continue
+            for n in p.nodes:
+                g.nodes.append(n)
+                self.group_of[id(n)] = g
+            for r in self.readers.values():
+                if p in r:
+                    r.remove(p)
+                    if g not in r:
+                        r.append(g)
+            for pred in list(self.dag.predecessors(p)):
+                if pred is not g:
+                    self.dag.add_edge(pred, g)
+            for succ in list(self.dag.successors(p)):
+                if succ is not g:
+                    self.dag.add_edge(g, succ)
+            self.dag.remove_node(p)
+            self.groups.remove(p)
+            if "merge-producers" not in g.rules:
+                g.rules.append("merge-producers")
+
+    def _uses(self, v: Value) -> list[Node]:
+        """Compute nodes that read v, looking through views."""
+        out = []
+        for u in self.users.get(v, []):
+            if REGISTRY[u.op].category == "view" and u.op != "as_strided":
+                out += self._uses(u.outputs[0])
+            else:
+                out.append(u)
+        return out
 
     def order(self) -> list[Group]:
         """Groups in an order that respects dependencies (and the original node order where free)."""

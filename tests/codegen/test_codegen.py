@@ -1,0 +1,206 @@
+"""Fusion rules and generated kernels: kernel counts per rule, and results against eager (interpreter)."""
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import tilecraft
+from tilecraft.codegen import cache_dir
+from tilecraft.models import ConvBNReLU, RMSNorm, TransformerBlock, tiny_hf_models
+from tilecraft.testing import assert_close, seeded
+
+
+def run(fn, *inputs, n_kernels=None, templates=None):
+    """Compile fn, check against eager on these inputs, return the kernels of its (single) graph."""
+    c = tilecraft.compile(fn)
+    with torch.no_grad():
+        got = c(*inputs)
+        expected = fn(*inputs)
+    assert_close(got, expected)
+    graphs = c.report.graphs
+    assert len(graphs) == 1 and graphs[0].error is None, c.report.summary()
+    kernels = graphs[0].kernels
+    if n_kernels is not None:
+        assert len(kernels) == n_kernels, c.report.summary()
+    if templates is not None:
+        assert sorted(k.template for k in kernels) == sorted(templates), c.report.summary()
+    steps = graphs[0].program.steps
+    assert not any(getattr(s, "failed", False) for s in steps), "a kernel failed and fell back to torch"
+    return kernels
+
+
+def r(*shape, dtype=torch.float32, seed=0):
+    return torch.randn(*shape, generator=seeded(seed)).to(dtype)
+
+
+# ------------------------------------------------------------------------------------------- rules
+def test_pointwise_chain_with_broadcast_cast_where_compare_is_one_kernel():
+    def f(x, b, y):
+        z = torch.where(x > 0, x * b, torch.sigmoid(y)) + 0.5
+        return (z.to(torch.bfloat16) * 2).float() - (x < b).float()
+
+    (k,) = run(f, r(7, 13), r(13, seed=1), r(1, 13, seed=2), n_kernels=1)
+    assert k.template == "pointwise" and "pointwise-chain" in k.info["rules"]
+
+
+def test_rmsnorm_as_torch_ops_is_one_kernel():
+    m = RMSNorm(37).eval()
+    m.weight.data = r(37, seed=3)
+    (k,) = run(m, r(5, 37), n_kernels=1)
+    assert k.template == "reduction" and {"reduction-prologue", "reduction-epilogue"} <= set(k.info["rules"])
+
+
+@pytest.mark.parametrize("fn", [lambda x: torch.softmax(x, -1), lambda x: F.log_softmax(x, 0),
+                                lambda x: torch.softmax(x * 0.5 + 1, 1)])
+def test_softmax_is_one_kernel(fn):
+    run(fn, r(6, 29), n_kernels=1, templates=["reduction"])
+
+
+def test_softmax_written_as_ops_is_one_kernel():
+    def f(x):
+        e = torch.exp(x - x.amax(-1, keepdim=True))
+        return e / e.sum(-1, keepdim=True)
+
+    (k,) = run(f, r(4, 19), n_kernels=1)
+    assert "multi-reduction" in k.info["rules"]
+
+
+def test_layernorm_and_mean_var():
+    ln = nn.LayerNorm(24).eval()
+    ln.weight.data, ln.bias.data = r(24, seed=4), r(24, seed=5)
+    run(ln, r(3, 5, 24), n_kernels=1)
+    run(lambda x: (x.mean(1), x.var(1), x.var(dim=(0, 2), correction=0)), r(4, 9, 6), n_kernels=2)
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2, (0, 2)])
+def test_sum_and_max_along_any_dim(dim):
+    run(lambda x: (x.sum(dim) * 2, x.amax(dim, keepdim=True)), r(5, 7, 3), n_kernels=1)
+
+
+def test_linear_bias_gelu_is_one_kernel_2d_and_3d():
+    lin = nn.Linear(24, 40).eval()
+    (k,) = run(lambda x: F.gelu(lin(x)), r(6, 24), n_kernels=1)
+    assert k.template == "matmul" and "matmul-epilogue" in k.info["rules"]
+    run(lambda x: F.gelu(lin(x)), r(2, 3, 24), n_kernels=1, templates=["matmul"])  # via sink_views
+
+
+def test_permute_feeding_matmul_has_no_copy_kernel():
+    run(lambda a, b: a.permute(1, 0) @ b, r(20, 17), r(20, 9, seed=1), templates=["matmul"])
+    run(lambda a, b: torch.bmm(a.transpose(1, 2), b), r(3, 8, 5), r(3, 8, 6, seed=1), templates=["matmul"])
+
+
+def test_residual_and_scale_epilogue():
+    w = r(16, 12)
+    run(lambda x, res: (x @ w.t()) * 0.5 + res, r(10, 12), r(10, 16, seed=2), n_kernels=1)
+
+
+def test_no_cycle_and_no_duplicated_reduction():
+    def f(x):
+        s = x.sum(-1, keepdim=True)  # used twice: must be computed once
+        y = torch.relu(x - s)
+        return y * s, y.amax(-1)
+
+    ks = run(f, r(4, 11))
+    assert sum(k.info["ops"].count("sum") for k in ks) == 1
+
+
+# ------------------------------------------------------------------------------------------- edge cases
+@pytest.mark.parametrize("shape", [(1,), (13,), (3, 1, 7), (1, 1), (31, 17)])
+def test_ragged_and_size_one_shapes(shape):
+    run(lambda x: torch.softmax(torch.tanh(x) * 3, -1) + x.sum(-1, keepdim=True), r(*shape))
+
+
+def test_non_contiguous_and_broadcast_inputs():
+    x = r(8, 12)[:, ::2]  # strided view input
+    y = r(12, 8, seed=1).t()  # transposed input
+    run(lambda a, b: torch.exp(a) + b[:, :6] * a.sum(0), x, y)
+
+
+def test_zero_dim_and_empty_tensors():
+    run(lambda x, s: x * s + s, r(5), torch.tensor(3.0))
+    run(lambda s: torch.sigmoid(s) * 2, torch.tensor(0.25))
+    run(lambda x: torch.relu(x) + 1, torch.empty(0, 4))
+
+
+def test_int_and_bool_pointwise():
+    i = torch.randint(-5, 5, (6, 7), generator=seeded(1))
+    run(lambda a: ((a * 3 + 1) > 2) & (a != 0), i)
+    run(lambda a, b: a.float() / 2 + b, i, r(7))
+
+
+def test_looped_reduction_matches_single_pass():
+    """The same kernel with RBLOCK below the row length takes the looped path (and online softmax)."""
+    ln = nn.LayerNorm(300).eval()
+    for fn in (lambda x: torch.softmax(x, -1), ln, lambda x: x.var(-1) + x.sum(-1)):
+        c = tilecraft.compile(fn)
+        with torch.no_grad():
+            c(r(3, 300))
+        for k in c.report.graphs[0].kernels:
+            args = k.make_args(seed=4)
+            single = [a.clone() for a in args]
+            k.launch(single, {**k.default_config(), "RBLOCK": 512})
+            looped = [a.clone() for a in args]
+            k.launch(looped, {**k.default_config(), "RBLOCK": 64})
+            for i in k.out_positions:
+                torch.testing.assert_close(looped[i], single[i], rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_configs_agree_on_ragged_shapes():
+    c = tilecraft.compile(lambda a, b, bias: torch.addmm(bias, a, b).relu())
+    c(r(37, 29), r(29, 23, seed=1), r(23, seed=2))
+    (k,) = c.report.graphs[0].kernels
+    args = k.make_args(seed=1)
+    ref = [a.clone() for a in args]
+    k.launch(ref, k.default_config())
+    for cfg in ({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 1},
+                {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 4}):
+        out = [a.clone() for a in args]
+        k.launch(out, {**k.default_config(), **cfg})
+        for i in k.out_positions:
+            torch.testing.assert_close(out[i], ref[i], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- models
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_transformer_block(dtype):
+    m = TransformerBlock(d=32, heads=4).eval().to(dtype)
+    ks = run(m, r(2, 8, 32, dtype=dtype))
+    assert {k.template for k in ks} == {"pointwise", "reduction", "matmul"}
+    assert len(ks) <= 14
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cnn(dtype):
+    m = ConvBNReLU().eval().to(dtype)
+    run(m, r(2, 3, 12, 12, dtype=dtype))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_hf_models_run_generated_kernels(name, dtype):
+    model = tiny_hf_models()[name].to(dtype)
+    ids = torch.randint(0, 100, (2, 8), generator=seeded(9))
+    kw = {} if name == "bert" else {"use_cache": False}
+    c = tilecraft.compile(model)
+    with torch.no_grad():
+        got = c(input_ids=ids, **kw)[0]
+        expected = model(input_ids=ids, **kw)[0]
+    # bf16: eager rounds every intermediate to bf16, fused kernels keep fp32 inside a kernel
+    assert_close(got, expected, scale=1.0 if dtype == torch.float32 else 3.0)
+    kernels = [k for g in c.report.graphs for k in g.kernels]
+    assert {k.template for k in kernels} >= {"pointwise", "reduction", "matmul"}
+    assert not any(getattr(s, "failed", False) for g in c.report.graphs for s in g.program.steps)
+
+
+def test_explain_shows_groups_and_source():
+    text = tilecraft.explain(lambda x: torch.softmax(x, -1) * 2, r(3, 5), print_result=False)
+    assert "---- fused groups ----" in text and "reduction[3,5] over dims [1]" in text
+    assert "@triton.jit" in text and "tl.store(" in text
+
+
+def test_kernel_source_cache_on_disk():
+    ks = run(lambda x: torch.cos(x) * 3, r(5))
+    files = os.listdir(cache_dir())
+    assert any(f.endswith(".py") and open(cache_dir() / f).read() == ks[0].source for f in files)

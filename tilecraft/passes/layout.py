@@ -1,0 +1,74 @@
+"""Layout passes: move reshapes out of the way of fusion.
+
+`sink_views`: a pointwise op applied to `view(a)`, where the view only regroups leading dims (the last dim is
+unchanged, as when nn.Linear runs on a 3-D input: addmm → view → gelu), is rewritten to apply to `a` directly,
+followed by the view. The op then sits next to its producer and fuses into it (e.g. as a matmul epilogue),
+and the view becomes free index arithmetic.
+"""
+from __future__ import annotations
+
+from ..ir import Graph, Node, Value
+from ..ir.ops import REGISTRY
+
+
+def _leading_reshape(v: Value) -> Value | None:
+    """If v = view(a) keeps the last dim and the element count, return a (computed, not a graph input)."""
+    p = v.producer
+    if p is None or p.op != "view":
+        return None
+    a = p.inputs[0]
+    if a.producer is None or REGISTRY[a.producer.op].category in ("view", "data"):
+        return None
+    if not a.type.shape or not v.type.shape or a.type.shape[-1] != v.type.shape[-1] or a.type.numel != v.type.numel:
+        return None
+    return a
+
+
+def _trailing_broadcast(v: Value, last: int) -> bool:
+    """Broadcasts the same way against [.., last] whatever the leading dims (e.g. a bias vector)."""
+    s = v.type.shape
+    return all(d == 1 for d in s[:-1]) and (not s or s[-1] in (1, last))
+
+
+def sink_views(graph: Graph) -> Graph:
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        nodes.append(n)
+        if REGISTRY[n.op].category != "pointwise" or len(n.outputs) != 1:
+            continue
+        out = n.out.type
+        base = None
+        for v in n.input_values():
+            a = _leading_reshape(v)
+            if a is not None and v.type.shape == out.shape:
+                base = a
+                break
+        if base is None:
+            continue
+        target, new_inputs, ok, pre = base.type.shape, [], True, []
+        for v in n.inputs:
+            if not isinstance(v, Value):
+                new_inputs.append(v)
+                continue
+            a = _leading_reshape(v)
+            if a is not None and a.type.shape == target and v.type.shape == out.shape:
+                new_inputs.append(a)
+            elif v.type.shape == out.shape:
+                view = graph.make_node("view", [v], {"size": list(target)}, source=n.source)
+                pre.append(view)
+                new_inputs.append(view.out)
+            elif _trailing_broadcast(v, target[-1]):
+                new_inputs.append(v)
+            else:
+                ok = False
+                break
+        if not ok:
+            continue
+        moved = graph.make_node(n.op, new_inputs, dict(n.attrs), name=n.out.name, source=n.source)
+        if moved.out.type.shape != tuple(target) or moved.out.type.dtype != out.dtype:
+            continue
+        back = graph.make_node("view", [moved.out], {"size": list(out.shape)}, source=n.source)
+        nodes[-1:] = pre + [moved, back]
+        graph.replace_all_uses(n.out, back.out)
+    graph.nodes = nodes
+    return graph
