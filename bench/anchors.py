@@ -1,0 +1,179 @@
+"""The workloads of shared/ANCHORS.md: eager vs torch.compile (Inductor default) vs tilecraft, one process.
+
+    python bench/anchors.py [--only softmax,layernorm] [--out bench/results/anchors.json] [--dry-run]
+
+Prints a table (time, speedup over eager, ratio to Inductor, % of the bandwidth or FLOP floor) and writes JSON.
+Every tilecraft result is checked against eager first. `--dry-run` runs tiny shapes on the CPU (interpreter).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import tilecraft  # noqa: E402
+from tilecraft.models import RMSNorm, TransformerBlock  # noqa: E402
+
+BW, FLOPS = 3.0e12, 700e12  # H100 measured peaks (shared/ANCHORS.md)
+
+
+class EltChain(nn.Module):
+    def forward(self, x, b, y):
+        return F.gelu(x + b) * torch.sigmoid(y) + 0.5 * y
+
+
+class LinearGelu(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.fc = nn.Linear(k, n)
+
+    def forward(self, x):
+        return F.gelu(self.fc(x))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.gate, self.up, self.down = nn.Linear(d, h, bias=False), nn.Linear(d, h, bias=False), nn.Linear(h, d, bias=False)
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class W8Linear(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.register_buffer("wq", torch.randint(-127, 127, (n, k), dtype=torch.int8))
+        self.register_buffer("scale", torch.rand(n, 1) * 0.01)
+
+    def forward(self, x):
+        return x @ (self.wq.to(x.dtype) * self.scale.to(x.dtype)).t()
+
+
+class ConvBNReLU(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)) + x)
+
+
+def workloads(dry: bool):
+    """(name, model, inputs, floor bytes, floor flops) per ANCHORS row; tiny shapes for --dry-run."""
+    s = (lambda big, small: small if dry else big)
+    bf = torch.bfloat16
+    M, N = s(8192, 8), s(4096, 64)
+    rows = [
+        ("softmax_8192x4096", lambda: lambda x: torch.softmax(x, -1), lambda: [torch.randn(M, N)], bf, 2 * M * N * 2, 0),
+        ("layernorm_8192x4096", lambda: nn.LayerNorm(N), lambda: [torch.randn(M, N)], bf, 2 * M * N * 2, 0),
+        ("rmsnorm_8192x4096", lambda: RMSNorm(N), lambda: [torch.randn(M, N)], bf, 2 * M * N * 2, 0),
+        ("eltchain_16M", lambda: EltChain(), lambda: [torch.randn(s(4096, 8), N), torch.randn(N),
+                                                       torch.randn(s(4096, 8), N)], bf, 3 * s(4096, 8) * N * 2, 0),
+        ("linear_gelu_8192x4096x4096", lambda: LinearGelu(N, N), lambda: [torch.randn(M, N)], bf,
+         (2 * M * N + N * N) * 2, 2 * M * N * N),
+        ("swiglu_4096x2048x5632", lambda: SwiGLU(s(2048, 32), s(5632, 48)), lambda: [torch.randn(s(4096, 8), s(2048, 32))],
+         bf, 0, 2 * 3 * s(4096, 8) * s(2048, 32) * s(5632, 48)),
+        ("w8linear_m1_4096x4096", lambda: W8Linear(N, N), lambda: [torch.randn(1, N)], bf, N * N, 0),
+        ("w8linear_m16_4096x4096", lambda: W8Linear(N, N), lambda: [torch.randn(16, N)], bf, N * N, 0),
+        ("convbnrelu_32x64x56x56", lambda: ConvBNReLU(s(64, 4)), lambda: [torch.randn(s(32, 2), s(64, 4), s(56, 6), s(56, 6))],
+         torch.float16, 2 * s(32, 2) * s(64, 4) * s(56, 6) ** 2 * 2, 0),
+        ("block_b8_t1024_d1024", lambda: TransformerBlock(s(1024, 32), s(16, 4)), lambda: [torch.randn(s(8, 2), s(1024, 8), s(1024, 32))],
+         bf, 0, 0),
+    ]
+    return rows
+
+
+def bench(fn, dry):
+    if dry:
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=50, rep=200, return_mode="median")
+
+
+def block_flops(b, t, d):
+    return 2 * b * t * (3 * d * d + d * d + 8 * d * d) + 2 * 2 * b * t * t * d / 2
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--only", default="")
+    p.add_argument("--out", default="bench/results/anchors.json")
+    p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (interpreter), no timing claims")
+    p.add_argument("--no-inductor", action="store_true")
+    args = p.parse_args(argv)
+    dev = "cpu" if args.dry_run else "cuda"
+    torch.manual_seed(0)
+    results = []
+    for name, make_model, make_inputs, dtype, nbytes, flops in workloads(args.dry_run):
+        if args.only and not any(o in name for o in args.only.split(",")):
+            continue
+        if name.startswith("block"):
+            x_shape = make_inputs()[0].shape
+            flops = block_flops(*x_shape)
+        torch._dynamo.reset()
+        model = make_model()
+        if isinstance(model, nn.Module):
+            model = model.eval().to(dev, dtype)
+        inputs = [t.to(dev, dtype) for t in make_inputs()]
+        row = {"workload": name, "dtype": str(dtype).replace("torch.", "")}
+        with torch.no_grad():
+            expected = model(*inputs)
+            row["eager_ms"] = bench(lambda: model(*inputs), args.dry_run)
+            if not args.no_inductor and not args.dry_run:
+                t0 = time.perf_counter()
+                ind = torch.compile(model)
+                ind(*inputs)
+                row["inductor_compile_s"] = time.perf_counter() - t0
+                row["inductor_ms"] = bench(lambda: ind(*inputs), False)
+            torch._dynamo.reset()
+            t0 = time.perf_counter()
+            tc = tilecraft.compile(model)
+            got = tc(*inputs)
+            row["tilecraft_compile_s"] = time.perf_counter() - t0
+            err = ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6)).item()
+            row["rel_err"] = err
+            row["correct"] = bool(err < 3e-2)
+            row["kernels"] = sum(len(g.kernels) for g in tc.report.graphs)
+            row["fallback_ops"] = sorted({f for g in tc.report.graphs for f in g.fallbacks})
+            row["tilecraft_ms"] = bench(lambda: tc(*inputs), args.dry_run)
+        floor_ms = max(nbytes / BW, flops / FLOPS) * 1e3
+        row["floor_ms"] = floor_ms
+        row["pct_of_floor"] = 100 * floor_ms / row["tilecraft_ms"] if floor_ms else None
+        row["speedup_vs_eager"] = row["eager_ms"] / row["tilecraft_ms"]
+        if "inductor_ms" in row:
+            row["vs_inductor"] = row["inductor_ms"] / row["tilecraft_ms"]
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    meta = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu (interpreter)",
+            "torch": torch.__version__, "dry_run": args.dry_run}
+    with open(args.out, "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    print(f"\n{meta['device']}, torch {meta['torch']}" + ("  (DRY RUN: CPU interpreter, times meaningless)"
+                                                         if args.dry_run else ""))
+    hdr = f"{'workload':28} {'eager ms':>9} {'inductor':>9} {'tilecraft':>9} {'x eager':>8} {'x induct':>8} " \
+          f"{'% floor':>8} {'kern':>5} {'ok':>3}"
+    print(hdr)
+    for r in results:
+        ind = f"{r['inductor_ms']:.4f}" if "inductor_ms" in r else "-"
+        vs = f"{r['vs_inductor']:.2f}" if "vs_inductor" in r else "-"
+        pf = f"{r['pct_of_floor']:.0f}%" if r["pct_of_floor"] else "-"
+        print(f"{r['workload']:28} {r['eager_ms']:9.4f} {ind:>9} {r['tilecraft_ms']:9.4f} "
+              f"{r['speedup_vs_eager']:8.2f} {vs:>8} {pf:>8} {r['kernels']:5d} {'yes' if r['correct'] else 'NO':>3}")
+    return 0 if all(r["correct"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
