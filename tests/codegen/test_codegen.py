@@ -79,6 +79,23 @@ def test_sum_and_max_along_any_dim(dim):
     run(lambda x: (x.sum(dim) * 2, x.amax(dim, keepdim=True)), r(5, 7, 3), n_kernels=1)
 
 
+@pytest.mark.parametrize("dim", [0, 1, -1, None])
+def test_argmax_argmin_and_max_dim(dim):
+    x = r(6, 37)
+    x[2, 5] = x[2, 9] = 50.0  # ties: the first index wins, as in torch
+    fns = [lambda t: torch.argmax(t * 2, dim), lambda t: torch.argmin(t, dim, keepdim=dim is not None)]
+    if dim is not None:
+        fns.append(lambda t: tuple(torch.max(torch.exp(t) - 1, dim)))
+    for fn in fns:
+        ks = run(fn, x, n_kernels=1, templates=["reduction"])
+        args = ks[0].make_args(seed=3)  # and the looped path agrees with the single pass
+        a, b = [t.clone() for t in args], [t.clone() for t in args]
+        ks[0].launch(a, {**ks[0].default_config(), "RBLOCK": 64})
+        ks[0].launch(b, {**ks[0].default_config(), "RBLOCK": 16})
+        for i in ks[0].out_positions:
+            torch.testing.assert_close(a[i], b[i])
+
+
 def test_linear_bias_gelu_is_one_kernel_2d_and_3d():
     lin = nn.Linear(24, 40).eval()
     (k,) = run(lambda x: F.gelu(lin(x)), r(6, 24), n_kernels=1)
@@ -89,6 +106,12 @@ def test_linear_bias_gelu_is_one_kernel_2d_and_3d():
 def test_permute_feeding_matmul_has_no_copy_kernel():
     run(lambda a, b: a.permute(1, 0) @ b, r(20, 17), r(20, 9, seed=1), templates=["matmul"])
     run(lambda a, b: torch.bmm(a.transpose(1, 2), b), r(3, 8, 5), r(3, 8, 6, seed=1), templates=["matmul"])
+
+
+def test_pointwise_prologue_on_matmul_operand():
+    (k,) = run(lambda q, kk: (q * 0.125) @ kk.transpose(-1, -2).to(torch.float32), r(3, 9, 20), r(3, 11, 20, seed=1),
+               n_kernels=1)
+    assert "matmul-prologue" in k.info["rules"]
 
 
 def test_residual_and_scale_epilogue():
@@ -167,8 +190,8 @@ def test_matmul_configs_agree_on_ragged_shapes():
 def test_transformer_block(dtype):
     m = TransformerBlock(d=32, heads=4).eval().to(dtype)
     ks = run(m, r(2, 8, 32, dtype=dtype))
-    assert {k.template for k in ks} == {"pointwise", "reduction", "matmul"}
-    assert len(ks) <= 14
+    assert {k.template for k in ks} >= {"reduction", "matmul"}
+    assert len(ks) <= 10
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -190,7 +213,7 @@ def test_hf_models_run_generated_kernels(name, dtype):
     # bf16: eager rounds every intermediate to bf16, fused kernels keep fp32 inside a kernel
     assert_close(got, expected, scale=1.0 if dtype == torch.float32 else 3.0)
     kernels = [k for g in c.report.graphs for k in g.kernels]
-    assert {k.template for k in kernels} >= {"pointwise", "reduction", "matmul"}
+    assert {k.template for k in kernels} >= {"reduction", "matmul"}
     assert not any(getattr(s, "failed", False) for g in c.report.graphs for s in g.program.steps)
 
 

@@ -219,11 +219,12 @@ class Emitter:
         return e
 
     def raw_operand(self, v: Value, idx: tuple) -> str:
-        """A matmul operand tile loaded in its storage dtype; only views may stand between it and memory."""
+        """A matmul operand tile in its storage dtype: a strided load, or a fused pointwise prologue."""
         while True:
             p = v.producer
-            if p is not None and id(p) in self.in_group:
-                raise Unsupported("prologue computation on a matmul operand")
+            if p is not None and id(p) in self.in_group:  # prologue: compute in fp32, zero the padding
+                e = self.value(v, idx)
+                return self.tmp(f"tl.where({self.mask}, {e}, 0).to({TL[v.type.dtype]})")
             if p is not None and REGISTRY[p.op].category == "view" and p.op != "as_strided":
                 idx = map_view(p, idx)
                 v = p.inputs[0]

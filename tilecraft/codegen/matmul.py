@@ -8,13 +8,13 @@ from __future__ import annotations
 import torch
 
 from ..ir import Value
-from ..passes.fusion import Group
+from ..passes.fusion import MATMULS, Group
 from .emit import Args, Emitter, Unsupported, header, interpreting, needs_int64, store
 from .kernel import Kernel
 
 
 def matmul_kernel(group: Group, outputs: list[Value], name: str):
-    mm = group.nodes[0]
+    mm = next(n for n in group.nodes if n.op in MATMULS)
     if mm.op == "addmm":
         bias, A, B = mm.inputs
         alpha, beta = mm.attrs.get("alpha", 1), mm.attrs.get("beta", 1)

@@ -103,6 +103,32 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
         fn(rn)
         em.pop()
 
+    def accumulate_arg(is_max: bool, value_fn, k: int):
+        """(value, first index) of the row's max (or min) over the reduced dims, as torch.argmax gives."""
+        init = NEG_INF if is_max else 'float("inf")'
+        red, arg, cmp = ("tl.max", "tl.argmax", ">") if is_max else ("tl.min", "tl.argmin", "<")
+        v_acc, i_acc = f"acc{k}_v", f"acc{k}_i"
+        if looped:
+            em.line(f"{v_acc} = tl.full([XBLOCK, RBLOCK], {init}, tl.float32)")
+            em.line(f"{i_acc} = tl.zeros([XBLOCK, RBLOCK], tl.int32)")
+
+        def step(rn):
+            v = em.tmp(f"tl.where(mask, {value_fn(rn)}, {init})")
+            if not looped:
+                em.line(f"{v_acc} = {red}({v}, 1)[:, None]")
+                em.line(f"{i_acc} = {arg}({v}, 1, tie_break_left=True)[:, None]")
+                return
+            em.line(f"take = {v} {cmp} {v_acc}")
+            em.line(f"{i_acc} = tl.where(take, rindex, {i_acc})")
+            em.line(f"{v_acc} = tl.where(take, {v}, {v_acc})")
+
+        row_loop(step)
+        if looped:
+            em.line(f"{v_acc}_r = {red}({v_acc}, 1)[:, None]")
+            em.line(f"{i_acc} = tl.min(tl.where({v_acc} == {v_acc}_r, {i_acc}, 2147483647), 1)[:, None]")
+            em.line(f"{v_acc} = {v_acc}_r")
+        return v_acc, i_acc
+
     def emit_body():
         stats: dict[int, dict[str, str]] = {}
         for node in reds:
@@ -178,6 +204,9 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
                 else:
                     st["mean"] = mean
                     st["rstd"] = em.tmp(f"tl.rsqrt({ss} / {rnumel}.0 + {node.attrs.get('eps', 1e-5)!r})")
+            elif op in ("argmax", "argmin", "max_dim", "min_dim"):
+                st["val"], st["idx"] = accumulate_arg(op in ("argmax", "max_dim"), xval, k)
+                st["out"] = st["idx"] if op.startswith("arg") else st["val"]
             elif op in ("softmax", "log_softmax"):
                 acc = accumulate("online", xval)
                 st["max"], st["sum"] = acc, f"{acc}_s"
@@ -226,6 +255,9 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
                 return em.tmp(e)
             em.special[id(node.outputs[0])] = f
             for out, key in ((node.outputs[1], "mean"), (node.outputs[2], "rstd")):
+                em.special[id(out)] = lambda idx, out=out, key=key, st=st: (row_check(out, idx), st[key])[1]
+        elif node.op in ("max_dim", "min_dim"):
+            for out, key in ((node.outputs[0], "val"), (node.outputs[1], "idx")):
                 em.special[id(out)] = lambda idx, out=out, key=key, st=st: (row_check(out, idx), st[key])[1]
         else:
             out = node.outputs[0]

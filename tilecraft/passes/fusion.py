@@ -16,7 +16,8 @@ from ..ir import Graph, Node, Value
 from ..ir.ops import REGISTRY, norm_dims
 
 # Reductions the reduction template knows, and the matmuls the matmul template knows.
-REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "layer_norm", "any", "all"}
+REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "layer_norm", "any", "all",
+              "argmax", "argmin", "max_dim", "min_dim"}
 MATMULS = {"mm", "bmm", "addmm"}
 CODEGEN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
                   torch.uint8, torch.bool}
@@ -193,8 +194,11 @@ class Partitioner:
             kind = node_kind(node)
             if kind == "view":
                 continue
-            if kind in ("torch", "matmul"):
+            if kind == "torch":
                 self.new_group(node, kind)
+                continue
+            if kind == "matmul":
+                self.merge_producers(node, self.new_group(node, kind), max_nodes=4, rule="matmul-prologue")
                 continue
             joined = None
             for g in reversed(self.producers(node)):
@@ -230,17 +234,20 @@ class Partitioner:
                 return g
         return None
 
-    def merge_producers(self, node: Node, g: Group) -> None:
+    def merge_producers(self, node: Node, g: Group, max_nodes: int = 1 << 30, rule: str = "merge-producers") -> None:
         """Pull pointwise producer groups whose every value is used only inside g into g (no stores)."""
         if g.kind == "torch":
             return
         for p in self.producers(node):
             if p is g or p.kind != "pointwise" or (g.kind == "reduction" and p.shape != g.shape):
                 continue
+            if len(p.nodes) > max_nodes or (g.kind == "matmul" and not all(
+                    n.out.type.dtype.is_floating_point for n in p.nodes)):
+                continue
             inside = {id(n) for n in g.nodes} | {id(n) for n in p.nodes}
             private = all(id(o) not in self.outputs and all(id(u) in inside for u in self._uses(o))
                           for n in p.nodes for o in n.outputs)
-            if not (private or p.shape == g.shape):
+            if not (private or p.shape == g.shape and g.kind != "matmul"):
                 continue
             direct = self.dag.has_edge(p, g)
             if direct:
@@ -266,8 +273,8 @@ class Partitioner:
                     self.dag.add_edge(g, succ)
             self.dag.remove_node(p)
             self.groups.remove(p)
-            if "merge-producers" not in g.rules:
-                g.rules.append("merge-producers")
+            if rule not in g.rules:
+                g.rules.append(rule)
 
     def _uses(self, v: Value) -> list[Node]:
         """Compute nodes that read v, looking through views."""
