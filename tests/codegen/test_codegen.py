@@ -227,3 +227,13 @@ def test_kernel_source_cache_on_disk():
     ks = run(lambda x: torch.cos(x) * 3, r(5))
     files = os.listdir(cache_dir())
     assert any(f.endswith(".py") and open(cache_dir() / f).read() == ks[0].source for f in files)
+
+
+def test_cuda_graphs_option_on_cpu_runs_kernels_and_says_so(caplog):
+    c = tilecraft.compile(lambda x: torch.relu(x) * 2, cuda_graphs=True)
+    x = r(9)
+    with caplog.at_level("WARNING", logger="tilecraft"):
+        assert_close(c(x), torch.relu(x) * 2)
+        assert_close(c(x + 1), torch.relu(x + 1) * 2)
+    assert sum("cuda_graphs=True needs CUDA inputs" in m.getMessage() for m in caplog.records) == 1
+    assert len(c.report.graphs[0].kernels) == 1

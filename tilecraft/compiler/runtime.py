@@ -130,6 +130,35 @@ class KernelProgram:
                 self.frees[i].append(vid)
 
     def __call__(self, *args):
+        if getattr(self.options, "cuda_graphs", False):
+            if all(t.is_cuda for t in args if isinstance(t, torch.Tensor)) and args:
+                return self._replay(args)
+            if not getattr(self, "_said_no_cuda", False):
+                self._said_no_cuda = True
+                log.warning("tilecraft: cuda_graphs=True needs CUDA inputs; running the kernels one by one")
+        return self.run(*args)
+
+    def _replay(self, args):
+        """Capture the whole launch sequence once as a CUDA graph, then replay it with new inputs copied in."""
+        if getattr(self, "_cuda_graph", None) is None:
+            self._static_in = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm up: compile every kernel before capture
+                    self.run(*self._static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            self._cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._cuda_graph):
+                self._static_out = self.run(*self._static_in)
+        for dst, src in zip(self._static_in, args):
+            if isinstance(dst, torch.Tensor):
+                dst.copy_(src)
+        self._cuda_graph.replay()
+        return [o.clone() if isinstance(o, torch.Tensor) else o for o in self._static_out]
+
+    def run(self, *args):
+        """Launch every step in order (no CUDA graph)."""
         env: dict[int, torch.Tensor] = {id(v): t for v, t in zip(self.graph.inputs, args)}
 
         def get(v):
