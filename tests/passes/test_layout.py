@@ -45,3 +45,35 @@ def test_broadcast_that_depends_on_leading_dims_blocks_the_move():
     before = [n.op for n in g.nodes]
     after = [n.op for n in sink_views(g).nodes]
     assert before == after
+
+
+# --------------------------------------------------------------------- end to end: no copy kernels
+import tilecraft  # noqa: E402
+from tilecraft.models import ConvBNReLU  # noqa: E402
+
+
+def _kernels(fn, *inputs):
+    c = tilecraft.compile(fn)
+    with torch.no_grad():
+        assert_close(c(*inputs), fn(*inputs))
+    return [k for g in c.report.graphs for k in g.kernels]
+
+
+def _copies(kernels):
+    return [k.name for k in kernels if k.info["ops"] in (["copy"], ["cast"])]
+
+
+def test_permute_matmul_transpose_pointwise_have_no_copy_kernel():
+    gen = seeded(1)
+    a, b = torch.randn(12, 7, generator=gen), torch.randn(12, 5, generator=gen)
+    ks = _kernels(lambda a, b: a.permute(1, 0) @ b, a, b)
+    assert [k.template for k in ks] == ["matmul"]
+    ks = _kernels(lambda x: torch.sigmoid(x.transpose(0, 1)) * 2, a)
+    assert [k.template for k in ks] == ["pointwise"] and not _copies(ks)
+
+
+def test_channels_last_conv_net_has_no_copy_kernel():
+    m = ConvBNReLU().eval()
+    x = torch.randn(2, 3, 10, 10, generator=seeded(2)).to(memory_format=torch.channels_last)
+    ks = _kernels(m, x)
+    assert ks and not _copies(ks)

@@ -74,7 +74,7 @@ def node_kind(node: Node) -> str:
             return "torch"
         return "matmul" if a.type.dtype in (torch.float32, torch.float16, torch.bfloat16) else "torch"
     if cat == "view":
-        return "view"
+        return "torch" if node.op == "as_strided" else "view"  # as_strided runs as a torch view
     return "torch"
 
 
