@@ -129,6 +129,18 @@ def test_no_cycle_and_no_duplicated_reduction():
     assert sum(k.info["ops"].count("sum") for k in ks) == 1
 
 
+def test_cat_embedding_and_creation_ops_fuse_as_index_arithmetic():
+    def rope_like(q, cos):
+        q1, q2 = q[..., :4], q[..., 4:]
+        return q * cos + torch.cat((-q2, q1), dim=-1) * torch.sin(cos)
+
+    run(rope_like, r(2, 3, 8), r(3, 8, seed=1), n_kernels=1)
+    emb = nn.Embedding(20, 6)
+    ids = torch.randint(0, 20, (3, 5), generator=seeded(2))
+    run(lambda i: emb(i) * 2 + torch.arange(6) + torch.full((6,), 0.5), ids, n_kernels=1)
+    run(lambda x: torch.cat([x, torch.zeros(2, 3)], 0) + torch.ones(5, 3), r(3, 3), n_kernels=1)
+
+
 # ------------------------------------------------------------------------------------------- edge cases
 @pytest.mark.parametrize("shape", [(1,), (13,), (3, 1, 7), (1, 1), (31, 17)])
 def test_ragged_and_size_one_shapes(shape):

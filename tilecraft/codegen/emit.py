@@ -231,8 +231,44 @@ class Emitter:
                 continue
             return self.tmp(self.load(v, idx, upcast=False))
 
+    def indexed_expr(self, node: Node, idx: tuple) -> str:
+        """Data movement and creation ops as index arithmetic (cat, embedding, full, arange, ...)."""
+        a, op = node.attrs, node.op
+        if op in ("full", "full_like", "scalar_tensor"):
+            fill = a["s"] if op == "scalar_tensor" else a["fill_value"]
+            return f"({self.zero} + {literal(fill)})"
+        if op == "arange":
+            start, step = a.get("start", 0) or 0, a.get("step", 1) or 1
+            i = idx[0] if idx else "0"
+            return f"({self.zero} + {literal(start)} + {_p(i)} * {literal(step)})"
+        if op == "embedding":
+            weight, ids = node.inputs[0], node.inputs[1]
+            row = self.value(ids, idx[:-1])
+            row = self.tmp(f"tl.minimum(tl.maximum({row}, 0), {weight.type.shape[0] - 1})")
+            return self.value(weight, (row, idx[-1]))
+        if op == "cat":
+            dim = a.get("dim", 0) % node.out.type.rank
+            parts, off = [], 0
+            for x in node.inputs:
+                n = x.type.shape[dim]
+                if n == 0:
+                    continue
+                local = idx[dim] if off == 0 else f"{_p(idx[dim])} - {off}"
+                local = self.tmp(f"tl.minimum(tl.maximum({local}, 0), {n - 1})")  # in bounds for every branch
+                parts.append((off + n, self.value(x, idx[:dim] + (local,) + idx[dim + 1:])))
+                off += n
+            expr = parts[-1][1]
+            for end, val in reversed(parts[:-1]):
+                expr = f"tl.where({_p(idx[dim])} < {end}, {val}, {expr})"
+            return expr
+        raise Unsupported(op)
+
     def node_expr(self, node: Node, v: Value, idx: tuple) -> str:
         d = REGISTRY[node.op]
+        out = node.out.type
+        if d.category == "data":
+            expr = self.indexed_expr(node, idx)
+            return f"({expr}).to({TL[compute_dtype(out.dtype)]})" if out.dtype != torch.bool else f"({expr} != 0)"
         if d.category != "pointwise":
             raise Unsupported(f"{node.op} inside a {d.category} position")
         out = node.out.type

@@ -19,6 +19,8 @@ from ..ir.ops import REGISTRY, norm_dims
 REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "layer_norm", "any", "all",
               "argmax", "argmin", "max_dim", "min_dim"}
 MATMULS = {"mm", "bmm", "addmm"}
+# Data-movement and creation ops that codegen expresses as index arithmetic inside pointwise kernels.
+INDEXED = {"cat", "embedding", "full", "full_like", "scalar_tensor", "arange"}
 CODEGEN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
                   torch.uint8, torch.bool}
 
@@ -58,6 +60,12 @@ def node_kind(node: Node) -> str:
     if not _types_ok(node):
         return "torch"
     if cat == "pointwise":
+        return "pointwise"
+    if node.op in INDEXED and node.outputs[0].type.numel > 0:
+        if node.op == "embedding" and node.inputs[1].type.dtype not in (torch.int64, torch.int32):
+            return "torch"
+        if node.op == "arange" and node.outputs[0].type.dtype not in (torch.int64, torch.int32, torch.float32):
+            return "torch"
         return "pointwise"
     if node.op in REDUCTIONS:
         x = node.inputs[0].type
