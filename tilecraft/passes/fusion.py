@@ -148,7 +148,7 @@ class Partitioner:
                 return None
             if g.kind == "reduction" and out in (g.shape, g.reduced_shape, self._squeezed(g)):
                 return "reduction-epilogue"
-            if g.kind == "matmul" and out == g.shape:
+            if g.kind == "matmul" and out == g.shape and not self._feeds_only_reductions(node):
                 return "matmul-epilogue"
             return None
         if kind == "reduction":
@@ -160,6 +160,11 @@ class Partitioner:
             if g.kind == "reduction" and reduction_dims(node) == g.dims:
                 return "multi-reduction"
         return None
+
+    def _feeds_only_reductions(self, node: Node) -> bool:
+        """Cheaper recomputed in the reduction's prologue than written out by a matmul and read back."""
+        uses = self._uses(node.outputs[0])
+        return bool(uses) and id(node.outputs[0]) not in self.outputs and all(u.op in REDUCTIONS for u in uses)
 
     @staticmethod
     def _squeezed(g: Group):

@@ -30,11 +30,28 @@ def _trailing_broadcast(v: Value, last: int) -> bool:
     return all(d == 1 for d in s[:-1]) and (not s or s[-1] in (1, last))
 
 
+REDUCING = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "layer_norm"}
+
+
+def _only_feeds_reductions(v: Value, users) -> bool:
+    """Its consumers (through views) are all reductions: keep it in the reduction's shape, to fuse there."""
+    out = []
+    stack = [v]
+    while stack:
+        for u in users.get(stack.pop(), []):
+            if REGISTRY[u.op].category == "view":
+                stack.append(u.outputs[0])
+            else:
+                out.append(u)
+    return bool(out) and all(u.op in REDUCING for u in out)
+
+
 def sink_views(graph: Graph) -> Graph:
     nodes: list[Node] = []
+    users = graph.users()
     for n in graph.nodes:
         nodes.append(n)
-        if REGISTRY[n.op].category != "pointwise" or len(n.outputs) != 1:
+        if REGISTRY[n.op].category != "pointwise" or len(n.outputs) != 1 or _only_feeds_reductions(n.out, users):
             continue
         out = n.out.type
         base = None
