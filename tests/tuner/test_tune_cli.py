@@ -151,3 +151,66 @@ def test_tune_a_quantized_kernel_through_its_own_space(tmp_path):
     assert rows[0].measurements == 6 and rows[0].failed == 0
     cfg, src = select_config(k, str(tmp_path / "s.sqlite"), dev)
     assert src == "database" and cfg == rows[0].best_config
+
+
+def test_ctrl_c_mid_run_prints_the_summary_of_what_was_measured(tmp_path, capsys, monkeypatch):
+    """A KeyboardInterrupt during the 5th measurement: exit code 130, the summary shows the kernels done and the
+    interrupted one, and the 4 measurements made are in the DB."""
+    from tilecraft.tuner import measure
+
+    calls = {"n": 0}
+    real = measure.simulated_measurer_factory
+
+    class Interrupting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def measure(self, kernel, config):
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise KeyboardInterrupt
+            return self.inner.measure(kernel, config)
+
+    monkeypatch.setattr(measure, "simulated_measurer_factory", lambda k, s: Interrupting(real(k, s)))
+    db = str(tmp_path / "s.sqlite")
+    rc = main(["tune", f"{__name__}:mlp_factory", "--budget", "3", "--db", db, "--no-progress", "--simulate"])
+    out = capsys.readouterr().out
+    assert rc == 130
+    assert "INTERRUPTED after 2 of 2 kernels" in out and out.count("(interrupted)") == 1
+    lines = [ln for ln in out.splitlines() if ln.startswith("k") and not ln.startswith("kernel ")]
+    assert len(lines) == 2 and " 3 " in lines[0] and " 1 " in lines[1]  # 3 measured, then 1 before Ctrl-C
+    with ScheduleDB(db) as d:
+        assert d.count() == 4
+
+
+def test_sigterm_keeps_every_measurement_and_prints_the_summary(tmp_path):
+    """A real `kill` (SIGTERM) of a running `tilecraft tune` process: it prints the summary and exits 130, and
+    the DB holds at least every record seen before the signal."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = str(tmp_path / "s.sqlite")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen([sys.executable, "-m", "tilecraft.cli", "tune", f"{__name__}:block_factory", "--budget",
+                             "500", "--db", db, "--no-progress", "--simulate"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "TRITON_INTERPRET": "1"})
+    seen, deadline = 0, time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(db):
+            try:
+                with ScheduleDB(db) as d:
+                    seen = d.count()
+            except Exception:  # the writer may still be creating the schema
+                seen = 0
+            if seen >= 6:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None and seen >= 6, "the tuning run did not get going"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "INTERRUPTED after 1 of" in out and "(interrupted)" in out, out
+    with ScheduleDB(db) as d:
+        assert d.count() >= seen
