@@ -20,7 +20,11 @@ def cmd_tune(args) -> int:
     from .tune import collect_kernels, load_factory, parse_budget, summary_table, tune_kernels
 
     db = args.db or default_db_path()
-    parse_budget(args.budget)  # a bad --budget fails before compiling anything
+    try:
+        parse_budget(args.budget)  # a bad --budget fails before compiling anything
+    except ValueError as e:
+        print(f"tilecraft tune: {e}")
+        return 2
     device = lookup(args.device) if args.device else DeviceInfo.detect()
     t0 = time.perf_counter()
     kernels = collect_kernels(load_factory(args.factory)())
