@@ -104,6 +104,7 @@ def main(argv=None) -> int:
                    help="cap on the whole tuning run (default 150; --quick 60); matmuls get 3 shares each")
     p.add_argument("--kernel-seconds", type=float, default=40.0, help="cap per kernel")
     p.add_argument("--no-inductor", action="store_true", help="skip the torch.compile comparison")
+    p.add_argument("--plot", default=None, metavar="DIR", help="a PNG tuning curve per kernel")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     dry = args.dry_run
@@ -154,7 +155,8 @@ def main(argv=None) -> int:
         factory = lambda kernel, space: measurer  # noqa: E731 - one measurer keeps its per-kernel references
     t0 = time.perf_counter()
     rows = tune_kernels(kernels, db, budget, "guided", measurer_factory=factory, device_info=device,
-                        time_budget_s=args.kernel_seconds, total_seconds=tune_s, progress=not args.no_progress)
+                        time_budget_s=args.kernel_seconds, total_seconds=tune_s, progress=not args.no_progress,
+                        plot_dir=args.plot)
     tune_wall = time.perf_counter() - t0
     print(f"tuned {len(rows)} kernels in {tune_wall:.1f}s ({sum(r.measurements for r in rows)} measurements)"
           + (" INTERRUPTED" if rows.interrupted else ""), flush=True)

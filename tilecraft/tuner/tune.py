@@ -224,7 +224,8 @@ def summarize(kernel, res: TuneResult, plot_dir: str | None = None) -> KernelSum
                       shapes=format_shapes(kernel.shapes), dtype=dtype_name(kernel.dtype))
     if plot_dir:
         try:
-            s.plot = plot_curve(res, Path(plot_dir) / f"{name}_{kernel.key}.png", f"{name}: {desc}"[:90])
+            title = f"{name}: {kernel.template} {s.shapes} {s.dtype}"
+            s.plot = plot_curve(res, Path(plot_dir) / f"{name}_{kernel.key}.png", title[:90])
         except Exception as e:  # a plot must never lose a tuning run
             s.plot = f"(plot failed: {type(e).__name__}: {e})"
     return s
