@@ -10,6 +10,9 @@
     (<= --max-configs each, every config measured once), then random and guided search replayed on that table
     over several seeds: measurements needed to get within 5% of the exhaustive best. "guided+transfer" starts
     from a cost model trained on the other shapes' tables (leave-one-shape-out).
+(c) The same (a) shapes with tilecraft's CODEGEN matmul kernel (what `tilecraft.compile` emits for `a @ b`: the
+    fused-epilogue template, no SPLIT_K): its default config, and the best of its default plus the
+    --codegen-configs fastest SPLIT_K=1 configs of the (a) table, against cuBLAS (--no-codegen skips it).
 Prints a table last; writes JSON to --out.
 """
 from __future__ import annotations
@@ -86,6 +89,42 @@ def precompile(kernel, configs, workers: int) -> float:
     return time.perf_counter() - t0
 
 
+def _matmul(a, b):
+    return a @ b
+
+
+def codegen_gemm_kernel(M: int, N: int, K: int, dtype, device: str):
+    """The matmul kernel tilecraft's codegen emits for `a @ b` (compiled and run once to build it)."""
+    import torch
+
+    import tilecraft
+
+    torch._dynamo.reset()
+    a = torch.randn(M, K, dtype=dtype, device=device)
+    b = torch.randn(K, N, dtype=dtype, device=device)
+    compiled = tilecraft.compile(_matmul)
+    with torch.no_grad():
+        compiled(a, b)
+    ks = [k for g in compiled.report.graphs for k in g.kernels]
+    if len(ks) != 1 or ks[0].template != "matmul":
+        raise RuntimeError(f"expected one codegen matmul kernel for a @ b, got {[k.name for k in ks]}")
+    return ks[0]
+
+
+def codegen_candidates(table: dict, default: dict, n: int) -> list[dict]:
+    """The n fastest SPLIT_K=1 configs of a ReferenceGemm table, as codegen matmul configs (its knobs only)."""
+    ok = sorted((m for m in table.values() if m.ok and m.config.get("SPLIT_K", 1) == 1), key=lambda m: m.time_ms)
+    out, seen = [], set()
+    for m in ok:
+        c = {k: m.config[k] for k in default if k in m.config}
+        if set(c) == set(default) and json.dumps(c, sort_keys=True) not in seen:
+            seen.add(json.dumps(c, sort_keys=True))
+            out.append(c)
+        if len(out) >= n:
+            break
+    return out
+
+
 def time_cublas(M, N, K, dtype, l2_bytes, reps=30) -> float:
     """torch.matmul median ms with the same arg-set rotation the tuner's measurer uses."""
     import torch
@@ -148,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--budget", type=int, default=32, help="guided-search budget for part (a)")
     p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    p.add_argument("--codegen-configs", type=int, default=8, help="(c): top reference configs tried on codegen")
+    p.add_argument("--no-codegen", action="store_true", help="skip (c), the codegen matmul kernel")
     args = p.parse_args(argv)
     dry = args.dry_run
     if dry:
@@ -174,7 +215,7 @@ def main(argv=None) -> int:
             return SimulatedMeasurer(lambda c: roofline_gemm_ms(shapes, c, sim_dev), run_kernels=True)
         return GPUMeasurer(time_limit_s=5.0, reps=15, l2_bytes=device.l2_bytes)
 
-    results = {"device": device.to_dict(), "dry_run": dry, "cublas": [], "search": []}
+    results = {"device": device.to_dict(), "dry_run": dry, "cublas": [], "search": [], "codegen": []}
     compiled: set = set()
 
     def ensure_compiled(kernel, configs):
@@ -240,6 +281,25 @@ def main(argv=None) -> int:
             print(f"gemm {M}x{N}x{K} {row['dtype']}: tuned {row['tuned_tflops']:.1f} TFLOP/s"
                   + (f", cuBLAS {row['cublas_tflops']:.1f} ({row['ratio_vs_cublas']:.3f}x)" if cublas else ""),
                   flush=True)
+            if not args.no_codegen:  # (c) the codegen matmul kernel on the same problem
+                t0 = time.perf_counter()
+                ck = codegen_gemm_kernel(M, N, K, dtype, "cpu" if dry else "cuda")
+                cands = codegen_candidates(table, ck.default_config(), args.codegen_configs)
+                ctable = exhaustive_table(ck, cands, measurer_for(kern.shapes))
+                cdef = ctable[next(iter(ctable))]
+                cbest = min((m for m in ctable.values() if m.ok), key=lambda m: m.time_ms)
+                results["codegen"].append({
+                    "shape": [M, N, K], "dtype": row["dtype"], "kernel": ck.name, "configs": len(ctable),
+                    "failed": sum(not m.ok for m in ctable.values()), "default_config": cdef.config,
+                    "default_ms": cdef.time_ms, "best_ms": cbest.time_ms, "best_config": cbest.config,
+                    "default_tflops": flops / cdef.time_ms / 1e9 if cdef.ok else None,
+                    "tuned_tflops": flops / cbest.time_ms / 1e9, "cublas_ms": cublas,
+                    "default_ratio_vs_cublas": cublas / cdef.time_ms if cublas and cdef.ok else None,
+                    "ratio_vs_cublas": cublas / cbest.time_ms if cublas else None,
+                    "reference_ratio_vs_cublas": row["ratio_vs_cublas"], "seconds": time.perf_counter() - t0})
+                print(f"codegen gemm {M}x{N}x{K} {row['dtype']}: default {results['codegen'][-1]['default_tflops'] or 0:.1f}"
+                      f", tuned {results['codegen'][-1]['tuned_tflops']:.1f} TFLOP/s ({len(ctable)} configs, "
+                      f"{time.perf_counter() - t0:.0f}s)", flush=True)
 
     results["seconds"] = time.perf_counter() - t_start
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +317,16 @@ def main(argv=None) -> int:
         print(f"{'x'.join(map(str, r['shape'])):<16} {r['dtype']:<9} {f(r['tuned_tflops'], '8.1f')} "
               f"{f(r['guided_tflops'], '8.1f')} {f(r['cublas_tflops'], '8.1f')} {f(r['ratio_vs_cublas'], '13.3f')} "
               f"{f(r['guided_ratio_vs_cublas'], '14.3f')}")
+    if results["codegen"]:
+        print(f"\n(c) tilecraft's codegen matmul kernel (a @ b; no SPLIT_K): default config and best of default + "
+              f"{args.codegen_configs} top reference configs, {unit}")
+        print(f"{'shape':<16} {'dtype':<9} {'default':>8} {'tuned':>8} {'cuBLAS':>8} {'default/cuBLAS':>15} "
+              f"{'tuned/cuBLAS':>13} {'ref tuned/cuBLAS':>17}")
+        for r in results["codegen"]:
+            cub = 2.0 * r["shape"][0] * r["shape"][1] * r["shape"][2] / r["cublas_ms"] / 1e9 if r["cublas_ms"] else None
+            print(f"{'x'.join(map(str, r['shape'])):<16} {r['dtype']:<9} {f(r['default_tflops'], '8.1f')} "
+                  f"{f(r['tuned_tflops'], '8.1f')} {f(cub, '8.1f')} {f(r['default_ratio_vs_cublas'], '15.3f')} "
+                  f"{f(r['ratio_vs_cublas'], '13.3f')} {f(r['reference_ratio_vs_cublas'], '17.3f')}")
     print(f"\n(b) measurements to reach within 5% of the exhaustive best (mean over {seeds} seeds)")
     print(f"{'shape':<16} {'space':>6} {'failed':>6} {'random':>8} {'guided':>8} {'transfer':>9} "
           f"{'guided/random':>14} {'guided/space':>13}")

@@ -21,3 +21,7 @@ def test_bench_dry_run(tmp_path, capsys):
         assert r["best_ms"] <= r["default_ms"]
     for r in res["cublas"]:
         assert r["best_ms"] <= r["guided_ms"] and r["cublas_ms"] is None
+    assert len(res["codegen"]) == 4 and "(c) tilecraft's codegen matmul kernel" in text
+    for r in res["codegen"]:  # the codegen kernel ran (interpreter-checked) on its default + top reference configs
+        assert r["failed"] == 0 and r["configs"] >= 2 and r["best_ms"] <= r["default_ms"]
+        assert "SPLIT_K" not in r["best_config"] and r["kernel"].endswith("matmul_mm")

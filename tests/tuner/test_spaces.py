@@ -50,6 +50,26 @@ def test_reduction_single_pass_and_pointwise_limits():
     sp = space_for("reduction", {"rows": 64, "cols": 1000}, torch.float32, H100)
     assert max(sp.knobs["RBLOCK"]) == 8192
     assert max(c["RBLOCK"] for c in sp.enumerate()) == 1024  # one pow2 covering the row: single pass
-    assert sp.why_invalid({"XBLOCK": 64, "RBLOCK": 1024, "num_warps": 4}) == "XBLOCK*RBLOCK too large for registers"
+    assert sp.why_invalid({"XBLOCK": 64, "RBLOCK": 1024, "num_warps": 4}).startswith("XBLOCK*RBLOCK > 8192")
+    assert sp.why_invalid({"XBLOCK": 8, "RBLOCK": 1024, "num_warps": 2}).startswith("more than 64 elements")
+    assert sp.valid({"XBLOCK": 8, "RBLOCK": 1024, "num_warps": 4})
     pw = space_for("pointwise", {"numel": 100}, torch.float32, H100)
     assert {c["XBLOCK"] for c in pw.enumerate()} == {64, 128}
+
+
+def test_fit_to_kernel_drops_knobs_the_kernel_lacks_and_fixes_the_ones_the_space_lacks():
+    from tilecraft.tuner.spaces import fit_to_kernel
+
+    full = space_for("matmul", {"M": 4096, "N": 64, "K": 8192}, torch.float16, H100)
+    assert len(full.knobs["SPLIT_K"]) > 1  # split-K is useful here for a kernel that has it...
+    default = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3,
+               "EVEN_K": True}
+    sp = fit_to_kernel(full, default)  # ...but codegen's fused-epilogue matmul has no SPLIT_K knob
+    assert "SPLIT_K" not in sp.knobs and sp.fixed == {"EVEN_K": True}
+    configs = sp.enumerate()
+    assert configs and all(set(c) == set(default) for c in configs)
+    import random
+
+    rng = random.Random(0)
+    c = sp.sample(rng)
+    assert set(c) == set(default) and set(sp.mutate(c, rng)) == set(default)

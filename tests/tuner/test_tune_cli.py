@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tilecraft.cli import main
+from tilecraft.testing import assert_close
 from tilecraft.tuner import PRESETS, ScheduleDB, select_config
 from tilecraft.tuner.reference_kernels import tiny_gemms
 
@@ -38,17 +39,6 @@ def test_tune_cli_on_reference_kernels_then_select_config_uses_the_db(tmp_path, 
         assert b.count() == 20
 
 
-def _codegen_landed() -> bool:
-    try:
-        import tilecraft.codegen.matmul  # noqa: F401
-    except ImportError:
-        try:
-            import tilecraft.codegen.pointwise  # noqa: F401
-        except ImportError:
-            return False
-    return True
-
-
 def mlp_factory():
     from tilecraft.models import MLP
 
@@ -56,32 +46,95 @@ def mlp_factory():
     return MLP(16, 32, 8).eval(), (torch.randn(4, 16),)
 
 
-@pytest.mark.skipif(not _codegen_landed(), reason="needs the lead's Triton codegen (tilecraft/codegen/*): without "
-                    "it a compiled model has no kernels to tune")
-def test_tune_a_tiny_model_then_compile_uses_the_tuned_configs(tmp_path, capsys):
-    import tilecraft
+def block_factory():
+    from tilecraft.models import TransformerBlock
 
+    torch.manual_seed(0)
+    return TransformerBlock(d=32, heads=4).eval(), (torch.randn(1, 8, 32),)
+
+
+@pytest.mark.parametrize("factory,budget,templates", [
+    ("mlp_factory", "small", {"matmul"}),
+    ("block_factory", "tiny", {"matmul", "reduction", "pointwise"}),
+])
+def test_tune_a_tiny_model_then_compile_uses_the_tuned_configs(tmp_path, capsys, monkeypatch, factory, budget,
+                                                               templates):
+    """`tilecraft tune` tunes every codegen kernel (each candidate really launched in the interpreter and checked),
+    writes the DB; a later `tilecraft.compile(schedules=DB)` launches the DB's best configs and matches eager."""
+    import tilecraft
+    from tilecraft.codegen.kernel import Kernel
+    from tilecraft.tuner.spaces import config_key, space_for_kernel
+    from tilecraft.tuner.tune import parse_budget
+
+    launched: set[tuple[str, str]] = set()
+    real_launch = Kernel.launch
+
+    def spy(self, args, config=None):
+        launched.add((self.key, config_key(self.config if config is None else config)))
+        return real_launch(self, args, config)
+
+    monkeypatch.setattr(Kernel, "launch", spy)
     db = str(tmp_path / "s.sqlite")
-    rc = main(["tune", f"{__name__}:mlp_factory", "--budget", "6", "--db", db, "--no-progress", "--simulate"])
-    assert rc == 0, capsys.readouterr().out
+    rc = main(["tune", f"{__name__}:{factory}", "--budget", budget, "--db", db, "--no-progress", "--simulate"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "SIMULATED" in out and "total (" in out
     with ScheduleDB(db) as d:
         recs = d.all()
-    assert recs
-    model, inputs = mlp_factory()
+    model, inputs = globals()[factory]()
     compiled = tilecraft.compile(model, schedules=db)
     with torch.no_grad():
         got = compiled(*inputs)
-        torch.testing.assert_close(got, model(*inputs), rtol=1e-4, atol=1e-4)
+        assert_close(got, model(*inputs))
     kernels = [k for g in compiled.report.graphs for k in g.kernels]
-    assert kernels
+    assert {k.template for k in kernels} == templates
     device = PRESETS["cpu-interpreter"]
+    n_budget = parse_budget(budget)[0]
+    differs = 0
     for k in kernels:
-        mine = [r for r in recs if r.kernel_key == k.key and r.status == "ok"]
-        if not mine:
-            continue
-        best = min(mine, key=lambda r: r.time_ms)
-        assert k.config == best.config, (k.name, k.config, best.config)
+        mine = [r for r in recs if r.kernel_key == k.key]
+        space = space_for_kernel(k, device)
+        n_configs = len({config_key(c) for c in space.enumerate()} | {config_key(k.default_config())})
+        assert len(mine) == min(n_budget, n_configs), (k.name, len(mine))  # every kernel tuned to its budget
+        assert all(set(r.config) == set(k.default_config()) for r in mine)  # no SPLIT_K for codegen matmuls
+        for r in mine:  # every candidate was run; only the synthetic surface's out-of-resources may fail
+            assert (k.key, config_key(r.config)) in launched or r.status == "failed", (k.name, r.config)
+            assert r.status == "ok" or r.error == "RuntimeError: simulated out of resources", r.error
+        best = min((r for r in mine if r.status == "ok"), key=lambda r: r.time_ms)
+        assert k.config == best.config and k.info["config_source"] == "database", (k.name, k.config, best.config)
         assert select_config(k, db, device) == (best.config, "database")
+        differs += best.config != k.default_config()
+        assert k.name[:30] in out
+    assert differs >= 1  # the DB really changed some launch configs, and the results still match eager
+
+
+def test_codegen_kernel_spaces_respect_the_templates_limits():
+    """Spaces built for codegen kernels: matmul without SPLIT_K and blocks >= 16 (tl.dot), reductions with a pow2
+    RBLOCK >= 16 and a bounded XBLOCK*RBLOCK, pointwise with a pow2 XBLOCK; each config has the kernel's knobs."""
+    import tilecraft
+    from tilecraft.tuner.spaces import space_for_kernel
+
+    model, inputs = block_factory()
+    compiled = tilecraft.compile(model)
+    with torch.no_grad():
+        compiled(*inputs)
+    kernels = [k for g in compiled.report.graphs for k in g.kernels]
+    pow2 = lambda v: v > 0 and v & (v - 1) == 0  # noqa: E731
+    seen = set()
+    for k in kernels:
+        space = space_for_kernel(k, PRESETS["H100"])
+        configs = space.enumerate()
+        assert configs and all(set(c) == set(k.default_config()) for c in configs), k.name
+        seen.add(k.template)
+        for c in configs:
+            if k.template == "matmul":
+                assert "SPLIT_K" not in c and min(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]) >= 16
+            elif k.template == "reduction":
+                assert pow2(c["RBLOCK"]) and c["RBLOCK"] >= 16 and pow2(c["XBLOCK"])
+                assert c["XBLOCK"] * c["RBLOCK"] <= 8192
+            else:
+                assert pow2(c["XBLOCK"]) and c["XBLOCK"] >= 32 * c["num_warps"]
+    assert seen == {"matmul", "reduction", "pointwise"}
 
 
 def test_tune_a_quantized_kernel_through_its_own_space(tmp_path):
@@ -98,3 +151,66 @@ def test_tune_a_quantized_kernel_through_its_own_space(tmp_path):
     assert rows[0].measurements == 6 and rows[0].failed == 0
     cfg, src = select_config(k, str(tmp_path / "s.sqlite"), dev)
     assert src == "database" and cfg == rows[0].best_config
+
+
+def test_ctrl_c_mid_run_prints_the_summary_of_what_was_measured(tmp_path, capsys, monkeypatch):
+    """A KeyboardInterrupt during the 5th measurement: exit code 130, the summary shows the kernels done and the
+    interrupted one, and the 4 measurements made are in the DB."""
+    from tilecraft.tuner import measure
+
+    calls = {"n": 0}
+    real = measure.simulated_measurer_factory
+
+    class Interrupting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def measure(self, kernel, config):
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise KeyboardInterrupt
+            return self.inner.measure(kernel, config)
+
+    monkeypatch.setattr(measure, "simulated_measurer_factory", lambda k, s: Interrupting(real(k, s)))
+    db = str(tmp_path / "s.sqlite")
+    rc = main(["tune", f"{__name__}:mlp_factory", "--budget", "3", "--db", db, "--no-progress", "--simulate"])
+    out = capsys.readouterr().out
+    assert rc == 130
+    assert "INTERRUPTED after 2 of 2 kernels" in out and out.count("(interrupted)") == 1
+    lines = [ln for ln in out.splitlines() if ln.startswith("k") and not ln.startswith("kernel ")]
+    assert len(lines) == 2 and " 3 " in lines[0] and " 1 " in lines[1]  # 3 measured, then 1 before Ctrl-C
+    with ScheduleDB(db) as d:
+        assert d.count() == 4
+
+
+def test_sigterm_keeps_every_measurement_and_prints_the_summary(tmp_path):
+    """A real `kill` (SIGTERM) of a running `tilecraft tune` process: it prints the summary and exits 130, and
+    the DB holds at least every record seen before the signal."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = str(tmp_path / "s.sqlite")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen([sys.executable, "-m", "tilecraft.cli", "tune", f"{__name__}:block_factory", "--budget",
+                             "500", "--db", db, "--no-progress", "--simulate"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "TRITON_INTERPRET": "1"})
+    seen, deadline = 0, time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(db):
+            try:
+                with ScheduleDB(db) as d:
+                    seen = d.count()
+            except Exception:  # the writer may still be creating the schema
+                seen = 0
+            if seen >= 6:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None and seen >= 6, "the tuning run did not get going"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "INTERRUPTED after 1 of" in out and "(interrupted)" in out, out
+    with ScheduleDB(db) as d:
+        assert d.count() >= seen

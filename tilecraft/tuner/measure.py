@@ -248,9 +248,11 @@ class SyntheticSurface:
     distance in candidate-index steps), one pair of knobs interacts, a little hash noise, and ~2% of configs
     "fail" (as out-of-resources would). Its structure is learnable from the knob features, like real surfaces."""
 
-    def __init__(self, space: ConfigSpace, seed: int = 0, fail_rate: float = 0.02, base_ms: float = 1.0):
+    def __init__(self, space: ConfigSpace, seed: int = 0, fail_rate: float = 0.02, base_ms: float = 1.0,
+                 never_fail: list[dict] | None = None):
         rng = random.Random(f"synthetic-surface-{seed}")  # not the searcher's stream
         self.space, self.seed, self.fail_rate, self.base_ms = space, seed, fail_rate, base_ms
+        self.never_fail = {config_key(c) for c in never_fail or []}  # e.g. a kernel's default config
         self.pref = {k: rng.randrange(len(v)) for k, v in space.knobs.items()}
         self.weight = {k: rng.uniform(0.1, 0.6) for k in space.knobs}
         multi = [k for k, v in space.knobs.items() if len(v) > 1]
@@ -261,7 +263,7 @@ class SyntheticSurface:
         return int.from_bytes(h[:8], "little") / 2 ** 64
 
     def fails(self, config: dict) -> bool:
-        return self._hash01(config, "fail") < self.fail_rate
+        return config_key(config) not in self.never_fail and self._hash01(config, "fail") < self.fail_rate
 
     def time_ms(self, config: dict) -> float:
         cost = 1.0
@@ -301,6 +303,14 @@ def roofline_gemm_ms(shapes: dict, config: dict, device, itemsize: int = 2) -> f
     if split > 1:
         t += 2 * split * M * N * 4 / (device.bandwidth_gbps * 1e9)
     return t * 1e3
+
+
+def simulated_measurer_factory(kernel, space: ConfigSpace) -> "SimulatedMeasurer":
+    """`tilecraft tune --simulate` (and the no-GPU default): a synthetic surface per kernel (seeded by its key;
+    its default config never "fails", as on hardware the default always runs) with every candidate really
+    launched and checked against the default config's output."""
+    surface = SyntheticSurface(space, seed=int(kernel.key[:8], 16), never_fail=[kernel.default_config()])
+    return SimulatedMeasurer(surface, run_kernels=True)
 
 
 class SimulatedMeasurer:

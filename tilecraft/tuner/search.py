@@ -28,7 +28,7 @@ class TuneResult:
     strategy: str
     history: list[Measurement] = field(default_factory=list)
     seconds: float = 0.0
-    stopped: str = ""  # why the search ended: budget | time | patience | space exhausted
+    stopped: str = ""  # why the search ended: budget | time | patience | space exhausted | interrupted
 
     @property
     def default(self) -> Measurement | None:
@@ -129,21 +129,25 @@ def search(kernel, space: ConfigSpace, measurer: Measurer, strategy: str = "guid
     rng = random.Random(seed)
     run = _Run(kernel, measurer, budget, time_budget_s, patience, on_measure, strategy, target_ms)
     default = kernel.default_config()
-    run.measure(default)
-    if strategy == "exhaustive":
-        for c in space.enumerate():
-            if run.done():
-                break
-            run.measure(c)
-    elif strategy == "random":
-        configs = space.enumerate()
-        rng.shuffle(configs)
-        for c in configs:
-            if run.done():
-                break
-            run.measure(c)
-    else:
-        _guided(run, space, rng, device_info, model or CostModel(), list(prior_records or []), batch_size, epsilon)
+    try:
+        run.measure(default)
+        if strategy == "exhaustive":
+            for c in space.enumerate():
+                if run.done():
+                    break
+                run.measure(c)
+        elif strategy == "random":
+            configs = space.enumerate()
+            rng.shuffle(configs)
+            for c in configs:
+                if run.done():
+                    break
+                run.measure(c)
+        else:
+            _guided(run, space, rng, device_info, model or CostModel(), list(prior_records or []), batch_size,
+                    epsilon)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep what was measured, the caller decides to stop
+        run.result.stopped = "interrupted"
     return run.finish()
 
 

@@ -168,7 +168,7 @@ def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
     def rule(c: Config) -> str | None:
         if c["BLOCK_M"] > max(16, next_pow2(M)) or c["BLOCK_N"] > max(16, next_pow2(N)):
             return "tile larger than the problem"
-        if c["BLOCK_K"] * c["SPLIT_K"] > max(16, next_pow2(K)):
+        if c["BLOCK_K"] * c.get("SPLIT_K", 1) > max(16, next_pow2(K)):
             return "BLOCK_K * SPLIT_K larger than K"
         smem = gemm_smem_bytes(c, isz)
         if smem > device.smem_per_block:
@@ -184,9 +184,13 @@ def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
     return ConfigSpace("matmul", knobs, rule)
 
 
+MIN_RBLOCK = 16  # tl.arange/tl.reduce tiles narrower than this waste most of a warp
+MAX_REDUCTION_BLOCK = 8192  # XBLOCK*RBLOCK elements per program: fused reductions keep several such tiles live
+
+
 def reduction_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
     rows, cols = shapes["rows"], shapes["cols"]
-    knobs = {"XBLOCK": pow2_range(1, 64), "RBLOCK": pow2_range(16, 8192), "num_warps": [1, 2, 4, 8, 16]}
+    knobs = {"XBLOCK": pow2_range(1, 64), "RBLOCK": pow2_range(MIN_RBLOCK, 8192), "num_warps": [1, 2, 4, 8, 16]}
 
     def rule(c: Config) -> str | None:
         if c["XBLOCK"] > next_pow2(rows):
@@ -194,8 +198,10 @@ def reduction_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
         if c["RBLOCK"] > max(16, next_pow2(cols)):
             return "RBLOCK larger than one pass over the row"
         elems = c["XBLOCK"] * c["RBLOCK"]
-        if elems > 16384:
-            return "XBLOCK*RBLOCK too large for registers"
+        if elems > MAX_REDUCTION_BLOCK:
+            return f"XBLOCK*RBLOCK > {MAX_REDUCTION_BLOCK}: too large for registers"
+        if elems > 64 * 32 * c["num_warps"]:
+            return "more than 64 elements per thread per accumulator"
         if elems < 32 * c["num_warps"]:
             return "block smaller than the threads"
         return None
@@ -298,11 +304,12 @@ def subset_space(space: ConfigSpace, configs: list[Config]) -> ConfigSpace:
 def space_for_kernel(kernel, device_info: DeviceInfo) -> ConfigSpace:
     """The space of one kernel object: its own knob candidates when it declares them (`kernel.info["space"]`,
     e.g. the quantized templates), filtered by its `check_config` and the shared-memory limit; else the
-    template's space from `space_for`."""
+    template's space from `space_for`, fitted to the knobs the kernel takes (see `fit_to_kernel`)."""
     info = getattr(kernel, "info", None)
     knobs = info.get("space") if isinstance(info, dict) else None
     if not knobs:
-        return space_for(kernel.template, kernel.shapes, kernel.dtype, device_info)
+        return fit_to_kernel(space_for(kernel.template, kernel.shapes, kernel.dtype, device_info),
+                             kernel.default_config())
     check = getattr(kernel, "check_config", None)
     a_isz = itemsize(kernel.dtype)
     w_isz = 1 if kernel.template in ("wq_gemv", "wq_gemm", "fp8_gemm") else a_isz
@@ -320,3 +327,14 @@ def space_for_kernel(kernel, device_info: DeviceInfo) -> ConfigSpace:
         return None
 
     return ConfigSpace(kernel.template, {k: list(v) for k, v in knobs.items()}, rule)
+
+
+def fit_to_kernel(space: ConfigSpace, default: Config) -> ConfigSpace:
+    """The template space limited to the knobs a kernel actually takes (its default config's keys): a knob the
+    kernel lacks is dropped (codegen's matmul has a fused epilogue, so no SPLIT_K), and a knob the space does
+    not search is fixed at its default value. Every config of the result has exactly the default's keys."""
+    knobs = {k: list(v) for k, v in space.knobs.items() if k in default}
+    fixed = {k: v for k, v in default.items() if k not in knobs}
+    if set(knobs) == set(space.knobs) and not fixed:
+        return space
+    return ConfigSpace(space.template, knobs, space.rule, fixed)
