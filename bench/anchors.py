@@ -148,6 +148,13 @@ def main(argv=None):
             row["kernels"] = sum(len(g.kernels) for g in tc.report.graphs)
             row["fallback_ops"] = sorted({f for g in tc.report.graphs for f in g.fallbacks})
             row["tilecraft_ms"] = bench(lambda: tc(*inputs), args.dry_run)
+            if not args.dry_run:  # the same kernels replayed as one CUDA graph (no Python launch overhead)
+                torch._dynamo.reset()
+                tcg = tilecraft.compile(model, cuda_graphs=True)
+                got_cg = tcg(*inputs)
+                row["correct_cuda_graph"] = bool(((got_cg.float() - expected.float()).abs().max()
+                                                  / expected.float().abs().max().clamp_min(1e-6)).item() < 3e-2)
+                row["tilecraft_cuda_graph_ms"] = bench(lambda: tcg(*inputs), False)
         floor_ms = max(nbytes / BW, flops / FLOPS) * 1e3
         row["floor_ms"] = floor_ms
         row["pct_of_floor"] = 100 * floor_ms / row["tilecraft_ms"] if floor_ms else None
@@ -172,6 +179,9 @@ def main(argv=None):
         pf = f"{r['pct_of_floor']:.0f}%" if r["pct_of_floor"] else "-"
         print(f"{r['workload']:28} {r['eager_ms']:9.4f} {ind:>9} {r['tilecraft_ms']:9.4f} "
               f"{r['speedup_vs_eager']:8.2f} {vs:>8} {pf:>8} {r['kernels']:5d} {'yes' if r['correct'] else 'NO':>3}")
+        if "tilecraft_cuda_graph_ms" in r:
+            print(f"{'':28} {'':9} {'':>9} {r['tilecraft_cuda_graph_ms']:9.4f}  (CUDA graph replay"
+                  f"{', correct' if r['correct_cuda_graph'] else ', WRONG'})")
     return 0 if all(r["correct"] for r in results) else 1
 
 

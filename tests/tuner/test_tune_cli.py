@@ -46,11 +46,22 @@ def mlp_factory():
     return MLP(16, 32, 8).eval(), (torch.randn(4, 16),)
 
 
-def block_factory():
-    from tilecraft.models import TransformerBlock
+class _BlockPlus(torch.nn.Module):
+    """A tiny block plus a transposed pointwise output, so every template (matmul, reduction, pointwise) occurs."""
 
+    def __init__(self):
+        super().__init__()
+        from tilecraft.models import TransformerBlock
+
+        self.block = TransformerBlock(d=32, heads=4)
+
+    def forward(self, x):
+        return self.block(x), torch.sigmoid(x.transpose(1, 2)) * 3
+
+
+def block_factory():
     torch.manual_seed(0)
-    return TransformerBlock(d=32, heads=4).eval(), (torch.randn(1, 8, 32),)
+    return _BlockPlus().eval(), (torch.randn(1, 8, 32),)
 
 
 @pytest.mark.parametrize("factory,budget,templates", [
