@@ -164,7 +164,7 @@ class Partitioner:
     def _feeds_only_reductions(self, node: Node) -> bool:
         """Cheaper recomputed in the reduction's prologue than written out by a matmul and read back."""
         uses = self._uses(node.outputs[0])
-        return bool(uses) and id(node.outputs[0]) not in self.outputs and all(u.op in REDUCTIONS for u in uses)
+        return bool(uses) and not self._escapes(node.outputs[0]) and all(u.op in REDUCTIONS for u in uses)
 
     @staticmethod
     def _squeezed(g: Group):
@@ -258,7 +258,7 @@ class Partitioner:
                     n.out.type.dtype.is_floating_point for n in p.nodes)):
                 continue
             inside = {id(n) for n in g.nodes} | {id(n) for n in p.nodes}
-            private = all(id(o) not in self.outputs and all(id(u) in inside for u in self._uses(o))
+            private = all(not self._escapes(o) and all(id(u) in inside for u in self._uses(o))
                           for n in p.nodes for o in n.outputs)
             if not (private or p.shape == g.shape and g.kind != "matmul"):
                 continue
@@ -288,6 +288,13 @@ class Partitioner:
             self.groups.remove(p)
             if rule not in g.rules:
                 g.rules.append(rule)
+
+    def _escapes(self, v: Value) -> bool:
+        """Is v, or a view of it, a graph output (so it must be stored)?"""
+        if id(v) in self.outputs:
+            return True
+        return any(REGISTRY[u.op].category == "view" and u.op != "as_strided" and self._escapes(u.outputs[0])
+                   for u in self.users.get(v, []))
 
     def _uses(self, v: Value) -> list[Node]:
         """Compute nodes that read v, looking through views."""
