@@ -292,17 +292,23 @@ class Emitter:
         return expr
 
 
-def cast_expr(e: str, src: torch.dtype, dst: torch.dtype) -> str:
-    """dtype conversion with eager's rounding: a bf16/fp16 cast rounds, then computation goes on in fp32."""
-    if dst == torch.bool:
-        return f"({e} != 0)"
-    if dst == torch.bfloat16 and interpreting():  # the interpreter truncates; round to nearest even
+def round_to(e: str, dt: torch.dtype) -> str:
+    """e (computed in fp32) rounded to fp16/bf16 and back, as storing it in that dtype would."""
+    if dt == torch.bfloat16 and interpreting():  # the interpreter truncates; round to nearest even
         b = f"{_p(e)}.to(tl.float32).to(tl.uint32, bitcast=True)"
         return f"(({b} + 0x7FFF + (({b} >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)"
+    return f"{_p(e)}.to({TL[dt]}).to(tl.float32)"
+
+
+def cast_expr(e: str, src: torch.dtype, dst: torch.dtype) -> str:
+    """dtype conversion with eager's rounding. A fused fp16/bf16 value carries fp32 precision, so a cast out
+    of it first rounds to its own dtype; a cast into fp16/bf16 rounds, then computation goes on in fp32."""
+    if src in (torch.float16, torch.bfloat16) and dst != src:
+        e = round_to(e, src)
+    if dst == torch.bool:
+        return f"({e} != 0)"
     if dst in (torch.float16, torch.bfloat16):
-        return f"{_p(e)}.to({TL[dst]}).to(tl.float32)"
-    if src == torch.bool:
-        return f"{_p(e)}.to({TL[dst]})"
+        return round_to(e, dst)
     return f"{_p(e)}.to({TL[dst]})"
 
 
@@ -314,7 +320,7 @@ def store(em: Emitter, v: Value, idx: tuple, mask: str | None = None) -> None:
         off = em.zero
     e = em.value(v, idx)
     if t.dtype == torch.bfloat16 and interpreting():
-        e = cast_expr(e, torch.float32, torch.bfloat16)
+        e = round_to(e, torch.bfloat16)
     if t.dtype != torch.bool:
         e = f"{_p(e)}.to({TL[t.dtype]})"
     em.line(f"tl.store({name} + {_p(off)}, {e}, {mask or em.mask})")
