@@ -77,3 +77,44 @@ def test_channels_last_conv_net_has_no_copy_kernel():
     x = torch.randn(2, 3, 10, 10, generator=seeded(2)).to(memory_format=torch.channels_last)
     ks = _kernels(m, x)
     assert ks and not _copies(ks)
+
+
+class _TwoConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.c2, self.b2 = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        y = torch.relu(self.b1(self.c1(x)))
+        return torch.relu(self.b2(self.c2(y)) + y)
+
+
+def test_channels_last_decision_converts_once_and_returns_eager_layout():
+    m = _TwoConv().eval()
+    for b in (m.b1, m.b2):
+        b.running_mean.uniform_(-0.5, 0.5)
+        b.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 9, 9, generator=seeded(3))
+    c = tilecraft.compile(m, channels_last=True)
+    with torch.no_grad():
+        got, expected = c(x), m(x)
+    assert_close(got, expected)
+    assert got.is_contiguous()  # the user's layout, as eager gives it
+    g = c.report.graphs[0].graph
+    convs = [n for n in g.nodes if n.op == "convolution"]
+    assert all(_cl(n.inputs[0].type) and _cl(n.out.type) for n in convs)
+    # one copy of the activation (at the net's input) plus the weights; the relu between the convs writes NHWC
+    copies = [n for n in g.nodes if n.op == "channels_last"]
+    assert len(copies) == 1 and copies[0].inputs[0].producer is None  # only the user's input is copied
+    assert copies[0].inputs[0].type.shape == (2, 3, 9, 9)
+    auto = tilecraft.compile(m)  # the default decision: not on the CPU
+    with torch.no_grad():
+        assert_close(auto(x), expected)
+    assert not any(n.op == "channels_last" for n in auto.report.graphs[0].graph.nodes)
+
+
+def _cl(t):
+    from tilecraft.passes.layout import _is_cl
+
+    return _is_cl(t)

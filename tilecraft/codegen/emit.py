@@ -110,6 +110,17 @@ def map_view(node: Node, idx: tuple) -> tuple:
     raise Unsupported(f"view op {op}")
 
 
+def is_dense(t) -> bool:
+    """Strides that are a permutation of a contiguous layout (e.g. channels-last): a kernel may store so."""
+    order = sorted(range(t.rank), key=lambda d: t.strides[d])
+    acc = 1
+    for d in order:
+        if t.shape[d] != 1 and t.strides[d] != acc:
+            return False
+        acc *= t.shape[d]
+    return True
+
+
 class Args:
     """The kernel's tensor arguments: loaded values and stored outputs, in order."""
 
@@ -124,7 +135,7 @@ class Args:
         if k not in self._by_id:
             name = f"{'out' if is_output else 'in'}{len(self.values)}_{v.name}"[:40]
             t = v.type
-            strides = tuple(contiguous_strides(t.shape)) if is_output else t.strides
+            strides = (t.strides if is_dense(t) else tuple(contiguous_strides(t.shape))) if is_output else t.strides
             self.values.append(v)
             self.specs.append(ArgSpec(t.shape, strides, t.dtype, is_output))
             self.names.append(name)
@@ -315,7 +326,7 @@ def cast_expr(e: str, src: torch.dtype, dst: torch.dtype) -> str:
 def store(em: Emitter, v: Value, idx: tuple, mask: str | None = None) -> None:
     name = em.args.store(v)
     t = v.type
-    off = offset_expr(idx, t.shape, contiguous_strides(t.shape))
+    off = offset_expr(idx, t.shape, em.args.spec(name).strides)
     if off == "0":
         off = em.zero
     e = em.value(v, idx)

@@ -30,6 +30,7 @@ class Options:
     codegen: bool = True  # generate Triton kernels; False runs the IR through the reference interpreter
     schedules: str | None = None  # schedule database to take tuned kernel configs from
     cuda_graphs: bool = False  # on CUDA, replay the whole launch sequence as one CUDA graph
+    channels_last: bool | None = None  # run convolutions in NHWC; None: decide (fp16/bf16 convs on CUDA)
     quantize: str | None = None  # a quantization scheme applied before capture (see tilecraft.quantize)
     verify: bool = True  # verify the IR after every pass
     passes: list | None = None  # override the pass pipeline (list of (name, fn))

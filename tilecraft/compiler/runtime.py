@@ -192,7 +192,7 @@ class KernelProgram:
         device = None
         for v, spec in zip(step.values, k.args):
             if spec.is_output:
-                t = torch.empty(spec.shape, dtype=spec.dtype, device=device)
+                t = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=device)
             else:
                 t = get(v)
                 device = t.device

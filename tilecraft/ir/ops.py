@@ -388,6 +388,8 @@ op("arange", "data", lambda start=0, end=None, step=1, dtype=None, layout=None, 
                                                                  "arange.start"])
 op("scalar_tensor", "data", lambda s, dtype=None, layout=None, device=None, pin_memory=None: torch.scalar_tensor(
     s, dtype=dtype, device=device), ["scalar_tensor.default"])
+op("channels_last", "data", lambda x: x.contiguous(memory_format=torch.channels_last), (),
+   doc="the same values in NHWC memory order (one copy), chosen by the layout pass for convolutions")
 op("constant", "data", lambda value: value, (), doc="a tensor constant captured from the program")
 
 # ----------------------------------------------------------------------------------------------- opaque

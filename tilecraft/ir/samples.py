@@ -178,6 +178,7 @@ _SPECIAL = {
     "full_like": lambda r: ([_t(r, _shape(r))], {"fill_value": 2, "dtype": torch.int64}),
     "arange": lambda r: ([], {"start": 0, "end": r.randint(1, 9), "step": 1, "dtype": torch.int64}),
     "scalar_tensor": lambda r: ([], {"s": 1.5, "dtype": torch.float32}),
+    "channels_last": lambda r: ([_t(r, (2, 3, 4, 5))], {}),
     "constant": lambda r: ([], {"value": _t(r, _shape(r))}),
     "max_pool2d": lambda r: ([_t(r, (2, 3, 8, 8))], {"kernel_size": [2, 2], "stride": [2, 2]}),
     "avg_pool2d": lambda r: ([_t(r, (2, 3, 8, 8))], {"kernel_size": [2, 2], "stride": [2, 2]}),

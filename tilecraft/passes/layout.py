@@ -89,3 +89,59 @@ def sink_views(graph: Graph) -> Graph:
         graph.replace_all_uses(n.out, back.out)
     graph.nodes = nodes
     return graph
+
+
+def _cl_strides(shape) -> tuple[int, ...]:
+    n, c, h, w = shape
+    return (h * w * c, 1, w * c, c)
+
+
+def _is_cl(t) -> bool:
+    return t.rank == 4 and all(a == b for a, b, s in zip(t.strides, _cl_strides(t.shape), t.shape) if s != 1)
+
+
+def wants_channels_last(graph: Graph) -> bool:
+    """The default decision: NHWC pays for fp16/bf16 convolutions on CUDA (tensor-core kernels in cuDNN)."""
+    import torch
+
+    return any(n.op == "convolution" and n.inputs[0].type.device == "cuda" and
+               n.inputs[0].type.dtype in (torch.float16, torch.bfloat16) and n.inputs[1].type.shape[0] >= 16
+               for n in graph.nodes)
+
+
+def channels_last(graph: Graph, enabled: bool | None = None) -> Graph:
+    """Run 2-D convolutions in NHWC: convert each conv input that is not NHWC yet (one copy), and let pointwise
+    ops on NHWC values produce NHWC, so a conv → pointwise → conv chain needs no further copy. Values that
+    are graph outputs keep eager's (contiguous) layout."""
+    if enabled is None:
+        enabled = wants_channels_last(graph)
+    if not enabled:
+        return graph
+    from ..ir.types import TensorType
+
+    outputs = {id(v) for v in graph.outputs if isinstance(v, Value)}
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        if n.op == "convolution" and not n.attrs.get("transposed") and n.inputs[0].type.rank == 4:
+            new_inputs = list(n.inputs)
+            for i in (0, 1):
+                x = n.inputs[i]
+                p = x.producer
+                if not _is_cl(x.type) and p is not None and REGISTRY[p.op].category == "pointwise" and \
+                        id(x) not in outputs:  # its kernel stores NHWC directly: no copy
+                    x.type = TensorType(x.type.shape, x.type.dtype, _cl_strides(x.type.shape), x.type.device)
+                if not _is_cl(x.type):
+                    conv = graph.make_node("channels_last", [x], {}, source=n.source)
+                    nodes.append(conv)
+                    new_inputs[i] = conv.out
+            n.inputs = new_inputs  # inputs are NHWC now, and so is the output
+            t = REGISTRY["convolution"].infer(new_inputs, n.attrs)[0]
+            n.out.type = TensorType(t.shape, t.dtype, _cl_strides(t.shape), t.device)  # cuDNN/oneDNN: NHWC out
+        elif REGISTRY[n.op].category == "pointwise" and n.out.type.rank == 4 and id(n.out) not in outputs and \
+                any(isinstance(v, Value) and v.type.shape == n.out.type.shape and _is_cl(v.type)
+                    for v in n.inputs):
+            t = n.out.type
+            n.out.type = TensorType(t.shape, t.dtype, _cl_strides(t.shape), t.device)
+        nodes.append(n)
+    graph.nodes = nodes
+    return graph
