@@ -42,6 +42,7 @@ class CampaignConfig:
     reduce_seconds: float = 60.0
     max_reductions_per_key: int = 4
     progress: bool = True
+    stop_after_reduced: int | None = None  # stop once this many unique failures have a reduced repro
 
 
 @dataclass
@@ -247,6 +248,9 @@ class Campaign:
         done = 0
         try:
             while time.perf_counter() - t_start < cfg.time_s and (cfg.max_models is None or done < cfg.max_models):
+                if cfg.stop_after_reduced is not None and sum(
+                        f.repro is not None for f in self.by_sig.values()) >= cfg.stop_after_reduced:
+                    break
                 rec = self.run_one(self.next_index)
                 self.next_index += 1
                 done += 1

@@ -62,12 +62,13 @@ def message_pattern(msg: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ backends
 def compile_with(module: torch.nn.Module, backend) -> tuple[Callable, Any]:
-    """(compiled callable, compile report or None). `backend`: "tilecraft", a torch.compile backend name, or
-    a backend callable (gm, example_inputs) -> callable."""
-    if backend == "tilecraft":
+    """(compiled callable, compile report or None). `backend`: "tilecraft", "tilecraft-interpreted" (passes
+    only: the IR runs through the reference interpreter, codegen off), a torch.compile backend name, or a
+    backend callable (gm, example_inputs) -> callable."""
+    if backend in ("tilecraft", "tilecraft-interpreted"):
         import tilecraft
 
-        compiled = tilecraft.compile(module)
+        compiled = tilecraft.compile(module, codegen=backend == "tilecraft")
         return compiled, compiled.report
     if isinstance(backend, str) or callable(backend):
         return torch.compile(module, backend=backend, dynamic=False), None
