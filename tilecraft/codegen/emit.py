@@ -255,10 +255,23 @@ class Emitter:
         return expr
 
 
+def bf16_rne(e: str, src: torch.dtype) -> str:
+    """The interpreter converts fp32 -> bf16 by truncation (GPUs round to nearest even, as torch does): when
+    interpreting, round the fp32 value to nearest-even bf16 by bit arithmetic first, so the cast is exact."""
+    if not interpreting():
+        return e
+    if compute_dtype(src) != torch.float32:
+        e = f"{_p(e)}.to(tl.float32)"
+    b = f"{_p(e)}.to(tl.uint32, bitcast=True)"
+    return f"((({b} + 0x7FFF + (({b} >> 16) & 1)) >> 16) << 16).to(tl.float32, bitcast=True)"
+
+
 def cast_expr(e: str, src: torch.dtype, dst: torch.dtype) -> str:
     """dtype conversion with eager's rounding: a bf16/fp16 cast rounds, then computation goes on in fp32."""
     if dst == torch.bool:
         return f"({e} != 0)"
+    if dst == torch.bfloat16 and src != torch.bfloat16:
+        return f"{bf16_rne(e, src)}.to(tl.bfloat16).to(tl.float32)"
     if dst in (torch.float16, torch.bfloat16):
         return f"{_p(e)}.to({TL[dst]}).to(tl.float32)"
     if src == torch.bool:
@@ -273,6 +286,8 @@ def store(em: Emitter, v: Value, idx: tuple, mask: str | None = None) -> None:
     if off == "0":
         off = em.zero
     e = em.value(v, idx)
+    if t.dtype == torch.bfloat16:
+        e = bf16_rne(e, torch.float32)  # values are computed in fp32
     if t.dtype != torch.bool:
         e = f"{_p(e)}.to({TL[t.dtype]})"
     em.line(f"tl.store({name} + {_p(off)}, {e}, {mask or em.mask})")
