@@ -63,6 +63,20 @@ def offset_expr(idx, shape, strides, offset: int = 0) -> str:
     return " + ".join(terms) or "0"
 
 
+def dropped_index(idx, shape, strides) -> bool:
+    """Does the offset leave out an index variable (a size-1 or stride-0 dim read at a block index)?"""
+    return any(i != "0" and (sz == 1 or st == 0) for i, sz, st in zip(idx, shape, strides))
+
+
+def block_offset(off: str, idx, shape, strides, mask: str) -> str:
+    """`off`, broadcast to the mask's block shape when it may lack some of its dims (a dropped block index or
+    a constant offset): tl.store needs a pointer of the value's full shape, tl.load a block pointer for a
+    block mask, and tl.dot operands keep both dims (M, N or K of 1)."""
+    if dropped_index(idx, shape, strides) or not any(c.isalpha() for c in off):
+        return f"{_p(off)} + {mask}.to(tl.int32) * 0"
+    return off
+
+
 def map_view(node: Node, idx: tuple) -> tuple:
     """Index of the view's input that the view's output at `idx` reads."""
     src, out = node.inputs[0].type, node.out.type
@@ -210,10 +224,11 @@ class Emitter:
     def load(self, v: Value, idx: tuple, upcast: bool = True) -> str:
         name = self.args.load(v)
         off = offset_expr(idx, v.type.shape, v.type.strides)
-        if off == "0":  # one element for the whole block: a scalar load, always in bounds
-            e = f"tl.load({name})"
+        if off == "0" and not dropped_index(idx, v.type.shape, v.type.strides):
+            e = f"tl.load({name})"  # one element for the whole block: a scalar load, always in bounds
         else:
-            e = f"tl.load({name} + {_p(off)}, {self.mask}, other=0)"
+            e = f"tl.load({name} + {_p(block_offset(off, idx, v.type.shape, v.type.strides, self.mask))}, " \
+                f"{self.mask}, other=0)"
         if upcast and v.type.dtype in (torch.float16, torch.bfloat16):
             e += ".to(tl.float32)"
         return e
@@ -282,9 +297,12 @@ def cast_expr(e: str, src: torch.dtype, dst: torch.dtype) -> str:
 def store(em: Emitter, v: Value, idx: tuple, mask: str | None = None) -> None:
     name = em.args.store(v)
     t = v.type
-    off = offset_expr(idx, t.shape, contiguous_strides(t.shape))
-    if off == "0":
+    strides = contiguous_strides(t.shape)
+    off = offset_expr(idx, t.shape, strides)
+    if off == "0" and not dropped_index(idx, t.shape, strides):
         off = em.zero
+    else:
+        off = block_offset(off, idx, t.shape, strides, mask or em.mask)
     e = em.value(v, idx)
     if t.dtype == torch.bfloat16:
         e = bf16_rne(e, torch.float32)  # values are computed in fp32
