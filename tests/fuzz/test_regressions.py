@@ -12,7 +12,7 @@
 4. Size-1 block dims: kernel launches failed (and fell back to torch, with a warning) whenever an offset left out
    a block index — a matmul with M, N or K of 1 (decode-shaped GEMV; store pointer [1, BN] for a [BM, BN] value,
    a scalar tl.dot operand) or a constant offset under a block mask (x[1:2] read in a reduction): 71 fallbacks
-   in 314 models (campaign seed 1). Fixed in codegen/emit.py (block_offset broadcasts such pointers).
+   in 314 models (campaign seed 1), and an operand that is one broadcast element (seed 3000011). Fixed in codegen/emit.py (block_offset broadcasts such pointers).
 """
 import pytest
 import torch
@@ -105,13 +105,14 @@ def test_matmul_epilogue_bf16_cast_and_store():
     _exact(MmBf16Cast(), torch.randn(7, 6, generator=g), torch.randn(7, generator=g), torch.randn(20, 6, generator=g))
 
 
-class GemvShapes(torch.nn.Module):  # seeds 1000001 (M=1), 1000026 (K=1), 1000202 (N=1), 1000221 (slice)
-    def forward(self, x, w, b, k1a, k1b, qa, qb, s):
+class GemvShapes(torch.nn.Module):  # seeds 1000001 (M=1), 1000026 (K=1), 1000202 (N=1), 1000221 (slice), 3000011
+    def forward(self, x, w, b, k1a, k1b, qa, qb, s, one):
         y1 = torch.sigmoid(torch.mm(x.unsqueeze(0), w.permute(1, 0)) + b)  # [1, 7]
         y2 = torch.tanh(torch.addmm(b, k1a, k1b))  # [5, 7], K = 1
         y3 = torch.bmm(qa, qb.permute(0, 2, 1)) * 0.25  # [3, 1, 1]
         y4 = torch.amin(torch.minimum(s, s * 0.5)[1:2], dim=[0], keepdim=True).to(torch.float16).neg()
-        return y1, y2, y3, y4
+        y5 = torch.relu(torch.mm(one.expand([8]).unsqueeze(0), w.permute(1, 0)) + b)  # one broadcast element
+        return y1, y2, y3, y4, y5
 
 
 def test_size_one_block_dims_run_as_kernels():
@@ -121,7 +122,7 @@ def test_size_one_block_dims_run_as_kernels():
     from tilecraft.fuzz.oracle import tilecraft_warnings
 
     g = torch.Generator().manual_seed(3)
-    args = [torch.randn(s, generator=g) for s in ((8,), (7, 8), (7,), (5, 1), (1, 7), (3, 1, 5), (3, 1, 5), (4,))]
+    args = [torch.randn(s, generator=g) for s in ((8,), (7, 8), (7,), (5, 1), (1, 7), (3, 1, 5), (3, 1, 5), (4,), (1,))]
     model = GemvShapes()
     torch._dynamo.reset()
     with torch.no_grad(), tilecraft_warnings() as warnings:
@@ -130,5 +131,5 @@ def test_size_one_block_dims_run_as_kernels():
     assert not warnings, warnings  # no launch failed, nothing fell back to torch
     assert_close(got, expected)
     templates = sorted(k.template for k in compiled.report.graphs[0].kernels)
-    assert templates.count("matmul") == 3 and "reduction" in templates, templates
+    assert templates.count("matmul") == 4 and "reduction" in templates, templates
     assert logging.getLogger("tilecraft").propagate  # the warning collector restored the logger

@@ -8,6 +8,7 @@ masked load from a kernel argument with its real strides.
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -68,11 +69,11 @@ def dropped_index(idx, shape, strides) -> bool:
     return any(i != "0" and (sz == 1 or st == 0) for i, sz, st in zip(idx, shape, strides))
 
 
-def block_offset(off: str, idx, shape, strides, mask: str) -> str:
+def block_offset(off: str, idx, shape, strides, mask: str, force: bool = False) -> str:
     """`off`, broadcast to the mask's block shape when it may lack some of its dims (a dropped block index or
     a constant offset): tl.store needs a pointer of the value's full shape, tl.load a block pointer for a
     block mask, and tl.dot operands keep both dims (M, N or K of 1)."""
-    if dropped_index(idx, shape, strides) or not any(c.isalpha() for c in off):
+    if force or dropped_index(idx, shape, strides) or not any(c.isalpha() for c in off):
         return f"{_p(off)} + {mask}.to(tl.int32) * 0"
     return off
 
@@ -221,20 +222,24 @@ class Emitter:
             expr = self.load(v, idx, upcast=True)
         return self.tmp(expr, key)
 
-    def load(self, v: Value, idx: tuple, upcast: bool = True) -> str:
+    def load(self, v: Value, idx: tuple, upcast: bool = True, block: tuple = ()) -> str:
+        """Masked load of v at idx; `block`: index variables whose dims the loaded tile must keep (a tl.dot
+        operand stays 2-D even when it is one broadcast element)."""
         name = self.args.load(v)
         off = offset_expr(idx, v.type.shape, v.type.strides)
-        if off == "0" and not dropped_index(idx, v.type.shape, v.type.strides):
+        whole = all(re.search(rf"\b{b}\b", off) for b in block)
+        if off == "0" and whole and not dropped_index(idx, v.type.shape, v.type.strides):
             e = f"tl.load({name})"  # one element for the whole block: a scalar load, always in bounds
         else:
-            e = f"tl.load({name} + {_p(block_offset(off, idx, v.type.shape, v.type.strides, self.mask))}, " \
-                f"{self.mask}, other=0)"
+            off = block_offset(off, idx, v.type.shape, v.type.strides, self.mask, force=not whole)
+            e = f"tl.load({name} + {_p(off)}, {self.mask}, other=0)"
         if upcast and v.type.dtype in (torch.float16, torch.bfloat16):
             e += ".to(tl.float32)"
         return e
 
     def raw_operand(self, v: Value, idx: tuple) -> str:
         """A matmul operand tile loaded in its storage dtype; only views may stand between it and memory."""
+        tile = tuple(i for i in idx[-2:])
         while True:
             p = v.producer
             if p is not None and id(p) in self.in_group:
@@ -243,7 +248,7 @@ class Emitter:
                 idx = map_view(p, idx)
                 v = p.inputs[0]
                 continue
-            return self.tmp(self.load(v, idx, upcast=False))
+            return self.tmp(self.load(v, idx, upcast=False, block=tile))
 
     def node_expr(self, node: Node, v: Value, idx: tuple) -> str:
         d = REGISTRY[node.op]
