@@ -21,7 +21,7 @@ def test_campaign_finds_and_reduces_planted_fault(fault, tmp_path):
     f = planted.FAULTS[fault]
     with f.plant():
         summary = run_campaign(CampaignConfig(seed=3, out=str(tmp_path), backend=f.backend, time_s=60,
-                                              max_models=25, progress=False, reduce_checks=80, reduce_seconds=25,
+                                              max_models=25, progress=False, reduce_checks=150, reduce_seconds=45,
                                               stop_after_reduced=1))
     assert summary.per_class["wrong_result"] > 0, summary.text()
     reduced = [x for x in summary.failures if x.reduced_nodes is not None]

@@ -56,15 +56,17 @@ def _edit_source(k, old: str, new: str):
 
 @contextlib.contextmanager
 def reduction_mask_off_by_one() -> Iterator[None]:
-    """The reduction template's row mask is `rindex < RNUMEL - 1`: the last element of every row is skipped
-    by the statistics (and not written by full-size outputs)."""
+    """The reduction template's statistics mask the row with `rindex < RNUMEL - 1`: the last element of every
+    row is skipped by sums, maxima, means, variances and softmax (full-size outputs are still all written, so
+    the fault is deterministic: no uninitialized memory reaches the outputs)."""
     from ..codegen import reduction
 
     original = reduction.reduction_kernel
 
     def faulty(group, outputs, name):
         k, values = original(group, outputs, name)
-        return _edit_source(k, r"rmask = rindex < (\d+)\n", r"rmask = rindex < \1 - 1\n"), values
+        k = _edit_source(k, r"( *)rmask = rindex < (\d+)\n", r"\1rmask = rindex < \2\n\1smask = rindex < \2 - 1\n")
+        return _edit_source(k, r"tl\.where\(mask, ", "tl.where(mask & smask, "), values
 
     with patched(reduction, "reduction_kernel", faulty):
         yield
