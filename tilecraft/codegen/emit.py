@@ -8,6 +8,7 @@ masked load from a kernel argument with its real strides.
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -61,6 +62,20 @@ def offset_expr(idx, shape, strides, offset: int = 0) -> str:
     if offset:
         terms.append(str(offset))
     return " + ".join(terms) or "0"
+
+
+def dropped_index(idx, shape, strides) -> bool:
+    """Does the offset leave out an index variable (a size-1 or stride-0 dim read at a block index)?"""
+    return any(i != "0" and (sz == 1 or st == 0) for i, sz, st in zip(idx, shape, strides))
+
+
+def block_offset(off: str, idx, shape, strides, mask: str, force: bool = False) -> str:
+    """`off`, broadcast to the mask's block shape when it may lack some of its dims (a dropped block index or
+    a constant offset): tl.store needs a pointer of the value's full shape, tl.load a block pointer for a
+    block mask, and tl.dot operands keep both dims (M, N or K of 1)."""
+    if force or dropped_index(idx, shape, strides) or not any(c.isalpha() for c in off):
+        return f"{_p(off)} + {mask}.to(tl.int32) * 0"
+    return off
 
 
 def map_view(node: Node, idx: tuple) -> tuple:
@@ -218,12 +233,16 @@ class Emitter:
             expr = self.load(v, idx, upcast=True)
         return self.tmp(expr, key)
 
-    def load(self, v: Value, idx: tuple, upcast: bool = True) -> str:
+    def load(self, v: Value, idx: tuple, upcast: bool = True, block: tuple = ()) -> str:
+        """Masked load of v at idx; `block`: index variables whose dims the loaded tile must keep (a tl.dot
+        operand stays 2-D even when it is one broadcast element)."""
         name = self.args.load(v)
         off = offset_expr(idx, v.type.shape, v.type.strides)
-        if off == "0":  # one element for the whole block: a scalar load, always in bounds
-            e = f"tl.load({name})"
+        whole = all(re.search(rf"\b{b}\b", off) for b in block)
+        if off == "0" and whole and not dropped_index(idx, v.type.shape, v.type.strides):
+            e = f"tl.load({name})"  # one element for the whole block: a scalar load, always in bounds
         else:
+            off = block_offset(off, idx, v.type.shape, v.type.strides, self.mask, force=not whole)
             e = f"tl.load({name} + {_p(off)}, {self.mask}, other=0)"
         if upcast and v.type.dtype in (torch.float16, torch.bfloat16):
             e += ".to(tl.float32)"
@@ -231,6 +250,7 @@ class Emitter:
 
     def raw_operand(self, v: Value, idx: tuple) -> str:
         """A matmul operand tile in its storage dtype: a strided load, or a fused pointwise prologue."""
+        tile = tuple(i for i in idx[-2:])
         while True:
             p = v.producer
             if p is not None and id(p) in self.in_group:  # prologue: compute in fp32, zero the padding
@@ -240,7 +260,7 @@ class Emitter:
                 idx = map_view(p, idx)
                 v = p.inputs[0]
                 continue
-            return self.tmp(self.load(v, idx, upcast=False))
+            return self.tmp(self.load(v, idx, upcast=False, block=tile))
 
     def indexed_expr(self, node: Node, idx: tuple) -> str:
         """Data movement and creation ops as index arithmetic (cat, embedding, full, arange, ...)."""
@@ -326,9 +346,12 @@ def cast_expr(e: str, src: torch.dtype, dst: torch.dtype) -> str:
 def store(em: Emitter, v: Value, idx: tuple, mask: str | None = None) -> None:
     name = em.args.store(v)
     t = v.type
-    off = offset_expr(idx, t.shape, em.args.spec(name).strides)
-    if off == "0":
+    strides = em.args.spec(name).strides
+    off = offset_expr(idx, t.shape, strides)
+    if off == "0" and not dropped_index(idx, t.shape, strides):
         off = em.zero
+    else:
+        off = block_offset(off, idx, t.shape, strides, mask or em.mask)
     e = em.value(v, idx)
     if t.dtype == torch.bfloat16 and interpreting():
         e = round_to(e, torch.bfloat16)

@@ -20,6 +20,9 @@ from .oracle import CLASSES
 from .reduce import Reducer, repro_test
 
 SEED_STRIDE = 1_000_000
+FUSION_RULES = ("pointwise-chain", "reduction-prologue", "reduction-epilogue", "multi-reduction", "matmul-epilogue")
+GROUP_KINDS = ("pointwise", "reduction", "matmul", "torch")
+TEMPLATES = ("pointwise", "reduction", "matmul")
 
 
 def model_seed(campaign_seed: int, index: int) -> int:
@@ -39,6 +42,7 @@ class CampaignConfig:
     reduce_seconds: float = 60.0
     max_reductions_per_key: int = 4
     progress: bool = True
+    stop_after_reduced: int | None = None  # stop once this many unique failures have a reduced repro
 
 
 @dataclass
@@ -71,10 +75,22 @@ class Summary:
     def models_per_minute(self) -> float:
         return 60.0 * self.models / self.seconds if self.seconds > 0 else 0.0
 
+    def fusion_coverage(self) -> dict[str, int]:
+        """Counts of every fusion rule, group kind and kernel template (zeros included: never fired)."""
+        keys = [f"rule:{r}" for r in FUSION_RULES] + [f"group:{k}" for k in GROUP_KINDS] + \
+            [f"kernel:{t}" for t in TEMPLATES]
+        return {k: self.rules.get(k, 0) for k in keys}
+
+    def fallbacks(self) -> Counter:
+        """Groups / kernels that fell back to torch, by cause."""
+        return Counter({k[len("fallback "):]: v for k, v in self.rules.items() if k.startswith("fallback ")})
+
     def to_json(self) -> dict:
         return {"models": self.models, "checked": self.checked, "skipped": self.skipped,
                 "seconds": round(self.seconds, 2), "models_per_minute": round(self.models_per_minute, 1),
                 "per_class": dict(self.per_class), "unique_failures": [asdict(f) for f in self.failures],
+                "fusion_coverage": self.fusion_coverage(),
+                "fallbacks": dict(self.fallbacks().most_common()),
                 "rule_coverage": dict(self.rules.most_common()), "op_coverage": dict(self.ops.most_common())}
 
     def text(self) -> str:
@@ -87,8 +103,16 @@ class Summary:
             red = f" -> reduced to {f.reduced_nodes} ops: {f.repro}" if f.repro else ""
             lines.append(f"  [{f.id}] {f.key} x{f.count} seed {f.seed} ({f.nodes} ops){red}")
             lines.append(f"      {f.message.splitlines()[0][:150] if f.message else ''}")
-        lines.append(f"rule coverage ({len(self.rules)} rules seen):")
-        for k, v in sorted(self.rules.items(), key=lambda kv: (-kv[1], kv[0]))[:40]:
+        fusion = self.fusion_coverage()
+        lines.append("fusion coverage: " + ", ".join(f"{k} {v}" for k, v in fusion.items()))
+        fb = self.fallbacks()
+        lines.append(f"fallbacks to torch (not wrong results): {sum(fb.values())} in {len(fb)} causes"
+                     + (", top:" if fb else ""))
+        for k, v in fb.most_common(8):
+            lines.append(f"  {v:6d}  {k[:150]}")
+        other = {k: v for k, v in self.rules.items() if not k.startswith("fallback ")}
+        lines.append(f"rule coverage ({len(other)} rules seen):")
+        for k, v in sorted(other.items(), key=lambda kv: (-kv[1], kv[0]))[:40]:
             lines.append(f"  {v:6d}  {k}")
         lines.append(f"ops generated ({len(self.ops)}): " + ", ".join(f"{k} {v}" for k, v in self.ops.most_common()))
         return "\n".join(lines)
@@ -224,6 +248,9 @@ class Campaign:
         done = 0
         try:
             while time.perf_counter() - t_start < cfg.time_s and (cfg.max_models is None or done < cfg.max_models):
+                if cfg.stop_after_reduced is not None and sum(
+                        f.repro is not None for f in self.by_sig.values()) >= cfg.stop_after_reduced:
+                    break
                 rec = self.run_one(self.next_index)
                 self.next_index += 1
                 done += 1

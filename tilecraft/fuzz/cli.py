@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("fuzz", help="differential fuzzing: random models vs eager, reduced repros")
     p.add_argument("--time", type=parse_duration, default=600.0, help="time budget, e.g. 90s, 10m (default 10m)")
     p.add_argument("--seed", type=int, default=0, help="campaign seed (model seeds derive from it)")
-    p.add_argument("--backend", default="tilecraft", help="tilecraft or any torch.compile backend name")
+    p.add_argument("--backend", default="tilecraft", help="tilecraft, tilecraft-interpreted (codegen off) or any torch.compile backend name")
     p.add_argument("--out", default="fuzz-out", help="campaign directory (state, repros); reused to resume")
     p.add_argument("--max-models", type=int, default=None, help="stop after this many models")
     p.add_argument("--replay", type=int, default=None, metavar="SEED", help="re-check one model seed and exit")

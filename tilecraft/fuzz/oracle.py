@@ -6,6 +6,8 @@ error, so a backend that is more (or about as) accurate as eager never counts as
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import time
 from collections import Counter
@@ -31,6 +33,7 @@ class Verdict:
     ops: list[str] = field(default_factory=list)
     rules: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # tilecraft's warnings (fallbacks to torch)
 
     @property
     def failed(self) -> bool:
@@ -59,12 +62,13 @@ def message_pattern(msg: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ backends
 def compile_with(module: torch.nn.Module, backend) -> tuple[Callable, Any]:
-    """(compiled callable, compile report or None). `backend`: "tilecraft", a torch.compile backend name, or
-    a backend callable (gm, example_inputs) -> callable."""
-    if backend == "tilecraft":
+    """(compiled callable, compile report or None). `backend`: "tilecraft", "tilecraft-interpreted" (passes
+    only: the IR runs through the reference interpreter, codegen off), a torch.compile backend name, or a
+    backend callable (gm, example_inputs) -> callable."""
+    if backend in ("tilecraft", "tilecraft-interpreted"):
         import tilecraft
 
-        compiled = tilecraft.compile(module)
+        compiled = tilecraft.compile(module, codegen=backend == "tilecraft")
         return compiled, compiled.report
     if isinstance(backend, str) or callable(backend):
         return torch.compile(module, backend=backend, dynamic=False), None
@@ -140,10 +144,35 @@ def _trace_ops(text: str) -> Counter:
     return Counter(m.group(1) for m in re.finditer(r"= (\w+)\(", text))
 
 
-def rule_coverage(report) -> Counter:
-    """What the compiler did, from whatever its report exposes: pass-level op rewrites (ops each pass removed
-    or added), fallbacks, whole-graph fallbacks, and per-kernel template / fusion info when kernels exist."""
+def _pattern(text: str) -> str:
+    """A fallback reason with its incidental parts (value names, numbers, shapes) blanked out."""
+    text = re.sub(r"\bgroup \d+ \(.*?\) runs through torch: ", "", text)
+    text = re.sub(r"\bkernel \w+ failed", "kernel failed", text)
+    return message_pattern(text)
+
+
+def fallback_reason(message: str) -> str | None:
+    """'codegen: <reason>' / 'launch: <reason>' for a tilecraft warning that a group or kernel fell back to
+    torch (a fallback is not a wrong result, but campaigns count them); None for other warnings."""
+    m = re.search(r"group \d+ \((\w+)\[.*?\) runs through torch: (.*)", message, re.S)
+    if m:
+        return f"codegen {m.group(1)}: {_pattern(m.group(2))}"
+    m = re.search(r"kernel (\w+) failed \((.*)\); its ops run through torch", message, re.S)
+    if m:
+        template = next((t for t in ("pointwise", "reduction", "matmul") if t in m.group(1)), "kernel")
+        return f"launch {template}: {_pattern(m.group(2))}"
+    return None
+
+
+def rule_coverage(report, warnings: list[str] | None = None) -> Counter:
+    """What the compiler did, from its report: pass-level op rewrites (ops each pass removed or added),
+    op fallbacks, whole-graph fallbacks, fusion groups by kind, kernels by template, fusion rules fired
+    (kernel.info["rules"]), fused-op counts, and (from `warnings`) groups and kernels that fell back to torch."""
     c: Counter = Counter()
+    for w in warnings or []:
+        reason = fallback_reason(w)
+        if reason:
+            c[f"fallback {reason}"] += 1
     if report is None:
         return c
     for r in getattr(report, "graphs", []):
@@ -159,6 +188,8 @@ def rule_coverage(report) -> Counter:
                 c[f"{name}: removes {op}"] += 1
             for op in (b - a):
                 c[f"{name}: adds {op}"] += 1
+        for g in getattr(getattr(r, "program", None), "groups", None) or []:
+            c[f"group:{g.kind}"] += 1
         kernels = []
         try:
             kernels = list(getattr(r, "kernels", []) or [])
@@ -167,13 +198,13 @@ def rule_coverage(report) -> Counter:
         for k in kernels:
             info = getattr(k, "info", None)
             if isinstance(info, dict):
-                kind = info.get("template") or info.get("kind") or type(k).__name__
+                kind = getattr(k, "template", None) or info.get("template") or type(k).__name__
                 c[f"kernel:{kind}"] += 1
                 for key in ("rules", "fusions", "fused_rules", "epilogue", "prologue"):
                     val = info.get(key)
                     if isinstance(val, (list, tuple, set)):
                         for x in val:
-                            c[f"{key}:{x}"] += 1
+                            c[f"rule:{x}" if key == "rules" else f"{key}:{x}"] += 1
                     elif isinstance(val, str) and val:
                         c[f"{key}:{val}"] += 1
                 ops = info.get("ops")
@@ -184,6 +215,35 @@ def rule_coverage(report) -> Counter:
     return c
 
 
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:  # noqa: BLE001 - a bad log record must not break a check
+            pass
+
+
+@contextlib.contextmanager
+def tilecraft_warnings():
+    """Collect tilecraft's warnings (fallbacks to torch) without printing them; yields the message list."""
+    log = logging.getLogger("tilecraft")
+    h = _Collect()
+    level, propagate = log.level, log.propagate
+    log.addHandler(h)
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+    try:
+        yield h.messages
+    finally:
+        log.removeHandler(h)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
 # ------------------------------------------------------------------------------------------------ the check
 def check(source: str, inputs: list[torch.Tensor], backend="tilecraft", ref64=None,
           ops: list[str] | None = None) -> Verdict:
@@ -192,7 +252,7 @@ def check(source: str, inputs: list[torch.Tensor], backend="tilecraft", ref64=No
 
     t0 = time.perf_counter()
     model, _ = load_model(source)
-    with torch.no_grad():
+    with torch.no_grad(), tilecraft_warnings() as warnings:
         eager = model(*[x.clone() for x in inputs])
         report = None
         try:
@@ -202,6 +262,7 @@ def check(source: str, inputs: list[torch.Tensor], backend="tilecraft", ref64=No
             root = _root(e)
             status = "compile_error" if _is_compile_error(e) else "runtime_crash"
             return Verdict(status, f"{type(root).__name__}: {root}", type(root).__name__, 0.0, list(ops or []),
-                           rule_coverage(report), time.perf_counter() - t0)
+                           rule_coverage(report, warnings), time.perf_counter() - t0, list(warnings))
     status, msg, err = compare(got, eager, ref64)
-    return Verdict(status, msg, "", err, list(ops or []), rule_coverage(report), time.perf_counter() - t0)
+    return Verdict(status, msg, "", err, list(ops or []), rule_coverage(report, warnings),
+                   time.perf_counter() - t0, list(warnings))

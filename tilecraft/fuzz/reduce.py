@@ -223,8 +223,9 @@ def repro_test(red: Reduction, backend="tilecraft", name: str = "fuzz_repro") ->
     """A pytest file: the reduced program (self-contained torch source) and an eager-vs-compiled check."""
     case = red.reduced
     inp = case.inputs
-    compile_line = ("compiled = tilecraft.compile(model)" if backend == "tilecraft" else
-                    f"compiled = torch.compile(model, backend={backend!r}, dynamic=False)")
+    compile_line = {"tilecraft": "compiled = tilecraft.compile(model)",
+                    "tilecraft-interpreted": "compiled = tilecraft.compile(model, codegen=False)"}.get(
+        backend, f"compiled = torch.compile(model, backend={backend!r}, dynamic=False)")
     src = case.source.split('"""', 2)[2].lstrip("\n")  # drop the program docstring; the test has its own
     first = _docsafe(case.verdict.message.splitlines()[0] if case.verdict.message else "")
     return f'''"""Regression test reduced by tilecraft.fuzz ({len(case.graph.nodes)} ops, from {len(red.original.graph.nodes)}).
