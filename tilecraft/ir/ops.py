@@ -219,12 +219,19 @@ pointwise("neg", torch.neg, "-{0}", ["neg.default"])
 pointwise("abs", torch.abs, "tl.abs({0})", ["abs.default"])
 pointwise("exp", torch.exp, "tl.exp({0})", ["exp.default"], "INT_TO_FLOAT")
 pointwise("exp2", torch.exp2, "tl.exp2({0})", ["exp2.default"], "INT_TO_FLOAT")
-pointwise("expm1", torch.expm1, "tl.where(tl.abs({0}) < 1e-5, {0} + 0.5 * {0} * {0}, tl.exp({0}) - 1.0)",
+# expm1 / log1p without libdevice (unavailable to the interpreter): near 0, where exp(x) - 1 and log(1 + x)
+# cancel, short polynomials keep float32 relative accuracy (Taylor for expm1; log1p = 2 atanh(x / (2 + x))).
+EXPM1_POLY = "{0} * (1.0 + {0} * (0.5 + {0} * (0.16666666666666666 + {0} * (0.041666666666666664 + {0} * (" \
+             "0.008333333333333333 + {0} * (0.001388888888888889 + {0} * (0.0001984126984126984 + " \
+             "{0} * 2.48015873015873e-05)))))))"
+pointwise("expm1", torch.expm1, "tl.where(tl.abs({0}) < 0.5, " + EXPM1_POLY + ", tl.exp({0}) - 1.0)",
           ["expm1.default"], "INT_TO_FLOAT")
 pointwise("log", torch.log, "tl.log({0})", ["log.default"], "INT_TO_FLOAT")
 pointwise("log2", torch.log2, "tl.log2({0})", ["log2.default"], "INT_TO_FLOAT")
-pointwise("log1p", torch.log1p, "tl.where(tl.abs({0}) < 1e-4, {0} - 0.5 * {0} * {0}, tl.log(1.0 + {0}))",
-          ["log1p.default"], "INT_TO_FLOAT")
+LOG1P_S = "({0} / (2.0 + {0}))"
+pointwise("log1p", torch.log1p, "tl.where(tl.abs({0}) < 0.5, 2.0 * S * (1.0 + S * S * (0.3333333333333333 + S * S * ("
+          "0.2 + S * S * (0.14285714285714285 + S * S * (0.1111111111111111 + S * S * 0.09090909090909091))))), "
+          "tl.log(1.0 + {0}))".replace("S", LOG1P_S), ["log1p.default"], "INT_TO_FLOAT")
 pointwise("sqrt", torch.sqrt, "tl.sqrt({0})", ["sqrt.default"], "INT_TO_FLOAT")
 pointwise("rsqrt", torch.rsqrt, "tl.rsqrt({0})", ["rsqrt.default"], "INT_TO_FLOAT")
 pointwise("sin", torch.sin, "tl.sin({0})", ["sin.default"], "INT_TO_FLOAT")
