@@ -141,6 +141,15 @@ def test_cat_embedding_and_creation_ops_fuse_as_index_arithmetic():
     run(lambda x: torch.cat([x, torch.zeros(2, 3)], 0) + torch.ones(5, 3), r(3, 3), n_kernels=1)
 
 
+def test_gather_index_select_and_index_fuse():
+    x = r(5, 7)
+    i = torch.randint(0, 7, (5, 3), generator=seeded(4))
+    j = torch.tensor([4, -1, 0, 2])  # negative indices count from the end, as in torch
+    run(lambda x, i: torch.gather(x, 1, i) * 2, x, i, n_kernels=1)
+    run(lambda x, j: torch.index_select(x, 0, j.abs()).relu(), x, j, n_kernels=1)
+    run(lambda x, j: x[j] + 1, x, j, n_kernels=1)
+
+
 # ------------------------------------------------------------------------------------------- edge cases
 @pytest.mark.parametrize("shape", [(1,), (13,), (3, 1, 7), (1, 1), (31, 17)])
 def test_ragged_and_size_one_shapes(shape):

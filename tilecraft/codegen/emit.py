@@ -277,6 +277,23 @@ class Emitter:
             row = self.value(ids, idx[:-1])
             row = self.tmp(f"tl.minimum(tl.maximum({row}, 0), {weight.type.shape[0] - 1})")
             return self.value(weight, (row, idx[-1]))
+        if op in ("gather", "index_select", "index"):
+            x, index = node.inputs[0], node.inputs[1]
+            dim = a.get("dim", 0) % x.type.rank if op != "index" else 0
+            if op == "gather":
+                pos = self.value(index, idx)
+                xi = list(idx)
+            elif op == "index_select":
+                pos = self.value(index, (idx[dim],))
+                xi = list(idx)
+            else:  # x[index]: the leading out dims index `index`, the rest are x's trailing dims
+                k = index.type.rank
+                pos = self.value(index, idx[:k])
+                xi = [None] + list(idx[k:])
+            n = x.type.shape[dim]
+            pos = self.tmp(f"tl.minimum(tl.maximum(tl.where({pos} < 0, {pos} + {n}, {pos}), 0), {n - 1})")
+            xi[dim] = pos
+            return self.value(x, tuple(xi))
         if op == "cat":
             dim = a.get("dim", 0) % node.out.type.rank
             parts, off = [], 0

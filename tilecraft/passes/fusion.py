@@ -20,7 +20,8 @@ REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "l
               "argmax", "argmin", "max_dim", "min_dim"}
 MATMULS = {"mm", "bmm", "addmm"}
 # Data-movement and creation ops that codegen expresses as index arithmetic inside pointwise kernels.
-INDEXED = {"cat", "embedding", "full", "full_like", "scalar_tensor", "arange"}
+INDEXED = {"cat", "embedding", "full", "full_like", "scalar_tensor", "arange", "gather", "index_select", "index"}
+INDEX_DTYPES = (torch.int64, torch.int32)
 CODEGEN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
                   torch.uint8, torch.bool}
 
@@ -62,8 +63,11 @@ def node_kind(node: Node) -> str:
     if cat == "pointwise":
         return "pointwise"
     if node.op in INDEXED and node.outputs[0].type.numel > 0:
-        if node.op == "embedding" and node.inputs[1].type.dtype not in (torch.int64, torch.int32):
+        if node.op in ("embedding", "gather", "index_select") and node.inputs[1].type.dtype not in INDEX_DTYPES:
             return "torch"
+        if node.op == "index" and not (len(node.inputs) == 2 and isinstance(node.inputs[1], Value) and
+                                       node.inputs[1].type.dtype in INDEX_DTYPES):
+            return "torch"  # one integer index tensor on dim 0 (x[idx]); other advanced indexing runs in torch
         if node.op == "arange" and node.outputs[0].type.dtype not in (torch.int64, torch.int32, torch.float32):
             return "torch"
         return "pointwise"
