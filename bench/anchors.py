@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -128,39 +129,11 @@ def main(argv=None):
             model = model.eval().to(dev, dtype)
         inputs = [t.to(dev, dtype) for t in make_inputs()]
         row = {"workload": name, "dtype": str(dtype).replace("torch.", "")}
-        with torch.no_grad():
-            expected = model(*inputs)
-            row["eager_ms"] = bench(lambda: model(*inputs), args.dry_run)
-            if not args.no_inductor and not args.dry_run:
-                t0 = time.perf_counter()
-                ind = torch.compile(model)
-                ind(*inputs)
-                row["inductor_compile_s"] = time.perf_counter() - t0
-                row["inductor_ms"] = bench(lambda: ind(*inputs), False)
-            torch._dynamo.reset()
-            t0 = time.perf_counter()
-            tc = tilecraft.compile(model)
-            got = tc(*inputs)
-            row["tilecraft_compile_s"] = time.perf_counter() - t0
-            err = ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6)).item()
-            row["rel_err"] = err
-            row["correct"] = bool(err < 3e-2)
-            row["kernels"] = sum(len(g.kernels) for g in tc.report.graphs)
-            row["fallback_ops"] = sorted({f for g in tc.report.graphs for f in g.fallbacks})
-            row["tilecraft_ms"] = bench(lambda: tc(*inputs), args.dry_run)
-            if not args.dry_run:  # the same kernels replayed as one CUDA graph (no Python launch overhead)
-                torch._dynamo.reset()
-                tcg = tilecraft.compile(model, cuda_graphs=True)
-                got_cg = tcg(*inputs)
-                row["correct_cuda_graph"] = bool(((got_cg.float() - expected.float()).abs().max()
-                                                  / expected.float().abs().max().clamp_min(1e-6)).item() < 3e-2)
-                row["tilecraft_cuda_graph_ms"] = bench(lambda: tcg(*inputs), False)
-        floor_ms = max(nbytes / BW, flops / FLOPS) * 1e3
-        row["floor_ms"] = floor_ms
-        row["pct_of_floor"] = 100 * floor_ms / row["tilecraft_ms"] if floor_ms else None
-        row["speedup_vs_eager"] = row["eager_ms"] / row["tilecraft_ms"]
-        if "inductor_ms" in row:
-            row["vs_inductor"] = row["inductor_ms"] / row["tilecraft_ms"]
+        try:
+            run_row(row, model, inputs, args.dry_run, args.no_inductor, nbytes, flops)
+        except Exception as e:  # one broken workload must not hide the others' numbers
+            traceback.print_exc()
+            row["error"] = f"{type(e).__name__}: {e}"[:500]
         results.append(row)
         print(json.dumps(row), flush=True)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -168,12 +141,57 @@ def main(argv=None):
             "torch": torch.__version__, "dry_run": args.dry_run}
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
+    print_table(meta, results, args.dry_run)
+    return 0 if all(r.get("correct") for r in results) else 1
+
+
+def run_row(row, model, inputs, dry, no_inductor, nbytes, flops):
+    """Eager, Inductor, tilecraft (and its CUDA-graph replay) on one workload; fills `row` as it goes."""
+    with torch.no_grad():
+        expected = model(*inputs)
+        row["eager_ms"] = bench(lambda: model(*inputs), dry)
+        if not no_inductor and not dry:
+            t0 = time.perf_counter()
+            ind = torch.compile(model)
+            ind(*inputs)
+            row["inductor_compile_s"] = time.perf_counter() - t0
+            row["inductor_ms"] = bench(lambda: ind(*inputs), False)
+        torch._dynamo.reset()
+        t0 = time.perf_counter()
+        tc = tilecraft.compile(model)
+        got = tc(*inputs)
+        row["tilecraft_compile_s"] = time.perf_counter() - t0
+        err = ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6)).item()
+        row["rel_err"] = err
+        row["correct"] = bool(err < 3e-2)
+        row["kernels"] = sum(len(g.kernels) for g in tc.report.graphs)
+        row["fallback_ops"] = sorted({f for g in tc.report.graphs for f in g.fallbacks})
+        row["tilecraft_ms"] = bench(lambda: tc(*inputs), dry)
+        if not dry:  # the same kernels replayed as one CUDA graph (no Python launch overhead)
+            torch._dynamo.reset()
+            tcg = tilecraft.compile(model, cuda_graphs=True)
+            got_cg = tcg(*inputs)
+            row["correct_cuda_graph"] = bool(((got_cg.float() - expected.float()).abs().max()
+                                              / expected.float().abs().max().clamp_min(1e-6)).item() < 3e-2)
+            row["tilecraft_cuda_graph_ms"] = bench(lambda: tcg(*inputs), False)
+    floor_ms = max(nbytes / BW, flops / FLOPS) * 1e3
+    row["floor_ms"] = floor_ms
+    row["pct_of_floor"] = 100 * floor_ms / row["tilecraft_ms"] if floor_ms else None
+    row["speedup_vs_eager"] = row["eager_ms"] / row["tilecraft_ms"]
+    if "inductor_ms" in row:
+        row["vs_inductor"] = row["inductor_ms"] / row["tilecraft_ms"]
+
+
+def print_table(meta, results, dry):
     print(f"\n{meta['device']}, torch {meta['torch']}" + ("  (DRY RUN: CPU interpreter, times meaningless)"
-                                                         if args.dry_run else ""))
+                                                         if dry else ""))
     hdr = f"{'workload':28} {'eager ms':>9} {'inductor':>9} {'tilecraft':>9} {'x eager':>8} {'x induct':>8} " \
           f"{'% floor':>8} {'kern':>5} {'ok':>3}"
     print(hdr)
     for r in results:
+        if "error" in r:
+            print(f"{r['workload']:28} ERROR {r['error'][:90]}")
+            continue
         ind = f"{r['inductor_ms']:.4f}" if "inductor_ms" in r else "-"
         vs = f"{r['vs_inductor']:.2f}" if "vs_inductor" in r else "-"
         pf = f"{r['pct_of_floor']:.0f}%" if r["pct_of_floor"] else "-"
@@ -182,7 +200,6 @@ def main(argv=None):
         if "tilecraft_cuda_graph_ms" in r:
             print(f"{'':28} {'':9} {'':>9} {r['tilecraft_cuda_graph_ms']:9.4f}  (CUDA graph replay"
                   f"{', correct' if r['correct_cuda_graph'] else ', WRONG'})")
-    return 0 if all(r["correct"] for r in results) else 1
 
 
 if __name__ == "__main__":
