@@ -258,3 +258,18 @@ def test_cuda_graphs_option_on_cpu_runs_kernels_and_says_so(caplog):
         assert_close(c(x + 1), torch.relu(x + 1) * 2)
     assert sum("cuda_graphs=True needs CUDA inputs" in m.getMessage() for m in caplog.records) == 1
     assert len(c.report.graphs[0].kernels) == 1
+
+
+def test_kernel_outputs_are_allocated_on_the_inputs_device():
+    """Regression (first GPU run): an output that is argument 0 was allocated on the CPU before any input had
+    been seen, so every kernel failed on CUDA. Replayed here on the meta device with the launch recorded."""
+    c = tilecraft.compile(lambda x, y: torch.softmax(x, -1) + y)
+    x, y = r(4, 8), r(4, 8, seed=1)
+    c(x, y)
+    prog = c.report.graphs[0].program
+    seen = []
+    for s in prog.steps:
+        if hasattr(s, "kernel"):
+            s.kernel.launch = lambda tensors: seen.append({t.device.type for t in tensors})
+    prog.run(x.to("meta"), y.to("meta"))
+    assert seen and all(d == {"meta"} for d in seen)

@@ -137,3 +137,35 @@ class TestBadInput:
     def test_unknown_option(self):
         with pytest.raises(TypeError, match=r"unknown option\(s\) \['bogus'\]"):
             tilecraft.compile(MLP(), bogus=1)
+
+
+def test_cuda_attention_variants_import_as_one_sdpa_node():
+    """On CUDA, Dynamo leaves SDPA as flash/cuDNN/efficient attention (tuples with non-tensor parts): they import
+    as one `sdpa` node (torch's fused attention) and the rest of the graph still runs in generated kernels."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from tilecraft.compiler.api import CompileReport, Options, compile_graph
+
+    def f(q, k, v):
+        out = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False, 0.0, True)[0]
+        return out * 2 + 1
+
+    q, k, v = (torch.randn(2, 4, 8, 16, generator=seeded(i)) for i in range(3))
+    gm = make_fx(f, tracing_mode="fake")(q, k, v)
+    report = CompileReport()
+    prog = compile_graph(gm, Options(), report)
+    rec = report.graphs[0]
+    assert rec.ops.get("sdpa") == 1 and not rec.fallbacks and rec.error is None
+    assert len(rec.kernels) == 1  # the epilogue: one pointwise kernel
+    (got,) = prog(q, k, v)
+    assert_close(got, F.scaled_dot_product_attention(q, k, v, is_causal=True) * 2 + 1)
+
+
+def test_batchnorm_stats_type_follows_the_device():
+    """Eval batch norm's saved stats: empty on the CPU, float32 [C] for half inputs on CUDA (as torch gives)."""
+    from tilecraft.ir import TensorType
+    from tilecraft.ir.ops import _bn_stats_type
+
+    assert _bn_stats_type(TensorType((2, 8, 4, 4), torch.float16, None, "cpu")).shape == (0,)
+    t = _bn_stats_type(TensorType((2, 8, 4, 4), torch.float16, None, "cuda"))
+    assert t.shape == (8,) and t.dtype == torch.float32

@@ -119,7 +119,13 @@ def make_backend(options: Options | None = None, report: CompileReport | None = 
     report = report if report is not None else CompileReport()
 
     def fw_compiler(gm, example_inputs):
-        return make_boxed_func(compile_graph(gm, options, report))
+        prog = compile_graph(gm, options, report)
+        if hasattr(prog, "static_inputs"):  # parameters and buffers: a CUDA graph reads them in place
+            try:
+                prog.static_inputs = set(torch._guards.TracingContext.get().fw_metadata.static_input_indices)
+            except (AttributeError, AssertionError, RuntimeError):
+                pass
+        return make_boxed_func(prog)
 
     def bw_compiler(gm, example_inputs):  # training: the backward graph runs as captured
         return make_boxed_func(gm.forward)

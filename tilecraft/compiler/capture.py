@@ -199,8 +199,24 @@ def _split(imp, n, args, kwargs, src):
     return tuple(outs)
 
 
+def _sdpa(imp, n, args, kwargs, src):
+    """The CUDA attention variants (flash, cuDNN, memory-efficient) → one `sdpa` node, when only the attention
+    output is used (inference); dropout or a used logsumexp (training) keeps the ATen op."""
+    a = {s.name: (args[i] if i < len(args) else kwargs.get(s.name, s.default_value))
+         for i, s in enumerate(n.target._schema.arguments)}
+    if a.get("dropout_p") or a.get("return_debug_mask") or any(
+            u.target is not operator.getitem or (u.args[1] != 0 and u.users) for u in n.users):
+        return None
+    mask = a.get("attn_bias", a.get("attn_mask"))
+    inputs = [a["query"], a["key"], a["value"]] + ([mask] if isinstance(mask, Value) else [])
+    out = imp.graph.add("sdpa", inputs, {"is_causal": bool(a.get("is_causal")), "scale": a.get("scale")},
+                        name=n.name, source=src).out
+    return (out,) + (None,) * (len(n.meta["val"]) - 1)
+
+
 REWRITES = {"add.Tensor": _alpha, "sub.Tensor": _alpha, "_to_copy.default": _to_copy,
-            "split_with_sizes.default": _split, "split.Tensor": _split, "unbind.int": _split}
+            "split_with_sizes.default": _split, "split.Tensor": _split, "unbind.int": _split,
+            **{f"_scaled_dot_product_{v}_attention.default": _sdpa for v in ("cudnn", "flash", "efficient")}}
 
 
 def import_fx(gm: torch.fx.GraphModule) -> tuple[Graph, list[str]]:

@@ -51,6 +51,7 @@ class KernelProgram:
         from ..codegen import build_kernel
 
         self.graph, self.options = graph, options
+        self.static_inputs: set[int] = set()  # argument indices that never move (parameters): CUDA graphs
         self.groups = partition(graph)
         group_of = {id(n): g for g in self.groups for n in g.nodes}
         needed: dict[int, list[Value]] = {id(g): [] for g in self.groups}
@@ -139,9 +140,14 @@ class KernelProgram:
         return self.run(*args)
 
     def _replay(self, args):
-        """Capture the whole launch sequence once as a CUDA graph, then replay it with new inputs copied in."""
-        if getattr(self, "_cuda_graph", None) is None:
-            self._static_in = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+        """Capture the whole launch sequence once as a CUDA graph, then replay it with new inputs copied in.
+        Static inputs (parameters, buffers) are read in place; if one moves, the graph is captured again."""
+        static = [i for i in self.static_inputs if i < len(args) and isinstance(args[i], torch.Tensor)]
+        ptrs = [args[i].data_ptr() for i in static]
+        if getattr(self, "_cuda_graph", None) is None or ptrs != self._static_ptrs:
+            self._static_ptrs = ptrs
+            self._static_in = [a if i in static or not isinstance(a, torch.Tensor) else a.clone()
+                               for i, a in enumerate(args)]
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
@@ -151,8 +157,8 @@ class KernelProgram:
             self._cuda_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._cuda_graph):
                 self._static_out = self.run(*self._static_in)
-        for dst, src in zip(self._static_in, args):
-            if isinstance(dst, torch.Tensor):
+        for i, (dst, src) in enumerate(zip(self._static_in, args)):
+            if isinstance(dst, torch.Tensor) and i not in static:
                 dst.copy_(src)
         self._cuda_graph.replay()
         return [o.clone() if isinstance(o, torch.Tensor) else o for o in self._static_out]
@@ -188,21 +194,20 @@ class KernelProgram:
 
     def _launch(self, step: KernelStep, get, env):
         k = step.kernel
+        ins = {id(v): get(v) for v, spec in zip(step.values, k.args) if not spec.is_output}
+        # outputs are allocated where the inputs live (an output may be argument 0: look at the inputs first)
+        device = next(iter(ins.values())).device if ins else (
+            self.graph.inputs[0].type.device if self.graph.inputs else "cpu")
         tensors = []
-        device = None
         for v, spec in zip(step.values, k.args):
             if spec.is_output:
                 t = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=device)
             else:
-                t = get(v)
-                device = t.device
+                t = ins[id(v)]
                 if t.stride() != spec.strides and any(
                         a != b for a, b, n in zip(t.stride(), spec.strides, spec.shape) if n != 1):
                     t = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=t.device).copy_(t)
             tensors.append(t)
-        if device is None:
-            device = self.graph.inputs[0].type.device if self.graph.inputs else "cpu"
-            tensors = [t.to(device) for t in tensors]
         try:
             if all(n > 0 for n in k.grid(k.config)) and all(t.numel() > 0 for t in tensors if t.dim()):
                 k.launch(tensors)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as PROMO
 from torch._prims_common import elementwise_dtypes
 
@@ -412,8 +413,19 @@ op("batch_norm", "opaque", lambda x, weight=None, bias=None, running_mean=None, 
    eps=1e-5: tuple(torch.ops.aten._native_batch_norm_legit_no_training(x, weight, bias, running_mean, running_var,
                                                                           momentum, eps)),
    ["_native_batch_norm_legit_no_training.default"], num_outputs=3, doc="eval-mode batch norm",
-   infer_fn=lambda d, ins, at: [ins[0].type.with_shape(ins[0].type.shape)] + [
-       TensorType((0,), ins[0].type.dtype, None, ins[0].type.device)] * 2)
+   infer_fn=lambda d, ins, at: [ins[0].type.with_shape(ins[0].type.shape)] + [_bn_stats_type(ins[0].type)] * 2)
+op("sdpa", "opaque", lambda q, k, v, attn_mask=None, is_causal=False, scale=None: F.scaled_dot_product_attention(
+    q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale), (),
+   doc="scaled dot-product attention through torch (flash / cuDNN / memory-efficient kernels on CUDA); "
+       "the CUDA attention variants import to it, the CPU one is decomposed into matmuls and a softmax")
+
+
+def _bn_stats_type(x: TensorType) -> TensorType:
+    """The saved mean/rstd of eval-mode batch norm: empty on the CPU, float32 [C] (half inputs) on CUDA."""
+    if x.device == "cpu":
+        return TensorType((0,), x.dtype, None, x.device)
+    dt = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return TensorType((x.shape[1],), dt, None, x.device)
 
 
 class Slot(int):
