@@ -113,6 +113,9 @@ def main(argv=None):
     p.add_argument("--out", default="bench/results/anchors.json")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (interpreter), no timing claims")
     p.add_argument("--no-inductor", action="store_true")
+    p.add_argument("--tune", type=int, default=0, metavar="N",
+                   help="also tune every kernel (guided search, N measurements each, a temporary schedule DB) and "
+                        "time tilecraft.compile(schedules=DB): the 'tuned' column")
     args = p.parse_args(argv)
     dev = "cpu" if args.dry_run else "cuda"
     torch.manual_seed(0)
@@ -130,7 +133,7 @@ def main(argv=None):
         inputs = [t.to(dev, dtype) for t in make_inputs()]
         row = {"workload": name, "dtype": str(dtype).replace("torch.", "")}
         try:
-            run_row(row, model, inputs, args.dry_run, args.no_inductor, nbytes, flops)
+            run_row(row, model, inputs, args.dry_run, args.no_inductor, nbytes, flops, args.tune)
         except Exception as e:  # one broken workload must not hide the others' numbers
             traceback.print_exc()
             row["error"] = f"{type(e).__name__}: {e}"[:500]
@@ -145,7 +148,7 @@ def main(argv=None):
     return 0 if all(r.get("correct") for r in results) else 1
 
 
-def run_row(row, model, inputs, dry, no_inductor, nbytes, flops):
+def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0):
     """Eager, Inductor, tilecraft (and its CUDA-graph replay) on one workload; fills `row` as it goes."""
     with torch.no_grad():
         expected = model(*inputs)
@@ -174,12 +177,41 @@ def run_row(row, model, inputs, dry, no_inductor, nbytes, flops):
             row["correct_cuda_graph"] = bool(((got_cg.float() - expected.float()).abs().max()
                                               / expected.float().abs().max().clamp_min(1e-6)).item() < 3e-2)
             row["tilecraft_cuda_graph_ms"] = bench(lambda: tcg(*inputs), False)
+        if tune and not dry:
+            try:
+                tune_row(row, model, inputs, expected, [k for g in tc.report.graphs for k in g.kernels], tune)
+            except Exception as e:  # the default numbers stand without it
+                traceback.print_exc()
+                row["tune_error"] = f"{type(e).__name__}: {e}"[:300]
     floor_ms = max(nbytes / BW, flops / FLOPS) * 1e3
     row["floor_ms"] = floor_ms
     row["pct_of_floor"] = 100 * floor_ms / row["tilecraft_ms"] if floor_ms else None
     row["speedup_vs_eager"] = row["eager_ms"] / row["tilecraft_ms"]
     if "inductor_ms" in row:
         row["vs_inductor"] = row["inductor_ms"] / row["tilecraft_ms"]
+
+
+def tune_row(row, model, inputs, expected, kernels, budget):
+    """Tune this workload's kernels into a fresh DB, recompile with it, check and time (the 'tuned' column)."""
+    import tempfile
+
+    from tilecraft.tuner.measure import GPUMeasurer
+    from tilecraft.tuner.tune import tune_kernels
+
+    db = os.path.join(tempfile.mkdtemp(prefix="anchors_"), "schedules.sqlite")
+    measurer = GPUMeasurer(time_limit_s=3.0, reps=10)
+    t0 = time.perf_counter()
+    summaries = tune_kernels(kernels, db, budget, "guided", measurer_factory=lambda k, s: measurer,
+                             time_budget_s=15.0, progress=False)
+    row["tune_s"] = time.perf_counter() - t0
+    row["tuned_kernels"] = [{"kernel": s.name, "default_ms": s.default_ms, "tuned_ms": s.tuned_ms,
+                             "best_config": s.best_config, "measured": s.measurements} for s in summaries]
+    torch._dynamo.reset()
+    tct = tilecraft.compile(model, schedules=db)
+    got = tct(*inputs)
+    err = ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6)).item()
+    row["correct_tuned"] = bool(err < 3e-2)
+    row["tilecraft_tuned_ms"] = bench(lambda: tct(*inputs), False)
 
 
 def print_table(meta, results, dry):
@@ -197,6 +229,9 @@ def print_table(meta, results, dry):
         pf = f"{r['pct_of_floor']:.0f}%" if r["pct_of_floor"] else "-"
         print(f"{r['workload']:28} {r['eager_ms']:9.4f} {ind:>9} {r['tilecraft_ms']:9.4f} "
               f"{r['speedup_vs_eager']:8.2f} {vs:>8} {pf:>8} {r['kernels']:5d} {'yes' if r['correct'] else 'NO':>3}")
+        if "tilecraft_tuned_ms" in r:
+            print(f"{'':28} {'':9} {'':>9} {r['tilecraft_tuned_ms']:9.4f}  (tuned: {len(r['tuned_kernels'])} kernels "
+                  f"in {r['tune_s']:.0f}s{', correct' if r['correct_tuned'] else ', WRONG'})")
         if "tilecraft_cuda_graph_ms" in r:
             print(f"{'':28} {'':9} {'':>9} {r['tilecraft_cuda_graph_ms']:9.4f}  (CUDA graph replay"
                   f"{', correct' if r['correct_cuda_graph'] else ', WRONG'})")

@@ -15,8 +15,8 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
 run() { echo "=== $*"; timeout "${BUDGET:-170}" python3 "$@" 2>&1 | tee -a "$out/log.txt" | grep -v "UserWarning\|warnings.warn" | tail -40; }
 for part in $parts; do
   case $part in
-    anchors) run bench/anchors.py --out "$out/anchors.json" ;;
-    quant) run bench/quant_linear.py --budget-s 90 --out "$out/quant_linear.json" ;;
+    anchors) run bench/anchors.py --out "$out/anchors.json" ${ANCHORS_ARGS:-} ;;
+    quant) run bench/quant_linear.py --budget-s ${QUANT_S:-90} --out "$out/quant_linear.json" ;;
     gemm) run bench/tune_gemm.py --quick --out "$out/tune_gemm.json" ;;
     model) run bench/tune_model.py --quick --out "$out/tune_model.json" ;;
     *) echo "unknown part $part" ;;

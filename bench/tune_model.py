@@ -93,6 +93,21 @@ def compile_tilecraft(model, x, schedules: str | None):
     return compiled, time.perf_counter() - t0, out, kernels
 
 
+def gpu_profile(fn, n: int = 10) -> list[tuple[str, float]]:
+    """(kernel name, mean µs per call) of the GPU kernels one call of fn launches, largest first."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    rows = [(e.key, e.device_time_total / n) for e in prof.key_averages() if e.device_time_total > 0]
+    return sorted(rows, key=lambda r: -r[1])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="budget 16 per kernel, tuning capped at 60 s")
@@ -168,6 +183,16 @@ def main(argv=None) -> int:
     tuned_ms = time_ms(lambda: comp_t(x), dry)
     print(f"tilecraft tuned: {tuned_ms:.4f} ms, {from_db}/{len(kernels_t)} configs from the DB, correct: {msg_t}",
           flush=True)
+    if not dry:  # where the time goes, per GPU kernel: default vs tuned (and the default again, re-timed)
+        res["profile"] = {}
+        for label, comp in (("default", comp_d), ("tuned", comp_t)):
+            with torch.no_grad():
+                prof = gpu_profile(lambda: comp(x))
+            res["profile"][label] = prof
+            print(f"GPU kernels per call, {label}: total {sum(t for _, t in prof):.1f} us; "
+                  + ", ".join(f"{k[:40]} {t:.1f}" for k, t in prof[:8]), flush=True)
+        res["default_ms_after_tuning"] = time_ms(lambda: comp_d(x), dry)
+        print(f"tilecraft default, re-timed after tuning: {res['default_ms_after_tuning']:.4f} ms", flush=True)
 
     # 4. torch.compile (Inductor default).
     ind_ms = ind_compile_s = None

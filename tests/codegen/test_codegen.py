@@ -273,3 +273,50 @@ def test_kernel_outputs_are_allocated_on_the_inputs_device():
             s.kernel.launch = lambda tensors: seen.append({t.device.type for t in tensors})
     prog.run(x.to("meta"), y.to("meta"))
     assert seen and all(d == {"meta"} for d in seen)
+
+
+def test_parameter_only_work_is_cached_until_a_parameter_changes():
+    """Folded batch-norm weights depend on parameters alone: computed on the first call, reused after, and
+    recomputed when a parameter is modified in place (version counter) — outputs always match eager."""
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    with torch.no_grad():
+        m[1].running_mean.normal_()
+        m[1].running_var.uniform_(0.5, 2)
+    c = tilecraft.compile(m)
+    x = r(2, 3, 6, 6)
+    launched = []
+    with torch.no_grad():
+        assert_close(c(x), m(x))
+        prog = c.report.graphs[0].program
+        assert prog._static_steps, "the batch-norm fold should run on parameters alone"
+        for s in prog.steps:
+            if hasattr(s, "kernel"):
+                s.kernel.launch = (lambda f, name: lambda *a, **k: (launched.append(name), f(*a, **k)))(
+                    s.kernel.launch, s.kernel.name)
+        assert_close(c(x + 1), m(x + 1))
+        n_cached = len(launched)
+        m[1].weight.mul_(2)  # in place: the fold must be redone
+        launched.clear()
+        assert_close(c(x), m(x))
+        assert len(launched) > n_cached
+    with torch.inference_mode():  # no version counters there: nothing cached, still correct
+        assert_close(c(x), m(x))
+
+
+def test_channels_last_decision_needs_a_conv_chain_or_nhwc_input():
+    from tilecraft.ir import Graph, TensorType
+    from tilecraft.passes.layout import wants_channels_last
+
+    def graph(n_convs, strides=None):
+        g = Graph()
+        x = g.add_input(TensorType((2, 32, 8, 8), torch.float16, strides, "cuda"), "x")
+        w = g.add_input(TensorType((32, 32, 3, 3), torch.float16, None, "cuda"), "w")
+        for _ in range(n_convs):
+            x = g.add("convolution", [x, w, None], {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1],
+                                                    "transposed": False, "output_padding": [0, 0], "groups": 1}).out
+        g.outputs = [x]
+        return g
+
+    assert not wants_channels_last(graph(1))
+    assert wants_channels_last(graph(2))
+    assert wants_channels_last(graph(1, strides=(32 * 64, 1, 8 * 32, 32)))

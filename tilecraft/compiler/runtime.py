@@ -51,7 +51,9 @@ class KernelProgram:
         from ..codegen import build_kernel
 
         self.graph, self.options = graph, options
-        self.static_inputs: set[int] = set()  # argument indices that never move (parameters): CUDA graphs
+        self.static_inputs: set[int] = set()  # argument indices of parameters and buffers (set by the backend)
+        self._static_steps: set[int] | None = None  # steps computed from static inputs alone (see _plan_static)
+        self._cache_key, self._cache = None, {}
         self.groups = partition(graph)
         group_of = {id(n): g for g in self.groups for n in g.nodes}
         needed: dict[int, list[Value]] = {id(g): [] for g in self.groups}
@@ -143,7 +145,7 @@ class KernelProgram:
         """Capture the whole launch sequence once as a CUDA graph, then replay it with new inputs copied in.
         Static inputs (parameters, buffers) are read in place; if one moves, the graph is captured again."""
         static = [i for i in self.static_inputs if i < len(args) and isinstance(args[i], torch.Tensor)]
-        ptrs = [args[i].data_ptr() for i in static]
+        ptrs = self._static_key(args) or tuple(args[i].data_ptr() for i in static)
         if getattr(self, "_cuda_graph", None) is None or ptrs != self._static_ptrs:
             self._static_ptrs = ptrs
             self._static_in = [a if i in static or not isinstance(a, torch.Tensor) else a.clone()
@@ -163,9 +165,48 @@ class KernelProgram:
         self._cuda_graph.replay()
         return [o.clone() if isinstance(o, torch.Tensor) else o for o in self._static_out]
 
+    def _plan_static(self):
+        """Steps whose inputs all derive from parameters, buffers or constants (folded batch-norm weights, a
+        weight's layout change): their results are cached across calls, and recomputed only when a static
+        input moves or is modified in place (its version counter changes)."""
+        static = {id(self.graph.inputs[i]) for i in self.static_inputs if i < len(self.graph.inputs)}
+        static.update(id(n.out) for n in self.graph.nodes if n.op == "constant")
+        outs = {id(v) for v in self.graph.outputs if isinstance(v, Value)}
+
+        def is_static(v):
+            while _is_view(v.producer):
+                v = v.producer.inputs[0]
+            return id(v) in static
+
+        self._static_steps = set()
+        for i, step in enumerate(self.steps):
+            nodes = [step.node] if isinstance(step, TorchStep) else step.group.nodes
+            ids = {id(n) for n in nodes}
+            ins = [v for n in nodes for v in n.input_values() if v.producer is None or id(v.producer) not in ids]
+            produced = [o for n in nodes for o in n.outputs]
+            if (ins and all(is_static(v) for v in ins) and not any(n.op == "torch_op" for n in nodes)
+                    and not any(id(o) in outs for o in produced)):
+                self._static_steps.add(i)
+                static.update(id(o) for o in produced)
+
+    def _static_key(self, args):
+        try:
+            return tuple((args[i].data_ptr(), args[i]._version) for i in sorted(self.static_inputs)
+                         if i < len(args) and isinstance(args[i], torch.Tensor))
+        except RuntimeError:  # inference-mode tensors have no version counter: nothing is cached
+            return None
+
     def run(self, *args):
-        """Launch every step in order (no CUDA graph)."""
+        """Launch every step in order (no CUDA graph); steps on static inputs alone reuse their last results."""
         env: dict[int, torch.Tensor] = {id(v): t for v, t in zip(self.graph.inputs, args)}
+        if self._static_steps is None:
+            self._plan_static()
+        key = self._static_key(args) if self._static_steps else None
+        cached = key is not None and key == self._cache_key
+        if cached:
+            env.update(self._cache)
+        elif key is not None:
+            self._cache_key, self._cache = None, {}
 
         def get(v):
             if not isinstance(v, Value):
@@ -180,16 +221,23 @@ class KernelProgram:
             return t
 
         for i, step in enumerate(self.steps):
-            if isinstance(step, KernelStep) and not step.failed:
+            if cached and i in self._static_steps:
+                pass
+            elif isinstance(step, KernelStep) and not step.failed:
                 self._launch(step, get, env)
-            if isinstance(step, TorchStep) or step.failed:
+            if (isinstance(step, TorchStep) or step.failed) and not (cached and i in self._static_steps):
                 nodes = [step.node] if isinstance(step, TorchStep) else step.group.nodes
                 for n in nodes:
                     outs = run_node(n, {id(x): get(x) for x in n.input_values()})
                     for o, t in zip(n.outputs, outs):
                         env[id(o)] = t
+            if key is not None and not cached and i in self._static_steps:
+                nodes = [step.node] if isinstance(step, TorchStep) else step.group.nodes
+                self._cache.update({id(o): env[id(o)] for n in nodes for o in n.outputs if id(o) in env})
             for vid in self.frees[i]:
                 env.pop(vid, None)
+        if key is not None and not cached:
+            self._cache_key = key
         return [get(v) for v in self.graph.outputs]
 
     def _launch(self, step: KernelStep, get, env):

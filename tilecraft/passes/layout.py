@@ -101,12 +101,15 @@ def _is_cl(t) -> bool:
 
 
 def wants_channels_last(graph: Graph) -> bool:
-    """The default decision: NHWC pays for fp16/bf16 convolutions on CUDA (tensor-core kernels in cuDNN)."""
+    """The default decision: NHWC pays for fp16/bf16 convolutions on CUDA (tensor-core kernels in cuDNN) when
+    the one conversion of an NCHW input is shared by a chain of convolutions, or the input is NHWC already.
+    Measured on an H100 (bench/anchors.py, conv3x3-BN-ReLU 32x64x56x56 fp16): for a single conv on NCHW input
+    the input copy and the NHWC output read by an NCHW residual cost more than cuDNN's NHWC kernel saves."""
     import torch
 
-    return any(n.op == "convolution" and n.inputs[0].type.device == "cuda" and
-               n.inputs[0].type.dtype in (torch.float16, torch.bfloat16) and n.inputs[1].type.shape[0] >= 16
-               for n in graph.nodes)
+    convs = [n for n in graph.nodes if n.op == "convolution" and n.inputs[0].type.device == "cuda" and
+             n.inputs[0].type.dtype in (torch.float16, torch.bfloat16) and n.inputs[1].type.shape[0] >= 16]
+    return len(convs) >= 2 or any(_is_cl(n.inputs[0].type) for n in convs)
 
 
 def channels_last(graph: Graph, enabled: bool | None = None) -> Graph:
