@@ -105,7 +105,7 @@ def default_config(M: int, N: int, K: int, dtype) -> dict:
         bm = 16 if M <= 16 else 32 if M <= 32 else 64
         bn = 32 if N <= 32 or N < 64 * 256 else 64
         bk = min(128 if half else 64, max(32, 1 << (max(K, 1) - 1).bit_length()))
-        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": 4, "num_stages": 4}
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
     if half and M * N >= 2**24 and N >= 256 and K >= 64:
         return {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
     bm = 64 if M * N <= 2**20 else 128

@@ -283,8 +283,8 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
     del top
     src = header(name, args, ["XBLOCK", "RBLOCK"]) + "\n".join(em.lines) + "\n"
     rb = next_pow2(rnumel)
-    if rb <= 4096:
-        cfg = {"XBLOCK": max(1, min(next_pow2(xnumel), 4096 // rb, 64)), "RBLOCK": rb}
+    if rb <= 4096:  # one row per program from 1024 columns up (H100: 1.45x faster than 4 rows at 1024)
+        cfg = {"XBLOCK": 1 if rb >= 1024 else max(1, min(next_pow2(xnumel), 4096 // rb, 64)), "RBLOCK": rb}
     else:
         cfg = {"XBLOCK": 1, "RBLOCK": 2048}
     cfg["num_warps"] = 8 if cfg["RBLOCK"] >= 2048 else (4 if cfg["RBLOCK"] >= 256 else 2)

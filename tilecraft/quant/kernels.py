@@ -77,7 +77,7 @@ class QuantKernel(Kernel):
         split = config.get("SPLIT_K", 1)
         target = torch.zeros(out.shape, dtype=torch.float32, device=out.device) if split > 1 else out
         extra = dict(self.extra, stride_om=target.stride(0))
-        self.fn[self.grid(config)](*args[:-1], target, **extra, **consts, **launch)
+        self._fast.launch(self.fn, self.grid(config), [*args[:-1], target], {**extra, **consts}, launch)
         if split > 1:
             out.copy_(target)
 
