@@ -37,6 +37,7 @@ class KernelStep:
         self.group, self.kernel, self.values = group, kernel, values
         self.outputs = [v for v, a in zip(values, kernel.args) if a.is_output]
         self.failed = False
+        self.plan = None  # what each launch needs, worked out on the first one
 
 
 class TorchStep:
@@ -242,30 +243,38 @@ class KernelProgram:
 
     def _launch(self, step: KernelStep, get, env):
         k = step.kernel
-        ins = {id(v): get(v) for v, spec in zip(step.values, k.args) if not spec.is_output}
-        # outputs are allocated where the inputs live (an output may be argument 0: look at the inputs first)
-        device = next(iter(ins.values())).device if ins else (
-            self.graph.inputs[0].type.device if self.graph.inputs else "cpu")
-        tensors = []
-        for v, spec in zip(step.values, k.args):
-            if spec.is_output:
-                t = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=device)
-            else:
-                t = ins[id(v)]
-                if t.stride() != spec.strides and any(
-                        a != b for a, b, n in zip(t.stride(), spec.strides, spec.shape) if n != 1):
-                    t = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=t.device).copy_(t)
+        if step.plan is None:  # shapes are static: work out once what each call only repeats
+            empty = not all(n > 0 for n in k.grid(k.config)) or any(
+                len(a.shape) and 0 in a.shape for a in k.args)
+            step.plan = (empty, [(a.is_output, v, a, tuple(a.strides), any(v is o for o in step.outputs))
+                                 for v, a in zip(step.values, k.args)])
+        empty, items = step.plan
+        tensors, device = [], None
+        for is_out, v, spec, strides, _ in items:
+            if is_out:
+                tensors.append(None)
+                continue
+            t = get(v)
+            device = device or t.device
+            if t.stride() != strides and any(a != b for a, b, n in zip(t.stride(), strides, spec.shape) if n != 1):
+                t = torch.empty_strided(spec.shape, strides, dtype=spec.dtype, device=t.device).copy_(t)
             tensors.append(t)
+        # outputs are allocated where the inputs live (an output may be argument 0: the inputs come first)
+        if device is None:
+            device = self.graph.inputs[0].type.device if self.graph.inputs else "cpu"
+        for i, (is_out, _, spec, strides, _) in enumerate(items):
+            if is_out:
+                tensors[i] = torch.empty_strided(spec.shape, strides, dtype=spec.dtype, device=device)
         try:
-            if all(n > 0 for n in k.grid(k.config)) and all(t.numel() > 0 for t in tensors if t.dim()):
+            if not empty:
                 k.launch(tensors)
         except Exception as e:  # noqa: BLE001 - never crash on a kernel: fall back to torch, say so once
             step.failed = True
             log.warning("tilecraft: kernel %s failed (%s: %s); its ops run through torch from now on",
                         k.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             return
-        for v, t in zip(step.values, tensors):
-            if any(v is o for o in step.outputs):
+        for (_, v, _, _, keep), t in zip(items, tensors):
+            if keep:
                 env[id(v)] = t
 
     def explain(self) -> str:
