@@ -1,6 +1,7 @@
 """Runtimes for a compiled graph: generated kernels (KernelProgram) or the reference interpreter."""
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -197,6 +198,20 @@ class KernelProgram:
         except RuntimeError:  # inference-mode tensors have no version counter: nothing is cached
             return None
 
+    @staticmethod
+    def _get(env: dict, v):
+        """The tensor of value v in this call (views of computed values made on demand, through torch)."""
+        if not isinstance(v, Value):
+            return v
+        t = env.get(id(v))
+        if t is None:
+            p = v.producer
+            if not _is_view(p):
+                raise RuntimeError(f"tilecraft runtime: %{v.name} was never computed")
+            t = run_node(p, {id(x): KernelProgram._get(env, x) for x in p.input_values()})[0]
+            env[id(v)] = t
+        return t
+
     def run(self, *args):
         """Launch every step in order (no CUDA graph); steps on static inputs alone reuse their last results."""
         env: dict[int, torch.Tensor] = {id(v): t for v, t in zip(self.graph.inputs, args)}
@@ -209,18 +224,9 @@ class KernelProgram:
         elif key is not None:
             self._cache_key, self._cache = None, {}
 
-        def get(v):
-            if not isinstance(v, Value):
-                return v
-            t = env.get(id(v))
-            if t is None:
-                p = v.producer
-                if not _is_view(p):
-                    raise RuntimeError(f"tilecraft runtime: %{v.name} was never computed")
-                t = run_node(p, {id(x): get(x) for x in p.input_values()})[0]
-                env[id(v)] = t
-            return t
-
+        # a bound partial, not a recursive closure: a closure that calls itself is a reference cycle, so every
+        # call would leave garbage for the cyclic GC, whose full passes take milliseconds in a big process
+        get = functools.partial(self._get, env)
         for i, step in enumerate(self.steps):
             if cached and i in self._static_steps:
                 pass
