@@ -185,6 +185,7 @@ _SPECIAL = {
     "adaptive_avg_pool2d": lambda r: ([_t(r, (2, 3, 8, 8))], {"output_size": [1, 1]}),
     "batch_norm": lambda r: ([_t(r, (2, 3, 4, 4)), _t(r, (3,)), _t(r, (3,)), _t(r, (3,)), _t(r, (3,), positive=True)],
                              {"momentum": 0.1, "eps": 1e-5}),
+    "sdpa": lambda r: ([_t(r, (2, 3, 5, 8)) for _ in range(3)], {"is_causal": r.random() < 0.5, "scale": None}),
     "torch_op": _torch_op,
     "where": lambda r: (lambda s: ([_t(r, s, torch.bool), _t(r, _bcast_partner(r, s)), r.choice(
         [0.0, _t(r, s, torch.bfloat16)])], {}))(_shape(r)),
