@@ -12,13 +12,13 @@ from tilecraft.models import ConvBNReLU, RMSNorm, TransformerBlock, tiny_hf_mode
 from tilecraft.testing import assert_close, seeded
 
 
-def run(fn, *inputs, n_kernels=None, templates=None):
+def run(fn, *inputs, n_kernels=None, templates=None, scale=1.0):
     """Compile fn, check against eager on these inputs, return the kernels of its (single) graph."""
     c = tilecraft.compile(fn)
     with torch.no_grad():
         got = c(*inputs)
         expected = fn(*inputs)
-    assert_close(got, expected)
+    assert_close(got, expected, scale=scale)
     graphs = c.report.graphs
     assert len(graphs) == 1 and graphs[0].error is None, c.report.summary()
     kernels = graphs[0].kernels
@@ -150,6 +150,92 @@ def test_gather_index_select_and_index_fuse():
     run(lambda x, j: x[j] + 1, x, j, n_kernels=1)
 
 
+class GatedMLP(nn.Module):
+    """down(combine(act(gate(x)), up(x))): SwiGLU with the defaults."""
+
+    def __init__(self, d, h, act=F.silu, combine=torch.mul, bias=False):
+        super().__init__()
+        self.gate, self.up = nn.Linear(d, h, bias=bias), nn.Linear(d, h, bias=bias)
+        self.down = nn.Linear(h, d, bias=False)
+        self.act, self.combine = act, combine
+
+    def forward(self, x):
+        return self.down(self.combine(self.act(self.gate(x)), self.up(x)))
+
+
+def dual_mlp_kernels(x, **kw):
+    """The gated MLP compiles to a dual kernel (both projections, one stored product) and the down GEMM."""
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        m = GatedMLP(x.shape[-1], 37, **kw).eval().to(x.dtype)
+    # bf16: eager rounds the gate/up results and their product to bf16, the dual kernel keeps them in fp32
+    dual, down = run(m, x, n_kernels=2, templates=["matmul", "matmul"], scale=3.0 if x.dtype != torch.float32 else 1)
+    assert "matmul-dual" in dual.info["rules"] and dual.info["ops"].count("mm") + dual.info["ops"].count("addmm") == 2
+    assert dual.source.count("tl.dot(") == 2 and len(dual.out_positions) == 1  # the [M, h] intermediates stay on chip
+    assert down.info["ops"] == ["mm"]
+    return dual
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_swiglu_gate_and_up_are_one_dual_kernel(dtype):
+    dual = dual_mlp_kernels(r(13, 29, dtype=dtype))
+    assert dual.shapes == {"B": 1, "M": 13, "N": 37, "K": 29}
+    assert_matmul_configs_agree(dual, seed=2)  # the masks of both accumulators on the ragged shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_swiglu_on_3d_input_is_one_dual_kernel(dtype):
+    dual = dual_mlp_kernels(r(3, 7, 23, dtype=dtype))
+    assert (dual.shapes["M"], dual.shapes["K"]) == (21, 23)
+
+
+@pytest.mark.parametrize("act,combine", [(F.gelu, torch.mul), (lambda t: t, torch.add),
+                                         (torch.tanh, lambda a, b: a * 0.5 - torch.sigmoid(b))])
+def test_geglu_and_other_combinations_are_dual(act, combine):
+    dual_mlp_kernels(r(2, 5, 31), act=act, combine=combine)
+
+
+def test_dual_with_linear_bias():
+    dual = dual_mlp_kernels(r(11, 19), bias=True)
+    assert dual.info["ops"].count("addmm") == 2
+
+
+def test_dual_computes_a_shared_prologue_on_a_once():
+    w1, w2 = r(24, 31, seed=1), r(24, 31, seed=2)
+
+    def f(x):
+        h = torch.tanh(x) * 2  # used only by the two matmuls: computed in the K loop, once for both dots
+        return torch.sigmoid(h @ w1) * (h @ w2)
+
+    (k,) = run(f, r(17, 24), n_kernels=1)
+    assert {"matmul-dual", "matmul-prologue"} <= set(k.info["rules"]) and k.source.count("tl.where(amask") == 1
+
+
+def test_same_lhs_matmuls_without_a_combination_stay_separate():
+    w1, w2 = r(24, 31, seed=1), r(24, 31, seed=2)
+    ks = run(lambda x: (x @ w1, torch.relu(x @ w2)), r(17, 24), n_kernels=2, templates=["matmul", "matmul"])
+    assert not any("matmul-dual" in k.info["rules"] for k in ks)
+
+
+def test_dual_stores_a_matmul_result_that_is_also_an_output():
+    w1, w2 = r(24, 31, seed=1), r(24, 31, seed=2)
+
+    def f(x):
+        a, b = x @ w1, x @ w2
+        return a * torch.sigmoid(b), a, b + 1
+
+    (k,) = run(f, r(17, 24), n_kernels=1)
+    assert "matmul-dual" in k.info["rules"] and len(k.out_positions) == 3
+
+
+def test_dual_never_takes_a_matmul_whose_operand_needs_the_other():
+    w1, w2 = r(24, 24, seed=1), r(24, 24, seed=2)
+    x = r(24, 24)
+    # mm(x, relu(x @ w1) * w2): same A and shapes, but B is computed from the first matmul's result
+    ks = run(lambda x: (x @ w1) * (x @ (torch.relu(x @ w1) * w2)), x, n_kernels=2)
+    assert not any("matmul-dual" in k.info["rules"] for k in ks)
+
+
 # ------------------------------------------------------------------------------------------- edge cases
 @pytest.mark.parametrize("shape", [(1,), (13,), (3, 1, 7), (1, 1), (31, 17)])
 def test_ragged_and_size_one_shapes(shape):
@@ -195,7 +281,12 @@ def test_matmul_configs_agree_on_ragged_shapes():
     c = tilecraft.compile(lambda a, b, bias: torch.addmm(bias, a, b).relu())
     c(r(37, 29), r(29, 23, seed=1), r(23, seed=2))
     (k,) = c.report.graphs[0].kernels
-    args = k.make_args(seed=1)
+    assert_matmul_configs_agree(k, seed=1)
+
+
+def assert_matmul_configs_agree(k, seed):
+    """Tiles smaller and larger than the default give the same result (ragged-edge masks)."""
+    args = k.make_args(seed=seed)
     ref = [a.clone() for a in args]
     k.launch(ref, k.default_config())
     for cfg in ({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 1},
@@ -203,7 +294,7 @@ def test_matmul_configs_agree_on_ragged_shapes():
         out = [a.clone() for a in args]
         k.launch(out, {**k.default_config(), **cfg})
         for i in k.out_positions:
-            torch.testing.assert_close(out[i], ref[i], rtol=1e-5, atol=1e-5)
+            assert_close(out[i], ref[i])  # by the output's dtype: summation order differs with BLOCK_K
 
 
 # ------------------------------------------------------------------------------------------- models

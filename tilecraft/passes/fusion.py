@@ -28,7 +28,7 @@ CODEGEN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int64, tor
 
 @dataclass(eq=False)
 class Group:
-    kind: str  # "pointwise" | "reduction" | "matmul" | "torch"
+    kind: str  # "pointwise" | "reduction" | "matmul" (one matmul, or two sharing A: "matmul-dual") | "torch"
     nodes: list[Node]
     shape: tuple[int, ...]  # iteration shape: pointwise/matmul output shape, reduction input shape
     dims: tuple[int, ...] = ()  # reduced dims (reduction groups)
@@ -49,6 +49,11 @@ def base_value(v: Value) -> Value:
     while v.producer is not None and REGISTRY[v.producer.op].category == "view" and v.producer.op != "as_strided":
         v = v.producer.inputs[0]
     return v
+
+
+def matmul_lhs(node: Node) -> Value:
+    """A of a matmul node (addmm's inputs are bias, A, B)."""
+    return node.inputs[1] if node.op == "addmm" else node.inputs[0]
 
 
 def _types_ok(node: Node) -> bool:
@@ -81,7 +86,7 @@ def node_kind(node: Node) -> str:
             return "torch"
         return "reduction"
     if node.op in MATMULS:
-        a = node.inputs[1] if node.op == "addmm" else node.inputs[0]
+        a = matmul_lhs(node)
         if node.outputs[0].type.numel == 0 or a.type.shape[-1] == 0:
             return "torch"
         return "matmul" if a.type.dtype in (torch.float32, torch.float16, torch.bfloat16) else "torch"
@@ -215,7 +220,8 @@ class Partitioner:
                 self.new_group(node, kind)
                 continue
             if kind == "matmul":
-                self.merge_producers(node, self.new_group(node, kind), max_nodes=4, rule="matmul-prologue")
+                g = self.join_dual(node) or self.new_group(node, kind)
+                self.merge_producers(node, g, max_nodes=4, rule="matmul-prologue")
                 continue
             joined = None
             for g in reversed(self.producers(node)):
@@ -232,6 +238,36 @@ class Partitioner:
                 joined = self.new_group(node, kind)
             self.merge_producers(node, joined)
         return self.order()
+
+    def join_dual(self, node: Node) -> Group | None:
+        """Dual GEMM: a matmul joins a one-matmul group that multiplies the same 2-D A into an output of the same
+        shape, when pointwise ops combine the two results (SwiGLU's silu(x @ Wg) * (x @ Wu)). One kernel then
+        loads each A tile once for both dots and stores only the combination."""
+        if node.op == "bmm":
+            return None
+        a, out = matmul_lhs(node), node.out.type
+        for g in self.readers.get(id(base_value(a)), []):
+            mms = [n for n in g.nodes if n.op in MATMULS]
+            if g.kind != "matmul" or len(mms) != 1 or mms[0].op == "bmm" or matmul_lhs(mms[0]) is not a:
+                continue
+            first = mms[0].out
+            if (first.type.shape, first.type.dtype) != (out.shape, out.dtype) or g in self.producers(node):
+                continue  # a B operand computed from g's own result cannot be loaded inside g
+            if self.would_cycle(node, g) or not self._pointwise_reach(first) & self._pointwise_reach(node.out):
+                continue
+            self.add_to(g, node, "matmul-dual")
+            return g
+        return None
+
+    def _pointwise_reach(self, v: Value) -> set:
+        """Ids of the pointwise nodes of v's shape that read v, directly or through such nodes."""
+        seen, todo, shape = set(), [v], v.type.shape
+        while todo:
+            for u in self._uses(todo.pop()):
+                if id(u) not in seen and node_kind(u) == "pointwise" and u.out.type.shape == shape:
+                    seen.add(id(u))
+                    todo.append(u.out)
+        return seen
 
     def join_sibling(self, node: Node, kind: str) -> Group | None:
         """Horizontal fusion: join a group that reads the same input over the same iteration space."""
