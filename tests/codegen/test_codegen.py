@@ -179,7 +179,7 @@ def dual_mlp_kernels(x, **kw):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_swiglu_gate_and_up_are_one_dual_kernel(dtype):
     dual = dual_mlp_kernels(r(13, 29, dtype=dtype))
-    assert dual.shapes == {"B": 1, "M": 13, "N": 37, "K": 29}
+    assert dual.shapes == {"B": 1, "M": 13, "N": 37, "K": 29, "G": 2}  # G: two GEMMs (tuner features)
     assert_matmul_configs_agree(dual, seed=2)  # the masks of both accumulators on the ragged shape
 
 

@@ -1,6 +1,7 @@
 """Config spaces: pruning rules are the documented ones, and sampling/mutation stay inside the valid set."""
 import random
 
+import pytest
 import torch
 
 from tilecraft.tuner.device import PRESETS
@@ -73,3 +74,40 @@ def test_fit_to_kernel_drops_knobs_the_kernel_lacks_and_fixes_the_ones_the_space
     rng = random.Random(0)
     c = sp.sample(rng)
     assert set(c) == set(default) and set(sp.mutate(c, rng)) == set(default)
+
+
+def test_dual_gemm_kernel_space_and_features_count_both_gemms():
+    """A dual GEMM (SwiGLU's gate and up in one kernel) holds two accumulators and two B tiles: its space
+    prunes on twice the registers and B-tile shared memory, and its features count twice the FLOPs."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    import tilecraft
+    from tilecraft.tuner.device import PRESETS
+    from tilecraft.tuner.features import featurize
+    from tilecraft.tuner.spaces import gemm_acc_regs_per_thread, matmul_space, space_for_kernel
+
+    class SwiGLU(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.g, self.u, self.d = nn.Linear(16, 24, bias=False), nn.Linear(16, 24, bias=False), nn.Linear(24, 16)
+
+        def forward(self, x):
+            return self.d(F.silu(self.g(x)) * self.u(x))
+
+    c = tilecraft.compile(SwiGLU().eval())
+    with torch.no_grad():
+        c(torch.randn(8, 16))
+    dual = [k for k in c.report.graphs[0].kernels if "matmul-dual" in k.info["rules"]]
+    assert len(dual) == 1 and dual[0].shapes["G"] == 2
+    h100 = PRESETS["H100"]
+    big = {"B": 1, "M": 4096, "N": 5632, "K": 2048}
+    single, double = matmul_space(big, torch.bfloat16, h100), matmul_space({**big, "G": 2}, torch.bfloat16, h100)
+    assert 0 < len(double.enumerate()) < len(single.enumerate())
+    assert all(gemm_acc_regs_per_thread(cfg, 2) <= 128 for cfg in double.enumerate())
+    assert space_for_kernel(dual[0], h100).enumerate()
+    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
+    f1 = featurize("matmul", big, torch.bfloat16, cfg, h100)
+    f2 = featurize("matmul", {**big, "G": 2}, torch.bfloat16, cfg, h100)
+    assert f2["floor_compute_us_log"] == pytest.approx(f1["floor_compute_us_log"] + 1)
+    assert f2["smem_kb"] > f1["smem_kb"] and f2["regs_per_thread"] == 2 * f1["regs_per_thread"]

@@ -104,7 +104,7 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str):
     cfg = default_config(M, N, Kd, dt, dual=len(mms) == 2)
     k = Kernel(name, "matmul", src, name, list(args.specs),
                grid=lambda c: (-(-M // c["BLOCK_M"]) * -(-N // c["BLOCK_N"]), BT),
-               shapes={"B": BT, "M": M, "N": N, "K": Kd}, dtype=dt, config=dict(cfg), default=dict(cfg),
+               shapes={"B": BT, "M": M, "N": N, "K": Kd, **({"G": 2} if len(mms) == 2 else {})}, dtype=dt, config=dict(cfg), default=dict(cfg),
                info={"ops": [n.op for n in group.nodes], "rules": list(group.rules)})
     return k, list(args.values)
 

@@ -46,15 +46,16 @@ def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceIn
 
     if template in ("matmul", "wq_gemv", "wq_gemm", "fp8_gemm"):
         M, N, K, B = shapes.get("M", 1), shapes["N"], shapes["K"], shapes.get("B", 1)
+        G = shapes.get("G", 1)  # GEMMs sharing A in one kernel (2: dual GEMM)
         bm = config.get("BLOCK_M", 1 if template == "wq_gemv" else 16)
         bn, bk, split = config["BLOCK_N"], config["BLOCK_K"], config.get("SPLIT_K", 1)
         wsz = isz if template == "matmul" else 1
         tm, tn = math.ceil(M / bm), math.ceil(N / bn)
         programs = tm * tn * split * B
-        smem = gemm_smem_bytes({**config, "BLOCK_M": bm}, isz, wsz)
-        regs = gemm_acc_regs_per_thread({**config, "BLOCK_M": bm})
-        flops = 2.0 * M * N * K * B
-        bytes_ = (M * K * isz + K * N * wsz) * B + M * N * isz * B * (1 + (split > 1) * 2 * split)
+        smem = gemm_smem_bytes({**config, "BLOCK_M": bm}, isz, wsz, gemms=G)
+        regs = gemm_acc_regs_per_thread({**config, "BLOCK_M": bm}, G)
+        flops = 2.0 * M * N * K * B * G
+        bytes_ = (M * K * isz + G * K * N * wsz) * B + M * N * isz * B * (1 + (split > 1) * 2 * split)
         f.update(log_M=_log2(M), log_N=_log2(N), log_K=_log2(K), log_B=_log2(B),
                  tile_ai=2.0 * bm * bn * bk / ((bm * bk * isz + bk * bn * wsz)),
                  global_ai_log=_log2(flops / bytes_), smem_kb=smem / 1024, smem_frac=smem / device.smem_per_block,

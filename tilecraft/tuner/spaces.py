@@ -136,16 +136,18 @@ class ConfigSpace:
 # ----------------------------------------------------------------------------------------------------------
 # Templates. Each builder gets (shapes, dtype, device) and returns a ConfigSpace.
 
-def gemm_smem_bytes(cfg: Config, a_itemsize: int, b_itemsize: int | None = None) -> int:
-    """Shared memory of a software-pipelined GEMM: (BM*BK + BK*BN) * itemsize * num_stages."""
+def gemm_smem_bytes(cfg: Config, a_itemsize: int, b_itemsize: int | None = None, gemms: int = 1) -> int:
+    """Shared memory of a software-pipelined GEMM: (BM*BK + gemms*BK*BN) * itemsize * num_stages (a dual GEMM,
+    gemms=2, loads one A tile and two B tiles per step)."""
     b_itemsize = a_itemsize if b_itemsize is None else b_itemsize
     bm = cfg.get("BLOCK_M", 16)
-    return (bm * cfg["BLOCK_K"] * a_itemsize + cfg["BLOCK_K"] * cfg["BLOCK_N"] * b_itemsize) * cfg.get("num_stages", 1)
+    return (bm * cfg["BLOCK_K"] * a_itemsize + gemms * cfg["BLOCK_K"] * cfg["BLOCK_N"] * b_itemsize) * \
+        cfg.get("num_stages", 1)
 
 
-def gemm_acc_regs_per_thread(cfg: Config) -> float:
-    """fp32 accumulator registers per thread: BM*BN / (32 * num_warps)."""
-    return cfg.get("BLOCK_M", 16) * cfg["BLOCK_N"] / (32 * cfg["num_warps"])
+def gemm_acc_regs_per_thread(cfg: Config, gemms: int = 1) -> float:
+    """fp32 accumulator registers per thread: gemms * BM*BN / (32 * num_warps)."""
+    return gemms * cfg.get("BLOCK_M", 16) * cfg["BLOCK_N"] / (32 * cfg["num_warps"])
 
 
 MAX_ACC_REGS = 128  # beyond this the accumulator alone spills (255 registers/thread minus operands)
@@ -158,7 +160,7 @@ def splitk_useful(M: int, N: int, K: int, device: DeviceInfo) -> bool:
 
 
 def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
-    M, N, K = shapes["M"], shapes["N"], shapes["K"]
+    M, N, K, G = shapes["M"], shapes["N"], shapes["K"], shapes.get("G", 1)
     isz = itemsize(dtype)
     blocks = pow2_range(16, 256)
     split = [1, 2, 4, 8] if splitk_useful(M, N, K, device) else [1]
@@ -170,10 +172,10 @@ def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
             return "tile larger than the problem"
         if c["BLOCK_K"] * c.get("SPLIT_K", 1) > max(16, next_pow2(K)):
             return "BLOCK_K * SPLIT_K larger than K"
-        smem = gemm_smem_bytes(c, isz)
+        smem = gemm_smem_bytes(c, isz, gemms=G)
         if smem > device.smem_per_block:
             return f"shared memory {smem} B > {device.smem_per_block} B"
-        if gemm_acc_regs_per_thread(c) > MAX_ACC_REGS:
+        if gemm_acc_regs_per_thread(c, G) > MAX_ACC_REGS:
             return "accumulator needs too many registers per thread"
         if c["BLOCK_M"] * c["BLOCK_N"] < 32 * c["num_warps"] * 2:
             return "tile too small for num_warps"
