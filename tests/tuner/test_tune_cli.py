@@ -64,6 +64,14 @@ def block_factory():
     return _BlockPlus().eval(), (torch.randn(1, 8, 32),)
 
 
+def wide_block_factory():
+    """Wider shapes, so larger config spaces: a tuning run that cannot finish before the test signals it."""
+    from tilecraft.models import TransformerBlock
+
+    torch.manual_seed(0)
+    return TransformerBlock(d=128, heads=4).eval(), (torch.randn(1, 64, 128),)
+
+
 @pytest.mark.parametrize("factory,budget,templates", [
     ("mlp_factory", "small", {"matmul"}),
     ("block_factory", "tiny", {"matmul", "reduction", "pointwise"}),
@@ -204,8 +212,8 @@ def test_sigterm_keeps_every_measurement_and_prints_the_summary(tmp_path):
 
     db = str(tmp_path / "s.sqlite")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.Popen([sys.executable, "-m", "tilecraft.cli", "tune", f"{__name__}:block_factory", "--budget",
-                             "500", "--db", db, "--no-progress", "--simulate"], cwd=root, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "tilecraft.cli", "tune", f"{__name__}:wide_block_factory",
+                             "--budget", "500", "--db", db, "--no-progress", "--simulate"], cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "TRITON_INTERPRET": "1"})
     seen, deadline = 0, time.time() + 120
     while time.time() < deadline and proc.poll() is None:
