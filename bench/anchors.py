@@ -148,6 +148,11 @@ def main(argv=None):
     return 0 if all(r.get("correct") for r in results) else 1
 
 
+def max_rel_err(got, expected) -> float:
+    """max |got - expected| relative to max |expected|."""
+    return ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6)).item()
+
+
 def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0):
     """Eager, Inductor, tilecraft (and its CUDA-graph replay) on one workload; fills `row` as it goes."""
     with torch.no_grad():
@@ -164,10 +169,8 @@ def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0):
         tc = tilecraft.compile(model)
         got = tc(*inputs)
         row["tilecraft_compile_s"] = time.perf_counter() - t0
-        err = ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6)).item()
-        again = tc(*inputs)  # later calls take the direct launch path: check them too
-        err = max(err, ((again.float() - expected.float()).abs().max()
-                        / expected.float().abs().max().clamp_min(1e-6)).item())
+        # later calls take the direct launch path: check them too
+        err = max(max_rel_err(got, expected), max_rel_err(tc(*inputs), expected))
         row["rel_err"] = err
         row["correct"] = bool(err < 3e-2)
         row["kernels"] = sum(len(g.kernels) for g in tc.report.graphs)
@@ -176,9 +179,7 @@ def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0):
         if not dry:  # the same kernels replayed as one CUDA graph (no Python launch overhead)
             torch._dynamo.reset()
             tcg = tilecraft.compile(model, cuda_graphs=True)
-            got_cg = tcg(*inputs)
-            row["correct_cuda_graph"] = bool(((got_cg.float() - expected.float()).abs().max()
-                                              / expected.float().abs().max().clamp_min(1e-6)).item() < 3e-2)
+            row["correct_cuda_graph"] = max_rel_err(tcg(*inputs), expected) < 3e-2
             row["tilecraft_cuda_graph_ms"] = bench(lambda: tcg(*inputs), False)
         if tune and not dry:
             try:
@@ -211,9 +212,7 @@ def tune_row(row, model, inputs, expected, kernels, budget):
                              "best_config": s.best_config, "measured": s.measurements} for s in summaries]
     torch._dynamo.reset()
     tct = tilecraft.compile(model, schedules=db)
-    got = tct(*inputs)
-    err = ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6)).item()
-    row["correct_tuned"] = bool(err < 3e-2)
+    row["correct_tuned"] = max_rel_err(tct(*inputs), expected) < 3e-2
     row["tilecraft_tuned_ms"] = bench(lambda: tct(*inputs), False)
 
 

@@ -90,9 +90,8 @@ class FastLaunch:
             compiled = self.cache.get(key)
             if compiled is not None:
                 try:
-                    from triton import knobs
-
-                    if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+                    hooks = triton.knobs.runtime
+                    if hooks.launch_enter_hook is not None or hooks.launch_exit_hook is not None:
                         raise RuntimeError("launch hooks are set")
                     g = tuple(grid) + (1,) * (3 - len(grid))
                     stream = torch._C._cuda_getCurrentRawStream(full[0].device.index)
@@ -122,7 +121,7 @@ class Kernel:
     default: dict = field(default_factory=dict)  # the heuristic config
     info: dict = field(default_factory=dict)  # anything the template wants to remember (e.g. fused ops)
     _fn: object = None
-    _fast: "FastLaunch" = field(default_factory=lambda: FastLaunch(), repr=False)
+    _fast: FastLaunch = field(default_factory=FastLaunch, repr=False)
 
     @property
     def key(self) -> str:

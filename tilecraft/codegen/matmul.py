@@ -25,7 +25,7 @@ def _parts(mm):
 def matmul_kernel(group: Group, outputs: list[Value], name: str):
     # a "matmul-dual" group holds two matmuls with the same A: one K loop loads each A tile once for both dots
     mms = [n for n in group.nodes if n.op in MATMULS]
-    mm = mms[0]
+    mm, dual = mms[0], len(mms) == 2
     A = _parts(mm)[0]
     batched = mm.op == "bmm"
     out = mm.out.type
@@ -33,7 +33,7 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str):
     Kd = A.type.shape[-1]
     BT = out.shape[0] if batched else 1
     dt = A.type.dtype
-    accs = ["acc"] if len(mms) == 1 else ["acc_a", "acc_b"]
+    accs = ["acc_a", "acc_b"] if dual else ["acc"]
     args = Args()
     for v in outputs:
         args.store(v)
@@ -101,10 +101,11 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str):
     for v in outputs:
         store(em, v, canon)
     src = header(name, args, ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]) + "\n".join(em.lines) + "\n"
-    cfg = default_config(M, N, Kd, dt, dual=len(mms) == 2)
+    cfg = default_config(M, N, Kd, dt, dual=dual)
     k = Kernel(name, "matmul", src, name, list(args.specs),
                grid=lambda c: (-(-M // c["BLOCK_M"]) * -(-N // c["BLOCK_N"]), BT),
-               shapes={"B": BT, "M": M, "N": N, "K": Kd, **({"G": 2} if len(mms) == 2 else {})}, dtype=dt, config=dict(cfg), default=dict(cfg),
+               shapes={"B": BT, "M": M, "N": N, "K": Kd, **({"G": 2} if dual else {})}, dtype=dt,
+               config=dict(cfg), default=dict(cfg),
                info={"ops": [n.op for n in group.nodes], "rules": list(group.rules)})
     return k, list(args.values)
 

@@ -122,7 +122,8 @@ def make_backend(options: Options | None = None, report: CompileReport | None = 
         prog = compile_graph(gm, options, report)
         if hasattr(prog, "static_inputs"):  # parameters and buffers: a CUDA graph reads them in place
             try:
-                prog.static_inputs = set(torch._guards.TracingContext.get().fw_metadata.static_input_indices)
+                meta = torch._guards.TracingContext.get().fw_metadata
+                prog.static_inputs = tuple(sorted(meta.static_input_indices))
             except (AttributeError, AssertionError, RuntimeError):
                 pass
         return make_boxed_func(prog)

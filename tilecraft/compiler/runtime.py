@@ -40,10 +40,18 @@ class KernelStep:
         self.failed = False
         self.plan = None  # what each launch needs, worked out on the first one
 
+    @property
+    def nodes(self) -> list[Node]:
+        return self.group.nodes
+
 
 class TorchStep:
     def __init__(self, node: Node):
         self.node = node
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [self.node]
 
 
 class KernelProgram:
@@ -53,7 +61,7 @@ class KernelProgram:
         from ..codegen import build_kernel
 
         self.graph, self.options = graph, options
-        self.static_inputs: set[int] = set()  # argument indices of parameters and buffers (set by the backend)
+        self.static_inputs: tuple[int, ...] = ()  # sorted argument indices of parameters and buffers (backend)
         self._static_steps: set[int] | None = None  # steps computed from static inputs alone (see _plan_static)
         self._cache_key, self._cache = None, {}
         self.groups = partition(graph)
@@ -182,7 +190,7 @@ class KernelProgram:
 
         self._static_steps = set()
         for i, step in enumerate(self.steps):
-            nodes = [step.node] if isinstance(step, TorchStep) else step.group.nodes
+            nodes = step.nodes
             ids = {id(n) for n in nodes}
             ins = [v for n in nodes for v in n.input_values() if v.producer is None or id(v.producer) not in ids]
             produced = [o for n in nodes for o in n.outputs]
@@ -193,7 +201,7 @@ class KernelProgram:
 
     def _static_key(self, args):
         try:
-            return tuple((args[i].data_ptr(), args[i]._version) for i in sorted(self.static_inputs)
+            return tuple((args[i].data_ptr(), args[i]._version) for i in self.static_inputs
                          if i < len(args) and isinstance(args[i], torch.Tensor))
         except RuntimeError:  # inference-mode tensors have no version counter: nothing is cached
             return None
@@ -228,19 +236,17 @@ class KernelProgram:
         # call would leave garbage for the cyclic GC, whose full passes take milliseconds in a big process
         get = functools.partial(self._get, env)
         for i, step in enumerate(self.steps):
-            if cached and i in self._static_steps:
-                pass
-            elif isinstance(step, KernelStep) and not step.failed:
-                self._launch(step, get, env)
-            if (isinstance(step, TorchStep) or step.failed) and not (cached and i in self._static_steps):
-                nodes = [step.node] if isinstance(step, TorchStep) else step.group.nodes
-                for n in nodes:
-                    outs = run_node(n, {id(x): get(x) for x in n.input_values()})
-                    for o, t in zip(n.outputs, outs):
-                        env[id(o)] = t
-            if key is not None and not cached and i in self._static_steps:
-                nodes = [step.node] if isinstance(step, TorchStep) else step.group.nodes
-                self._cache.update({id(o): env[id(o)] for n in nodes for o in n.outputs if id(o) in env})
+            static = i in self._static_steps
+            if not (cached and static):
+                if isinstance(step, KernelStep) and not step.failed:
+                    self._launch(step, get, env)
+                if isinstance(step, TorchStep) or step.failed:  # a kernel that just failed falls through here
+                    for n in step.nodes:
+                        outs = run_node(n, {id(x): get(x) for x in n.input_values()})
+                        for o, t in zip(n.outputs, outs):
+                            env[id(o)] = t
+                if key is not None and static:
+                    self._cache.update({id(o): env[id(o)] for n in step.nodes for o in n.outputs if id(o) in env})
             for vid in self.frees[i]:
                 env.pop(vid, None)
         if key is not None and not cached:
