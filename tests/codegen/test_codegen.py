@@ -446,3 +446,21 @@ def test_runtime_calls_leave_no_cyclic_garbage():
             gc.set_debug(0)
             gc.garbage.clear()
         assert not ours, [f.__qualname__ for f in ours]
+
+
+def test_fast_launch_is_not_turned_off_by_triton_s_empty_hook_chain():
+    """Regression: Triton 3.6 keeps an empty HookChain as its launch hook, never None; reading that as "a hook is
+    set" turned the direct launch path off on the first repeat launch, on every GPU."""
+    import triton
+
+    from tilecraft.codegen.kernel import launch_hooks_active
+
+    assert not launch_hooks_active()
+    rt = triton.knobs.runtime
+    if hasattr(rt.launch_enter_hook, "add"):
+        hook = lambda *a: None  # noqa: E731
+        rt.launch_enter_hook.add(hook)
+        try:
+            assert launch_hooks_active()
+        finally:
+            rt.launch_enter_hook.remove(hook)
