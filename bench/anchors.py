@@ -116,6 +116,8 @@ def main(argv=None):
     p.add_argument("--tune", type=int, default=0, metavar="N",
                    help="also tune every kernel (guided search, N measurements each, a temporary schedule DB) and "
                         "time tilecraft.compile(schedules=DB): the 'tuned' column")
+    p.add_argument("--cpu-profile", action="store_true",
+                   help="print where tilecraft's per-call CPU time goes (cProfile of 100 calls, top functions)")
     args = p.parse_args(argv)
     dev = "cpu" if args.dry_run else "cuda"
     torch.manual_seed(0)
@@ -133,7 +135,7 @@ def main(argv=None):
         inputs = [t.to(dev, dtype) for t in make_inputs()]
         row = {"workload": name, "dtype": str(dtype).replace("torch.", "")}
         try:
-            run_row(row, model, inputs, args.dry_run, args.no_inductor, nbytes, flops, args.tune)
+            run_row(row, model, inputs, args.dry_run, args.no_inductor, nbytes, flops, args.tune, args.cpu_profile)
         except Exception as e:  # one broken workload must not hide the others' numbers
             traceback.print_exc()
             row["error"] = f"{type(e).__name__}: {e}"[:500]
@@ -148,12 +150,33 @@ def main(argv=None):
     return 0 if all(r.get("correct") for r in results) else 1
 
 
+def gpu_ms(fn) -> float:
+    """GPU time per call: the sum of the kernels' device times (torch profiler, mean of 10 calls)."""
+    from tilecraft.testing import gpu_profile
+
+    return sum(t for _, t in gpu_profile(fn)) / 1e3
+
+
+def print_cpu_profile(name, fn, n=100):
+    import cProfile
+    import pstats
+
+    fn()
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(n):
+        fn()
+    pr.disable()
+    print(f"---- {name}: CPU profile of {n} tilecraft calls")
+    pstats.Stats(pr).sort_stats("tottime").print_stats(14)
+
+
 def max_rel_err(got, expected) -> float:
     """max |got - expected| relative to max |expected|."""
     return ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6)).item()
 
 
-def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0):
+def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0, cpu_profile=False):
     """Eager, Inductor, tilecraft (and its CUDA-graph replay) on one workload; fills `row` as it goes."""
     with torch.no_grad():
         expected = model(*inputs)
@@ -164,6 +187,7 @@ def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0):
             ind(*inputs)
             row["inductor_compile_s"] = time.perf_counter() - t0
             row["inductor_ms"] = bench(lambda: ind(*inputs), False)
+            row["inductor_gpu_ms"] = gpu_ms(lambda: ind(*inputs))
         torch._dynamo.reset()
         t0 = time.perf_counter()
         tc = tilecraft.compile(model)
@@ -176,6 +200,10 @@ def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0):
         row["kernels"] = sum(len(g.kernels) for g in tc.report.graphs)
         row["fallback_ops"] = sorted({f for g in tc.report.graphs for f in g.fallbacks})
         row["tilecraft_ms"] = bench(lambda: tc(*inputs), dry)
+        if not dry:  # the kernels' own time, without the CPU's launch cost (torch profiler)
+            row["tilecraft_gpu_ms"] = gpu_ms(lambda: tc(*inputs))
+        if cpu_profile:
+            print_cpu_profile(row["workload"], lambda: tc(*inputs))
         if not dry:  # the same kernels replayed as one CUDA graph (no Python launch overhead)
             torch._dynamo.reset()
             tcg = tilecraft.compile(model, cuda_graphs=True)
@@ -231,6 +259,10 @@ def print_table(meta, results, dry):
         pf = f"{r['pct_of_floor']:.0f}%" if r["pct_of_floor"] else "-"
         print(f"{r['workload']:28} {r['eager_ms']:9.4f} {ind:>9} {r['tilecraft_ms']:9.4f} "
               f"{r['speedup_vs_eager']:8.2f} {vs:>8} {pf:>8} {r['kernels']:5d} {'yes' if r['correct'] else 'NO':>3}")
+        if "tilecraft_gpu_ms" in r:
+            ind_gpu = f"{r['inductor_gpu_ms']:.4f}" if "inductor_gpu_ms" in r else "-"
+            print(f"{'':28} {'':9} {ind_gpu:>9} {r['tilecraft_gpu_ms']:9.4f}  (GPU time per call, torch profiler; "
+                  f"tilecraft at {100 * r['floor_ms'] / r['tilecraft_gpu_ms']:.0f}% of the floor)")
         if "tilecraft_tuned_ms" in r:
             print(f"{'':28} {'':9} {'':>9} {r['tilecraft_tuned_ms']:9.4f}  (tuned: {len(r['tuned_kernels'])} kernels "
                   f"in {r['tune_s']:.0f}s{', correct' if r['correct_tuned'] else ', WRONG'})")

@@ -93,21 +93,6 @@ def compile_tilecraft(model, x, schedules: str | None):
     return compiled, time.perf_counter() - t0, out, kernels
 
 
-def gpu_profile(fn, n: int = 10) -> list[tuple[str, float]]:
-    """(kernel name, mean µs per call) of the GPU kernels one call of fn launches, largest first."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    rows = [(e.key, e.device_time_total / n) for e in prof.key_averages() if e.device_time_total > 0]
-    return sorted(rows, key=lambda r: -r[1])
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="budget 16 per kernel, tuning capped at 60 s")
@@ -127,6 +112,7 @@ def main(argv=None) -> int:
         os.environ["TRITON_INTERPRET"] = "1"
     import torch
 
+    from tilecraft.testing import gpu_profile
     from tilecraft.tuner.device import PRESETS, DeviceInfo
     from tilecraft.tuner.measure import GPUMeasurer, simulated_measurer_factory
     from tilecraft.tuner.tune import summary_table, tune_kernels
@@ -187,7 +173,7 @@ def main(argv=None) -> int:
         res["profile"] = {}
         for label, comp in (("default", comp_d), ("tuned", comp_t)):
             with torch.no_grad():
-                prof = gpu_profile(lambda: comp(x))
+                prof = gpu_profile(lambda: comp(x))  # noqa: B023
             res["profile"][label] = prof
             print(f"GPU kernels per call, {label}: total {sum(t for _, t in prof):.1f} us; "
                   + ", ".join(f"{k[:40]} {t:.1f}" for k, t in prof[:8]), flush=True)

@@ -43,3 +43,18 @@ def seeded(seed: int = 0) -> torch.Generator:
 def randn(*shape, dtype=torch.float32, seed: int | None = None, gen: torch.Generator | None = None):
     gen = gen or seeded(seed if seed is not None else 0)
     return torch.randn(*shape, generator=gen).to(dtype)
+
+
+def gpu_profile(fn, n: int = 10) -> list[tuple[str, float]]:
+    """(kernel name, mean µs per call) of the GPU kernels one call of fn launches, largest first (CUDA only).
+    Their sum is the call's GPU time, free of the CPU's launch cost."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    rows = [(e.key, e.device_time_total / n) for e in prof.key_averages() if e.device_time_total > 0]
+    return sorted(rows, key=lambda r: -r[1])
