@@ -81,3 +81,18 @@ def test_errors_name_the_problem():
     fq = quantize_weight(torch.randn(8, 32), "fp8")
     with pytest.raises(QuantError, match="fp8 .*compute capability >= 9.0 \\(Hopper\\).*cpu"):
         run_quantized_linear("fp8_linear", [torch.randn(2, 32), fq.qweight, fq.scales, None], {})
+
+
+@pytest.mark.parametrize("config", [
+    {"BLOCK_N": 4, "BLOCK_K": 32, "SPLIT_K": 3, "num_warps": 1, "num_stages": 1},
+    {"BLOCK_N": 2, "BLOCK_K": 64, "SPLIT_K": 1, "num_warps": 2, "num_stages": 1},
+])
+def test_int8_gemv_single_row_accumulates_a_tile_and_reduces_once(config):
+    """M=1 (decode) takes the GEMV's one-row branch: ragged N and K, split-K or not, with bias."""
+    g = seeded(11)
+    K, N = 100, 13
+    qw = quantize_weight(torch.randn(N, K, generator=g), "int8_weight_only", 128)
+    for dtype in (torch.float32, torch.bfloat16):
+        x, bias = torch.randn(1, K, generator=g).to(dtype), torch.randn(N, generator=g).to(dtype)
+        got = _run("int8_weight_only", x, qw, bias, "wq_gemv", config)
+        assert_close(got, _reference(x, qw, bias), msg=str(dtype))

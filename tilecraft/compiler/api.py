@@ -154,6 +154,7 @@ class CompiledModel:
         self.model = model
         self.options = options
         self.report = CompileReport()
+        self._bound_forms: set = set()
         fn = model.forward if isinstance(model, torch.nn.Module) else model
         try:
             self._signature = inspect.signature(fn)
@@ -165,16 +166,20 @@ class CompiledModel:
         functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args, **kwargs):
-        if self._signature is not None:
+        # whether the arguments bind depends only on how many are positional and which are named: check each
+        # form once (binding costs microseconds on every call of a decode loop otherwise)
+        form = (len(args), tuple(kwargs))
+        if self._signature is not None and form not in self._bound_forms:
             try:
                 self._signature.bind(*args, **kwargs)
             except TypeError as e:
                 raise TypeError(f"tilecraft.compile({_describe(self.model)}) was called with arguments its "
                                 f"signature {self._signature} does not accept: {e}") from None
+            self._bound_forms.add(form)
         return self._compiled(*args, **kwargs)
 
     def __getattr__(self, name):  # parameters(), eval(), config, ... of the original model
-        if name in ("model", "_compiled", "_signature", "report", "options"):
+        if name in ("model", "_compiled", "_signature", "report", "options", "_bound_forms"):
             raise AttributeError(name)
         return getattr(self.model, name)
 

@@ -3,13 +3,15 @@ from .cleanup import canonicalize, cse, dce
 from .conv import fold_batchnorm
 from .layout import channels_last, sink_views
 from .manager import PassTrace, run_passes
+from .quantize import fold_dequant_matmul
 
 
 def default_passes(options=None) -> list:
     """The standard pipeline, in order."""
     cl = getattr(options, "channels_last", None)
-    return [("canonicalize", canonicalize), ("fold_batchnorm", fold_batchnorm), ("sink_views", sink_views),
+    return [("canonicalize", canonicalize), ("fold_dequant_matmul", fold_dequant_matmul),
+            ("fold_batchnorm", fold_batchnorm), ("sink_views", sink_views),
             ("channels_last", lambda g: channels_last(g, cl)), ("cse", cse), ("dce", dce)]
 
 
-__all__ = ["canonicalize", "cse", "dce", "fold_batchnorm", "sink_views", "channels_last", "run_passes", "PassTrace", "default_passes"]
+__all__ = ["canonicalize", "cse", "dce", "fold_batchnorm", "fold_dequant_matmul", "sink_views", "channels_last", "run_passes", "PassTrace", "default_passes"]

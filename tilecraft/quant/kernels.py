@@ -18,7 +18,7 @@ from ..codegen.kernel import LAUNCH_KEYS, ArgSpec, Kernel
 from .formats import QuantError
 
 SRC_DIR = Path(__file__).parent / "triton"
-GEMV_MAX_M = 16  # decode-shaped problems (M <= this) use the GEMV template by default
+GEMV_MAX_M = 1  # M=1 decode uses the GEMV template by default; 2 <= M <= 16 the thin-tile GEMM (measured faster)
 BITS = {"int8_weight_only": 8, "int4_weight_only": 4}
 FN_NAMES = {"wq_gemv": "wq_gemv_kernel", "wq_gemm": "wq_gemm_kernel", "fp8_gemm": "fp8_gemm_kernel"}
 
@@ -41,6 +41,7 @@ class QuantKernel(Kernel):
 
     extra: dict = field(default_factory=dict)  # M, N, K, strides and constexpr flags (BITS, GROUP, ...)
     scheme: str = ""
+    _plans: dict = field(default_factory=dict, repr=False)  # config -> (kwargs, launch options, grid, SPLIT_K)
 
     @property
     def key(self) -> str:
@@ -67,42 +68,50 @@ class QuantKernel(Kernel):
             raise QuantError(f"{self.name}: tl.dot needs BLOCK_M, BLOCK_N >= 16 and BLOCK_K >= 16 (32 for fp8)")
 
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
-        config = dict(self.config if config is None else config)
-        self.check_config(config)
-        consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
-        launch = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
-        if interpreting():
-            launch = {}
+        config = self.config if config is None else config
+        key = tuple(config.items())
+        plan = self._plans.get(key)
+        if plan is None:  # checked and split once per config: a decode step's launch is all CPU otherwise
+            self.check_config(config)
+            consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
+            launch = {} if interpreting() else {k: v for k, v in config.items() if k in LAUNCH_KEYS}
+            plan = self._plans[key] = ({**self.extra, **consts}, launch, self.grid(config), config.get("SPLIT_K", 1))
+        kwargs, launch, grid, split = plan
         out = args[-1]
-        split = config.get("SPLIT_K", 1)
         target = torch.zeros(out.shape, dtype=torch.float32, device=out.device) if split > 1 else out
-        extra = dict(self.extra, stride_om=target.stride(0))
-        self._fast.launch(self.fn, self.grid(config), [*args[:-1], target], {**extra, **consts}, launch)
+        self._fast.launch(self.fn, grid, [*args[:-1], target], {**kwargs, "stride_om": target.stride(0)}, launch)
         if split > 1:
             out.copy_(target)
 
+    def __getstate__(self):
+        return {**super().__getstate__(), "_plans": {}}
+
 
 def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:
-    """Heuristic config: memory-bound GEMV tiles sized to keep ~16 KB of weight in flight per program; GEMM
-    tiles sized to M. Smaller tiles when interpreting (CPU)."""
+    """Heuristic config (GPU values measured on an H100, bench/quant_linear.py; smaller tiles when interpreting).
+    GEMV (M=1): 4 rows per program, 2048-long K chunks: thousands of programs, each streaming 8 KB of weight
+    per step. Thin GEMMs (M <= 16): 16x16 tiles with 256-long K chunks, 4 stages in flight."""
     small = interpreting()
     if template == "wq_gemv":
         bm = _pow2(M)
-        bn = _clamp_pow2(N, 8, 32 if small else (16 if bm == 1 else 32))
-        budget = 2048 if small else 8192  # elements of the [BLOCK_M, BLOCK_N, BLOCK_K] product per program
-        bk = _clamp_pow2(min(K, budget // (bm * bn)), 16, 64 if small else 512)
+        if small:
+            bn, bk = _clamp_pow2(N, 8, 32), _clamp_pow2(min(K, 2048 // (bm * 8)), 16, 64)
+        elif bm == 1:
+            bn, bk = 4, _clamp_pow2(K, 64, 2048)
+        else:  # a [BLOCK_M, BLOCK_N, BLOCK_K] product in registers: keep it near 8K elements
+            bn = 16
+            bk = _clamp_pow2(min(K, 8192 // (bm * bn)), 16, 512)
         if scheme == "int4_weight_only":
             bk = max(2, bk if bk <= group else (bk // group) * group)
-        cfg = {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1 if small else 3}
-        return cfg
+        return {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1 if small or bm == 1 else 3}
     bm = _clamp_pow2(M, 16, 32 if small else 64)
-    bn = _clamp_pow2(N, 16, 32 if small else (64 if M <= 64 else 128))
+    bn = _clamp_pow2(N, 16, 32 if small else (16 if M <= 16 else (64 if M <= 64 else 128)))
     if scheme == "int4_weight_only":
-        bk = min(group, 32 if small else 64)
+        bk = min(group, 32 if small else (128 if M <= 16 else 64))
     elif scheme == "fp8":
         bk = 32 if small else 128
     else:
-        bk = _clamp_pow2(K, 16, 32 if small else 128)
+        bk = _clamp_pow2(K, 16, 32 if small else (256 if M <= 16 else 128))
     return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4,
             "num_stages": 1 if small else 4}
 
@@ -110,8 +119,8 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
 def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
     """Candidate values per knob (for the tuner and the bench sweep); check_config filters invalid points."""
     if template == "wq_gemv":
-        return {"BLOCK_N": [4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024], "SPLIT_K": [1, 2, 4, 8],
-                "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
+        return {"BLOCK_N": [2, 4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024, 2048, 4096],
+                "SPLIT_K": [1, 2, 4, 8], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
     bks = [32, 64, 128] if scheme != "int4_weight_only" else [k for k in (32, 64, 128) if k <= group]
     return {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4],
             "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}

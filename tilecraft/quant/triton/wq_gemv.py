@@ -19,7 +19,17 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     k_start = pid_k * k_per
     k_end = tl.minimum(K, k_start + k_per)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    if BITS == 8:
+    if BITS == 8 and BLOCK_M == 1:  # one row: a [BLOCK_N, BLOCK_K] accumulator, reduced once after the loop
+        acc2 = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < k_end
+            w = tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0)
+            x = tl.load(x_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)
+            acc2 += w.to(tl.float32) * x[None, :]
+        scale = tl.load(s_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        acc = (tl.sum(acc2, axis=1) * scale)[None, :]
+    elif BITS == 8:
         for k0 in range(k_start, k_end, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_ok = offs_k < k_end
