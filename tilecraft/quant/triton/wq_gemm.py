@@ -1,7 +1,13 @@
 """Weight-only quantized GEMM for prefill: tl.dot on tiles whose weight operand is dequantized on load.
 int8: dot(x, q) then the per-channel scale. int4: a BLOCK_K chunk lies inside one group (BLOCK_K <= GROUP), so
-dot(x_even, lo - z) + dot(x_odd, hi - z) (exact small integers as dot operands) is scaled per group.
-Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), SPLIT_K); M blocks of one N block are adjacent (weight reuse)."""
+dot(x, q - z) (exact small integers as dot operands) is scaled per group in float32.
+Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), SPLIT_K); M blocks of one N block are adjacent (weight reuse).
+
+int4 layout trick: byte j of a weight row holds k = 2j (low nibble) and k = 2j + 1 (high nibble). The chunk's
+bytes are loaded once as [BLOCK_N, BLOCK_K/2] (the stored row order); `tl.join(lo, hi)` -> [BLOCK_N, BLOCK_K/2, 2]
+puts each pair side by side, `tl.reshape` -> [BLOCK_N, BLOCK_K] is then K order, and `tl.trans` gives the
+[BLOCK_K, BLOCK_N] B operand. So the activations are one contiguous [BLOCK_M, BLOCK_K] load, as for int8, and
+each chunk is ONE tl.dot with the full BLOCK_K (not two half-K dots on stride-2 gathers of x)."""
 import triton
 import triton.language as tl
 
@@ -44,26 +50,26 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         acc = acc * scale[None, :]
     else:
         HALF: tl.constexpr = BLOCK_K // 2
-        K2 = K // 2
         NGROUPS = K // GROUP
-        for k0 in range(k_start, k_end, BLOCK_K):
-            offs_b = k0 // 2 + tl.arange(0, HALF)
-            b_ok = offs_b < k_end // 2
-            packed = tl.load(w_ptr + offs_n[None, :] * K2 + offs_b[:, None], mask=n_ok[None, :] & b_ok[:, None],
-                             other=0).to(tl.int32)
+        for k0 in range(k_start, k_end, BLOCK_K):  # BLOCK_K <= GROUP divides K: no ragged chunk, one group each
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None],
+                        other=0.0).to(dt)
             g = k0 // GROUP
             g_ok = n_ok & (g < NGROUPS)
             s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0.0).to(tl.float32)
             z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0).to(tl.int32)
-            lo = ((packed & 15) - z[None, :]).to(dt)
-            hi = (((packed >> 4) & 15) - z[None, :]).to(dt)
-            xm = m_ok[:, None] & b_ok[None, :]
-            xe = tl.load(x_ptr + offs_m[:, None] * stride_xm + 2 * offs_b[None, :], mask=xm, other=0.0).to(dt)
-            xo = tl.load(x_ptr + offs_m[:, None] * stride_xm + 2 * offs_b[None, :] + 1, mask=xm, other=0.0).to(dt)
+            # the weight chunk: [BLOCK_N, HALF] bytes, rows contiguous in memory as stored
+            offs_b = k0 // 2 + tl.arange(0, HALF)
+            packed = tl.load(w_ptr + offs_n[:, None] * (K // 2) + offs_b[None, :], mask=n_ok[:, None],
+                             other=0).to(tl.int32)
+            lo = ((packed & 15) - z[:, None]).to(dt)  # exact small integers -15..15 in the dot dtype,
+            hi = (((packed >> 4) & 15) - z[:, None]).to(dt)  # converted before the join (cheap shuffles)
+            w = tl.trans(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)))  # [BLOCK_K, BLOCK_N], K order
             if IEEE:
-                part = tl.dot(xe, lo, input_precision="ieee") + tl.dot(xo, hi, input_precision="ieee")
+                part = tl.dot(x, w, input_precision="ieee")
             else:
-                part = tl.dot(xe, lo) + tl.dot(xo, hi)
+                part = tl.dot(x, w)
             acc += part * s[None, :]
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
