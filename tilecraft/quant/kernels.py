@@ -58,8 +58,8 @@ class QuantKernel(Kernel):
         if self.scheme == "int4_weight_only":
             if bk < 2:
                 raise QuantError(f"{self.name}: int4 needs BLOCK_K >= 2 (two values per byte), got {bk}")
-            if self.template == "wq_gemm" and (bk > group or bk < 32):
-                raise QuantError(f"{self.name}: int4 GEMM needs 32 <= BLOCK_K <= group size {group}, got {bk}")
+            if self.template == "wq_gemm" and bk > group:  # one group per chunk: its scale applies to the dot
+                raise QuantError(f"{self.name}: int4 GEMM needs 16 <= BLOCK_K <= group size {group}, got {bk}")
             if self.template == "wq_gemv" and max(bk, group) % min(bk, group):
                 raise QuantError(f"{self.name}: BLOCK_K={bk} and group size {group} must divide one another")
         if self.template != "wq_gemv" and (config.get("BLOCK_M", 0) < 16 or config.get("BLOCK_N", 0) < 16
