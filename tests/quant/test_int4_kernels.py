@@ -51,6 +51,7 @@ def test_gemv_int4_chunk_vs_group(dtype, block_k, group, K, split_k, M):
     assert_close(got, _reference(x, qw, bias), msg=f"gemv int4 BLOCK_K={block_k} group={group} {dtype}")
 
 
+@pytest.mark.parametrize("scale_w", [False, True])  # group scale on the dot's result / on the weight tile
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,N,block_k,group,split_k", [
     (20, 37, 32, 32, 1),  # M not a multiple of BLOCK_M, N ragged, BLOCK_K == GROUP
@@ -58,12 +59,13 @@ def test_gemv_int4_chunk_vs_group(dtype, block_k, group, K, split_k, M):
     (5, 48, 16, 64, 1),   # BLOCK_K < GROUP: 4 chunks per group, one (padded) M block
     (33, 24, 64, 64, 2),  # three M blocks, BLOCK_K == GROUP == 64, split-K
 ])
-def test_gemm_int4_one_dot_per_chunk(dtype, M, N, block_k, group, split_k):
+def test_gemm_int4_one_dot_per_chunk(scale_w, dtype, M, N, block_k, group, split_k):
     x, qw, bias = _case((M, N, block_k, group, split_k, dtype), M, N, 128, group, dtype,
                         split_k == 1)
-    cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": block_k, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1}
+    cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": block_k, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1,
+           "SCALE_W": scale_w}
     got = _launch("wq_gemm", x, qw, bias, cfg)
-    assert_close(got, _reference(x, qw, bias), msg=f"gemm int4 M={M} N={N} BLOCK_K={block_k} {dtype}")
+    assert_close(got, _reference(x, qw, bias), msg=f"gemm int4 M={M} N={N} BLOCK_K={block_k} {dtype} {scale_w}")
 
 
 @pytest.mark.parametrize("template,config", [
@@ -83,11 +85,15 @@ def test_int4_nibble_order_with_one_hot_activations(template, config):
     assert torch.equal(got, expect), (got - expect).abs().max()
 
 
-def test_int4_gemm_block_k_must_fit_one_group():
+def test_int4_gemm_config_checks():
     k = make_kernel("int4_weight_only", 16, 16, 128, torch.float16, group=32, template="wq_gemm")
     cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
     with pytest.raises(QuantError, match="int4 GEMM needs 16 <= BLOCK_K <= group size 32, got 64"):
         k.check_config(cfg)
     with pytest.raises(QuantError, match="tl.dot needs .*BLOCK_K >= 16"):
         k.check_config(dict(cfg, BLOCK_K=8))
-    k.check_config(dict(cfg, BLOCK_K=16))  # 16 is now allowed: one full-K dot per chunk
+    k.check_config(dict(cfg, BLOCK_K=16, SCALE_W=True))  # 16 is allowed: one full-K dot per chunk
+    for other in (make_kernel("int8_weight_only", 16, 16, 128, torch.float16, template="wq_gemm"),
+                  make_kernel("int4_weight_only", 1, 16, 128, torch.float16, group=32, template="wq_gemv")):
+        with pytest.raises(QuantError, match="SCALE_W .* is an int4 GEMM knob"):
+            other.check_config(dict(other.default_config(), SCALE_W=True))

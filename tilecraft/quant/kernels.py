@@ -62,6 +62,8 @@ class QuantKernel(Kernel):
                 raise QuantError(f"{self.name}: int4 GEMM needs 16 <= BLOCK_K <= group size {group}, got {bk}")
             if self.template == "wq_gemv" and max(bk, group) % min(bk, group):
                 raise QuantError(f"{self.name}: BLOCK_K={bk} and group size {group} must divide one another")
+        if config.get("SCALE_W") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm"):
+            raise QuantError(f"{self.name}: SCALE_W (scale the weight tile before the dot) is an int4 GEMM knob")
         if self.template != "wq_gemv" and (config.get("BLOCK_M", 0) < 16 or config.get("BLOCK_N", 0) < 16
                                            or bk < (32 if self.scheme == "fp8" else 16)):
             raise QuantError(f"{self.name}: tl.dot needs BLOCK_M, BLOCK_N >= 16 and BLOCK_K >= 16 (32 for fp8)")
@@ -113,8 +115,11 @@ def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
         return {"BLOCK_N": [4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024], "SPLIT_K": [1, 2, 4, 8],
                 "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
     bks = [32, 64, 128] if scheme != "int4_weight_only" else [k for k in (32, 64, 128) if k <= group]
-    return {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4],
-            "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
+    space = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4],
+             "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
+    if scheme == "int4_weight_only":
+        space["SCALE_W"] = [False, True]  # group scale on the dot's result (exact) or on the weight tile
+    return space
 
 
 def choose_template(scheme: str, M: int) -> str:
@@ -167,6 +172,7 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
     if template == "wq_gemm":
         extra["DOT_F32"] = dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
         extra["IEEE"] = dtype == torch.float32
+        extra["SCALE_W"] = False  # int4: a config may set it (see wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,

@@ -7,7 +7,10 @@ int4 layout trick: byte j of a weight row holds k = 2j (low nibble) and k = 2j +
 bytes are loaded once as [BLOCK_N, BLOCK_K/2] (the stored row order); `tl.join(lo, hi)` -> [BLOCK_N, BLOCK_K/2, 2]
 puts each pair side by side, `tl.reshape` -> [BLOCK_N, BLOCK_K] is then K order, and `tl.trans` gives the
 [BLOCK_K, BLOCK_N] B operand. So the activations are one contiguous [BLOCK_M, BLOCK_K] load, as for int8, and
-each chunk is ONE tl.dot with the full BLOCK_K (not two half-K dots on stride-2 gathers of x)."""
+each chunk is ONE tl.dot with the full BLOCK_K (not two half-K dots on stride-2 gathers of x).
+SCALE_W (a tunable int4 knob): scale the weight tile before the dot instead of scaling each dot's result, so
+the dot accumulates in place (Hopper can keep the wgmma async across chunks) at the cost of rounding
+(q - z) * s to the activation dtype once, as a dequantize-then-matmul would."""
 import triton
 import triton.language as tl
 
@@ -16,7 +19,7 @@ import triton.language as tl
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om,
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   SPLIT_K: tl.constexpr):
+                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     grid_m = tl.cdiv(M, BLOCK_M)
@@ -50,6 +53,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         acc = acc * scale[None, :]
     else:
         HALF: tl.constexpr = BLOCK_K // 2
+        PREC: tl.constexpr = "ieee" if IEEE else "tf32"  # (tf32 only matters for float32 operands)
         NGROUPS = K // GROUP
         for k0 in range(k_start, k_end, BLOCK_K):  # BLOCK_K <= GROUP divides K: no ragged chunk, one group each
             offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -63,14 +67,18 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
             offs_b = k0 // 2 + tl.arange(0, HALF)
             packed = tl.load(w_ptr + offs_n[:, None] * (K // 2) + offs_b[None, :], mask=n_ok[:, None],
                              other=0).to(tl.int32)
-            lo = ((packed & 15) - z[:, None]).to(dt)  # exact small integers -15..15 in the dot dtype,
-            hi = (((packed >> 4) & 15) - z[:, None]).to(dt)  # converted before the join (cheap shuffles)
+            if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot then accumulates in place
+                lo = (((packed & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
+                hi = ((((packed >> 4) & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
+            else:  # exact small integers -15..15 in the dot dtype; the group scale goes on the dot's result
+                lo = ((packed & 15) - z[:, None]).to(dt)
+                hi = (((packed >> 4) & 15) - z[:, None]).to(dt)
+            # (converted before the join, so the join/reshape/trans move 16-bit values)
             w = tl.trans(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)))  # [BLOCK_K, BLOCK_N], K order
-            if IEEE:
-                part = tl.dot(x, w, input_precision="ieee")
+            if SCALE_W:
+                acc = tl.dot(x, w, acc, input_precision=PREC)
             else:
-                part = tl.dot(x, w)
-            acc += part * s[None, :]
+                acc += tl.dot(x, w, input_precision=PREC) * s[None, :]
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
         acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]
