@@ -93,7 +93,8 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
         bn = _clamp_pow2(N, 8, 32 if small else (16 if bm == 1 else 32))
         budget = 2048 if small else 8192  # elements of the [BLOCK_M, BLOCK_N, BLOCK_K] product per program
         bk = _clamp_pow2(min(K, budget // (bm * bn)), 16, 64 if small else 512)
-        if scheme == "int4_weight_only":
+        if scheme == "int4_weight_only":  # half the bytes per value: twice int8's chunk, same bytes in flight
+            bk = _clamp_pow2(min(K, 2 * budget // (bm * bn)), 16, 64 if small else 512)
             bk = max(2, bk if bk <= group else (bk // group) * group)
         cfg = {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1 if small else 3}
         return cfg
