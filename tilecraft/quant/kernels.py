@@ -59,10 +59,12 @@ class QuantKernel(Kernel):
         if self.scheme == "int4_weight_only":
             if bk < 2:
                 raise QuantError(f"{self.name}: int4 needs BLOCK_K >= 2 (two values per byte), got {bk}")
-            if self.template == "wq_gemm" and (bk > group or bk < 32):
-                raise QuantError(f"{self.name}: int4 GEMM needs 32 <= BLOCK_K <= group size {group}, got {bk}")
+            if self.template == "wq_gemm" and bk > group:  # one group per chunk: its scale applies to the dot
+                raise QuantError(f"{self.name}: int4 GEMM needs 16 <= BLOCK_K <= group size {group}, got {bk}")
             if self.template == "wq_gemv" and max(bk, group) % min(bk, group):
                 raise QuantError(f"{self.name}: BLOCK_K={bk} and group size {group} must divide one another")
+        if config.get("SCALE_W") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm"):
+            raise QuantError(f"{self.name}: SCALE_W (scale the weight tile before the dot) is an int4 GEMM knob")
         if self.template != "wq_gemv" and (config.get("BLOCK_M", 0) < 16 or config.get("BLOCK_N", 0) < 16
                                            or bk < (32 if self.scheme == "fp8" else 16)):
             raise QuantError(f"{self.name}: tl.dot needs BLOCK_M, BLOCK_N >= 16 and BLOCK_K >= 16 (32 for fp8)")
@@ -98,10 +100,11 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
             bn, bk = _clamp_pow2(N, 8, 32), _clamp_pow2(min(K, 2048 // (bm * 8)), 16, 64)
         elif bm == 1:
             bn, bk = 4, _clamp_pow2(K, 64, 2048)
-        else:  # a [BLOCK_M, BLOCK_N, BLOCK_K] product in registers: keep it near 8K elements
+        else:  # rows of x one at a time against a [BLOCK_N, BLOCK_K] tile
             bn = 16
             bk = _clamp_pow2(min(K, 8192 // (bm * bn)), 16, 512)
-        if scheme == "int4_weight_only":
+        if scheme == "int4_weight_only":  # half the bytes per value: twice int8's chunk, same bytes in flight
+            bk = min(2 * bk, _clamp_pow2(K, 16, 4096))
             bk = max(2, bk if bk <= group else (bk // group) * group)
         return {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1 if small or bm == 1 else 3}
     bm = _clamp_pow2(M, 16, 32 if small else 64)
@@ -122,8 +125,11 @@ def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
         return {"BLOCK_N": [2, 4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024, 2048, 4096],
                 "SPLIT_K": [1, 2, 4, 8], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
     bks = [32, 64, 128] if scheme != "int4_weight_only" else [k for k in (32, 64, 128) if k <= group]
-    return {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4],
-            "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
+    space = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4],
+             "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
+    if scheme == "int4_weight_only":
+        space["SCALE_W"] = [False, True]  # group scale on the dot's result (exact) or on the weight tile
+    return space
 
 
 def choose_template(scheme: str, M: int) -> str:
@@ -176,6 +182,7 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
     if template == "wq_gemm":
         extra["DOT_F32"] = dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
         extra["IEEE"] = dtype == torch.float32
+        extra["SCALE_W"] = False  # int4: a config may set it (see wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,

@@ -1,6 +1,14 @@
 """Weight-only quantized GEMV for decode (M <= 16): each program owns BLOCK_N outputs for all M rows and walks
 its K range in BLOCK_K chunks, dequantizing the weight chunk in registers (never a float weight in memory).
-Grid: (cdiv(N, BLOCK_N), SPLIT_K). With SPLIT_K > 1, partial sums are atomically added into a float32 `out`."""
+Grid: (cdiv(N, BLOCK_N), SPLIT_K). With SPLIT_K > 1, partial sums are atomically added into a float32 `out`.
+
+int4 layout trick: byte j of a weight row holds k = 2j (low nibble) and k = 2j + 1 (high nibble). The chunk's
+[BLOCK_N, BLOCK_K/2] bytes are loaded once; `tl.join(lo, hi)` -> [BLOCK_N, BLOCK_K/2, 2] puts each pair side by
+side and `tl.reshape` -> [BLOCK_N, BLOCK_K] is then K order (element [n, 2j + p] is nibble p of byte j), with no
+data movement (the pair stays in one thread). So activation rows are contiguous loads, as for int8 (no stride-2
+gathers), and each row is one product-sum over the chunk. Zero points stay out of the inner product:
+sum_k x (q - z) s = s (sum_k x q - z sum_k x), per group; a chunk may span several whole groups (BLOCK_K > GROUP:
+reduce per group, then scale) or lie inside one (BLOCK_K <= GROUP)."""
 import triton
 import triton.language as tl
 
@@ -42,39 +50,38 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         acc = acc * scale[None, :]
     else:
         HALF: tl.constexpr = BLOCK_K // 2
-        K2 = K // 2
+        NG: tl.constexpr = BLOCK_K // GROUP if BLOCK_K > GROUP else 1  # groups per chunk
+        GS: tl.constexpr = BLOCK_K // NG  # K values of one group inside the chunk
         NGROUPS = K // GROUP
+        acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)  # transposed: rows of the weight tile
         for k0 in range(k_start, k_end, BLOCK_K):
-            offs_j = tl.arange(0, HALF)
-            offs_b = k0 // 2 + offs_j
-            b_ok = offs_b < k_end // 2
-            packed = tl.load(w_ptr + offs_n[:, None] * K2 + offs_b[None, :], mask=n_ok[:, None] & b_ok[None, :],
-                             other=0).to(tl.int32)
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            offs_b = k0 // 2 + tl.arange(0, HALF)
+            if BLOCK_K <= GROUP:  # BLOCK_K | GROUP | K: no chunk crosses k_end, so no K mask (vectorized loads)
+                k_ok = tl.full([BLOCK_K], 1, tl.int1)
+                b_ok = tl.full([HALF], 1, tl.int1)
+            else:
+                k_ok = offs_k < k_end
+                b_ok = offs_b < k_end // 2
+            # the weight chunk: one [BLOCK_N, HALF] byte load, unpacked into K-ordered [BLOCK_N, BLOCK_K] codes
+            packed = tl.load(w_ptr + offs_n[:, None] * (K // 2) + offs_b[None, :],
+                             mask=n_ok[:, None] & b_ok[None, :], other=0).to(tl.int32)
             lo = (packed & 15).to(tl.float32)
             hi = ((packed >> 4) & 15).to(tl.float32)
-            xm = m_ok[:, None] & b_ok[None, :]
-            xe = tl.load(x_ptr + offs_m[:, None] * stride_xm + 2 * offs_b[None, :], mask=xm, other=0.0).to(tl.float32)
-            xo = tl.load(x_ptr + offs_m[:, None] * stride_xm + 2 * offs_b[None, :] + 1, mask=xm,
-                         other=0.0).to(tl.float32)
-            if BLOCK_K <= GROUP:  # the whole chunk lies in one group: one scale/zero per output
-                g = k0 // GROUP
-                g_ok = n_ok & (g < NGROUPS)
-                s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0.0).to(tl.float32)
-                z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0).to(tl.float32)
-                p = tl.sum(xe[:, None, :] * lo[None, :, :] + xo[:, None, :] * hi[None, :, :], axis=2)
-                sx = tl.sum(xe + xo, axis=1)
-                acc += (p - sx[:, None] * z[None, :]) * s[None, :]
-            else:  # BLOCK_K // GROUP groups per chunk
-                NG: tl.constexpr = BLOCK_K // GROUP
-                GH: tl.constexpr = GROUP // 2
-                gs = k0 // GROUP + tl.arange(0, NG)
-                gm = n_ok[:, None] & (gs[None, :] < NGROUPS)
-                s = tl.load(s_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=gm, other=0.0).to(tl.float32)
-                z = tl.load(z_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=gm, other=0).to(tl.float32)
-                prod = xe[:, None, :] * lo[None, :, :] + xo[:, None, :] * hi[None, :, :]
-                p = tl.sum(tl.reshape(prod, (BLOCK_M, BLOCK_N, NG, GH)), axis=3)
-                sx = tl.sum(tl.reshape(xe + xo, (BLOCK_M, NG, GH)), axis=2)
-                acc += tl.sum((p - sx[:, None, :] * z[None, :, :]) * s[None, :, :], axis=2)
+            q = tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K))
+            gs = k0 // GROUP + tl.arange(0, NG)
+            gm = n_ok[:, None] & (gs[None, :] < NGROUPS)
+            s = tl.load(s_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=gm, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=gm, other=0).to(tl.float32)
+            # one activation row at a time: a 2-D [BLOCK_N, BLOCK_K] product keeps the weight tile in the layout
+            # it was loaded in (a 3-D [BLOCK_M, BLOCK_N, BLOCK_K] broadcast makes Triton reshuffle it)
+            for mi in tl.static_range(BLOCK_M):
+                xr = tl.load(x_ptr + mi * stride_xm + offs_k, mask=k_ok & (mi < M), other=0.0).to(tl.float32)
+                p = tl.sum(tl.reshape(q * xr[None, :], (BLOCK_N, NG, GS)), axis=2)  # [BLOCK_N, NG]: sum x*q
+                sx = tl.sum(tl.reshape(xr, (NG, GS)), axis=1)  # [NG]: sum x per group
+                part = tl.sum((p - sx[None, :] * z) * s, axis=1)  # [BLOCK_N]
+                acc_t += tl.where(offs_m[None, :] == mi, part[:, None], 0.0)
+        acc = tl.trans(acc_t)
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
         acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]
