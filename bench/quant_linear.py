@@ -74,7 +74,8 @@ def curated_configs(template: str, M: int) -> list[dict]:
         return [{"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": st}
                 for bn, bk, w, st in [(2, 2048, 4, 1), (4, 1024, 4, 1), (4, 2048, 4, 1), (8, 512, 4, 1),
                                       (8, 1024, 4, 2), (4, 512, 2, 1), (2, 1024, 2, 1), (16, 256, 4, 2),
-                                      (8, 1024, 8, 1), (4, 4096, 8, 1), (16, 512, 4, 3)]]
+                                      (8, 1024, 8, 1), (4, 4096, 8, 1), (16, 512, 4, 3), (4, 4096, 4, 1),
+                                      (8, 2048, 4, 1), (2, 4096, 4, 1)]]
     if template == "wq_gemm" and M <= 64:
         return [{"BLOCK_M": max(16, min(64, M)), "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": 4,
                  "num_stages": st}
