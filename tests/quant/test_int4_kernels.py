@@ -88,8 +88,12 @@ def test_int4_nibble_order_with_one_hot_activations(template, config):
 def test_int4_gemm_config_checks():
     k = make_kernel("int4_weight_only", 16, 16, 128, torch.float16, group=32, template="wq_gemm")
     cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
-    with pytest.raises(QuantError, match="int4 GEMM needs 16 <= BLOCK_K <= group size 32, got 64"):
+    with pytest.raises(QuantError, match="int4 GEMM needs 16 <= BLOCK_K <= group size 32, or SCALE_W"):
         k.check_config(cfg)
+    k.check_config(dict(cfg, SCALE_W=True))  # several groups per chunk: scales go on the weight tile
+    with pytest.raises(QuantError, match="BLOCK_K dividing K=96"):
+        make_kernel("int4_weight_only", 16, 16, 96, torch.float16, group=32, template="wq_gemm").check_config(
+            dict(cfg, SCALE_W=True))
     with pytest.raises(QuantError, match="tl.dot needs .*BLOCK_K >= 16"):
         k.check_config(dict(cfg, BLOCK_K=8))
     k.check_config(dict(cfg, BLOCK_K=16, SCALE_W=True))  # 16 is allowed: one full-K dot per chunk
@@ -97,3 +101,18 @@ def test_int4_gemm_config_checks():
                   make_kernel("int4_weight_only", 1, 16, 128, torch.float16, group=32, template="wq_gemv")):
         with pytest.raises(QuantError, match="SCALE_W .* is an int4 GEMM knob"):
             other.check_config(dict(other.default_config(), SCALE_W=True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,N,block_k,group,split_k", [
+    (20, 37, 64, 32, 1),   # two groups per chunk, ragged M and N
+    (5, 48, 128, 32, 2),   # four groups per chunk, split-K
+])
+def test_gemm_int4_chunk_spans_several_groups(dtype, M, N, block_k, group, split_k):
+    """SCALE_W with BLOCK_K > GROUP: each byte gets its own group's scale and zero before the one dot."""
+    x, qw, bias = _case((M, N, block_k, group, split_k, dtype, "multi"), M, N, 128, group, dtype, True)
+    cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": block_k, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1,
+           "SCALE_W": True}
+    got = _launch("wq_gemm", x, qw, bias, cfg)
+    # (float32: the weight tile is scaled before a 64-128 long dot, so sums round in another order: 2x tolerance)
+    assert_close(got, _reference(x, qw, bias), scale=2.0, msg=f"gemm int4 M={M} BLOCK_K={block_k} group={group} {dtype}")

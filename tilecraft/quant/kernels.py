@@ -59,8 +59,11 @@ class QuantKernel(Kernel):
         if self.scheme == "int4_weight_only":
             if bk < 2:
                 raise QuantError(f"{self.name}: int4 needs BLOCK_K >= 2 (two values per byte), got {bk}")
-            if self.template == "wq_gemm" and bk > group:  # one group per chunk: its scale applies to the dot
-                raise QuantError(f"{self.name}: int4 GEMM needs 16 <= BLOCK_K <= group size {group}, got {bk}")
+            if self.template == "wq_gemm" and bk > group and not (config.get("SCALE_W") and
+                                                                self.shapes["K"] % bk == 0):
+                raise QuantError(f"{self.name}: int4 GEMM needs 16 <= BLOCK_K <= group size {group}, or SCALE_W "
+                                 f"with BLOCK_K dividing K={self.shapes['K']} (several groups per chunk); "
+                                 f"got BLOCK_K={bk}")
             if self.template == "wq_gemv" and max(bk, group) % min(bk, group):
                 raise QuantError(f"{self.name}: BLOCK_K={bk} and group size {group} must divide one another")
         if config.get("SCALE_W") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm"):
@@ -124,7 +127,7 @@ def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
     if template == "wq_gemv":
         return {"BLOCK_N": [2, 4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024, 2048, 4096],
                 "SPLIT_K": [1, 2, 4, 8], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
-    bks = [32, 64, 128] if scheme != "int4_weight_only" else [k for k in (32, 64, 128) if k <= group]
+    bks = [32, 64, 128, 256, 512]  # int4: above the group size only with SCALE_W (check_config)
     space = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4],
              "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
     if scheme == "int4_weight_only":

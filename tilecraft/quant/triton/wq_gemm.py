@@ -56,30 +56,44 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         HALF: tl.constexpr = BLOCK_K // 2
         PREC: tl.constexpr = "ieee" if IEEE else "tf32"  # (tf32 only matters for float32 operands)
         NGROUPS = K // GROUP
-        for k0 in range(k_start, k_end, BLOCK_K):  # BLOCK_K <= GROUP divides K: no ragged chunk, one group each
+        NG: tl.constexpr = BLOCK_K // GROUP if BLOCK_K > GROUP else 1  # groups per chunk (> 1 needs SCALE_W)
+        for k0 in range(k_start, k_end, BLOCK_K):  # BLOCK_K divides K (checked): no ragged chunk
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None],
                         other=0.0).to(dt)
-            g = k0 // GROUP
-            g_ok = n_ok & (g < NGROUPS)
-            s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0.0).to(tl.float32)
-            z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0).to(tl.int32)
             # the weight chunk: [BLOCK_N, HALF] bytes, rows contiguous in memory as stored
             offs_b = k0 // 2 + tl.arange(0, HALF)
             packed = tl.load(w_ptr + offs_n[:, None] * (K // 2) + offs_b[None, :], mask=n_ok[:, None],
                              other=0).to(tl.int32)
-            if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot then accumulates in place
-                lo = (((packed & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
-                hi = ((((packed >> 4) & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
-            else:  # exact small integers -15..15 in the dot dtype; the group scale goes on the dot's result
-                lo = ((packed & 15) - z[:, None]).to(dt)
-                hi = (((packed >> 4) & 15) - z[:, None]).to(dt)
-            # (converted before the join, so the join/reshape/trans move 16-bit values)
-            w = tl.trans(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)))  # [BLOCK_K, BLOCK_N], K order
-            if SCALE_W:
+            if NG > 1:  # several groups per chunk: each byte's group scale and zero, broadcast from [BLOCK_N, NG]
+                gs = k0 // GROUP + tl.arange(0, NG)
+                sg = tl.load(s_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=n_ok[:, None], other=0.0)
+                zg = tl.load(z_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=n_ok[:, None], other=0)
+                sb = tl.reshape(tl.broadcast_to(sg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP // 2)),
+                                (BLOCK_N, HALF))
+                zb = tl.reshape(tl.broadcast_to(zg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP // 2)),
+                                (BLOCK_N, HALF))
+                lo = (((packed & 15).to(tl.float32) - zb) * sb).to(dt)
+                hi = ((((packed >> 4) & 15).to(tl.float32) - zb) * sb).to(dt)
+                w = tl.trans(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)))
                 acc = tl.dot(x, w, acc, input_precision=PREC)
-            else:
-                acc += tl.dot(x, w, input_precision=PREC) * s[None, :]
+            else:  # the chunk lies inside one group
+                g = k0 // GROUP
+                g_ok = n_ok & (g < NGROUPS)
+                s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0.0).to(tl.float32)
+                z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0).to(tl.int32)
+                if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot then accumulates in place
+                    lo = (((packed & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
+                    hi = ((((packed >> 4) & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
+                else:  # exact small integers -15..15 in the dot dtype; the group scale goes on the dot's result
+                    lo = ((packed & 15) - z[:, None]).to(dt)
+                    hi = (((packed >> 4) & 15) - z[:, None]).to(dt)
+                # (converted before the join, so the join/reshape/trans move 16-bit values)
+                w = tl.trans(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)))  # [BLOCK_K, BLOCK_N], K order
+                if SCALE_W:
+                    acc = tl.dot(x, w, acc, input_precision=PREC)
+                else:
+                    acc += tl.dot(x, w, input_precision=PREC) * s[None, :]
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
         acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]

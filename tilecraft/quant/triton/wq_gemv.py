@@ -32,7 +32,8 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         for k0 in range(k_start, k_end, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_ok = offs_k < k_end
-            w = tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0)
+            w = tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0,
+                        eviction_policy="evict_first")  # streamed once: keep L2 for x
             x = tl.load(x_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)
             acc2 += w.to(tl.float32) * x[None, :]
         scale = tl.load(s_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
@@ -65,7 +66,7 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                 b_ok = offs_b < k_end // 2
             # the weight chunk: one [BLOCK_N, HALF] byte load, unpacked into K-ordered [BLOCK_N, BLOCK_K] codes
             packed = tl.load(w_ptr + offs_n[:, None] * (K // 2) + offs_b[None, :],
-                             mask=n_ok[:, None] & b_ok[None, :], other=0).to(tl.int32)
+                             mask=n_ok[:, None] & b_ok[None, :], other=0, eviction_policy="evict_first").to(tl.int32)
             lo = (packed & 15).to(tl.float32)
             hi = ((packed >> 4) & 15).to(tl.float32)
             q = tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K))
