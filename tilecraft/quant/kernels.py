@@ -186,8 +186,6 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
         extra["DOT_F32"] = dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
         extra["IEEE"] = dtype == torch.float32
         extra["SCALE_W"] = False  # int4: a config may set it (see wq_gemm.py)
-        magic = {torch.float16: (0x6400, 1024.0), torch.bfloat16: (0x4300, 128.0)}.get(dtype, (0, 0.0))
-        extra["MAGIC"], extra["BIAS"] = (0, 0.0) if extra["DOT_F32"] else magic
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,

@@ -11,10 +11,7 @@ each chunk is ONE tl.dot with the full BLOCK_K (not two half-K dots on stride-2 
 SCALE_W (a tunable int4 knob): scale the weight tile before the dot instead of scaling each dot's result, so
 the dot accumulates in place (no per-chunk float32 rescale of the tile, fewer registers: 108 vs 162 per thread
 for a 64x64x64 fp16 tile on sm_90) at the cost of rounding (q - z) * s to the activation dtype once, as a
-dequantize-then-matmul would.
-MAGIC/BIAS (fp16: 0x6400/1024, bf16: 0x4300/128, else 0): a 4-bit code OR-ed under MAGIC and read as a 16-bit
-float is exactly BIAS + code, so dequantization is an OR, a subtract and (SCALE_W) a multiply in the dot dtype,
-the trick fast int4 kernels (Marlin, tinygemm) use instead of int->float conversions."""
+dequantize-then-matmul would."""
 import triton
 import triton.language as tl
 
@@ -23,7 +20,7 @@ import triton.language as tl
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om,
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, MAGIC: tl.constexpr, BIAS: tl.constexpr):
+                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     grid_m = tl.cdiv(M, BLOCK_M)
@@ -76,14 +73,8 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                                 (BLOCK_N, HALF))
                 zb = tl.reshape(tl.broadcast_to(zg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP // 2)),
                                 (BLOCK_N, HALF))
-                if MAGIC != 0:  # 16-bit math on codes made from bits (see below)
-                    zd = (zb + BIAS).to(dt)
-                    sd = sb.to(dt)
-                    lo = (((packed & 15) | MAGIC).to(tl.int16).to(dt, bitcast=True) - zd) * sd
-                    hi = ((((packed >> 4) & 15) | MAGIC).to(tl.int16).to(dt, bitcast=True) - zd) * sd
-                else:
-                    lo = (((packed & 15).to(tl.float32) - zb) * sb).to(dt)
-                    hi = ((((packed >> 4) & 15).to(tl.float32) - zb) * sb).to(dt)
+                lo = (((packed & 15).to(tl.float32) - zb) * sb).to(dt)
+                hi = ((((packed >> 4) & 15).to(tl.float32) - zb) * sb).to(dt)
                 w = tl.trans(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)))
                 acc = tl.dot(x, w, acc, input_precision=PREC)
             else:  # the chunk lies inside one group
@@ -91,14 +82,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                 g_ok = n_ok & (g < NGROUPS)
                 s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0.0).to(tl.float32)
                 z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0).to(tl.int32)
-                if MAGIC != 0:  # the code's bits under MAGIC read as fp16/bf16 give BIAS + code: no int->float cvt
-                    zd = (z + BIAS).to(dt)[:, None]
-                    lo = ((packed & 15) | MAGIC).to(tl.int16).to(dt, bitcast=True) - zd
-                    hi = (((packed >> 4) & 15) | MAGIC).to(tl.int16).to(dt, bitcast=True) - zd
-                    if SCALE_W:
-                        lo = lo * s.to(dt)[:, None]
-                        hi = hi * s.to(dt)[:, None]
-                elif SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot then accumulates in place
+                if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot then accumulates in place
                     lo = (((packed & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
                     hi = ((((packed >> 4) & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
                 else:  # exact small integers -15..15 in the dot dtype; the group scale goes on the dot's result
