@@ -96,3 +96,21 @@ def test_int8_gemv_single_row_accumulates_a_tile_and_reduces_once(config):
         x, bias = torch.randn(1, K, generator=g).to(dtype), torch.randn(N, generator=g).to(dtype)
         got = _run("int8_weight_only", x, qw, bias, "wq_gemv", config)
         assert_close(got, _reference(x, qw, bias), msg=str(dtype))
+
+
+@pytest.mark.parametrize("scheme,group", [("int8_weight_only", 0), ("int4_weight_only", 32),
+                                          ("int4_weight_only", 128), ("fp8", 0)])
+def test_gpu_default_configs_are_valid_for_decode_and_prefill_shapes(monkeypatch, scheme, group):
+    """The H100 defaults (not the interpreter's small tiles) pass the kernels' own config checks."""
+    from tilecraft.quant import kernels as qk
+
+    monkeypatch.setattr(qk, "interpreting", lambda: False)
+    for M in (1, 3, 16, 64, 300):
+        for K, N in ((4096, 4096), (4096, 11008), (384, 40)):
+            template = qk.choose_template(scheme, M)
+            cfg = qk.default_config(template, scheme, M, N, K, group)
+            k = qk.QuantKernel(name="t", template=template, source="", fn_name="f", args=[], grid=None,
+                               shapes={"M": M, "N": N, "K": K, "group": group}, dtype=torch.bfloat16,
+                               scheme=scheme)
+            k.check_config(cfg)
+            assert (template == "wq_gemv") == (M == 1 and scheme != "fp8"), (M, template)

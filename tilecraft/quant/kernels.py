@@ -93,33 +93,46 @@ class QuantKernel(Kernel):
 
 
 def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:
-    """Heuristic config (GPU values measured on an H100, bench/quant_linear.py; smaller tiles when interpreting).
-    GEMV (M=1): 4 rows per program, 2048-long K chunks: thousands of programs, each streaming 8 KB of weight
-    per step. Thin GEMMs (M <= 16): 16x16 tiles with 256-long K chunks, 4 stages in flight."""
+    """Heuristic config: the best points of bench/quant_linear.py on an H100 (cold-L2 GPU time, K=4096 and
+    N=4096/11008; smaller tiles when interpreting). GEMV (M=1): 2 rows x 2048 K for int8 and 8 x 2048 for int4
+    (thousands of programs, each streaming 4-8 KB per step). Thin GEMMs (M <= 16): 16x32 tiles with 256-long K
+    chunks, 3 stages; int4 applies the group scales to the weight tile (SCALE_W) so a chunk can span groups."""
     small = interpreting()
     if template == "wq_gemv":
         bm = _pow2(M)
         if small:
             bn, bk = _clamp_pow2(N, 8, 32), _clamp_pow2(min(K, 2048 // (bm * 8)), 16, 64)
         elif bm == 1:
-            bn, bk = 4, _clamp_pow2(K, 64, 2048)
+            bn, bk = (8 if scheme == "int4_weight_only" else 2), _clamp_pow2(K, 64, 2048)
         else:  # rows of x one at a time against a [BLOCK_N, BLOCK_K] tile
             bn = 16
             bk = _clamp_pow2(min(K, 8192 // (bm * bn)), 16, 512)
-        if scheme == "int4_weight_only":  # half the bytes per value: twice int8's chunk, same bytes in flight
-            bk = min(2 * bk, _clamp_pow2(K, 16, 4096))
+            if scheme == "int4_weight_only":  # half the bytes per value: twice int8's chunk
+                bk = min(2 * bk, _clamp_pow2(K, 16, 4096))
+        if scheme == "int4_weight_only":
             bk = max(2, bk if bk <= group else (bk // group) * group)
-        return {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1 if small or bm == 1 else 3}
-    bm = _clamp_pow2(M, 16, 32 if small else 64)
-    bn = _clamp_pow2(N, 16, 32 if small else (16 if M <= 16 else (64 if M <= 64 else 128)))
-    if scheme == "int4_weight_only":
-        bk = min(group, 32 if small else (128 if M <= 16 else 64))
-    elif scheme == "fp8":
-        bk = 32 if small else 128
-    else:
-        bk = _clamp_pow2(K, 16, 32 if small else (256 if M <= 16 else 128))
-    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4,
-            "num_stages": 1 if small else 4}
+        stages = 1 if small or (bm == 1 and scheme != "int4_weight_only") else 2 if bm == 1 else 3
+        return {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": stages}
+    if small:
+        bm, bn = _clamp_pow2(M, 16, 32), _clamp_pow2(N, 16, 32)
+        bk = min(group, 32) if scheme == "int4_weight_only" else 32
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
+    bm = _clamp_pow2(M, 16, 64)
+    if scheme == "fp8":
+        return {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 64 if M <= 64 else 128), "BLOCK_K": 128,
+                "SPLIT_K": 1, "num_warps": 4, "num_stages": 4}
+    if M <= 64:  # memory-bound: thin N tiles, long K chunks (int4: over several groups, scales on the tile)
+        cfg = {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 32), "BLOCK_K": _clamp_pow2(K, 16, 256),
+               "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}
+        if scheme == "int4_weight_only":
+            if K % cfg["BLOCK_K"] == 0 and cfg["BLOCK_K"] > group:
+                cfg["SCALE_W"] = True
+            else:
+                cfg["BLOCK_K"] = min(cfg["BLOCK_K"], group)
+        return cfg
+    bk = min(group, 64) if scheme == "int4_weight_only" else _clamp_pow2(K, 16, 128)
+    return {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 128), "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4,
+            "num_stages": 4}
 
 
 def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
