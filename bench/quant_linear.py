@@ -244,6 +244,17 @@ def conv_case(dev, dry) -> dict:
         row["tilecraft_rel_err"] = rel_err(tc(x), ref)
         row["tilecraft_ms"] = bench_ms(lambda: tc(x), dry)
         row["tilecraft_ops"] = tc.report.graphs[0].ops if tc.report.graphs else {}
+        if not dry:  # GPU time per call and its kernels (torch profiler): the pass's layout choice vs forced NHWC
+            from tilecraft.testing import gpu_profile
+
+            torch._dynamo.reset()
+            tcl = tilecraft.compile(model, channels_last=True)
+            row["tilecraft_nhwc_rel_err"] = rel_err(tcl(x), ref)
+            row["tilecraft_nhwc_ms"] = bench_ms(lambda: tcl(x), dry)
+            for label, fn in (("inductor", ind), ("tilecraft", tc), ("tilecraft_nhwc", tcl)):
+                prof = gpu_profile(lambda: fn(x))  # noqa: B023
+                row[f"{label}_gpu_ms"] = sum(t for _, t in prof) / 1e3
+                row[f"{label}_kernels_us"] = [(k[:60], round(t, 1)) for k, t in prof]
     return row
 
 
@@ -310,6 +321,10 @@ def main(argv=None) -> int:
         print(f"\n{c['workload']}: eager {fmt(c['eager_ms'], '.4f')} ms, Inductor {fmt(c.get('inductor_ms'), '.4f')} ms, "
               f"tilecraft {fmt(c['tilecraft_ms'], '.4f')} ms (rel err {c['tilecraft_rel_err']:.1e}), "
               f"floor {fmt(c['floor_ms'], '.4f')} ms")
+        for label in ("inductor", "tilecraft", "tilecraft_nhwc"):
+            if f"{label}_gpu_ms" in c:
+                print(f"  {label:15} GPU {c[label + '_gpu_ms']:.4f} ms per call: "
+                      + ", ".join(f"{k} {t}" for k, t in c[label + "_kernels_us"]))
     return 0 if all("tilecraft_us" in r for r in rows) else 1
 
 
