@@ -24,6 +24,7 @@ FN_NAMES = {"wq_gemv": "wq_gemv_kernel", "wq_gemm": "wq_gemm_kernel", "fp8_gemm"
 
 
 def interpreting() -> bool:
+    """Triton kernels run through the CPU interpreter (TRITON_INTERPRET=1, read when kernels are defined)."""
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -242,13 +243,14 @@ def run_quantized_linear(op: str, inputs: list, attrs: dict, config: dict | None
     if x.shape[-1] != K:
         raise QuantError(f"{op}: input has {x.shape[-1]} features, the quantized weight expects K={K}")
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, K)
+    x2 = x if x.dim() == 2 else x.reshape(-1, K)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     M = x2.shape[0]
     out = torch.empty(M, N, dtype=x.dtype, device=x.device)
     if M == 0:
         return out.reshape(*lead, N)
+    flat = x.dim() == 2
     if scheme == "fp8":
         check_fp8_device(x.device)
         per_row = bool(attrs.get("act_per_row", True))
@@ -260,8 +262,20 @@ def run_quantized_linear(op: str, inputs: list, attrs: dict, config: dict | None
         if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise QuantError(f"{op}: activations must be float32/float16/bfloat16, got {x.dtype}")
         k = make_kernel(scheme, M, N, K, x.dtype, group, bias is not None, template, x2.stride(0))
-        dummy = torch.empty(1, dtype=torch.uint8, device=x.device)
-        args = [x2, qweight, scales, zeros if zeros is not None else dummy]
-    args += [bias if bias is not None else torch.empty(1, dtype=x.dtype, device=x.device), out]
+        args = [x2, qweight, scales, zeros if zeros is not None else _placeholder(x.device, torch.uint8)]
+    args += [bias if bias is not None else _placeholder(x.device, x.dtype), out]
     k.launch(args, config)
-    return out.reshape(*lead, N)
+    return out if flat else out.reshape(*lead, N)
+
+
+_PLACEHOLDERS: dict[tuple, torch.Tensor] = {}
+
+
+def _placeholder(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A one-element tensor for an absent argument (no zero points, no bias), made once per device and dtype:
+    the kernel never reads it, and a decode step should not allocate it on every call."""
+    key = (device, dtype)
+    t = _PLACEHOLDERS.get(key)
+    if t is None:
+        t = _PLACEHOLDERS[key] = torch.zeros(1, dtype=dtype, device=device)
+    return t
