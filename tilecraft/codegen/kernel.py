@@ -87,9 +87,12 @@ class FastLaunch:
     def __init__(self):
         self.cache: dict = {}
         self.enabled = True
+        self._kwargs, self._tail = None, []
 
     def launch(self, fn, grid, args, kwargs: dict, opts: dict):
-        full = list(args) + [kwargs[n] for n in fn.arg_names[len(args):]]  # signature order
+        if kwargs is not self._kwargs:  # the same constexpr dict launch after launch: its values, in order, once
+            self._kwargs, self._tail = kwargs, [kwargs[n] for n in fn.arg_names[len(args):]]
+        full = list(args) + self._tail  # signature order
         key = None
         if self.enabled and full and isinstance(full[0], torch.Tensor) and full[0].is_cuda:
             key = (tuple(grid), tuple(opts.items()),
@@ -128,6 +131,7 @@ class Kernel:
     info: dict = field(default_factory=dict)  # anything the template wants to remember (e.g. fused ops)
     _fn: object = None
     _fast: FastLaunch = field(default_factory=FastLaunch, repr=False)
+    _plan: tuple | None = field(default=None, repr=False)  # (config, its copy, constexprs, launch options, grid)
 
     @property
     def key(self) -> str:
@@ -149,12 +153,15 @@ class Kernel:
 
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
         config = self.config if config is None else config
-        consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
-        opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
-        self._fast.launch(self.fn, self.grid(config), args, consts, opts)
+        plan = self._plan
+        if plan is None or plan[0] is not config or plan[1] != config:  # split once per config, not per call
+            consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
+            opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
+            plan = self._plan = (config, dict(config), consts, opts, self.grid(config))
+        self._fast.launch(self.fn, plan[4], args, plan[2], plan[3])
 
     def __getstate__(self):  # the jitted function and compiled handles stay in this process
-        return {**self.__dict__, "_fn": None, "_fast": FastLaunch()}
+        return {**self.__dict__, "_fn": None, "_fast": FastLaunch(), "_plan": None}
 
     def make_args(self, device="cpu", seed: int = 0) -> list[torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)

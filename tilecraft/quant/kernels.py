@@ -6,6 +6,7 @@ Knobs: BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages (+ BLOCK_M for the GEMMs
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ BITS = {"int8_weight_only": 8, "int4_weight_only": 4}
 FN_NAMES = {"wq_gemv": "wq_gemv_kernel", "wq_gemm": "wq_gemm_kernel", "fp8_gemm": "fp8_gemm_kernel"}
 
 
+@functools.cache
 def interpreting() -> bool:
-    """Triton kernels run through the CPU interpreter (TRITON_INTERPRET=1, read when kernels are defined)."""
+    """Triton kernels run through the CPU interpreter (TRITON_INTERPRET=1). Read once: Triton itself reads it
+    when kernels are defined, and a decode step should not look up the environment on every call."""
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
