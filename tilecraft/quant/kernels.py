@@ -1,4 +1,5 @@
-"""Quantized-linear kernels as tunable `Kernel` objects ("wq_gemv" for decode, "wq_gemm" for prefill, "fp8_gemm"),
+"""Quantized-linear kernels as tunable `Kernel` objects ("wq_gemv" for M=1 decode, "wq_gemm" for M >= 2: thin tiles
+for decode batches, wide for prefill; "fp8_gemm"),
 and `run_quantized_linear`, the one call a runtime needs to execute a quantized-linear IR node.
 
 Knobs: BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages (+ BLOCK_M for the GEMMs). `shapes` is
