@@ -1,5 +1,6 @@
 """Weight-only quantized GEMV for decode (the default at M = 1; up to M = 16 it runs too, for the tuner): each
-program owns BLOCK_N outputs for all M rows and walks its K range in BLOCK_K chunks, dequantizing the weight chunk in registers (never a float weight in memory).
+program owns BLOCK_N outputs for all M rows and walks its K range in BLOCK_K chunks, dequantizing the weight
+chunk in registers (never a float weight in memory).
 Grid: (cdiv(N, BLOCK_N), SPLIT_K). With SPLIT_K > 1, partial sums are atomically added into a float32 `out`.
 
 int4 layout trick: byte j of a weight row holds k = 2j (low nibble) and k = 2j + 1 (high nibble). The chunk's
