@@ -167,7 +167,16 @@ def test_tune_a_quantized_kernel_through_its_own_space(tmp_path):
     sp = space_for_kernel(k, dev)
     assert sp.knobs["BLOCK_N"] == k.info["space"]["BLOCK_N"] and sp.size() > 10
     rows = tune_kernels([k], str(tmp_path / "s.sqlite"), budget=6, device_info=dev, progress=False)
-    assert rows[0].measurements == 6 and rows[0].failed == 0
+    assert rows[0].measurements == 6
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "s.sqlite") as con:
+        tried = con.execute("select config, status, error from schedules").fetchall()
+    assert len(tried) == 6
+    for config, status, error in tried:
+        k.check_config(json.loads(config))  # the tuner proposed only configs the kernel accepts
+        # the CPU measurer's synthetic surface fails ~2% of configs "out of resources", by hash: nothing else
+        assert status == "ok" or error == "RuntimeError: simulated out of resources", (config, error)
     cfg, src = select_config(k, str(tmp_path / "s.sqlite"), dev)
     assert src == "database" and cfg == rows[0].best_config
 
