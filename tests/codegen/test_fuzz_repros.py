@@ -26,11 +26,19 @@ def view_output_of_merged_producer(x0, x1, x2, x3):
     return (torch.abs(v1[:, :, :1]), x1, x3, v1.reshape([560]))
 
 
+def constant_index_into_cat(x0, x1):
+    """A slice of a cat at a constant row makes a scalar load offset under a block mask; the kernel failed to
+    launch and its ops fell back to torch (seed 1123000775, found by the fuzzer's fallback count)."""
+    v3 = torch.cat([torch.sum(x0, dim=[0, 3]), x1], dim=0)
+    return (torch.minimum(v3[3:4:2], x1),)
+
+
 CASES = [
     (bf16_cast_rounds, [((1,), torch.float32)], 33000207000),
     (expm1_precision, [((2, 3, 7, 2), torch.float32)] * 2, 58000043000),
     (view_output_of_merged_producer, [((), torch.bfloat16), ((), torch.float32), ((7, 8, 5, 2), torch.bfloat16),
                                       ((), torch.bfloat16)], 21000189000),
+    (constant_index_into_cat, [((2, 6, 1, 7), torch.float16), ((1, 1), torch.float16)], 1123000775000),
 ]
 
 
@@ -42,3 +50,5 @@ def test_fuzz_repro(fn, types, seed):
     with torch.no_grad():
         assert_close(compiled(*[x.clone() for x in inputs]), fn(*[x.clone() for x in inputs]))
     assert compiled.report.graphs[0].kernels, "the repro must run through generated kernels"
+    failed = [s.kernel.name for s in compiled.report.graphs[0].program.steps if getattr(s, "failed", False)]
+    assert not failed, f"kernels fell back to torch: {failed}"

@@ -178,6 +178,7 @@ class Emitter:
         self.scopes: list[dict] = [{}]
         self.masks = [mask]
         self.counter = 0
+        self.scalar_tmps: set[str] = set()  # temps whose value is one number for the whole block
         self.special = {}  # id(value) -> callable(idx) -> expr, for template-owned values (acc, reductions)
         self.zero = "0"  # an index expression that is 0 with the block's shape (for single-element stores)
 
@@ -203,9 +204,17 @@ class Emitter:
         name = f"t{self.counter}"
         self.counter += 1
         self.line(f"{name} = {expr}")
+        if self.is_scalar(expr):
+            self.scalar_tmps.add(name)
         if key is not None:
             self.scopes[-1][key] = name
         return name
+
+    def is_scalar(self, expr: str) -> bool:
+        """Does expr name no block variable: only numbers, tl.* calls, attributes and scalar temps (a constant
+        index into a cat or slice, say)? A load at such an offset needs its pointer broadcast to the mask."""
+        names = re.findall(r"[A-Za-z_]\w*", re.sub(r"\btl\.\w+|\.\w+", "", expr))
+        return all(n in self.scalar_tmps for n in names)
 
     def cached(self, key):
         for s in reversed(self.scopes):
@@ -242,7 +251,8 @@ class Emitter:
         if off == "0" and whole and not dropped_index(idx, v.type.shape, v.type.strides):
             e = f"tl.load({name})"  # one element for the whole block: a scalar load, always in bounds
         else:
-            off = block_offset(off, idx, v.type.shape, v.type.strides, self.mask, force=not whole)
+            off = block_offset(off, idx, v.type.shape, v.type.strides, self.mask,
+                               force=not whole or self.is_scalar(off))
             e = f"tl.load({name} + {_p(off)}, {self.mask}, other=0)"
         if upcast and v.type.dtype in (torch.float16, torch.bfloat16):
             e += ".to(tl.float32)"
