@@ -33,12 +33,20 @@ def constant_index_into_cat(x0, x1):
     return (torch.minimum(v3[3:4:2], x1),)
 
 
+def batch_broadcast_into_bmm_epilogue(x0, x1, x2):
+    """A [B, 1, 1] operand of a bmm's epilogue is read at pid_b alone: a scalar offset under the block mask
+    (seed 777000050; the kernel fell back to torch)."""
+    return (torch.minimum(torch.bmm(x0, x1), x2),)
+
+
 CASES = [
     (bf16_cast_rounds, [((1,), torch.float32)], 33000207000),
     (expm1_precision, [((2, 3, 7, 2), torch.float32)] * 2, 58000043000),
     (view_output_of_merged_producer, [((), torch.bfloat16), ((), torch.float32), ((7, 8, 5, 2), torch.bfloat16),
                                       ((), torch.bfloat16)], 21000189000),
     (constant_index_into_cat, [((2, 6, 1, 7), torch.float16), ((1, 1), torch.float16)], 1123000775000),
+    (batch_broadcast_into_bmm_epilogue, [((4, 4, 5), torch.float16), ((4, 5, 6), torch.float16),
+                                         ((4, 1, 1), torch.float16)], 777000050000),
 ]
 
 

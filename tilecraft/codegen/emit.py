@@ -178,7 +178,10 @@ class Emitter:
         self.scopes: list[dict] = [{}]
         self.masks = [mask]
         self.counter = 0
-        self.scalar_tmps: set[str] = set()  # temps whose value is one number for the whole block
+        # names whose value is one number for the whole block: the templates' program ids and loop offsets, and
+        # temps computed from them and constants
+        self.scalar_tmps: set[str] = {"pid", "pid_b", "pid_m", "pid_n", "first_m", "size_m", "width", "num_pid_m",
+                                      "num_pid_n", "k0", "roff"}
         self.special = {}  # id(value) -> callable(idx) -> expr, for template-owned values (acc, reductions)
         self.zero = "0"  # an index expression that is 0 with the block's shape (for single-element stores)
 
