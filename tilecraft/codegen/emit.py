@@ -7,7 +7,6 @@ masked load from a kernel argument with its real strides.
 """
 from __future__ import annotations
 
-import os
 import re
 
 import torch
@@ -15,7 +14,7 @@ import torch
 from ..ir import Node, Value
 from ..ir.ops import REGISTRY
 from ..ir.types import contiguous_strides
-from .kernel import ArgSpec
+from .kernel import ArgSpec, interpreting  # noqa: F401 - codegen templates import it from here
 
 
 class Unsupported(Exception):
@@ -25,10 +24,6 @@ class Unsupported(Exception):
 TL = {torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
       torch.float64: "tl.float64", torch.int64: "tl.int64", torch.int32: "tl.int32", torch.int16: "tl.int16",
       torch.int8: "tl.int8", torch.uint8: "tl.uint8", torch.bool: "tl.int1"}
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def compute_dtype(dt: torch.dtype) -> torch.dtype:
@@ -178,10 +173,9 @@ class Emitter:
         self.scopes: list[dict] = [{}]
         self.masks = [mask]
         self.counter = 0
-        # names whose value is one number for the whole block: the templates' program ids and loop offsets, and
-        # temps computed from them and constants
-        self.scalar_tmps: set[str] = {"pid", "pid_b", "pid_m", "pid_n", "first_m", "size_m", "width", "num_pid_m",
-                                      "num_pid_n", "k0", "roff"}
+        # names whose value is one number for the whole block: what a template declares (program ids, loop
+        # offsets) and the temps computed from those and constants
+        self.scalars: set[str] = set()
         self.special = {}  # id(value) -> callable(idx) -> expr, for template-owned values (acc, reductions)
         self.zero = "0"  # an index expression that is 0 with the block's shape (for single-element stores)
 
@@ -208,7 +202,7 @@ class Emitter:
         self.counter += 1
         self.line(f"{name} = {expr}")
         if self.is_scalar(expr):
-            self.scalar_tmps.add(name)
+            self.scalars.add(name)
         if key is not None:
             self.scopes[-1][key] = name
         return name
@@ -217,7 +211,7 @@ class Emitter:
         """Does expr name no block variable: only numbers, tl.* calls, attributes and scalar temps (a constant
         index into a cat or slice, say)? A load at such an offset needs its pointer broadcast to the mask."""
         names = re.findall(r"[A-Za-z_]\w*", re.sub(r"\btl\.\w+|\.\w+", "", expr))
-        return all(n in self.scalar_tmps for n in names)
+        return all(n in self.scalars for n in names)
 
     def cached(self, key):
         for s in reversed(self.scopes):

@@ -6,6 +6,7 @@ this protocol: `template`, `shapes`, `dtype`, `key`, `default_config()`, `launch
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -19,6 +20,13 @@ import triton
 
 # Config keys that are launch options rather than kernel constexprs.
 LAUNCH_KEYS = ("num_warps", "num_stages")
+
+
+@functools.cache
+def interpreting() -> bool:
+    """Triton kernels run through the CPU interpreter (TRITON_INTERPRET=1). Read once: Triton itself reads it
+    when kernels are defined, and a decode step should not look up the environment on every call."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def cache_dir() -> Path:
@@ -131,7 +139,7 @@ class Kernel:
     info: dict = field(default_factory=dict)  # anything the template wants to remember (e.g. fused ops)
     _fn: object = None
     _fast: FastLaunch = field(default_factory=FastLaunch, repr=False)
-    _plan: tuple | None = field(default=None, repr=False)  # (config, its copy, constexprs, launch options, grid)
+    _plans: dict = field(default_factory=dict, repr=False)  # config items -> what a launch with it passes
 
     @property
     def key(self) -> str:
@@ -151,17 +159,25 @@ class Kernel:
             self._fn = load_source(self.source, self.fn_name)
         return self._fn
 
+    def plan(self, config: dict) -> tuple:
+        """(constexprs, launch options, grid) of a config, worked out once per config, not on every launch."""
+        key = tuple(config.items())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self.make_plan(config)
+        return plan
+
+    def make_plan(self, config: dict) -> tuple:
+        consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
+        opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
+        return consts, opts, self.grid(config)
+
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
-        config = self.config if config is None else config
-        plan = self._plan
-        if plan is None or plan[0] is not config or plan[1] != config:  # split once per config, not per call
-            consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
-            opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
-            plan = self._plan = (config, dict(config), consts, opts, self.grid(config))
-        self._fast.launch(self.fn, plan[4], args, plan[2], plan[3])
+        consts, opts, grid = self.plan(self.config if config is None else config)
+        self._fast.launch(self.fn, grid, args, consts, opts)
 
     def __getstate__(self):  # the jitted function and compiled handles stay in this process
-        return {**self.__dict__, "_fn": None, "_fast": FastLaunch(), "_plan": None}
+        return {**self.__dict__, "_fn": None, "_fast": FastLaunch(), "_plans": {}}
 
     def make_args(self, device="cpu", seed: int = 0) -> list[torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)

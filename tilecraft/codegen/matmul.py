@@ -40,6 +40,8 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str):
     em = Emitter(group.nodes, args, "omask")
     em.zero = "om * 0 + on * 0"
     wide = needs_int64(args, BT * M * N) or needs_int64(args, M * Kd * BT)
+    em.scalars.update(("pid", "pid_b", "num_pid_m", "num_pid_n", "width", "first_m", "size_m", "pid_m", "pid_n",
+                       "k0"))
     em.line("pid = tl.program_id(0)")
     if batched:
         em.line("pid_b = tl.program_id(1)")

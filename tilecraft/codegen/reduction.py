@@ -94,6 +94,7 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
                 em.masks[-1] = "mask"
             fn(persistent_rn["rn"])
             return
+        em.scalars.add("roff")
         em.line(f"for roff in range(0, {rnumel}, RBLOCK):")
         em.push("mask")
         em.line("rindex = roff + tl.arange(0, RBLOCK)[None, :]")

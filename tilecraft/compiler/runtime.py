@@ -258,25 +258,25 @@ class KernelProgram:
         if step.plan is None:  # shapes are static: work out once what each call only repeats
             empty = not all(n > 0 for n in k.grid(k.config)) or any(
                 len(a.shape) and 0 in a.shape for a in k.args)
-            step.plan = (empty, [(a.is_output, v, a, tuple(a.strides), any(v is o for o in step.outputs))
-                                 for v, a in zip(step.values, k.args)])
+            step.plan = (empty, [(v, a, any(v is o for o in step.outputs)) for v, a in zip(step.values, k.args)])
         empty, items = step.plan
         tensors, device = [], None
-        for is_out, v, spec, strides, _ in items:
-            if is_out:
+        for v, spec, _ in items:
+            if spec.is_output:
                 tensors.append(None)
                 continue
             t = get(v)
             device = device or t.device
-            if t.stride() != strides and any(a != b for a, b, n in zip(t.stride(), strides, spec.shape) if n != 1):
-                t = torch.empty_strided(spec.shape, strides, dtype=spec.dtype, device=t.device).copy_(t)
+            if t.stride() != spec.strides and any(
+                    a != b for a, b, n in zip(t.stride(), spec.strides, spec.shape) if n != 1):
+                t = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=t.device).copy_(t)
             tensors.append(t)
         # outputs are allocated where the inputs live (an output may be argument 0: the inputs come first)
         if device is None:
             device = self.graph.inputs[0].type.device if self.graph.inputs else "cpu"
-        for i, (is_out, _, spec, strides, _) in enumerate(items):
-            if is_out:
-                tensors[i] = torch.empty_strided(spec.shape, strides, dtype=spec.dtype, device=device)
+        for i, (_, spec, _) in enumerate(items):
+            if spec.is_output:
+                tensors[i] = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=device)
         try:
             if not empty:
                 k.launch(tensors)
@@ -285,7 +285,7 @@ class KernelProgram:
             log.warning("tilecraft: kernel %s failed (%s: %s); its ops run through torch from now on",
                         k.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             return
-        for (_, v, _, _, keep), t in zip(items, tensors):
+        for (v, _, keep), t in zip(items, tensors):
             if keep:
                 env[id(v)] = t
 

@@ -7,29 +7,20 @@ Knobs: BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages (+ BLOCK_M for the GEMMs
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import triton
 
-from ..codegen.kernel import LAUNCH_KEYS, ArgSpec, Kernel
+from ..codegen.kernel import ArgSpec, Kernel, interpreting
 from .formats import QuantError
 
 SRC_DIR = Path(__file__).parent / "triton"
 GEMV_MAX_M = 1  # M=1 decode uses the GEMV template by default; 2 <= M <= 16 the thin-tile GEMM (measured faster)
 BITS = {"int8_weight_only": 8, "int4_weight_only": 4}
 FN_NAMES = {"wq_gemv": "wq_gemv_kernel", "wq_gemm": "wq_gemm_kernel", "fp8_gemm": "fp8_gemm_kernel"}
-
-
-@functools.cache
-def interpreting() -> bool:
-    """Triton kernels run through the CPU interpreter (TRITON_INTERPRET=1). Read once: Triton itself reads it
-    when kernels are defined, and a decode step should not look up the environment on every call."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _pow2(n: int) -> int:
@@ -46,7 +37,6 @@ class QuantKernel(Kernel):
 
     extra: dict = field(default_factory=dict)  # M, N, K, strides and constexpr flags (BITS, GROUP, ...)
     scheme: str = ""
-    _plans: dict = field(default_factory=dict, repr=False)  # config -> (kwargs, launch options, grid, SPLIT_K)
 
     @property
     def key(self) -> str:
@@ -77,24 +67,21 @@ class QuantKernel(Kernel):
                                            or bk < (32 if self.scheme == "fp8" else 16)):
             raise QuantError(f"{self.name}: tl.dot needs BLOCK_M, BLOCK_N >= 16 and BLOCK_K >= 16 (32 for fp8)")
 
+    def make_plan(self, config: dict) -> tuple:
+        """The config checked once, and the problem's sizes and flags (`extra`) added to its constexprs."""
+        self.check_config(config)
+        consts, opts, grid = super().make_plan(config)
+        return {**self.extra, **consts}, {} if interpreting() else opts, grid
+
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
         config = self.config if config is None else config
-        key = tuple(config.items())
-        plan = self._plans.get(key)
-        if plan is None:  # checked and split once per config: a decode step's launch is all CPU otherwise
-            self.check_config(config)
-            consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
-            launch = {} if interpreting() else {k: v for k, v in config.items() if k in LAUNCH_KEYS}
-            plan = self._plans[key] = ({**self.extra, **consts}, launch, self.grid(config), config.get("SPLIT_K", 1))
-        kwargs, launch, grid, split = plan
+        kwargs, opts, grid = self.plan(config)
         out = args[-1]
+        split = config.get("SPLIT_K", 1)
         target = torch.zeros(out.shape, dtype=torch.float32, device=out.device) if split > 1 else out
-        self._fast.launch(self.fn, grid, [*args[:-1], target], {**kwargs, "stride_om": target.stride(0)}, launch)
+        self._fast.launch(self.fn, grid, [*args[:-1], target], {**kwargs, "stride_om": target.stride(0)}, opts)
         if split > 1:
             out.copy_(target)
-
-    def __getstate__(self):
-        return {**super().__getstate__(), "_plans": {}}
 
 
 def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:

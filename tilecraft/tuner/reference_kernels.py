@@ -7,11 +7,12 @@ SPLIT_K > 1 writes fp32 partial products to a workspace [SPLIT_K, M, N] that is 
 from __future__ import annotations
 
 import hashlib
-import os
 
 import torch
 import triton
 import triton.language as tl
+
+from ..codegen.kernel import interpreting
 
 
 @triton.jit
@@ -48,10 +49,6 @@ def _grouped_gemm(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk,
     c_ptrs = c_ptr + pid_k * stride_cs + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 class ReferenceGemm:
@@ -117,7 +114,7 @@ class ReferenceGemm:
         cm, cn = (c.stride(0), c.stride(1)) if split == 1 else (out.stride(1), out.stride(2))
         _grouped_gemm[grid](a, b, out, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), s_stride, cm, cn,
                             BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-                            GROUP_M=cfg["GROUP_M"], SPLIT_K=split, UPCAST=_interpreting(),
+                            GROUP_M=cfg["GROUP_M"], SPLIT_K=split, UPCAST=interpreting(),
                             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         if split > 1:
             torch.sum(out, dim=0, out=c) if c.dtype == torch.float32 else c.copy_(out.sum(0))
