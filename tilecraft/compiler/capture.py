@@ -212,7 +212,9 @@ def _sdpa(imp, n, args, kwargs, src):
     # the attention kernels lay their output out like the query (often [b, t, h, d] in memory): take FX's strides,
     # so the kernel that reads it is generated for that layout instead of copying it into a contiguous one
     types = _val_types(n)
-    out = imp.graph.add("sdpa", inputs, {"is_causal": bool(a.get("is_causal")), "scale": a.get("scale")},
+    variant = str(n.target).removeprefix("aten.").removesuffix(".default")
+    out = imp.graph.add("sdpa", inputs, {"is_causal": bool(a.get("is_causal")), "scale": a.get("scale"),
+                                         "variant": variant},
                         out_types=types[:1] if types else None, name=n.name, source=src).out
     return (out,) + (None,) * (len(n.meta["val"]) - 1)
 
