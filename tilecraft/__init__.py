@@ -11,7 +11,7 @@ if not _os.environ.get("TRITON_INTERPRET"):
         pass
 
 from .compiler import CompiledModel, Options, compile, explain  # noqa: E402
-from .quant import quantize  # noqa: E402  (also registers the quantized-linear ops)
+from .quant import quantize, quantize_  # noqa: E402  (also registers the quantized-linear ops)
 
 __version__ = "0.1.0"
-__all__ = ["compile", "explain", "quantize", "Options", "CompiledModel", "__version__"]
+__all__ = ["compile", "explain", "quantize", "quantize_", "Options", "CompiledModel", "__version__"]

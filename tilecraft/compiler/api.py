@@ -31,7 +31,7 @@ class Options:
     schedules: str | None = None  # schedule database to take tuned kernel configs from
     cuda_graphs: bool | None = None  # replay the launch sequence as a CUDA graph; None: for inference on CUDA
     channels_last: bool | None = None  # run convolutions in NHWC; None: decide (fp16/bf16 convs on CUDA)
-    quantize: str | None = None  # a quantization scheme applied before capture (see tilecraft.quantize)
+    quantize: str | None = None  # a quantization scheme, applied to a copy before capture (tilecraft.quantize)
     matmul: str = "auto"  # GEMM backend per matmul group: "auto" (schedule DB, else cuBLAS on a GPU), "triton", "aten"
     verify: bool = True  # verify the IR after every pass
     passes: list | None = None  # override the pass pipeline (list of (name, fn))
@@ -208,7 +208,7 @@ def compile(model, **options) -> CompiledModel:  # noqa: A001 - the public name
     if opts.quantize:
         from ..passes.quantize import quantize
 
-        model = quantize(model, opts.quantize)
+        model = quantize(model, opts.quantize)  # a new module tree: the user's model is left unchanged
     return CompiledModel(model, opts)
 
 
