@@ -105,7 +105,7 @@ class _Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.norm = nn.LayerNorm(64)
-        self.fc1, self.fc2 = nn.Linear(64, 96), nn.Linear(96, 64)
+        self.fc1, self.fc2 = nn.Linear(64, 128), nn.Linear(128, 64)
         self.act = nn.GELU()
         self.again = self.act  # one module reachable under two names
 
