@@ -19,6 +19,9 @@ from ..ir.ops import REGISTRY, norm_dims
 REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "layer_norm", "any", "all",
               "argmax", "argmin", "max_dim", "min_dim"}
 MATMULS = {"mm", "bmm", "addmm"}
+# Quantized linears (tilecraft.quant.ops) with the quantized-matmul template; fp8 quantizes its activations in
+# torch before the kernel, so it stays a torch group.
+QMATMULS = {"wq_linear_int8", "wq_linear_int4"}
 # Data-movement and creation ops that codegen expresses as index arithmetic inside pointwise kernels.
 INDEXED = {"cat", "embedding", "full", "full_like", "scalar_tensor", "arange", "gather", "index_select", "index"}
 INDEX_DTYPES = (torch.int64, torch.int32)
@@ -28,7 +31,8 @@ CODEGEN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int64, tor
 
 @dataclass(eq=False)
 class Group:
-    kind: str  # "pointwise" | "reduction" | "matmul" (one matmul, or two sharing A: "matmul-dual") | "torch"
+    kind: str  # "pointwise" | "reduction" | "matmul" (one matmul, or two sharing A: "matmul-dual") | "qmatmul"
+    # (one quantized linear and its epilogue) | "torch"
     nodes: list[Node]
     shape: tuple[int, ...]  # iteration shape: pointwise/matmul output shape, reduction input shape
     dims: tuple[int, ...] = ()  # reduced dims (reduction groups)
@@ -90,6 +94,9 @@ def node_kind(node: Node) -> str:
         if node.outputs[0].type.numel == 0 or a.type.shape[-1] == 0:
             return "torch"
         return "matmul" if a.type.dtype in (torch.float32, torch.float16, torch.bfloat16) else "torch"
+    if node.op in QMATMULS:
+        x = node.inputs[0].type
+        return "qmatmul" if x.dtype in (torch.float32, torch.float16, torch.bfloat16) and x.numel > 0 else "torch"
     if cat == "view":
         return "torch" if node.op == "as_strided" else "view"  # as_strided runs as a torch view
     return "torch"
@@ -159,6 +166,8 @@ class Partitioner:
                 return "reduction-epilogue"
             if g.kind == "matmul" and out == g.shape and not self._feeds_only_reductions(node):
                 return "matmul-epilogue"
+            if g.kind == "qmatmul" and out == g.shape and not self._feeds_only_reductions(node):
+                return "qmatmul-epilogue"
             return None
         if kind == "reduction":
             x = node.inputs[0]
@@ -202,7 +211,7 @@ class Partitioner:
     def new_group(self, node: Node, kind: str) -> Group:
         if kind == "reduction":
             g = Group(kind, [], node.inputs[0].type.shape, reduction_dims(node))
-        elif kind in ("pointwise", "matmul"):
+        elif kind in ("pointwise", "matmul", "qmatmul"):
             g = Group(kind, [], node.outputs[0].type.shape)
         else:
             g = Group("torch", [], node.outputs[0].type.shape if node.outputs else ())
@@ -222,6 +231,9 @@ class Partitioner:
             if kind == "matmul":
                 g = self.join_dual(node) or self.new_group(node, kind)
                 self.merge_producers(node, g, max_nodes=4, rule="matmul-prologue")
+                continue
+            if kind == "qmatmul":  # no prologue: the template loads its activation rows as they are
+                self.new_group(node, kind)
                 continue
             joined = None
             for g in reversed(self.producers(node)):
@@ -289,7 +301,7 @@ class Partitioner:
 
     def merge_producers(self, node: Node, g: Group, max_nodes: int = 1 << 30, rule: str = "merge-producers") -> None:
         """Pull pointwise producer groups whose every value is used only inside g into g (no stores)."""
-        if g.kind == "torch":
+        if g.kind in ("torch", "qmatmul"):  # a quantized-matmul kernel reads its operands as stored tensors
             return
         for p in self.producers(node):
             if p is g or p.kind != "pointwise" or (g.kind == "reduction" and p.shape != g.shape):

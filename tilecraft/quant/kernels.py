@@ -61,6 +61,9 @@ class QuantKernel(Kernel):
                                  f"got BLOCK_K={bk}")
             if self.template == "wq_gemv" and max(bk, group) % min(bk, group):
                 raise QuantError(f"{self.name}: BLOCK_K={bk} and group size {group} must divide one another")
+        if self.info.get("fused") and config.get("SPLIT_K", 1) != 1:
+            raise QuantError(f"{self.name}: a fused epilogue needs whole sums (SPLIT_K=1), got "
+                             f"SPLIT_K={config.get('SPLIT_K')}")
         if config.get("SCALE_W") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm"):
             raise QuantError(f"{self.name}: SCALE_W (scale the weight tile before the dot) is an int4 GEMM knob")
         if self.template != "wq_gemv" and (config.get("BLOCK_M", 0) < 16 or config.get("BLOCK_N", 0) < 16
@@ -79,7 +82,8 @@ class QuantKernel(Kernel):
         out = args[-1]
         split = config.get("SPLIT_K", 1)
         target = torch.zeros(out.shape, dtype=torch.float32, device=out.device) if split > 1 else out
-        self._fast.launch(self.fn, grid, [*args[:-1], target], {**kwargs, "stride_om": target.stride(0)}, opts)
+        stride_om = target.stride(-2) if target.dim() > 1 else 0  # (a fused epilogue stores by its own strides)
+        self._fast.launch(self.fn, grid, [*args[:-1], target], {**kwargs, "stride_om": stride_om}, opts)
         if split > 1:
             out.copy_(target)
 

@@ -87,6 +87,7 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
         acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]
+    # EPILOGUE (codegen's qmatmul template replaces the rest with its fused ops and their stores)
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     o_ok = m_ok[:, None] & n_ok[None, :]
     if SPLIT_K == 1:
