@@ -1,6 +1,8 @@
 """The quantized-matmul template: quantized linears are `qmatmul` groups whose pointwise epilogue (bias,
 activation, residual add) fuses into the GEMV/GEMM kernel; configs come from the schedule database; the kernels
 show in the report and in explain. Checked against the quantized model's own dequantized reference."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
@@ -43,6 +45,7 @@ def test_epilogue_fuses_into_the_quantized_kernel(scheme, shape, dtype, template
     assert_close(got, ref, msg=f"{scheme} {shape} {dtype}")
     rec = c.report.graphs[0]
     assert not rec.fallbacks and rec.program.groups[0].kind == "qmatmul"
+    assert not [s.kernel.name for s in rec.program.steps if getattr(s, "failed", False)]  # no kernel fell back
     kinds = [(g.kind, [n.op for n in g.nodes if n.op != "cast"]) for g in rec.program.groups]  # (bf16 casts)
     op = "wq_linear_int8" if scheme.startswith("int8") else "wq_linear_int4"
     assert kinds == [("qmatmul", [op, "sigmoid", "mul"]), ("qmatmul", [op, "add"])], kinds  # silu decomposed
@@ -70,5 +73,25 @@ def test_quantized_kernel_config_comes_from_the_schedule_database(tmp_path):
     k2 = c2.report.graphs[0].kernels[0]
     assert k2.key == k.key and k2.config == tuned and k2.info["config_source"] == "database"
     assert_close(got2, ref2)
-    with pytest.raises(Exception, match="SPLIT_K=1"):  # a fused epilogue needs whole sums
-        k2.check_config(dict(tuned, SPLIT_K=2))
+    assert not [s.kernel.name for s in c2.report.graphs[0].program.steps if getattr(s, "failed", False)]
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only:32"])
+def test_split_k_reduces_in_the_kernel_before_the_fused_epilogue(scheme):
+    """The GEMM's serial split-K: each split stores a partial tile, the last one sums them and runs the epilogue
+    (a non-linear one, so partial sums must never reach it); twice, so the arrival counters were reset."""
+    torch.manual_seed(15)
+    model = GatedBlock(d=128, h=64).eval()
+    x = torch.randn(6, 128, generator=seeded(16))
+    c, got, ref = _compile(model, scheme, x)
+    prog = c.report.graphs[0].program
+    for k in prog.kernels:
+        k.config = dict(k.config, SPLIT_K=2 if k.shapes["K"] == 128 else 1, BLOCK_K=32)
+    with torch.no_grad():
+        for _ in range(2):
+            assert_close(c(x), ref)
+    assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]
+    gemv = tilecraft.quant.make_kernel("int8_weight_only", 1, 64, 128, torch.float32, template="wq_gemv")
+    gemv = dataclasses.replace(gemv, info={**gemv.info, "fused": True})  # (make_kernel's object is shared)
+    with pytest.raises(Exception, match="SPLIT_K=1"):  # the GEMV's split-K adds atomically: no fused epilogue
+        gemv.check_config(dict(gemv.default_config(), SPLIT_K=2))

@@ -60,7 +60,7 @@ def test_knobs_split_k_and_multi_group_chunks(scheme, group, template, config):
 def test_kernel_protocol_for_the_tuner():
     k = make_kernel("int4_weight_only", 4, 48, 64, torch.float16, group=32, has_bias=True, template="wq_gemm")
     assert k.template == "wq_gemm" and k.shapes == {"M": 4, "N": 48, "K": 64, "group": 32}
-    assert set(k.default_config()) == {"BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "num_warps", "num_stages"}
+    assert set(k.default_config()) == {"BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "num_warps", "num_stages", "TRANS"}
     assert k.key != make_kernel("int8_weight_only", 4, 48, 64, torch.float16, template="wq_gemm").key
     args = k.make_args("cpu", seed=1)
     k.launch(args, k.default_config())

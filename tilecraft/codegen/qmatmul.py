@@ -41,9 +41,9 @@ def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool
     src = source.replace(SIGNATURE, params + ", ".join(names) + ",", 1)
     head, _ = src.split(MARK, 1)
     alias = ([] if has_zeros else ["    z_ptr = w_ptr"]) + ([] if has_bias else ["    b_ptr = x_ptr"])
-    if alias:  # right after the signature's closing "):"
-        m = re.search(r"\):\n", head[head.index("def "):])
-        at = head.index("def ") + m.end()
+    if alias:  # right after the kernel's (the last function's) signature
+        start = head.rindex("\ndef ")
+        at = start + re.search(r"\):\n", head[start:]).end()
         head = head[:at] + "\n".join(alias) + "\n" + head[at:]
     return head + MARK + " (fused by codegen)\n" + "\n".join(body) + "\n"
 

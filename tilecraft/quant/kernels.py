@@ -7,6 +7,7 @@ Knobs: BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages (+ BLOCK_M for the GEMMs
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class QuantKernel(Kernel):
 
     extra: dict = field(default_factory=dict)  # M, N, K, strides and constexpr flags (BITS, GROUP, ...)
     scheme: str = ""
+    _workspaces: dict = field(default_factory=dict, repr=False)  # split-K scratch (see split_workspace)
 
     @property
     def key(self) -> str:
@@ -61,9 +63,11 @@ class QuantKernel(Kernel):
                                  f"got BLOCK_K={bk}")
             if self.template == "wq_gemv" and max(bk, group) % min(bk, group):
                 raise QuantError(f"{self.name}: BLOCK_K={bk} and group size {group} must divide one another")
-        if self.info.get("fused") and config.get("SPLIT_K", 1) != 1:
-            raise QuantError(f"{self.name}: a fused epilogue needs whole sums (SPLIT_K=1), got "
-                             f"SPLIT_K={config.get('SPLIT_K')}")
+        if self.info.get("fused") and self.template != "wq_gemm" and config.get("SPLIT_K", 1) != 1:
+            raise QuantError(f"{self.name}: a fused epilogue needs whole sums: SPLIT_K=1 (only the GEMM reduces "
+                             f"its splits before the epilogue), got SPLIT_K={config.get('SPLIT_K')}")
+        if config.get("TRANS") and self.template != "wq_gemm":
+            raise QuantError(f"{self.name}: TRANS (the weight tile as the left dot operand) is a GEMM knob")
         if config.get("SCALE_W") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm"):
             raise QuantError(f"{self.name}: SCALE_W (scale the weight tile before the dot) is an int4 GEMM knob")
         if self.template != "wq_gemv" and (config.get("BLOCK_M", 0) < 16 or config.get("BLOCK_N", 0) < 16
@@ -81,18 +85,40 @@ class QuantKernel(Kernel):
         kwargs, opts, grid = self.plan(config)
         out = args[-1]
         split = config.get("SPLIT_K", 1)
-        target = torch.zeros(out.shape, dtype=torch.float32, device=out.device) if split > 1 else out
+        serial = self.template == "wq_gemm"  # reduces its splits in the kernel (wq_gemm.py); others use atomics
+        target = torch.zeros(out.shape, dtype=torch.float32, device=out.device) if split > 1 and not serial else out
         stride_om = target.stride(-2) if target.dim() > 1 else 0  # (a fused epilogue stores by its own strides)
-        self._fast.launch(self.fn, grid, [*args[:-1], target], {**kwargs, "stride_om": stride_om}, opts)
-        if split > 1:
+        kwargs = {**kwargs, "stride_om": stride_om}
+        if serial:
+            kwargs["ws_ptr"], kwargs["cnt_ptr"] = self.split_workspace(config, grid, out.device)
+        self._fast.launch(self.fn, grid, [*args[:-1], target], kwargs, opts)
+        if split > 1 and not serial:
             out.copy_(target)
+
+    def split_workspace(self, config: dict, grid: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fp32 partial tiles, int32 arrival counters) of the GEMM's serial split-K, made once per config and
+        device: the counters start at zero and the last split of each tile resets its own."""
+        split = config.get("SPLIT_K", 1)
+        key = (str(device), grid, config.get("BLOCK_M"), config.get("BLOCK_N"))
+        ws = self._workspaces.get(key) if split > 1 else None
+        if ws is None and split > 1:
+            tiles = grid[0]
+            ws = self._workspaces[key] = (
+                torch.empty(split * tiles * config["BLOCK_M"] * config["BLOCK_N"], dtype=torch.float32,
+                            device=device), torch.zeros(tiles, dtype=torch.int32, device=device))
+        return ws or (_placeholder(device, torch.float32), _placeholder(device, torch.int32))
+
+    def __getstate__(self):  # workspaces stay in this process
+        return {**super().__getstate__(), "_workspaces": {}}
 
 
 def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:
     """Heuristic config: the best points of bench/quant_linear.py on an H100 (cold-L2 GPU time, K=4096 and
     N=4096/11008; smaller tiles when interpreting). GEMV (M=1): 2 rows x 2048 K for int8 and 8 x 2048 for int4
-    (thousands of programs, each streaming 4-8 KB per step). Thin GEMMs (M <= 16): 16x32 tiles with 256-long K
-    chunks, 3 stages; int4 applies the group scales to the weight tile (SCALE_W) so a chunk can span groups."""
+    (thousands of programs, each streaming 4-8 KB per step). GEMMs, not measured yet in this form (set them
+    from bench/quant_linear.py): M <= 64 puts the weight tile on the dot's left (TRANS) with 64-wide N tiles,
+    256/128-long K chunks and split-K to about two programs per SM; larger M is a 128x128x64 bf16 tensor-core
+    GEMM. int4 applies the group scales to the weight tile (SCALE_W), so a chunk can span groups."""
     small = interpreting()
     if template == "wq_gemv":
         bm = _pow2(M)
@@ -112,23 +138,38 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
     if small:
         bm, bn = _clamp_pow2(M, 16, 32), _clamp_pow2(N, 16, 32)
         bk = min(group, 32) if scheme == "int4_weight_only" else 32
-        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1,
+                **({"TRANS": M <= 64} if scheme != "fp8" else {})}
     bm = _clamp_pow2(M, 16, 64)
     if scheme == "fp8":
         return {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 64 if M <= 64 else 128), "BLOCK_K": 128,
                 "SPLIT_K": 1, "num_warps": 4, "num_stages": 4}
-    if M <= 64:  # memory-bound: thin N tiles, long K chunks (int4: over several groups, scales on the tile)
-        cfg = {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 32), "BLOCK_K": _clamp_pow2(K, 16, 256),
-               "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}
-        if scheme == "int4_weight_only":
-            if K % cfg["BLOCK_K"] == 0 and cfg["BLOCK_K"] > group:
-                cfg["SCALE_W"] = True
-            else:
-                cfg["BLOCK_K"] = min(cfg["BLOCK_K"], group)
-        return cfg
-    bk = min(group, 64) if scheme == "int4_weight_only" else _clamp_pow2(K, 16, 128)
-    return {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 128), "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4,
-            "num_stages": 4}
+    if M <= 64:  # memory-bound: the weight tile is the dot's left operand (TRANS) and the wide dimension; K is
+        # split (reduced in the kernel) until there are about two programs per SM
+        bk = _clamp_pow2(K, 16, 256 if M <= 16 else 128)
+        bn = _clamp_pow2(N, 16, 64)
+        tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+        split = 1
+        while tiles * split < 2 * _sm_count() and split < (4 if M <= 16 else 2) and K >= 2 * split * bk:
+            split *= 2
+        cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": 4, "num_stages": 3,
+               "TRANS": True}
+    else:  # compute-bound: a bf16 tensor-core GEMM on weight tiles dequantized in registers
+        cfg = {"BLOCK_M": 128 if M >= 128 else 64, "BLOCK_N": _clamp_pow2(N, 16, 128), "BLOCK_K": 64,
+               "SPLIT_K": 1, "num_warps": 8, "num_stages": 3, "TRANS": False}
+    if scheme == "int4_weight_only":  # group scales on the weight tile: the dot accumulates in place
+        if cfg["BLOCK_K"] > group and K % cfg["BLOCK_K"]:
+            cfg["BLOCK_K"] = group
+        cfg["SCALE_W"] = True
+    return cfg
+
+
+@functools.cache
+def _sm_count() -> int:
+    """Streaming multiprocessors of the current GPU (132 on an H100/H200 when there is none)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    return 132
 
 
 def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
@@ -137,8 +178,10 @@ def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
         return {"BLOCK_N": [2, 4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024, 2048, 4096],
                 "SPLIT_K": [1, 2, 4, 8], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
     bks = [32, 64, 128, 256, 512]  # int4: above the group size only with SCALE_W (check_config)
-    space = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4],
+    space = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4, 8],
              "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
+    if template == "wq_gemm":
+        space["TRANS"] = [False, True]  # the weight tile as the left or the right dot operand
     if scheme == "int4_weight_only":
         space["SCALE_W"] = [False, True]  # group scale on the dot's result (exact) or on the weight tile
     return space
@@ -195,6 +238,7 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
         extra["DOT_F32"] = dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
         extra["IEEE"] = dtype == torch.float32
         extra["SCALE_W"] = False  # int4: a config may set it (see wq_gemm.py)
+        extra["TRANS"] = False  # a config may set it (see wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,
