@@ -8,7 +8,8 @@ int4 loads: the [N, K/2] byte layout read as int32 words [N, K/8]: nibble i (bit
 k = 8w + i (byte j's low nibble is k = 2j, its high one k = 2j + 1). One 16-byte load per thread brings 32
 weights; `_unpack8` puts the 8 nibbles of each word side by side in K order with three rounds of tl.join (no
 data leaves its thread), so the activations stay one contiguous [BLOCK_M, BLOCK_K] load and each chunk is ONE
-tl.dot over the full BLOCK_K.
+tl.dot over the full BLOCK_K. Codes become floats by bit tricks (`_u4f`, `_i8f`), not int-to-float
+conversions (quarter-rate instructions on the GPU).
 
 TRANS (a knob): compute out^T = W x^T, the dequantized weight tile the LEFT operand (it can feed the tensor
 cores from registers; no round trip through shared memory) and the thin activation tile the right one. For
@@ -19,6 +20,19 @@ tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that ar
 resets the counter and runs the epilogue. So a fused epilogue still sees whole sums."""
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def _u4f(q):
+    """Codes 0..15 (int32) -> float32 without an int-to-float conversion (a quarter-rate instruction): the
+    bits of 2^23 + q, minus 2^23."""
+    return (q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+
+
+@triton.jit
+def _i8f(q):
+    """int8 -> float32 the same way: the bits of 2^23 + 128 + q, minus 2^23 + 128."""
+    return (q.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
 
 
 @triton.jit
@@ -70,12 +84,12 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :],
                         other=0.0).to(dt)
             if TRANS:  # [BLOCK_N, BLOCK_K] weight rows as stored, the left operand
-                w = tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :],
-                            other=0).to(dt)
+                w = _i8f(tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :],
+                                 mask=n_ok[:, None] & k_ok[None, :], other=0)).to(dt)
                 acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
             else:
-                w = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None],
-                            other=0).to(dt)
+                w = _i8f(tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None],
+                                 mask=n_ok[None, :] & k_ok[:, None], other=0)).to(dt)
                 acc = tl.dot(x, w, acc, input_precision=PREC)
         scale = tl.load(s_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
         if TRANS:
@@ -102,7 +116,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                                 (BLOCK_N, BLOCK_K))
                 zb = tl.reshape(tl.broadcast_to(zg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP)),
                                 (BLOCK_N, BLOCK_K))
-                w = ((q.to(tl.float32) - zb) * sb).to(dt)
+                w = ((_u4f(q) - zb) * sb).to(dt)
                 if TRANS:
                     acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
                 else:
@@ -110,15 +124,15 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
             else:  # the chunk lies inside one group
                 g = k0 // GROUP
                 s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0.0).to(tl.float32)
-                z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0).to(tl.int32)
+                z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0).to(tl.float32)
                 if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot accumulates in place
-                    w = ((q - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
+                    w = ((_u4f(q) - z[:, None]) * s[:, None]).to(dt)
                     if TRANS:
                         acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
                     else:
                         acc = tl.dot(x, tl.trans(w), acc, input_precision=PREC)
                 else:  # exact small integers -15..15 in the dot dtype; the group scale goes on the dot's result
-                    w = (q - z[:, None]).to(dt)
+                    w = (_u4f(q) - z[:, None]).to(dt)
                     if TRANS:
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:
