@@ -2,10 +2,13 @@
 
 For each (scheme, M, K, N): tilecraft's kernels (best of a small config sweep incl. the heuristic default; every
 config is checked against the float32 dequantized reference), bf16 cuBLAS (x @ w.t()), Inductor on the plain
-dequantize-then-matmul code, and the bandwidth floor (quantized weight bytes / 3.0 TB/s). Then the conv3x3-BN-ReLU
-residual block of ANCHORS.md (fp16, 32x64x56x56, eval): eager vs Inductor vs tilecraft.compile.
+dequantize-then-matmul code, and the bandwidth floor: quantized weight bytes / the device's copy bandwidth,
+measured at the start of the run (bytes read + written by a 1 GiB device-to-device copy). Then the
+conv3x3-BN-ReLU residual block of ANCHORS.md (fp16, 32x64x56x56, eval): eager vs Inductor vs tilecraft.compile.
 
     python bench/quant_linear.py [--out bench/results/quant_linear.json] [--sweep 12]
+    python bench/quant_linear.py --quick        # issue 15's rows: int8/int4, M=1,16,64,256,2048, 4096x4096 and
+                                                # 4096x11008, 4 configs each, no Inductor/conv (~3 min on an H200)
     python bench/quant_linear.py --dry-run      # CPU, Triton interpreter, tiny shapes (a smoke test)
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ import tilecraft  # noqa: E402
 from tilecraft.quant import config_space, make_kernel, quantize_weight  # noqa: E402
 from tilecraft.quant.formats import QuantError, dequantize, quantize_fp8_activation, unpack_int4  # noqa: E402
 
-BANDWIDTH = 3.0e12  # bytes/s, H100 device-to-device copy (ANCHORS.md)
+NOMINAL_BANDWIDTH = 3.0e12  # bytes/s, H100 device-to-device copy (ANCHORS.md): only for --dry-run
 CONV_FLOOR_MS = 0.0211  # ANCHORS.md floor of convbnrelu_32x64x56x56
 
 
@@ -45,6 +48,18 @@ def bench_ms(fn, dry: bool) -> float:
     import triton.testing
 
     return float(triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median"))
+
+
+def copy_bandwidth(dry: bool) -> float:
+    """Bytes/s of a device-to-device copy (read + written) of 1 GiB, median of do_bench: the floor's bandwidth."""
+    if dry:
+        return NOMINAL_BANDWIDTH
+    src = torch.empty(2**29, dtype=torch.bfloat16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src), dry)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * 2**30 / (ms * 1e-3)
 
 
 def cold_gpu_us(make_fn, nbytes: int, rounds: int = 2) -> float:
@@ -79,12 +94,23 @@ def curated_configs(template: str, M: int, scheme: str = "") -> list[dict]:
     if template == "wq_gemv":
         return [{"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": 2}
                 for bn, bk, w in [(16, 256, 4), (8, 512, 4)]]
+    sw = {"SCALE_W": True} if scheme == "int4_weight_only" else {}
+    if template == "wq_gemm" and M <= 16:  # the weight tile on the dot's left (TRANS), split-K reduced in-kernel
+        return [{"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
+                 "TRANS": tr, **sw}
+                for bn, bk, sk, tr, w, st in [(128, 256, 4, True, 4, 3), (64, 512, 2, True, 4, 3),
+                                              (128, 256, 2, True, 8, 3), (32, 256, 1, False, 4, 3),
+                                              (64, 256, 2, True, 4, 4), (256, 128, 4, True, 8, 3)]]
     if template == "wq_gemm" and M <= 64:
-        bm, sw = max(16, min(64, M)), scheme == "int4_weight_only"
-        return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": 4, "num_stages": st,
-                 **({"SCALE_W": True} if sw and bk > 128 else {})}
-                for bn, bk, sk, st in [(16, 256, 1, 4), (32, 256, 1, 3), (64, 128, 1, 4), (32, 128, 2, 4),
-                                       (64, 256, 1, 3), (32, 512, 1, 2), (16, 512, 1, 3), (64, 128, 2, 3)]]
+        return [{"BLOCK_M": 64, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
+                 "TRANS": tr, **sw}
+                for bn, bk, sk, tr, w, st in [(128, 128, 2, True, 8, 3), (128, 128, 1, True, 4, 4),
+                                              (64, 256, 1, False, 4, 3), (256, 64, 1, True, 8, 3)]]
+    if template == "wq_gemm":  # large M: a bf16 tensor-core GEMM on dequantized weight tiles
+        return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": st,
+                 "TRANS": tr, **sw}
+                for bm, bn, bk, tr, w, st in [(128, 128, 64, True, 8, 3), (128, 256, 64, False, 8, 3),
+                                              (64, 128, 64, False, 4, 4), (128, 128, 128, False, 8, 2)]]
     return []
 
 
@@ -113,7 +139,8 @@ def sample_configs(kernel, n: int, seed: int) -> list[dict]:
     return out
 
 
-def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dict:
+def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth, inductor=True,
+                cold_top=4) -> dict:
     g = torch.Generator(device="cpu").manual_seed(M * 7 + N)
     w = (torch.randn(N, K, generator=g) * 0.02)
     x = torch.randn(M, K, generator=g).to(dtype).to(dev)
@@ -129,10 +156,9 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dic
         ref = (x.float() @ w_deq.t()).to(dtype)
         wbytes = N * K if scheme == "int8_weight_only" else N * K // 2
     row = {"scheme": scheme, "M": M, "K": K, "N": N, "group": group if scheme.startswith("int4") else 0,
-           "floor_us": wbytes / BANDWIDTH * 1e6}
+           "floor_us": wbytes / bandwidth * 1e6}
     # ---- tilecraft kernels: sweep configs of the applicable templates
-    templates = ["fp8_gemm"] if scheme == "fp8" else (
-        ["wq_gemv", "wq_gemm"] if M <= 2 or (M <= 16 and scheme == "int4_weight_only") else ["wq_gemm"])
+    templates = ["fp8_gemm"] if scheme == "fp8" else (["wq_gemv", "wq_gemm"] if M <= 2 else ["wq_gemm"])
     tried, failed, timings = 0, 0, []
     for ti, template in enumerate(templates):
         k = make_kernel(scheme, M, N, K, dtype, group if scheme.startswith("int4") else 0, False, template,
@@ -176,7 +202,7 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dic
 
                 return cold_gpu_us(on_copy, ab[1].numel() * ab[1].element_size())
 
-            colds = [(cold(kb, ab, cb), us, tp, cb, err) for us, tp, cb, err, kb, ab in timings[:4]]
+            colds = [(cold(kb, ab, cb), us, tp, cb, err) for us, tp, cb, err, kb, ab in timings[:cold_top]]
             for entry, c in zip(row["top_configs"], colds):
                 entry["cold_us"] = c[0]
             c_us, us, tp, cb, err = min(colds, key=lambda r: r[0])
@@ -191,7 +217,7 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dic
     if not dry:
         row["cublas_cold_us"] = cold_gpu_us(lambda i: (lambda wc: (lambda: x @ wc.t()))(wb.clone()), wb.numel() * 2)
     # ---- Inductor on the plain dequantize-then-matmul code
-    if not dry and scheme != "fp8":
+    if not dry and scheme != "fp8" and inductor:
         try:
             if scheme == "int8_weight_only":
                 fn = torch.compile(lambda x, q, s: x @ (q.to(x.dtype) * s[:, None].to(x.dtype)).t())
@@ -257,6 +283,16 @@ def conv_case(dev, dry) -> dict:
     return row
 
 
+def short_config(c) -> str:
+    """e.g. 16x128x256 sk4 T SW w4s3 (BLOCK_M x BLOCK_N x BLOCK_K, split-K, TRANS, SCALE_W, warps, stages)."""
+    if not c:
+        return "-"
+    tile = "x".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in c)
+    flags = [f"sk{c['SPLIT_K']}"] if c.get("SPLIT_K", 1) > 1 else []
+    flags += [f for f, k in (("T", "TRANS"), ("SW", "SCALE_W")) if c.get(k)]
+    return " ".join([tile] + flags + [f"w{c.get('num_warps')}s{c.get('num_stages')}"])
+
+
 def fmt(v, spec=".1f"):
     return "-" if v is None else format(v, spec)
 
@@ -267,10 +303,16 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="CPU interpreter, tiny shapes")
     ap.add_argument("--sweep", type=int, default=12, help="configs per problem (incl. the default)")
     ap.add_argument("--schemes", default="int8,int4,fp8", help="comma list of int8, int4, fp8")
-    ap.add_argument("--ms", default="", help="comma list of M values (default 1,16,64)")
+    ap.add_argument("--ms", default="", help="comma list of M values (default 1,16,64,256,2048)")
+    ap.add_argument("--shapes", default="4096x4096,4096x11008", help="comma list of KxN weight shapes")
     ap.add_argument("--no-conv", action="store_true")
+    ap.add_argument("--no-inductor", action="store_true", help="skip the Inductor column (compiles per row)")
+    ap.add_argument("--quick", action="store_true", help="int8,int4 only, 4 configs a row, no Inductor, no conv")
     ap.add_argument("--budget-s", type=float, default=240.0, help="after this, only default configs are timed")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.schemes, args.sweep, args.no_inductor, args.no_conv = "int8,int4", min(args.sweep, 4), True, True
+        args.budget_s = min(args.budget_s, 150.0)  # then default configs only: the whole run stays near 3 minutes
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
         print("no CUDA device: use --dry-run", file=sys.stderr)
@@ -279,8 +321,10 @@ def main(argv=None) -> int:
     dtype = torch.float32 if dry else torch.bfloat16
     t_start = time.perf_counter()
     deadline = t_start + args.budget_s
-    shapes = [(64, 48)] if dry else [(4096, 4096), (4096, 11008)]
-    ms_list = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16, 64] if not dry else [1, 16, 32])
+    shapes = [(64, 48)] if dry else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    ms_list = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16, 64, 256, 2048] if not dry else [1, 16, 32])
+    bandwidth = copy_bandwidth(dry)
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s{' (nominal: dry run)' if dry else ' (measured)'}", flush=True)
     n_cfg = 3 if dry else args.sweep
     schemes = [("int8_weight_only", 0), ("int4_weight_only", 32 if dry else 128)]
     hopper = not dry and torch.cuda.get_device_capability() >= (9, 0)
@@ -292,29 +336,30 @@ def main(argv=None) -> int:
         for scheme, group in schemes:
             for M in ms_list:
                 t0 = time.perf_counter()
-                row = linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline)
+                row = linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth,
+                                  not args.no_inductor, 2 if args.quick else 4)
                 row["bench_s"] = time.perf_counter() - t0
                 rows.append(row)
                 print(f"done {scheme} M={M} K={K} N={N} in {row['bench_s']:.1f}s", flush=True)
     conv = None if args.no_conv else conv_case(dev, dry)
     device = "cpu (interpreter)" if dry else torch.cuda.get_device_name()
-    result = {"device": device, "torch": torch.__version__, "dry_run": dry, "linear": rows, "conv": conv,
+    result = {"device": device, "torch": torch.__version__, "dry_run": dry, "copy_bandwidth_Bps": bandwidth,
+              "linear": rows, "conv": conv,
               "seconds": time.perf_counter() - t_start}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     print(f"\nwrote {args.out}; device {device}{' (timings meaningless: interpreter)' if dry else ''}")
-    print(f"\n{'scheme':<8} {'M':>3} {'KxN':>10} {'tilecraft us':>12} {'x floor':>8} {'cuBLAS us':>10} "
-          f"{'Inductor us':>11} {'floor us':>9} {'template':>9} {'rel err':>8} {'cold us':>8} {'x floor':>7} {'cuBLAS cold':>11}")
+    print(f"\nx floor = cold GPU time / (weight bytes / {bandwidth / 1e12:.2f} TB/s); x bf16 = cold / cuBLAS bf16 cold")
+    print(f"{'scheme':<8} {'M':>4} {'KxN':>10} {'floor us':>8} {'cold us':>8} {'x floor':>7} {'cuBLAS cold':>11} "
+          f"{'x bf16':>6} {'do_bench':>8} {'cuBLAS':>7} {'Inductor':>8} {'rel err':>8}  template config")
     for r in rows:
-        t = r.get("tilecraft_us")
         name = r["scheme"].split("_")[0] + (f"g{r['group']}" if r["group"] else "")
-        kn = f"{r['K']}x{r['N']}"
-        ratio = t / r["floor_us"] if t else None
-        print(f"{name:<8} {r['M']:>3} {kn:>10} {fmt(t):>12} {fmt(ratio, '.2f'):>8} {fmt(r['cublas_us']):>10} "
-              f"{fmt(r.get('inductor_us')):>11} {fmt(r['floor_us']):>9} {r.get('template', '-'):>9} "
-              f"{fmt(r.get('rel_err'), '.1e'):>8} {fmt(r.get('tilecraft_cold_us')):>8} "
-              f"{fmt(r['tilecraft_cold_us'] / r['floor_us'] if r.get('tilecraft_cold_us') else None, '.2f'):>7} "
-              f"{fmt(r.get('cublas_cold_us')):>11}")
+        cold, cb = r.get("tilecraft_cold_us"), r.get("cublas_cold_us")
+        print(f"{name:<8} {r['M']:>4} {r['K']}x{r['N']:<5} {fmt(r['floor_us']):>8} {fmt(cold):>8} "
+              f"{fmt(cold / r['floor_us'] if cold else None, '.2f'):>7} {fmt(cb):>11} "
+              f"{fmt(cold / cb if cold and cb else None, '.2f'):>6} {fmt(r.get('tilecraft_us')):>8} "
+              f"{fmt(r['cublas_us']):>7} {fmt(r.get('inductor_us')):>8} {fmt(r.get('rel_err'), '.1e'):>8}  "
+              f"{r.get('template', '-')} {short_config(r.get('config'))}")
     c = conv
     if c:
         print(f"\n{c['workload']}: eager {fmt(c['eager_ms'], '.4f')} ms, Inductor {fmt(c.get('inductor_ms'), '.4f')} ms, "

@@ -16,7 +16,7 @@ run() { echo "=== $*"; timeout "${BUDGET:-170}" python3 "$@" 2>&1 | tee -a "$out
 for part in $parts; do
   case $part in
     anchors) run bench/anchors.py --out "$out/anchors.json" ${ANCHORS_ARGS:-} ;;
-    quant) run bench/quant_linear.py --budget-s ${QUANT_S:-90} --out "$out/quant_linear.json" ;;
+    quant) run bench/quant_linear.py ${QUANT_ARGS:---quick} --out "$out/quant_linear.json" ;;
     gemm) run bench/tune_gemm.py --quick --out "$out/tune_gemm.json" ;;
     model) run bench/tune_model.py --quick --out "$out/tune_model.json" ;;
     *) echo "unknown part $part" ;;
