@@ -95,17 +95,18 @@ def curated_configs(template: str, M: int, scheme: str = "") -> list[dict]:
         return [{"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": 2}
                 for bn, bk, w in [(16, 256, 4), (8, 512, 4)]]
     sw = {"SCALE_W": True} if scheme == "int4_weight_only" else {}
+    # (tiles keep about 64 dequantized weights per thread: BLOCK_N x BLOCK_K / (32 num_warps))
     if template == "wq_gemm" and M <= 16:  # the weight tile on the dot's left (TRANS), split-K reduced in-kernel
         return [{"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
                  "TRANS": tr, **sw}
-                for bn, bk, sk, tr, w, st in [(128, 256, 4, True, 4, 3), (64, 512, 2, True, 4, 3),
-                                              (128, 256, 2, True, 8, 3), (32, 256, 1, False, 4, 3),
-                                              (64, 256, 2, True, 4, 4), (256, 128, 4, True, 8, 3)]]
+                for bn, bk, sk, tr, w, st in [(128, 128, 4, True, 8, 3), (64, 256, 2, True, 8, 4),
+                                              (32, 256, 1, False, 4, 3), (64, 128, 4, True, 4, 4),
+                                              (128, 128, 2, True, 8, 3), (64, 512, 2, True, 8, 2)]]
     if template == "wq_gemm" and M <= 64:
         return [{"BLOCK_M": 64, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
                  "TRANS": tr, **sw}
-                for bn, bk, sk, tr, w, st in [(128, 128, 2, True, 8, 3), (128, 128, 1, True, 4, 4),
-                                              (64, 256, 1, False, 4, 3), (256, 64, 1, True, 8, 3)]]
+                for bn, bk, sk, tr, w, st in [(128, 128, 1, True, 8, 3), (64, 128, 2, True, 4, 3),
+                                              (64, 256, 1, False, 8, 3), (128, 64, 2, True, 4, 3)]]
     if template == "wq_gemm":  # large M: a bf16 tensor-core GEMM on dequantized weight tiles
         return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": st,
                  "TRANS": tr, **sw}

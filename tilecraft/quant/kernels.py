@@ -152,8 +152,9 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
         split = 1
         while tiles * split < 2 * _sm_count() and split < (4 if M <= 16 else 2) and K >= 2 * split * bk:
             split *= 2
-        cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": 4, "num_stages": 3,
-               "TRANS": True}
+        # (8 warps when the dequantized tile is 64 x 256: about 64 weights per thread, no register spills)
+        cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split,
+               "num_warps": 8 if bn * bk > 64 * 128 else 4, "num_stages": 3, "TRANS": True}
     else:  # compute-bound: a bf16 tensor-core GEMM on weight tiles dequantized in registers
         cfg = {"BLOCK_M": 128 if M >= 128 else 64, "BLOCK_N": _clamp_pow2(N, 16, 128), "BLOCK_K": 64,
                "SPLIT_K": 1, "num_warps": 8, "num_stages": 3, "TRANS": False}
