@@ -110,25 +110,32 @@ class _Net(nn.Module):
         return self.fc2(self.again(self.fc1(self.norm(x))))
 
 
-def _state(m):
-    return {k: v.clone() for k, v in m.state_dict().items()}
+def _float_net(seed, rows):
+    """A _Net, its state, an input and its float output (to check later that nothing of it changed)."""
+    torch.manual_seed(seed)
+    model = _Net().eval()
+    x = torch.randn(rows, 64, generator=seeded(seed + 10))
+    with torch.no_grad():
+        return model, {k: v.clone() for k, v in model.state_dict().items()}, x, model(x)
+
+
+def _assert_unchanged(model, before, x, y_float):
+    assert type(model.fc1) is nn.Linear and type(model.fc2) is nn.Linear
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(model(x), y_float)  # the float model still computes what it did
 
 
 @pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only:64", "int4_weight_only"])
 def test_quantize_returns_a_new_model_sharing_the_other_weights(scheme):
-    torch.manual_seed(4)
-    model = _Net().eval()
-    before = _state(model)
-    x = torch.randn(5, 64, generator=seeded(7))
+    model, before, x, y_float = _float_net(4, 5)
     with torch.no_grad():
-        y_float = model(x)
         q = tilecraft.quantize(model, scheme)
         assert q is not model and isinstance(q.fc1, QuantizedLinear) and type(model.fc1) is nn.Linear
         assert q.norm is not model.norm and q.norm.weight is model.norm.weight  # shared, not copied
         assert q.again is q.act
         assert q.fc1.group_size == (64 if scheme.startswith("int4") else 0)
-        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-        assert torch.equal(model(x), y_float)  # the float model still computes what it did
+        _assert_unchanged(model, before, x, y_float)
         expect = torch.nn.functional.linear(model.act(torch.nn.functional.linear(
             model.norm(x), q.fc1.dequantized_weight(), model.fc1.bias)), q.fc2.dequantized_weight(), model.fc2.bias)
         assert_close(q(x), expect)
@@ -145,12 +152,8 @@ def test_quantize_in_place_accepts_scheme_strings():
 
 
 def test_compile_quantized_leaves_the_model_unchanged_and_compiles_twice():
-    torch.manual_seed(5)
-    model = _Net().eval()
-    before = _state(model)
-    x = torch.randn(4, 64, generator=seeded(8))
+    model, before, x, y_float = _float_net(5, 4)
     with torch.no_grad():
-        y_float = model(x)
         outs = []
         for scheme in ("int8_weight_only", "int4_weight_only:32"):
             torch._dynamo.reset()
@@ -159,7 +162,5 @@ def test_compile_quantized_leaves_the_model_unchanged_and_compiles_twice():
             assert_close(outs[-1], c.model(x))  # its own dequantized reference
             op = "wq_linear_int8" if scheme.startswith("int8") else "wq_linear_int4"
             assert c.report.graphs[0].ops.get(op) == 2, c.report.summary()
-        assert type(model.fc1) is nn.Linear and type(model.fc2) is nn.Linear
-        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-        assert torch.equal(model(x), y_float)
+        _assert_unchanged(model, before, x, y_float)
         assert _rel(outs[0], y_float) < 0.02 and _rel(outs[1], y_float) < 0.15

@@ -13,18 +13,7 @@ reduce per group, then scale) or lie inside one (BLOCK_K <= GROUP)."""
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _u4f(q):
-    """Codes 0..15 (int32) -> float32 without an int-to-float conversion (a quarter-rate instruction): the
-    bits of 2^23 + q, minus 2^23."""
-    return (q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
-
-
-@triton.jit
-def _i8f(q):
-    """int8 -> float32 the same way: the bits of 2^23 + 128 + q, minus 2^23 + 128."""
-    return (q.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f
 
 
 @triton.jit
