@@ -96,8 +96,9 @@ class QuantKernel(Kernel):
             out.copy_(target)
 
     def split_workspace(self, config: dict, grid: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fp32 partial tiles, int32 arrival counters) of the GEMM's serial split-K, made once per config and
-        device: the counters start at zero and the last split of each tile resets its own."""
+        """(fp32 partial tiles, int32 arrival counters) of the GEMM's serial split-K, made once per grid, tile and
+        device: the counters start at zero and the last split of each tile resets its own. One launch at a time
+        per kernel object (the same stream), as the runtime launches."""
         split = config.get("SPLIT_K", 1)
         key = (str(device), grid, config.get("BLOCK_M"), config.get("BLOCK_N"))
         ws = self._workspaces.get(key) if split > 1 else None
