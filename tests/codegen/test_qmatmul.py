@@ -95,3 +95,24 @@ def test_split_k_reduces_in_the_kernel_before_the_fused_epilogue(scheme):
     gemv = dataclasses.replace(gemv, info={**gemv.info, "fused": True})  # (make_kernel's object is shared)
     with pytest.raises(Exception, match="SPLIT_K=1"):  # the GEMV's split-K adds atomically: no fused epilogue
         gemv.check_config(dict(gemv.default_config(), SPLIT_K=2))
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only:32"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_aten_backend_dequantizes_then_multiplies_then_runs_the_epilogue(scheme, dtype):
+    """BACKEND "aten" (the GPU default for M >= 256): one Triton kernel dequantizes the weight into a shared
+    scratch buffer, ATen multiplies (bias in addmm), the fused ops run as one generated pointwise kernel."""
+    torch.manual_seed(17)
+    model = GatedBlock().eval().to(dtype)
+    x = torch.randn(2, 5, 64, generator=seeded(18)).to(dtype)
+    c, got, ref = _compile(model, scheme, x)
+    prog = c.report.graphs[0].program
+    assert all(k.config["BACKEND"] == "triton" and k.aten is not None for k in prog.kernels)  # (interpreter)
+    for k in prog.kernels:
+        k.config = dict(k.config, BACKEND="aten")
+    with torch.no_grad():
+        assert_close(c(x), ref, msg=f"{scheme} {dtype}")
+    assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]
+    assert all(k.aten.epilogue is not None for k in prog.kernels)  # silu*, residual add: generated kernels
+    with pytest.raises(Exception, match="BACKEND='cublas'"):
+        prog.kernels[0].check_config(dict(prog.kernels[0].config, BACKEND="cublas"))

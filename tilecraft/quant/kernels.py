@@ -39,6 +39,7 @@ class QuantKernel(Kernel):
     extra: dict = field(default_factory=dict)  # M, N, K, strides and constexpr flags (BITS, GROUP, ...)
     scheme: str = ""
     _workspaces: dict = field(default_factory=dict, repr=False)  # split-K scratch (see split_workspace)
+    aten: object = None  # codegen's plan for config BACKEND "aten" (dequantize, then cuBLAS), if it has one
 
     @property
     def key(self) -> str:
@@ -48,6 +49,10 @@ class QuantKernel(Kernel):
 
     def check_config(self, config: dict) -> None:
         """Raise QuantError naming the knob when a config cannot run this kernel."""
+        if config.get("BACKEND", "triton") not in ("triton", "aten") or (
+                config.get("BACKEND") == "aten" and self.aten is None):
+            raise QuantError(f"{self.name}: BACKEND={config.get('BACKEND')!r}: this kernel runs 'triton'"
+                             + (" or 'aten'" if self.aten is not None else ""))
         bk, group = config.get("BLOCK_K", 0), self.shapes.get("group", 0)
         for knob in ("BLOCK_N", "BLOCK_K") + (("BLOCK_M",) if self.template != "wq_gemv" else ()):
             v = config.get(knob)
@@ -77,12 +82,15 @@ class QuantKernel(Kernel):
     def make_plan(self, config: dict) -> tuple:
         """The config checked once, and the problem's sizes and flags (`extra`) added to its constexprs."""
         self.check_config(config)
-        consts, opts, grid = super().make_plan(config)
+        consts, opts, grid = super().make_plan({k: v for k, v in config.items() if k != "BACKEND"})
         return {**self.extra, **consts}, {} if interpreting() else opts, grid
 
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
         config = self.config if config is None else config
         kwargs, opts, grid = self.plan(config)
+        if config.get("BACKEND") == "aten":
+            self.aten.run(args)
+            return
         out = args[-1]
         split = config.get("SPLIT_K", 1)
         serial = self.template == "wq_gemm"  # reduces its splits in the kernel (wq_gemm.py); others use atomics
@@ -110,7 +118,37 @@ class QuantKernel(Kernel):
         return ws or (_placeholder(device, torch.float32), _placeholder(device, torch.int32))
 
     def __getstate__(self):  # workspaces stay in this process
-        return {**super().__getstate__(), "_workspaces": {}}
+        return {**super().__getstate__(), "_workspaces": {}, "aten": None}
+
+
+_DEQUANT: list = []  # the dequantize kernel's jitted function, loaded once
+_SCRATCH: dict = {}  # (device, dtype) -> the largest dequantized-weight buffer so far (see dequantize_into)
+_KEEP: list = []  # buffers a larger one replaced: a captured CUDA graph may still write them
+
+
+def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torch.dtype) -> torch.Tensor:
+    """The weight [N, K] dequantized in `dtype` by one Triton kernel, into a scratch buffer shared by every
+    quantized matmul of that device and dtype (they run one after another on one stream), so the float weights
+    never all exist at once. Valid until the next call."""
+    from ..codegen.kernel import load_source
+
+    N = qweight.shape[0]
+    K = qweight.shape[1] * (2 if scheme == "int4_weight_only" else 1)
+    key = (str(qweight.device), dtype)
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.numel() < N * K:
+        if buf is not None:
+            _KEEP.append(buf)
+        buf = _SCRATCH[key] = torch.empty(N * K, dtype=dtype, device=qweight.device)
+    out = buf[:N * K].view(N, K)
+    if not _DEQUANT:
+        _DEQUANT.append(load_source((SRC_DIR / "dequant.py").read_text(), "dequant_kernel"))
+    bn, bk = (16, 32) if interpreting() else (32, 128 if scheme == "int8_weight_only" else min(group, 128))
+    z = zeros if zeros is not None else scales
+    _DEQUANT[0][(triton.cdiv(N, bn), triton.cdiv(K, bk))](
+        qweight, scales, z, out, N, K, BITS=BITS[scheme], GROUP=max(group, 1), BLOCK_N=bn, BLOCK_K=bk,
+        **({} if interpreting() else {"num_warps": 4}))
+    return out
 
 
 def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:

@@ -21,23 +21,7 @@ resets the counter and runs the epilogue. So a fused epilogue still sees whole s
 import triton
 import triton.language as tl
 
-from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f
-
-
-@triton.jit
-def _unpack8(words, R: tl.constexpr, W: tl.constexpr):
-    """int32 words [R, W] -> int32 codes [R, 8 W] in K order (element 8w + i is nibble i of word w)."""
-    n0 = words & 15
-    n1 = (words >> 4) & 15
-    n2 = (words >> 8) & 15
-    n3 = (words >> 12) & 15
-    n4 = (words >> 16) & 15
-    n5 = (words >> 20) & 15
-    n6 = (words >> 24) & 15
-    n7 = (words >> 28) & 15
-    # q[r, w, c, d, e] = nibble 4c + 2d + e: the innermost join pairs nibbles 4 apart, the outermost 1 apart
-    q = tl.join(tl.join(tl.join(n0, n4), tl.join(n2, n6)), tl.join(tl.join(n1, n5), tl.join(n3, n7)))
-    return tl.reshape(q, (R, 8 * W))
+from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8
 
 
 @triton.jit
