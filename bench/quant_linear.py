@@ -224,6 +224,15 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
     row["cublas_us"] = bench_ms(lambda: x @ wb.t(), dry) * 1e3
     if not dry:
         row["cublas_cold_us"] = cold_gpu_us(lambda i: (lambda wc: (lambda: x @ wc.t()))(wb.clone()), wb.numel() * 2)
+    if M >= 256 and scheme != "fp8":  # the compiled qmatmul's "aten" backend: dequantize, then cuBLAS
+        from tilecraft.quant.kernels import dequantize_into
+
+        def deq_mm(q):
+            return lambda: x @ dequantize_into(scheme, q, qw.scales, qw.zeros, group, dtype).t()
+
+        row["dequant_mm_rel_err"] = rel_err(deq_mm(qw.qweight)(), ref)
+        if not dry:
+            row["dequant_mm_cold_us"] = cold_gpu_us(lambda i: deq_mm(qw.qweight.clone()), qw.qweight.numel())
     # ---- Inductor on the plain dequantize-then-matmul code
     if not dry and scheme != "fp8" and inductor:
         try:
@@ -262,28 +271,40 @@ def compile_case(dev, dry) -> list[dict]:
     dtype = torch.float32 if dry else torch.bfloat16
     torch.manual_seed(0)
     model = GatedMLP(d, h).eval().to(dev, dtype)
-    rows = []
+    rows, xs = [], {M: torch.randn(M, d, device=dev, dtype=dtype) for M in ms}
+    bf16_us = {}
+    if not dry:  # the float model through tilecraft (cuBLAS GEMMs by default): the baseline of "x bf16"
+        from tilecraft.testing import gpu_profile
+
+        torch._dynamo.reset()
+        cf = tilecraft.compile(model)
+        with torch.no_grad():
+            for M, x in xs.items():
+                bf16_us[M] = sum(t for _, t in gpu_profile(lambda: cf(x)))  # noqa: B023
     for scheme in ("int8_weight_only", "int4_weight_only"):
         torch._dynamo.reset()
         c = tilecraft.compile(model, quantize=scheme)
-        for M in ms:
-            x = torch.randn(M, d, device=dev, dtype=dtype)
+        for M, x in xs.items():
             with torch.no_grad():
                 got, got2, ref = c(x), c(x), c.model(x)
             rec = c.report.graphs[-1]
             failed = [s.kernel.name for s in rec.program.steps if getattr(s, "failed", False)]
             row = {"scheme": scheme, "M": M, "rel_err": max(rel_err(got, ref), rel_err(got2, ref)),
-                   "kernels": [f"{k.template} {short_config(k.config)} {k.info['ops']}" for k in rec.kernels],
+                   "kernels": [f"{k.template} {k.config.get('BACKEND', '')} {short_config(k.config)} {k.info['ops']}"
+                               for k in rec.kernels],
                    "failed": failed}
             if not dry:
                 from tilecraft.testing import gpu_profile
 
                 with torch.no_grad():
                     row["gpu_us"] = sum(t for _, t in gpu_profile(lambda: c(x)))  # noqa: B023
+                    row["bf16_gpu_us"] = bf16_us[M]
             rows.append(row)
+            ratio = row["gpu_us"] / row["bf16_gpu_us"] if row.get("gpu_us") else None
             print(f"compile {scheme} M={M}: rel err {row['rel_err']:.1e} vs its dequantized reference, "
-                  f"{len(rec.kernels)} kernels, fell back: {failed or 'none'}, GPU {fmt(row.get('gpu_us'))} us",
-                  flush=True)
+                  f"fell back: {failed or 'none'}; GPU {fmt(row.get('gpu_us'))} us, bf16 "
+                  f"{fmt(row.get('bf16_gpu_us'))} us, x bf16 {fmt(ratio, '.2f')}; "
+                  f"{[k.split(' [')[0] for k in row['kernels']]}", flush=True)
     return rows
 
 
@@ -402,14 +423,18 @@ def main(argv=None) -> int:
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     print(f"\nwrote {args.out}; device {device}{' (timings meaningless: interpreter)' if dry else ''}")
     print(f"\nx floor = cold GPU time / (weight bytes / {bandwidth / 1e12:.2f} TB/s); x bf16 = cold / cuBLAS bf16 cold")
+    print("deq+mm = the compiled qmatmul's 'aten' backend (dequantize kernel + cuBLAS), the default for M >= 256")
     print(f"{'scheme':<8} {'M':>4} {'KxN':>10} {'floor us':>8} {'cold us':>8} {'x floor':>7} {'cuBLAS cold':>11} "
-          f"{'x bf16':>6} {'do_bench':>8} {'cuBLAS':>7} {'Inductor':>8} {'rel err':>8}  template config")
+          f"{'x bf16':>6} {'deq+mm x bf16':>13} {'do_bench':>8} {'cuBLAS':>7} {'Inductor':>8} {'rel err':>8}  "
+          f"template config")
     for r in rows:
         name = r["scheme"].split("_")[0] + (f"g{r['group']}" if r["group"] else "")
         cold, cb = r.get("tilecraft_cold_us"), r.get("cublas_cold_us")
         print(f"{name:<8} {r['M']:>4} {r['K']}x{r['N']:<5} {fmt(r['floor_us']):>8} {fmt(cold):>8} "
               f"{fmt(cold / r['floor_us'] if cold else None, '.2f'):>7} {fmt(cb):>11} "
-              f"{fmt(cold / cb if cold and cb else None, '.2f'):>6} {fmt(r.get('tilecraft_us')):>8} "
+              f"{fmt(cold / cb if cold and cb else None, '.2f'):>6} "
+              f"{fmt(r['dequant_mm_cold_us'] / cb if r.get('dequant_mm_cold_us') and cb else None, '.2f'):>13} "
+              f"{fmt(r.get('tilecraft_us')):>8} "
               f"{fmt(r['cublas_us']):>7} {fmt(r.get('inductor_us')):>8} {fmt(r.get('rel_err'), '.1e'):>8}  "
               f"{r.get('template', '-')} {short_config(r.get('config'))}")
     c = conv
