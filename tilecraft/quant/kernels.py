@@ -2,8 +2,10 @@
 for decode batches, wide for prefill; "fp8_gemm"),
 and `run_quantized_linear`, the one call a runtime needs to execute a quantized-linear IR node.
 
-Knobs: BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages (+ BLOCK_M for the GEMMs). `shapes` is
-{"M", "N", "K", "group"}. With SPLIT_K > 1 the launch accumulates into a zeroed float32 workspace and casts.
+Knobs: BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages (+ BLOCK_M for the GEMMs; TRANS and, for int4,
+SCALE_W for wq_gemm; BACKEND for codegen's fused qmatmul kernels). `shapes` is {"M", "N", "K", "group"}.
+With SPLIT_K > 1 the GEMM reduces its splits inside the kernel (`split_workspace`); the GEMV and the fp8 GEMM
+accumulate atomically into a zeroed float32 workspace and cast.
 """
 from __future__ import annotations
 
