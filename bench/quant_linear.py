@@ -8,7 +8,7 @@ conv3x3-BN-ReLU residual block of ANCHORS.md (fp16, 32x64x56x56, eval): eager vs
 
     python bench/quant_linear.py [--out bench/results/quant_linear.json] [--sweep 12]
     python bench/quant_linear.py --quick        # issue 15's rows: int8/int4, M=1,16,64,256,2048, 4096x4096 and
-                                                # 4096x11008, 4 configs each, no Inductor/conv (~3 min on an H200)
+                                                # 4096x11008, 3 configs each, no Inductor/conv (~3 min on an H200)
     python bench/quant_linear.py --dry-run      # CPU, Triton interpreter, tiny shapes (a smoke test)
 """
 from __future__ import annotations
@@ -379,11 +379,11 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", default="4096x4096,4096x11008", help="comma list of KxN weight shapes")
     ap.add_argument("--no-conv", action="store_true")
     ap.add_argument("--no-inductor", action="store_true", help="skip the Inductor column (compiles per row)")
-    ap.add_argument("--quick", action="store_true", help="int8,int4 only, 4 configs a row, no Inductor, no conv")
+    ap.add_argument("--quick", action="store_true", help="int8,int4 only, 3 configs a row, no Inductor, no conv")
     ap.add_argument("--budget-s", type=float, default=240.0, help="after this, only default configs are timed")
     args = ap.parse_args(argv)
     if args.quick:
-        args.schemes, args.sweep, args.no_inductor, args.no_conv = "int8,int4", min(args.sweep, 4), True, True
+        args.schemes, args.sweep, args.no_inductor, args.no_conv = "int8,int4", min(args.sweep, 3), True, True
         args.budget_s = min(args.budget_s, 150.0)  # then default configs only: the whole run stays near 3 minutes
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
@@ -421,7 +421,7 @@ def main(argv=None) -> int:
               "seconds": time.perf_counter() - t_start}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
-    print(f"\nwrote {args.out}; device {device}{' (timings meaningless: interpreter)' if dry else ''}")
+    print(f"\nwrote {args.out} after {result['seconds']:.0f}s; device {device}{' (timings meaningless: interpreter)' if dry else ''}")
     print(f"\nx floor = cold GPU time / (weight bytes / {bandwidth / 1e12:.2f} TB/s); x bf16 = cold / cuBLAS bf16 cold")
     print("deq+mm = the compiled qmatmul's 'aten' backend (dequantize kernel + cuBLAS), the default for M >= 256")
     print(f"{'scheme':<8} {'M':>4} {'KxN':>10} {'floor us':>8} {'cold us':>8} {'x floor':>7} {'cuBLAS cold':>11} "
