@@ -392,6 +392,13 @@ def summary(results: list) -> list[str]:
             lines.append(f"{label}: geomean Inductor GPU ms / {label} GPU ms = "
                          f"{geomean([r['x_inductor_gpu'] for r in rows]):.3f}x over {len(rows)} models "
                          f"({', '.join(r['model'] for r in rows)}); by wall time {geomean(walls):.3f}x")
+    by = {(r["model"], r["backend"]): r for r in results if r.get("gpu_ms")}
+    for q in QUANT:  # issue 15: quantized GPU time against tilecraft bf16's, per LLaMA shape
+        pairs = [(m, by[(m, f"tilecraft_{q}")]["gpu_ms"] / by[(m, "tilecraft")]["gpu_ms"]) for m in QUANT_MODELS
+                 if (m, f"tilecraft_{q}") in by and (m, "tilecraft") in by]
+        if pairs:
+            lines.append(f"tilecraft_{q} GPU ms / tilecraft bf16 GPU ms: "
+                         + ", ".join(f"{m} {x:.2f}x" for m, x in pairs))
     return lines or ["no tilecraft row with an Inductor row to compare (dry run, or a backend failed)"]
 
 
@@ -420,6 +427,18 @@ def print_table(meta: dict, infos: dict, results: list) -> None:
     print("(eager rel err: bf16 eager vs a float32 copy; quantized rows: vs eager bf16)")
     for line in summary(results):
         print(line)
+
+
+def caches() -> dict[str, int]:
+    """Entries in the kernel caches when the run starts (0 everywhere: compile times are cold-cache times)."""
+    import getpass
+    import tempfile
+
+    dirs = {"tilecraft": os.environ.get("TILECRAFT_CACHE") or os.path.expanduser("~/.cache/tilecraft"),
+            "triton": os.environ.get("TRITON_CACHE_DIR") or os.path.expanduser("~/.triton/cache"),
+            "inductor": os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+            or os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")}
+    return {f"{k} {d}": sum(len(files) for _, _, files in os.walk(d)) for k, d in dirs.items()}
 
 
 def main(argv=None) -> int:
@@ -459,7 +478,8 @@ def main(argv=None) -> int:
     log(peaks.describe(p))
     meta = {"device": p["device"] if not args.dry_run else "cpu (interpreter)", "torch": torch.__version__,
             "transformers": transformers.__version__, "dry_run": args.dry_run, "peaks": p,
-            "peaks_line": peaks.describe(p), "args": vars(args)}
+            "peaks_line": peaks.describe(p), "args": vars(args), "cache_files_at_start": caches()}
+    log(f"cache files at start (compile times are cold where 0): {meta['cache_files_at_start']}")
     results, infos = [], {}
     for name in names:
         if args.budget_s and time.perf_counter() - T0 > args.budget_s:
