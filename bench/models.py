@@ -65,78 +65,41 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------- models
-def _llama(dry):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    kw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, vocab_size=128, max_position_embeddings=64) if dry else \
-        dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=8, num_attention_heads=16,
-             num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
-    return LlamaForCausalLM, LlamaConfig(**kw)
-
-
-def _gpt2(dry):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    kw = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=128, n_positions=64, bos_token_id=0,
-              eos_token_id=0) if dry else {}  # default: small
-    return GPT2LMHeadModel, GPT2Config(**kw)
-
-
-def _qwen2(dry):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    kw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, vocab_size=128, max_position_embeddings=64) if dry else \
-        dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=4, num_attention_heads=16,
-             num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
-    return Qwen2ForCausalLM, Qwen2Config(**kw)
-
-
-def _bert(dry):
-    from transformers import BertConfig, BertModel
-
-    kw = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=128,
-              max_position_embeddings=64) if dry else {}  # default: BERT-base
-    return BertModel, BertConfig(**kw)
-
-
-def _opt(dry):
-    from transformers import OPTConfig, OPTForCausalLM
-
-    kw = dict(hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2, vocab_size=128,
-              max_position_embeddings=64, word_embed_proj_dim=32) if dry else \
-        dict(hidden_size=1024, num_hidden_layers=8, ffn_dim=4096, num_attention_heads=16, vocab_size=50272,
-             max_position_embeddings=2048, word_embed_proj_dim=1024)
-    return OPTForCausalLM, OPTConfig(**kw)
-
-
-def _neox(dry):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    kw = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=128,
-              max_position_embeddings=64) if dry else \
-        dict(hidden_size=1024, num_hidden_layers=6, num_attention_heads=16, intermediate_size=4096,
-             vocab_size=50304, max_position_embeddings=2048)
-    return GPTNeoXForCausalLM, GPTNeoXConfig(**kw)
-
-
-# name: (builder, (batch, tokens), (dry batch, dry tokens), causal)
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, vocab_size=128, max_position_embeddings=64)
+LLAMA = ("LlamaForCausalLM", "LlamaConfig",
+         dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=8, num_attention_heads=16,
+              num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048),
+         dict(TINY, intermediate_size=64, num_key_value_heads=2))
+# name: (model class, config class, config, --dry-run config, (batch, tokens), --dry-run (batch, tokens), causal);
+# only config fields that transformers 5.17 (the GPU machine) and 5.24 both have
 MODELS = {
-    "gpt2": (_gpt2, (8, 512), (2, 16), True),
-    "llama_b4": (_llama, (4, 512), (2, 16), True),
-    "llama_b1": (_llama, (1, 16), (1, 8), True),
-    "qwen2": (_qwen2, (4, 512), (2, 16), True),
-    "bert": (_bert, (16, 256), (2, 16), False),
-    "opt": (_opt, (4, 512), (2, 16), True),
-    "neox": (_neox, (4, 512), (2, 16), True),
+    "gpt2": ("GPT2LMHeadModel", "GPT2Config", {},  # the defaults are GPT-2 small
+             dict(n_layer=2, n_embd=32, n_head=2, vocab_size=128, n_positions=64, bos_token_id=0, eos_token_id=0),
+             (8, 512), (2, 16), True),
+    "llama_b4": (*LLAMA, (4, 512), (2, 16), True),
+    "llama_b1": (*LLAMA, (1, 16), (1, 8), True),
+    "qwen2": ("Qwen2ForCausalLM", "Qwen2Config",
+              dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=4, num_attention_heads=16,
+                   num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048),
+              dict(TINY, intermediate_size=64, num_key_value_heads=2), (4, 512), (2, 16), True),
+    "bert": ("BertModel", "BertConfig", {}, dict(TINY, intermediate_size=64), (16, 256), (2, 16), False),  # base
+    "opt": ("OPTForCausalLM", "OPTConfig",
+            dict(hidden_size=1024, num_hidden_layers=8, ffn_dim=4096, num_attention_heads=16, vocab_size=50272,
+                 max_position_embeddings=2048, word_embed_proj_dim=1024),
+            dict(TINY, ffn_dim=64, word_embed_proj_dim=32), (4, 512), (2, 16), True),
+    "neox": ("GPTNeoXForCausalLM", "GPTNeoXConfig",
+             dict(hidden_size=1024, num_hidden_layers=6, num_attention_heads=16, intermediate_size=4096,
+                  vocab_size=50304, max_position_embeddings=2048),
+             dict(TINY, intermediate_size=64), (4, 512), (2, 16), True),
 }
 
 
 def build(name: str, dry: bool, dev: str):
     """(float32 model on dev in eval mode, token ids [B, T], config), seeded: every run sees the same weights."""
-    make, shape, dry_shape, _ = MODELS[name]
-    cls, cfg = make(dry)
+    import transformers
+
+    cls_name, cfg_name, kw, dry_kw, shape, dry_shape, _ = MODELS[name]
+    cls, cfg = getattr(transformers, cls_name), getattr(transformers, cfg_name)(**(dry_kw if dry else kw))
     cfg.use_cache = False
     torch.manual_seed(0)
     with torch.device(dev):  # random init on the GPU: seconds faster than on the CPU for the 492M model
@@ -322,7 +285,7 @@ def backends(args, name: str, model) -> list[tuple[str, object, bool, str | None
 def bench_model(name: str, args, p: dict, results: list, infos: dict) -> None:
     cuda = not args.dry_run
     dev = "cuda" if cuda else "cpu"
-    _, shape, dry_shape, causal = MODELS[name]
+    causal = MODELS[name][-1]
     log(f"{name}: building")
     model, ids, cfg = build(name, args.dry_run, dev)
     b, t = ids.shape
