@@ -134,7 +134,7 @@ def work(model, cfg, batch, tokens, causal, scheme: str | None = None) -> tuple[
     per_elem = {None: None, "int8": 1.0, "int4": 0.5 + 4 / 128}[scheme]  # int4: bf16 scale + zero per 128
     nbytes = sum(p.numel() * (per_elem if per_elem and i in linear else p.element_size()) for i, p in params.items())
     out_features = getattr(cfg, "vocab_size") if out_emb is not None else cfg.hidden_size
-    nbytes += batch * tokens * out_features * 2
+    nbytes += batch * tokens * out_features * next(model.parameters()).element_size()
     attn = 4 * batch * tokens**2 * cfg.hidden_size * cfg.num_hidden_layers * (0.5 if causal else 1.0)
     return float(nbytes), float(2 * n * batch * tokens + attn)
 
@@ -289,18 +289,18 @@ def bench_model(name: str, args, p: dict, results: list, infos: dict) -> None:
     log(f"{name}: building")
     model, ids, cfg = build(name, args.dry_run, dev)
     b, t = ids.shape
-    nbytes, flops = work(model, cfg, b, t, causal)
-    info = {"model": name, "class": type(model).__name__, "batch": b, "tokens": t, "causal": causal,
-            "params": sum(p_.numel() for p_ in model.parameters()), "flops": flops, "bytes": nbytes,
-            "attn_implementation": getattr(cfg, "_attn_implementation", None),
-            "floor_ms": peaks.floor_ms(nbytes, flops, p)}
-    infos[name] = info
     with torch.no_grad():
         ref32 = model(ids) if cuda else None  # float32: what bf16 itself costs (on the CPU the model stays fp32)
         ref32 = output_of(ref32).float() if ref32 is not None else None
         if cuda:
             model = model.to(torch.bfloat16)
         ref = output_of(model(ids)).detach().clone()
+    nbytes, flops = work(model, cfg, b, t, causal)
+    info = {"model": name, "class": type(model).__name__, "batch": b, "tokens": t, "causal": causal,
+            "params": sum(p_.numel() for p_ in model.parameters()), "flops": flops, "bytes": nbytes,
+            "attn_implementation": getattr(cfg, "_attn_implementation", None),
+            "floor_ms": peaks.floor_ms(nbytes, flops, p)}
+    infos[name] = info
     log(f"{name}: {info['params'] / 1e6:.0f}M params, batch {b} x {t}, floor {info['floor_ms']:.3f} ms")
     for label, make, tc, scheme in backends(args, name, model):
         row = {"model": name, "backend": label}
