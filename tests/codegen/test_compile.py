@@ -114,3 +114,35 @@ def test_a_kernel_that_does_not_compile_is_reported_alone():
     out = torch.zeros(16, device="cuda")
     ok.launch([out])
     assert out.eq(1).all()
+
+
+def test_only_errors_from_triton_s_compiler_condemn_a_kernel(tmp_path):
+    """A real Triton frontend error (lowered for sm90 without a GPU) counts; an error elsewhere does not."""
+    import importlib.util
+
+    from triton._C.libtriton import ir
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import ASTSource, make_backend
+    from triton.runtime.jit import JITFunction
+
+    from tilecraft.codegen.compile import from_triton_compiler
+
+    path = tmp_path / "broken_kernel.py"
+    path.write_text("import triton.language as tl\n\n\ndef broken(out_ptr, XBLOCK: tl.constexpr):\n"
+                    "    tl.store(out_ptr + tl.arange(0, XBLOCK), tl.no_such_function(1.0))\n")
+    spec = importlib.util.spec_from_file_location("broken_kernel", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    target = GPUTarget("cuda", 90, 32)
+    backend = make_backend(target)
+    src = ASTSource(JITFunction(mod.broken), {"out_ptr": "*fp32", "XBLOCK": "constexpr"}, {(1,): 16})
+    opts = backend.parse_options({})
+    ctx = ir.context()
+    ir.load_dialects(ctx)
+    backend.load_dialects(ctx)
+    with pytest.raises(Exception) as info:
+        src.make_ir(target, opts, backend.get_codegen_implementation(opts), backend.get_module_map(), ctx)
+    assert "no_such_function" in str(info.value) and from_triton_compiler(info.value)
+    with pytest.raises(TypeError) as info:
+        Job()  # an error of ours (a missing argument), not of Triton's compiler
+    assert not from_triton_compiler(info.value)
