@@ -5,7 +5,8 @@ dtypes. Identical transformer layers give identical sources (see `kernel_name`),
 each layer's kernels once. Each job runs `JITFunction.warmup` in a thread pool with the exact constexprs and
 launch options the first launch passes (and 16-byte-aligned pointers, as fresh allocations are), so that launch
 finds the compiled kernel in Triton's in-memory cache. Threads overlap well: Triton's MLIR passes release the
-GIL and ptxas is a subprocess. A job that fails becomes its kernels' torch fallback, like a failed launch.
+GIL and ptxas is a subprocess. A job that fails in Triton's compiler becomes its kernels' torch fallback,
+like a failed launch; any other failure leaves the kernel to compile at its first launch.
 
 Environment: TILECRAFT_COMPILE_THREADS (default: the CPU count, at most 32; 1 compiles in order),
 TILECRAFT_PROGRESS (unset: a progress bar on a terminal when compiling takes over 2 s or many kernels; 0: never;
