@@ -16,7 +16,7 @@ import torch
 from ..ir import Value
 from ..ir.interpreter import run_node
 from ..passes.fusion import MATMULS, Group, base_value
-from .emit import Args, Emitter, Unsupported, header, interpreting, needs_int64, store
+from .emit import Args, Emitter, Unsupported, header, interpreting, ir_comment, needs_int64, store
 from .kernel import LAUNCH_KEYS, Kernel
 from .pointwise import pointwise_kernel
 
@@ -47,6 +47,10 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str, options=None):
     args = Args()
     for v in outputs:
         args.store(v)
+    args.name_as(A, "a")
+    for i, node in enumerate(mms):
+        args.name_as(_parts(node)[1], f"b{i}" if dual else "b")
+        args.name_as(_parts(node)[2], "bias")
     em = Emitter(group.nodes, args, "omask")
     em.zero = "om * 0 + on * 0"
     wide = needs_int64(args, BT * M * N) or needs_int64(args, M * Kd * BT)
@@ -67,7 +71,8 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str, options=None):
     em.line(f"rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)){cast}")
     em.line("am = rm[:, None]")
     em.line("bn = rn[None, :]")
-    for acc in accs:
+    for acc, node in zip(accs, mms):
+        em.line(ir_comment(node))
         em.line(f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     em.line(f"for k0 in range(0, {Kd}, BLOCK_K):")
     em.push("amask")
@@ -95,7 +100,7 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str, options=None):
     em.line(f"omask = (om < {M}) & (on < {N})")
     canon = pb + ("om", "on")
 
-    def acc_value(acc, bias, alpha, beta):
+    def acc_value(acc, bias, alpha, beta, op):
         def value(idx):
             if tuple(idx) != canon:
                 raise Unsupported("matmul result read at another index")
@@ -105,11 +110,11 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str, options=None):
                 bi = tuple("0" if s == 1 else canon[j + lead] for j, s in enumerate(bias.type.shape))
                 bv = em.value(bias, bi)
                 e = f"{e} + {bv}" if beta == 1 else f"{e} + {bv} * {beta!r}"
-            return em.tmp(e)
+            return e if e == acc else em.tmp(e, name=op)
         return value
 
     for acc, node in zip(accs, mms):
-        em.special[id(node.out)] = acc_value(acc, *_parts(node)[2:])
+        em.special[id(node.out)] = acc_value(acc, *_parts(node)[2:], node.op)
     for v in outputs:
         store(em, v, canon)
     src = header(name, args, ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]) + "\n".join(em.lines) + "\n"

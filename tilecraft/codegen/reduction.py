@@ -12,7 +12,7 @@ import torch
 
 from ..ir import Node, Value
 from ..passes.fusion import REDUCTIONS, Group
-from .emit import TL, Args, Emitter, Unsupported, decompose, header, needs_int64, store
+from .emit import TL, Args, Emitter, Unsupported, decompose, header, ir_comment, needs_int64, store
 from .kernel import Kernel
 from .pointwise import next_pow2
 
@@ -52,6 +52,11 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
     args = Args()
     for v in outputs:
         args.store(v)
+    for n in reds:
+        args.name_as(n.inputs[0], "x")
+        if n.op == "layer_norm":
+            args.name_as(n.inputs[1], "weight")
+            args.name_as(n.inputs[2], "bias")
     rvars = [f"r{d}" for d in D]
     em = RowEmitter(group.nodes, args, rvars)
     em.zero = "xindex * 0"
@@ -139,6 +144,7 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
             k = len(stats)
             st: dict[str, str] = {}
             stats[id(node)] = st
+            em.line(ir_comment(node))
 
             def accumulate(kind, value_fn, st=st, k=k, acc_t=acc_t):
                 """One statistic: kind in sum|max|min|online; value_fn(rn) gives the element."""
@@ -195,7 +201,7 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
             elif op in ("any", "all"):
                 st["out"] = f"({accumulate('max' if op == 'any' else 'min', xval)} != 0)"
             elif op in ("var", "layer_norm"):
-                mean = em.tmp(f"{accumulate('sum', xval)} / {rnumel}.0")
+                mean = em.tmp(f"{accumulate('sum', xval)} / {rnumel}.0", name="mean")
                 dev = lambda rn, x=x, mean=mean: f"({xval(rn)} - {mean}) * ({xval(rn)} - {mean})"  # noqa: E731
                 ss = accumulate("sum", dev)
                 if op == "var":
@@ -204,7 +210,8 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
                     st["out"] = f"({ss} / {max(rnumel - corr, 0)}.0)"
                 else:
                     st["mean"] = mean
-                    st["rstd"] = em.tmp(f"tl.rsqrt({ss} / {rnumel}.0 + {node.attrs.get('eps', 1e-5)!r})")
+                    st["rstd"] = em.tmp(f"tl.rsqrt({ss} / {rnumel}.0 + {node.attrs.get('eps', 1e-5)!r})",
+                                        name="rstd")
             elif op in ("argmax", "argmin", "max_dim", "min_dim"):
                 st["val"], st["idx"] = accumulate_arg(op in ("argmax", "max_dim"), xval, k)
                 st["out"] = st["idx"] if op.startswith("arg") else st["val"]
@@ -239,8 +246,8 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
                 full_check(idx, cur_rn(idx))
                 xv = em.value(x, idx)
                 if node.op == "softmax":
-                    return em.tmp(f"tl.exp({xv} - {st['max']}) / {st['sum']}")
-                return em.tmp(f"{xv} - {st['max']} - tl.log({st['sum']})")
+                    return em.tmp(f"tl.exp({xv} - {st['max']}) / {st['sum']}", name=node.op)
+                return em.tmp(f"{xv} - {st['max']} - tl.log({st['sum']})", name=node.op)
             em.special[id(node.outputs[0])] = f
         elif node.op == "layer_norm":
             w, b = node.inputs[1], node.inputs[2]
@@ -253,7 +260,7 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
                     e = f"{e} * {em.value(w, tail)}"
                 if isinstance(b, Value):
                     e = f"{e} + {em.value(b, tail)}"
-                return em.tmp(e)
+                return em.tmp(e, name="layer_norm")
             em.special[id(node.outputs[0])] = f
             for out, key in ((node.outputs[1], "mean"), (node.outputs[2], "rstd")):
                 em.special[id(out)] = lambda idx, out=out, key=key, st=st: (row_check(out, idx), st[key])[1]

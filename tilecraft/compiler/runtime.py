@@ -107,6 +107,7 @@ class KernelProgram:
 
     def __init__(self, graph: Graph, options=None):
         from ..codegen import build_kernel
+        from ..codegen.compile import compile_kernels
 
         self.graph, self.options = graph, options
         self.static_inputs: tuple[int, ...] = ()  # sorted argument indices of parameters and buffers (backend)
@@ -163,6 +164,11 @@ class KernelProgram:
             elif g.kind == "torch" or outs:
                 self.steps.extend(TorchStep(n) for n in g.nodes)
         self._plan_frees()
+        # distinct kernels compile concurrently now, not one by one at their first launches (no-op on the CPU)
+        failed = compile_kernels(self.kernels, {v.type.device for v in graph.inputs})
+        for s in self.steps:
+            if isinstance(s, KernelStep) and id(s.kernel) in failed:
+                s.failed = True
 
     def _choose_config(self, kernel):
         """A tuned config from the schedule database when one matches, else the template's default."""
