@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from ..ir import Node, Value
+from ..ir import Node, Value, is_view
 from ..ir.ops import REGISTRY
 from ..ir.types import contiguous_strides
 from .kernel import ArgSpec, interpreting  # noqa: F401 - codegen templates import it from here
@@ -233,7 +233,7 @@ class Emitter:
         p = v.producer
         if p is not None and id(p) in self.in_group:
             expr = self.node_expr(p, v, idx)
-        elif p is not None and REGISTRY[p.op].category == "view" and p.op != "as_strided":
+        elif is_view(p):
             return self.value(p.inputs[0], map_view(p, idx))
         else:
             expr = self.load(v, idx, upcast=True)
@@ -263,7 +263,7 @@ class Emitter:
             if p is not None and id(p) in self.in_group:  # prologue: compute in fp32, zero the padding
                 e = self.value(v, idx)
                 return self.tmp(f"tl.where({self.mask}, {e}, 0).to({TL[v.type.dtype]})")
-            if p is not None and REGISTRY[p.op].category == "view" and p.op != "as_strided":
+            if is_view(p):
                 idx = map_view(p, idx)
                 v = p.inputs[0]
                 continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..ir import Value
-from ..passes.fusion import MATMULS, Group
+from ..passes.fusion import Group, is_matmul
 from .emit import Args, Emitter, Unsupported, header, interpreting, needs_int64, store
 from .kernel import Kernel
 
@@ -24,7 +24,7 @@ def _parts(mm):
 
 def matmul_kernel(group: Group, outputs: list[Value], name: str):
     # a "matmul-dual" group holds two matmuls with the same A: one K loop loads each A tile once for both dots
-    mms = [n for n in group.nodes if n.op in MATMULS]
+    mms = [n for n in group.nodes if is_matmul(n)]
     mm, dual = mms[0], len(mms) == 2
     A = _parts(mm)[0]
     batched = mm.op == "bmm"
