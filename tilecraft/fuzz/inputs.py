@@ -37,16 +37,27 @@ class InputSet:
     notes: list[str] = field(default_factory=list)
 
 
-def make_inputs(types, seed: int = 0, scale: float = 1.0, positive: bool = False) -> list[torch.Tensor]:
-    """Exactly the emitted program's `make_inputs` recipe, for a list of (shape, dtype)."""
+# The input recipe, as source: emitted programs carry it verbatim (fuzz/emit.py) and make_inputs runs the same
+# text, so a case reproduces from its program alone.
+INPUTS_RECIPE = '''
+def make_inputs(seed=0, scale=1.0, positive=False):
+    """Seeded inputs: normal(0, scale), or |normal| * scale + 0.1 when positive; drawn in float64, then cast."""
     g = torch.Generator().manual_seed(seed)
     out = []
-    for shape, dtype in types:
+    for shape, dtype in INPUT_TYPES:
         t = torch.randn(shape, generator=g, dtype=torch.float64) * scale
         if positive:
             t = t.abs() + 0.1
         out.append(t.to(dtype))
     return out
+'''
+
+
+def make_inputs(types, seed: int = 0, scale: float = 1.0, positive: bool = False) -> list[torch.Tensor]:
+    """The emitted program's `make_inputs` (INPUTS_RECIPE), for a list of (shape, dtype)."""
+    namespace = {"torch": torch, "INPUT_TYPES": types}
+    exec(INPUTS_RECIPE, namespace)  # noqa: S102 - our own constant source, shared with emitted programs
+    return namespace["make_inputs"](seed, scale, positive)
 
 
 def input_types(graph: Graph) -> list[tuple[tuple[int, ...], torch.dtype]]:
