@@ -36,7 +36,8 @@ class OpError(ValueError):
 
 @dataclass(frozen=True)
 class Combine:
-    """How one statistic folds a row, as lines of Triton: `single` reduces a whole row held in registers,
+    """How one statistic folds a row, as lines of Triton (accumulator acc{k}_{name}, or acc{k} when name is
+    empty; k numbers the group's reductions): `single` reduces a whole row held in registers,
     `init`/`step`/`finish` do it over RBLOCK-wide chunks (a [XBLOCK, RBLOCK] accumulator merged per chunk, then
     reduced along the row). Lines are formatted with {acc} (the accumulator's name), {v} (the masked element
     block), {identity} and {acc_t} (the accumulator's Triton dtype). `identity` fills masked-off lanes of a float
@@ -85,7 +86,8 @@ def arg_combine(name: str, identity: str, red: str, cmp: str) -> Combine:
         name, identity, results=("{acc}_v", "{acc}_i"),
         single=(f"{{acc}}_v = {red}({{v}}, 1)[:, None]",
                 f"{{acc}}_i = tl.arg{red[3:]}({{v}}, 1, tie_break_left=True)[:, None]"),
-        init=("{acc}_v = tl.full([XBLOCK, RBLOCK], {identity}, {acc_t})", "{acc}_i = tl.zeros([XBLOCK, RBLOCK], tl.int32)"),
+        init=("{acc}_v = tl.full([XBLOCK, RBLOCK], {identity}, {acc_t})",
+              "{acc}_i = tl.zeros([XBLOCK, RBLOCK], tl.int32)"),
         step=(f"take = {{v}} {cmp} {{acc}}_v", "{acc}_i = tl.where(take, rindex, {acc}_i)",
               "{acc}_v = tl.where(take, {v}, {acc}_v)"),
         finish=(f"{{acc}}_v_r = {red}({{acc}}_v, 1)[:, None]",
