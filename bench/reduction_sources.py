@@ -1,8 +1,12 @@
-"""Dump the generated reduction kernels (source, default config) for a fixed set of graphs and shapes.
+"""The generated reduction kernels of a fixed set of graphs and shapes: dump their sources, or run them.
 
-Used to check that a change to the reduction template keeps every kernel's math and tiling: run it before and
-after, then `diff -r` the two folders. Builds the kernels from IR graphs (no launch), so it is fast anywhere.
-    python bench/reduction_sources.py OUT_DIR
+    python bench/reduction_sources.py OUT_DIR        # write each kernel's source and default config
+    python bench/reduction_sources.py --check cuda   # run every case on the device, compare with torch
+
+Dumping builds the kernels from IR graphs without launching them (fast anywhere): run it before and after a
+change to the reduction template and `diff -r` the two folders to see that every kernel keeps its math and
+tiling. --check launches them (on "cpu" through Triton's interpreter, small shapes only) and compares each
+output with the graph's torch reference at the dtype's tolerance.
 """
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ import torch
 
 from tilecraft.compiler.api import Options
 from tilecraft.compiler.runtime import build_kernel_program
-from tilecraft.ir import Graph, TensorType
+from tilecraft.ir import Graph, TensorType, interpret
 from tilecraft.passes import default_passes, run_passes
+from tilecraft.testing import assert_close, randn
 
 
 def graph(shape, dtype, build, device="cuda"):
@@ -85,5 +90,29 @@ def main(dest: str) -> None:
     print(f"wrote {len(CASES) * len(SHAPES) * len(DTYPES)} files to {dest}")
 
 
+def check(device: str) -> int:
+    """Run every case on `device` against the torch reference; print one line per case, return the failures."""
+    shapes = SHAPES if device != "cpu" else [s for s in SHAPES if s[0] * s[-1] < 1000]
+    failed = 0
+    for name, build in CASES.items():
+        for shape in shapes:
+            for dtype in DTYPES:
+                g = run_passes(graph(shape, dtype, build, device), default_passes(Options()))
+                prog = build_kernel_program(g, Options())
+                xs = [randn(*v.type.shape, dtype=dtype, seed=1).to(device) for v in g.inputs]
+                try:
+                    assert_close(prog(*xs), interpret(g, xs), scale=1.0 if dtype == torch.float32 else 2.0)
+                    verdict = "ok"
+                except AssertionError as e:
+                    failed, verdict = failed + 1, f"FAILED {str(e).splitlines()[0]}"
+                torch_steps = [s.node.op for s in prog.steps if hasattr(s, "node")]
+                print(f"{name:18s} {'x'.join(map(str, shape)):9s} {str(dtype)[6:]:9s} kernels={len(prog.kernels)} "
+                      f"torch={torch_steps} {verdict}")
+    print(f"{failed} failed")
+    return failed
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--check"]:
+        sys.exit(1 if check(sys.argv[2] if len(sys.argv) > 2 else "cuda") else 0)
     main(sys.argv[1] if len(sys.argv) > 1 else "reduction_sources")
