@@ -109,11 +109,13 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
         em.pop()
 
     def fill(expr: str, row: dict, node: Node, idx: tuple) -> str:
-        """expr with its fields filled in order of appearance: row values by name; {x}, the reduced input at
-        the full index idx; {in1}, {in2}: the node's other inputs at idx's trailing dims."""
+        """expr with its fields filled in order of appearance: row values by name; the node's inputs by their
+        names in the registry ({x}, the reduced input, at the full index idx; the others at its trailing dims)."""
+        names = REGISTRY[node.op].reduce.inputs
+
         class Fields(dict):
             def __missing__(self, key):
-                v = node.inputs[0 if key == "x" else int(key[2:])]
+                v = node.inputs[names.index(key)]
                 self[key] = e = em.value(v, idx[len(idx) - v.type.rank:])
                 return e
 
@@ -154,10 +156,12 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
         if "{x}" not in pieces[0]:
             return lambda idx: (row_check(out, idx), fill(pieces[0], row, node, idx))[1]
 
+        names = REGISTRY[node.op].reduce.inputs
+
         def element(idx):
             full_check(idx, {d: idx[d] for d in D})
-            used = [p for p in pieces[1:] if all(isinstance(node.inputs[int(i)], Value)
-                                                 for i in re.findall(r"{in(\d+)}", p))]
+            used = [p for p in pieces[1:] if all(isinstance(node.inputs[names.index(f)], Value)
+                                                 for f in re.findall(r"{(\w+)}", p) if f in names)]
             return em.tmp(fill(pieces[0] + "".join(used), row, node, idx))
         return element
 

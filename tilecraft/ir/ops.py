@@ -114,14 +114,16 @@ class Stat:
 @dataclass(frozen=True)
 class Reduce:
     """How the reduction template computes an op: its statistics, one pass over the row each (a combine may
-    carry two, as online softmax does), then one expression per output. An output that reads {x} is full-size
-    (computed per element, after the statistics); the others are row values. An output given as a tuple is its
-    first piece plus each further piece whose inputs ({in1}, {in2}: the node's other inputs, indexed by the
-    trailing dims) are tensors. Expressions may use {n} (the reduced extent) and what `params(attrs, n)` gives.
-    `dims(attrs, rank)` is the reduced dims (default: the `dim` attribute, None meaning all)."""
+    carry two, as online softmax does), then one expression per output. Expressions name the node's inputs by
+    `inputs` ({x}: the reduced input at the element; the others at the element's trailing dims). An output
+    that reads {x} is full-size (computed per element, after the statistics); the others are row values. An
+    output given as a tuple is its first piece plus each further piece whose inputs are tensors (not None).
+    Expressions may use {n} (the reduced extent) and what `params(attrs, n)` gives. `dims(attrs, rank)` is the
+    reduced dims (default: the `dim` attribute, None meaning all)."""
 
     stats: tuple[Stat, ...]
     outputs: tuple[str | tuple[str, ...], ...]
+    inputs: tuple[str, ...] = ("x",)
     params: Callable[[dict, int], dict] | None = None
     dims: Callable[[dict, int], tuple[int, ...]] | None = None
 
@@ -480,8 +482,8 @@ def _infer_layer_norm(inputs, attrs) -> list[TensorType]:
 reduction("layer_norm", lambda x, weight=None, bias=None, normalized_shape=(), eps=1e-5: tuple(
     torch.native_layer_norm(x, normalized_shape, weight, bias, eps)), ["native_layer_norm.default"],
           Reduce((MEAN, Stat(SUM, ("ss",), SQUARED_DEVIATIONS, then=(("rstd", "tl.rsqrt({ss} / {n}.0 + {eps})"),))),
-                 (("({x} - {mean}) * {rstd}", " * {in1}", " + {in2}"), "{mean}", "{rstd}"),
-                 params=lambda a, n: {"eps": repr(a.get("eps", 1e-5))},
+                 (("({x} - {mean}) * {rstd}", " * {weight}", " + {bias}"), "{mean}", "{rstd}"),
+                 inputs=("x", "weight", "bias"), params=lambda a, n: {"eps": repr(a.get("eps", 1e-5))},
                  dims=lambda a, rank: tuple(range(rank - len(a["normalized_shape"]), rank))),
           num_outputs=3, infer_fn=lambda d, ins, at: _infer_layer_norm(ins, at), dim_attr=None)
 reduction("cumsum", lambda x, dim, dtype=None: torch.cumsum(x, dim, dtype=dtype), ["cumsum.default"], infer_fn=None,
