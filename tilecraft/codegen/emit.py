@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from ..ir import Node, Value
+from ..ir import Node, Value, is_view
 from ..ir.ops import REGISTRY
 from ..ir.printer import format_attr
 from ..ir.types import contiguous_strides
@@ -322,7 +322,7 @@ class Emitter:
             else:
                 self.comment(p)
             return self.tmp(expr, key, p.op)
-        if p is not None and REGISTRY[p.op].category == "view" and p.op != "as_strided":
+        if is_view(p):
             self.pass_role(v, p.inputs[0])
             return self.value(p.inputs[0], map_view(p, idx))
         expr = self.load(v, idx, upcast=True)
@@ -358,7 +358,7 @@ class Emitter:
                 e = f"tl.where({self.mask}, {self.value(v, idx)}, 0)"
                 return self.tmp(e if v.type.dtype == torch.float32 else f"{e}.to({TL[v.type.dtype]})",
                                 name=f"{p.op}_tile")
-            if p is not None and REGISTRY[p.op].category == "view" and p.op != "as_strided":
+            if is_view(p):
                 self.pass_role(v, p.inputs[0])
                 idx = map_view(p, idx)
                 v = p.inputs[0]

@@ -15,7 +15,8 @@ import torch
 
 from ..ir import Value
 from ..ir.interpreter import run_node
-from ..passes.fusion import MATMULS, Group, base_value
+from ..ir import base_value
+from ..passes.fusion import Group, is_matmul
 from .emit import Args, Emitter, Unsupported, header, interpreting, ir_comment, needs_int64, store
 from .kernel import LAUNCH_KEYS, Kernel
 from .pointwise import pointwise_kernel
@@ -34,7 +35,7 @@ def _parts(mm):
 
 def matmul_kernel(group: Group, outputs: list[Value], name: str, options=None):
     # a "matmul-dual" group holds two matmuls with the same A: one K loop loads each A tile once for both dots
-    mms = [n for n in group.nodes if n.op in MATMULS]
+    mms = [n for n in group.nodes if is_matmul(n)]
     mm, dual = mms[0], len(mms) == 2
     A = _parts(mm)[0]
     batched = mm.op == "bmm"

@@ -7,9 +7,8 @@ import sys
 
 import torch
 
-from ..ir import Graph, Node, Value, interpret
+from ..ir import Graph, Node, Value, interpret, is_view
 from ..ir.interpreter import run_node
-from ..ir.ops import REGISTRY
 from ..passes.fusion import Group, format_groups, partition
 
 log = logging.getLogger("tilecraft")
@@ -28,10 +27,6 @@ class InterpretedProgram:
 
     def explain(self) -> str:
         return "---- runtime ----\nreference interpreter (no generated kernels)"
-
-
-def _is_view(node: Node | None) -> bool:
-    return node is not None and REGISTRY[node.op].category == "view" and node.op != "as_strided"
 
 
 class KernelStep:
@@ -124,7 +119,7 @@ class KernelProgram:
         def need(v: Value):
             """v must exist as a tensor at run time."""
             p = v.producer
-            if _is_view(p):
+            if is_view(p):
                 need(p.inputs[0])
             elif p is not None:
                 g = group_of[id(p)]
@@ -138,7 +133,7 @@ class KernelProgram:
                     if g.kind == "torch":
                         need(v)
                         continue
-                    while _is_view(v.producer) and id(v.producer) not in ids:
+                    while is_view(v.producer) and id(v.producer) not in ids:
                         v = v.producer.inputs[0]
                     if v.producer is None or id(v.producer) not in ids:
                         need(v)
@@ -187,14 +182,14 @@ class KernelProgram:
             for v in vals:
                 while True:
                     last[id(v)] = i
-                    if not _is_view(v.producer):
+                    if not is_view(v.producer):
                         break
                     v = v.producer.inputs[0]
         keep = set()
         for v in self.graph.outputs:
             while isinstance(v, Value):
                 keep.add(id(v))
-                v = v.producer.inputs[0] if _is_view(v.producer) else None
+                v = v.producer.inputs[0] if is_view(v.producer) else None
         self.frees: list[list[int]] = [[] for _ in self.steps]
         for vid, i in last.items():
             if vid not in keep:
@@ -246,7 +241,7 @@ class KernelProgram:
         outs = {id(v) for v in self.graph.outputs if isinstance(v, Value)}
 
         def is_static(v):
-            while _is_view(v.producer):
+            while is_view(v.producer):
                 v = v.producer.inputs[0]
             return id(v) in static
 
@@ -276,7 +271,7 @@ class KernelProgram:
         t = env.get(id(v))
         if t is None:
             p = v.producer
-            if not _is_view(p):
+            if not is_view(p):
                 raise RuntimeError(f"tilecraft runtime: %{v.name} was never computed")
             t = run_node(p, {id(x): KernelProgram._get(env, x) for x in p.input_values()})[0]
             env[id(v)] = t

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..ir.types import next_pow2
 from .device import DeviceInfo
 
 Config = dict
@@ -22,10 +23,6 @@ Config = dict
 
 def pow2_range(lo: int, hi: int) -> list[int]:
     return [1 << i for i in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]
-
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
 def config_key(config: Config) -> str:
