@@ -123,7 +123,8 @@ class _Gemm:
         self.args = Args()
         for v in outputs:
             self.args.store(v)
-        self.wide = needs_int64(self.args, self.BT * self.M * self.N) or needs_int64(self.args, self.M * self.K * self.BT)
+        self.wide = needs_int64(self.args, self.BT * self.M * self.N) or \
+            needs_int64(self.args, self.M * self.K * self.BT)
         self.cast = ".to(tl.int64)" if self.wide else ""
         self.pb = ("pid_b",) if self.batched else ()
         self.upcast = self.dt == torch.bfloat16 and interpreting()  # the interpreter's bf16 dot is wrong

@@ -1,9 +1,9 @@
 """Features of (template, shapes, dtype, config, device) for the cost model.
 
 Raw knobs (log2; the matmul variant flags 0/1), problem sizes (log2), derived quantities (tiles, waves over
-the SM count, wave efficiency, arithmetic intensity, shared-memory bytes, register and occupancy estimates, padding waste) and device
-properties (SM count, L2, bandwidth, peak rate, capability), so that a model trained on one GPU can rank
-configs on another. Missing features are NaN (XGBoost treats them as missing).
+the SM count, wave efficiency, arithmetic intensity, shared-memory bytes, register and occupancy estimates,
+padding waste) and device properties (SM count, L2, bandwidth, peak rate, capability), so that a model trained
+on one GPU can rank configs on another. Missing features are NaN (XGBoost treats them as missing).
 """
 from __future__ import annotations
 
