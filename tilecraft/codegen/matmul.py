@@ -22,6 +22,7 @@ import triton
 
 from ..ir import Value
 from ..ir.ops import REGISTRY
+from ..ir.types import contiguous_strides
 from ..passes.fusion import MATMULS, Group
 from .emit import Args, Emitter, Unsupported, header, interpreting, map_view, needs_int64, store
 from .kernel import Kernel
@@ -223,17 +224,28 @@ class _Gemm:
         can read this operand tile, else None: a pure view chain (permute/transpose/unsqueeze) of a kernel
         argument whose dims are each read by one tile variable over its whole extent, with a unit-stride last
         dim (a tile dim) and 16-byte multiple other strides."""
-        while True:
+        in_group = {id(n) for n in self.group.nodes}
+
+        def is_arg(u):  # what raw_operand loads as a kernel argument
+            q = u.producer
+            return q is None or (id(q) not in in_group and (REGISTRY[q.op].category != "view" or q.op == "as_strided"))
+
+        shape, strides = v.type.shape, v.type.strides
+        while not is_arg(v):
             p = v.producer
-            if p is not None and id(p) in {id(n) for n in self.group.nodes}:
+            if id(p) in in_group:
                 return None  # a fused prologue
-            if p is not None and REGISTRY[p.op].category == "view" and p.op != "as_strided":
-                idx, v = map_view(p, idx), p.inputs[0]
-                continue
-            break
+            u = p.inputs[0]
+            if p.op == "view" and is_arg(u) and u.type.strides == tuple(contiguous_strides(u.type.shape)):
+                # a reshape of a contiguous argument (Linear on a [B, T, d] input): the same bytes, described
+                # with the view's shape
+                shape, strides, v = v.type.shape, tuple(contiguous_strides(v.type.shape)), u
+                break
+            idx, v = map_view(p, idx), u
+            shape, strides = v.type.shape, v.type.strides
         t = v.type
         extent = {"pid_b": self.BT, "am": self.M, "ak": self.K, "bk": self.K, "bn": self.N}
-        dims = [(i, n, s) for i, n, s in zip(idx, t.shape, t.strides) if i != "0"]
+        dims = [(i, n, s) for i, n, s in zip(idx, shape, strides) if i != "0"]
         names = [i for i, _, _ in dims]
         if t.dtype not in (torch.float16, torch.bfloat16, torch.float32) or len(set(names)) != len(names):
             return None
