@@ -349,6 +349,13 @@ def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
+def _grid(M: int, N: int, BT: int, c: dict) -> tuple:
+    """Launch grid: a program per tile (grouped), or one per SM at most (persistent). Module-level, so that a
+    kernel pickles (benchmarks compile configs in worker processes)."""
+    tiles = -(-M // c["BLOCK_M"]) * -(-N // c["BLOCK_N"])
+    return (min(num_sms(), tiles * BT),) if c.get("PERSISTENT") else (tiles, BT)
+
+
 def matmul_kernel(group: Group, outputs: list[Value], name: str):
     g = _Gemm(group, outputs)
     grouped, persistent = g.emitter(), g.emitter()
@@ -360,11 +367,7 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str):
     cfg = default_config(M, N, Kd, g.dt, dual=g.dual, hopper=is_hopper(g.out.device))
     grouped_cfg = default_config(M, N, Kd, g.dt, dual=g.dual)
 
-    def grid(c):
-        tiles = -(-M // c["BLOCK_M"]) * -(-N // c["BLOCK_N"])
-        return (min(num_sms(), tiles * BT),) if c.get("PERSISTENT") else (tiles, BT)
-
-    k = MatmulKernel(name, "matmul", src, name, list(g.args.specs), grid=grid,
+    k = MatmulKernel(name, "matmul", src, name, list(g.args.specs), grid=functools.partial(_grid, M, N, BT),
                      shapes={"B": BT, "M": M, "N": N, "K": Kd, **({"G": 2} if g.dual else {})}, dtype=g.dt,
                      config=dict(cfg), default=dict(cfg),
                      info={"ops": [n.op for n in group.nodes], "rules": list(group.rules),
@@ -381,12 +384,20 @@ def default_config(M: int, N: int, K: int, dtype, dual: bool = False, hopper: bo
     `dual`: the kernel holds two accumulators (a "matmul-dual" group), so the widest tile is halved.
     `hopper`: fp16/bf16 GEMMs with M > 64 take the persistent TMA variant (Triton's persistent-matmul tutorial
     configs: 128x256x64 or 128x128x64, 8 warps), with 128-wide N tiles when 128x256 tiles would not give every
-    SM one; everything else (other GPUs, the interpreter) keeps the grouped variant."""
+    SM one (64x128 when 128x128 would not); everything else (other GPUs, the interpreter) keeps the grouped
+    variant. Unmeasured on the H200 yet: bench/gemm_backends.py sweeps these against cuBLAS."""
     half = dtype in (torch.float16, torch.bfloat16)
     if hopper and half and M > 64 and N >= 64 and K >= 64:
-        wide = not dual and -(-M // 128) * -(-N // 256) >= num_sms()
-        return {"BLOCK_M": 128, "BLOCK_N": 256 if wide else 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
-                "num_stages": 3 if wide or dual else 4, **VARIANT_KNOBS, "PERSISTENT": 1, "TMA": 1}
+        sms, tiles = num_sms(), (lambda bm, bn: -(-M // bm) * -(-N // bn))
+        cfg = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4,
+               **VARIANT_KNOBS, "PERSISTENT": 1, "TMA": 1}
+        if not dual and tiles(128, 256) >= sms:
+            cfg.update(BLOCK_N=256, num_stages=3)
+        elif dual:
+            cfg.update(num_stages=3)
+        elif tiles(128, 128) < sms:  # too few 128x128 tiles to give every SM one
+            cfg.update(BLOCK_M=64, num_warps=4)
+        return cfg
     if M <= 64:
         bm = 16 if M <= 16 else 32 if M <= 32 else 64
         bn = 32 if N <= 32 or N < 64 * 256 else 64
