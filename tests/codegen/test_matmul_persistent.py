@@ -95,6 +95,15 @@ def test_bmm_with_transposed_operand_uses_3d_descriptors():
     check_variants(c, k, fn, a, b, tiles={**SMALL, "BLOCK_N": 16})
 
 
+def test_bmm_with_a_batch_broadcast_operand_uses_a_2d_descriptor_for_it():
+    w = r(24, 36, seed=1)
+    fn = lambda a: torch.bmm(a, w.unsqueeze(0).expand(3, 24, 36))  # noqa: E731 - the same B for every batch
+    a = r(3, 20, 24)
+    c, k = compiled_kernel(fn, a)
+    assert k.info["tma_operands"] == 2 and "shape=[24, 36]" in k.source and "desc1.load([k0, pid_n" in k.source
+    check_variants(c, k, fn, a, tiles={**SMALL, "BLOCK_N": 16})
+
+
 def test_operand_with_unaligned_rows_falls_back_to_pointer_loads():
     w = r(30, 37, seed=1)  # fp32 rows of 37 elements: 148 bytes, not a 16-byte multiple: no descriptor
     fn = lambda x: F.linear(x, w).tanh()  # noqa: E731

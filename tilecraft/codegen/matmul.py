@@ -158,7 +158,15 @@ class _Gemm:
         em.line("pid_m = first_m + ((pid % width) % size_m)")
         em.line("pid_n = (pid % width) // size_m")
 
-    def k_loop_head(self, em: Emitter) -> None:
+    def tile_head(self, em: Emitter, pid: str) -> None:
+        """A tile's indices, zeroed accumulators and the head of its K loop (masks for the pointer loads)."""
+        self.tile_of(em, pid)
+        em.line(f"rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)){self.cast}")
+        em.line(f"rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)){self.cast}")
+        em.line("am = rm[:, None]")
+        em.line("bn = rn[None, :]")
+        for acc in self.accs:
+            em.line(f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
         em.line(f"for k0 in range(0, {self.K}, BLOCK_K):")
         em.push("amask")
         em.line(f"rk = k0 + tl.arange(0, BLOCK_K){self.cast}")
@@ -200,14 +208,7 @@ class _Gemm:
         em.line("pid = tl.program_id(0)")
         if self.batched:
             em.line("pid_b = tl.program_id(1)")
-        self.tile_of(em, "pid")
-        em.line(f"rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)){self.cast}")
-        em.line(f"rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)){self.cast}")
-        em.line("am = rm[:, None]")
-        em.line("bn = rn[None, :]")
-        for acc in self.accs:
-            em.line(f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-        self.k_loop_head(em)
+        self.tile_head(em, "pid")
         a = em.raw_operand(self.A, self.pb + ("am", "ak"))
         em.masks[-1] = "bmask"
         bs = [em.raw_operand(_parts(node)[1], self.pb + ("bk", "bn")) for node in self.mms]
@@ -224,11 +225,12 @@ class _Gemm:
         can read this operand tile, else None: a pure view chain (permute/transpose/unsqueeze) of a kernel
         argument whose dims are each read by one tile variable over its whole extent, with a unit-stride last
         dim (a tile dim) and 16-byte multiple other strides."""
-        in_group = {id(n) for n in self.group.nodes}
+        in_group, tile_vars = {id(n) for n in self.group.nodes}, set(idx[-2:])
 
         def is_arg(u):  # what raw_operand loads as a kernel argument
             q = u.producer
-            return q is None or (id(q) not in in_group and (REGISTRY[q.op].category != "view" or q.op == "as_strided"))
+            return q is None or (id(q) not in in_group and
+                                 (REGISTRY[q.op].category != "view" or q.op == "as_strided"))
 
         shape, strides = v.type.shape, v.type.strides
         while not is_arg(v):
@@ -249,7 +251,7 @@ class _Gemm:
         names = [i for i, _, _ in dims]
         if t.dtype not in (torch.float16, torch.bfloat16, torch.float32) or len(set(names)) != len(names):
             return None
-        if any(i not in extent or n != extent[i] for i, n, _ in dims) or not set(idx[-2:]) <= set(names):
+        if any(i not in extent or n != extent[i] for i, n, _ in dims) or not tile_vars <= set(names):
             return None
         if names[-1] == "pid_b" or dims[-1][2] != 1:
             return None
@@ -292,14 +294,7 @@ class _Gemm:
         em.line(f"for tile in tl.range(start, tiles * {self.BT}, NUM_SMS, flatten=True, "
                 f"warp_specialize=WARP_SPECIALIZE):")
         em.push("omask")
-        self.tile_of(em, "tile")
-        em.line(f"rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)){self.cast}")
-        em.line(f"rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)){self.cast}")
-        em.line("am = rm[:, None]")
-        em.line("bn = rn[None, :]")
-        for acc in self.accs:
-            em.line(f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-        self.k_loop_head(em)
+        self.tile_head(em, "tile")
         tiles = []
         for j, ((v, idx), t) in enumerate(zip(operands, tma)):
             em.masks[-1] = "amask" if j == 0 else "bmask"
