@@ -141,6 +141,23 @@ def test_misaligned_buffer_at_launch_runs_the_pointer_loads():
         assert_close(got[i], expected[i])
 
 
+def test_a_persistent_config_that_fails_at_runtime_falls_back_to_the_grouped_variant(caplog):
+    """Triton refuses a descriptor block under 16 bytes wide (BLOCK_K=2 fp32): a runtime launch warns and
+    runs the grouped variant from then on; an explicit config (the tuner's) fails loudly instead."""
+    w = r(32, 24, seed=1)
+    fn = lambda x: F.linear(x, w) * 2  # noqa: E731
+    x = r(20, 24)
+    c, k = compiled_kernel(fn, x)
+    bad = {**k.default_config(), **SMALL, "BLOCK_K": 2, "PERSISTENT": 1, "TMA": 1}
+    with pytest.raises(Exception, match="16 bytes"):
+        k.launch(k.make_args(), bad)
+    k.config = bad
+    with caplog.at_level("WARNING", logger="tilecraft"), torch.no_grad():
+        assert_close(c(x), fn(x))
+    assert "persistent variant failed" in caplog.text and k.config["PERSISTENT"] == 0
+    assert not any(getattr(s, "failed", False) for s in c.report.graphs[0].program.steps)
+
+
 def test_default_heuristic_keeps_grouped_off_hopper():
     assert not is_hopper("cpu") and not is_hopper("cuda:0")  # the interpreter: never
     for M, N, K in [(4096, 768, 768), (4096, 3072, 768), (2048, 5632, 2048), (8, 4096, 4096)]:
