@@ -61,7 +61,7 @@ GROUPED = [  # (label, config) on top of the grouped default
     ("128x128x64 w8 s4", {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4}),
     ("128x128x64 w4 s4", {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4}),
 ]
-TMA = {"PERSISTENT": 1, "TMA": 1}
+TMA = {"PERSISTENT": 1, "TMA": 1, "FLATTEN": 1}
 HOPPER = [
     ("128x256x64 w8 s3", {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3, **TMA}),
     ("128x256x64 w8 s3 subtile", {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3,
@@ -72,10 +72,14 @@ HOPPER = [
     ("128x128x128 w8 s3", {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3, **TMA}),
     ("64x256x64 w4 s4", {"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4, **TMA}),
     ("64x128x64 w4 s4", {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4, **TMA}),
+    ("128x256x64 w8 s3 no-flatten", {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 8,
+                                     "num_stages": 3, **TMA, "FLATTEN": 0}),
+    ("128x128x64 w8 s4 no-flatten", {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8,
+                                     "num_stages": 4, **TMA, "FLATTEN": 0}),
     ("128x128x64 w8 s4 no-TMA", {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4,
-                                 "PERSISTENT": 1}),
+                                 "PERSISTENT": 1, "FLATTEN": 1}),
     ("128x128x64 w8 s4 warp-spec", {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8,
-                                    "num_stages": 4, **TMA, "WARP_SPECIALIZE": 1}),
+                                    "num_stages": 4, **TMA, "FLATTEN": 0, "WARP_SPECIALIZE": 1}),
 ]
 
 

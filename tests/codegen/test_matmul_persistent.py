@@ -16,8 +16,8 @@ from tilecraft.tuner.device import PRESETS
 from tilecraft.tuner.features import featurize
 from tilecraft.tuner.spaces import space_for_kernel
 
-VARIANTS = [{"PERSISTENT": 1, "TMA": 0}, {"PERSISTENT": 1, "TMA": 1},
-            {"PERSISTENT": 1, "TMA": 1, "EPILOGUE_SUBTILE": 1}]
+VARIANTS = [{"PERSISTENT": 1, "TMA": 0, "FLATTEN": 1}, {"PERSISTENT": 1, "TMA": 1},
+            {"PERSISTENT": 1, "TMA": 1, "EPILOGUE_SUBTILE": 1, "FLATTEN": 1}]
 SMALL = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16, "GROUP_M": 2}  # several tiles per program (3 programs)
 
 
@@ -163,7 +163,7 @@ def test_default_heuristic_keeps_grouped_off_hopper():
     for M, N, K in [(4096, 768, 768), (4096, 3072, 768), (2048, 5632, 2048), (8, 4096, 4096)]:
         assert default_config(M, N, K, torch.bfloat16)["PERSISTENT"] == 0
     hop = default_config(4096, 3072, 768, torch.bfloat16, hopper=True)
-    assert hop["PERSISTENT"] == 1 and hop["TMA"] == 1 and hop["BLOCK_M"] == 128
+    assert hop["PERSISTENT"] == 1 and hop["TMA"] == 1 and hop["FLATTEN"] == 1 and hop["BLOCK_M"] == 128
     assert default_config(4096, 5632, 2048, torch.bfloat16, dual=True, hopper=True)["BLOCK_N"] == 128
     assert default_config(8, 4096, 4096, torch.bfloat16, hopper=True)["PERSISTENT"] == 0  # decode: grouped
     assert default_config(4096, 4096, 4096, torch.float32, hopper=True)["PERSISTENT"] == 0

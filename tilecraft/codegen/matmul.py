@@ -3,7 +3,8 @@
 - grouped (`PERSISTENT=0`): one output tile per program, grouped ordering, masked `tl.load`s through the
   operands' real strides (a transposed or permuted operand costs no copy).
 - persistent (`PERSISTENT=1`, for Hopper): one program per SM loops over the tiles in the same grouped order
-  (`tl.range(..., flatten=True)`, so the next tile's loads overlap this tile's epilogue); with `TMA=1` each
+  (`FLATTEN=1`: `tl.range(..., flatten=True)`, so the next tile's loads overlap this tile's epilogue; Triton
+  found that slower on an H200 for some kernels, hence a knob); with `TMA=1` each
   operand that TMA can describe (a plain strided view of a kernel argument, unit stride in its last dim, other
   strides 16-byte multiples) is read through a device-side tensor descriptor, the others through masked loads.
   `EPILOGUE_SUBTILE=1` runs the epilogue on two BLOCK_N/2 halves (fewer live registers).
@@ -30,7 +31,7 @@ from .kernel import Kernel
 log = logging.getLogger("tilecraft")
 
 # knobs of the persistent variant; the grouped variant is all zeros (configs without them mean that)
-VARIANT_KNOBS = {"PERSISTENT": 0, "TMA": 0, "EPILOGUE_SUBTILE": 0, "WARP_SPECIALIZE": 0}
+VARIANT_KNOBS = {"PERSISTENT": 0, "TMA": 0, "EPILOGUE_SUBTILE": 0, "FLATTEN": 0, "WARP_SPECIALIZE": 0}
 CONSTS = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", *VARIANT_KNOBS, "NUM_SMS"]
 INTERPRETER_SMS = 3  # programs of a persistent launch on the interpreter: each loops over several tiles
 
@@ -291,7 +292,7 @@ class _Gemm:
                 if t:
                     em.line("    " + t[0])
         em.line("tile_c = start - NUM_SMS")  # the epilogue's own tile counter (as Triton's persistent tutorial)
-        em.line(f"for tile in tl.range(start, tiles * {self.BT}, NUM_SMS, flatten=True, "
+        em.line(f"for tile in tl.range(start, tiles * {self.BT}, NUM_SMS, flatten=FLATTEN, "
                 f"warp_specialize=WARP_SPECIALIZE):")
         em.push("omask")
         self.tile_head(em, "tile")
@@ -385,7 +386,7 @@ def default_config(M: int, N: int, K: int, dtype, dual: bool = False, hopper: bo
     if hopper and half and M > 64 and N >= 64 and K >= 64:
         sms, tiles = num_sms(), (lambda bm, bn: -(-M // bm) * -(-N // bn))
         cfg = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4,
-               **VARIANT_KNOBS, "PERSISTENT": 1, "TMA": 1}
+               **VARIANT_KNOBS, "PERSISTENT": 1, "TMA": 1, "FLATTEN": 1}
         if not dual and tiles(128, 256) >= sms:
             cfg.update(BLOCK_N=256, num_stages=3)
         elif dual:

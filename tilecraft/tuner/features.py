@@ -15,7 +15,7 @@ from .device import DeviceInfo
 from .spaces import gemm_acc_regs_per_thread, gemm_smem_bytes, itemsize
 
 KNOBS = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K", "num_warps", "num_stages", "XBLOCK", "RBLOCK"]
-FLAGS = ["PERSISTENT", "TMA", "EPILOGUE_SUBTILE", "WARP_SPECIALIZE"]  # 0/1 knobs (the matmul's variant), raw
+FLAGS = ["PERSISTENT", "TMA", "EPILOGUE_SUBTILE", "FLATTEN", "WARP_SPECIALIZE"]  # 0/1 knobs (the matmul's variant), raw
 TEMPLATES = ["matmul", "reduction", "pointwise", "wq_gemv", "wq_gemm", "fp8_gemm"]
 DERIVED = ["log_M", "log_N", "log_K", "log_B", "log_rows", "log_cols", "log_numel", "itemsize",
            "programs_log", "waves", "wave_eff", "tail_frac", "tile_ai", "global_ai_log", "smem_kb", "smem_frac",

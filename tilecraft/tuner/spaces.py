@@ -163,10 +163,11 @@ def variant_knobs(device: DeviceInfo) -> dict[str, list]:
     """The codegen matmul's variant knobs (codegen/matmul.py): PERSISTENT (one program per SM looping over
     tiles) on every device; TMA (descriptor loads) from compute capability 9 (Hopper), and on the interpreter,
     which runs descriptors too, so that CPU tests see the space the GPU tunes; EPILOGUE_SUBTILE (the epilogue on
-    two half tiles); WARP_SPECIALIZE only from capability 10, the only one Triton 3.6 warp-specializes."""
+    two half tiles); FLATTEN (one flattened tile x K loop); WARP_SPECIALIZE only from capability 10, the only
+    one Triton 3.6 documents it for."""
     cc, interp = tuple(device.capability), device.name == "cpu-interpreter"
     return {"PERSISTENT": [0, 1], "TMA": [0, 1] if cc >= (9, 0) or interp else [0], "EPILOGUE_SUBTILE": [0, 1],
-            "WARP_SPECIALIZE": [0, 1] if cc >= (10, 0) else [0]}
+            "FLATTEN": [0, 1], "WARP_SPECIALIZE": [0, 1] if cc >= (10, 0) else [0]}
 
 
 def with_variant_knobs(space: ConfigSpace, device: DeviceInfo) -> ConfigSpace:
@@ -184,8 +185,10 @@ def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
              "SPLIT_K": split, "num_warps": [2, 4, 8], "num_stages": [2, 3, 4, 5]}
 
     def rule(c: Config) -> str | None:
-        if not c.get("PERSISTENT") and (c.get("TMA") or c.get("EPILOGUE_SUBTILE") or c.get("WARP_SPECIALIZE")):
-            return "TMA, EPILOGUE_SUBTILE and WARP_SPECIALIZE are knobs of the persistent variant (PERSISTENT=1)"
+        if not c.get("PERSISTENT") and any(c.get(k) for k in ("TMA", "EPILOGUE_SUBTILE", "FLATTEN",
+                                                               "WARP_SPECIALIZE")):
+            return "TMA, EPILOGUE_SUBTILE, FLATTEN and WARP_SPECIALIZE are knobs of the persistent variant " \
+                "(PERSISTENT=1)"
         if c.get("PERSISTENT") and c.get("SPLIT_K", 1) > 1:
             return "the persistent variant has no split-K"
         if c.get("EPILOGUE_SUBTILE") and c["BLOCK_N"] < 32:
