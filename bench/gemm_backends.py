@@ -11,6 +11,7 @@ process:
   cublas+epi    the same, then the epilogue as one tilecraft pointwise kernel (Inductor's default does this:
                 cuBLAS, then one fused Triton kernel); cases without an epilogue (bias only) have none
   cublas+eager  the same, then the epilogue in eager torch ops
+  aten          tilecraft's ATen backend for the same kernel (BACKEND=aten: cuBLAS + its generated epilogue)
   grouped ...   tilecraft's grouped template (epilogue fused): its default config and a few others
   hopper ...    its persistent variant with TMA descriptor loads: a small sweep (plus one without TMA and one
                 with warp specialization, which Triton 3.6 documents for Blackwell only)
@@ -164,7 +165,7 @@ class Case:
                  ref=pre if epi is not None or self.kind == "bmm" else self.expected)
         if epi is not None:
             with torch.no_grad():
-                ce = tilecraft.compile(epi)
+                ce = tilecraft.compile(epi, cuda_graphs=False)
                 ce(gemm(h))
             ek = one_kernel(ce, "pointwise")
             eargs = [torch.empty_strided(a.shape, a.strides, dtype=a.dtype, device=dev) if a.is_output else h
@@ -178,13 +179,16 @@ class Case:
             self.add("cublas+epi", "+ tilecraft pointwise", cublas_epi, lambda: (cublas_epi(), eargs[outp])[1])
             self.add("cublas+eager", "+ torch ops", lambda: epi(gemm(h)), lambda: epi(gemm(h)))
         torch._dynamo.reset()
-        self.compiled = tilecraft.compile(self.layer)
+        # generated kernels (not the ATen backend), no CUDA graph: each config below must really run
+        self.compiled = tilecraft.compile(self.layer, cuda_graphs=False, matmul="triton")
         with torch.no_grad():
             self.compiled(self.x)
         k = self.kernel = one_kernel(self.compiled, "matmul")
         k.grouped = None  # a failing persistent config must fail here, not quietly run the grouped variant
-        grouped_default = default_config(M, N, K, torch.bfloat16, dual=self.kind == "swiglu")
+        grouped_default = {**default_config(M, N, K, torch.bfloat16, dual=self.kind == "swiglu"), "BACKEND": "triton"}
         todo = [("grouped", "default " + cfg_label(grouped_default), grouped_default)]
+        if k.aten is not None:  # the ATen backend as tilecraft runs it: cuBLAS + the generated epilogue kernel
+            todo.append(("aten", "tilecraft BACKEND=aten", {**grouped_default, "BACKEND": "aten"}))
         if k.default_config() != grouped_default:
             todo.append(("hopper" if k.default_config()["PERSISTENT"] else "grouped",
                          "default " + cfg_label(k.default_config()), k.default_config()))
@@ -192,8 +196,8 @@ class Case:
             if self.kind == "swiglu" and cfg.get("BLOCK_N", 0) >= 256:
                 continue  # two 128x256 fp32 accumulators spill
             todo.append((backend, label, {**grouped_default, **G8, **cfg}))
-        if dry:  # interpreter: small tiles; the default and the first two configs of each backend
-            keep = todo[:1] + [t for b in ("grouped", "hopper") for t in [t for t in todo[1:] if t[0] == b][:2]]
+        if dry:  # interpreter: small tiles; the default and the first two configs of each generated backend
+            keep = todo[:1] + [t for b in ("aten", "grouped", "hopper") for t in [t for t in todo[1:] if t[0] == b][:2]]
             todo = [(b, lab, {**cfg, "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16}) for b, lab, cfg in keep]
         self.todo = todo
 
@@ -258,7 +262,7 @@ def summarize(rows: list[dict], peak: float | None) -> dict:
             r["vs_base"] = base / r["ms"] if base else None
             r["pct_peak"] = 100 * r["tflops"] / peak if peak else None
         best = {}
-        for b in ("grouped", "hopper"):
+        for b in ("aten", "grouped", "hopper"):
             cand = [r for r in mine if r["backend"] == b]
             if cand:
                 w = min(cand, key=lambda r: r["ms"])

@@ -15,7 +15,7 @@ def test_gemm_backends_dry_run(tmp_path):
     assert not [r for r in rows if "error" in r], [r for r in rows if "error" in r]  # all checked against torch
     for case in ("gpt2_bert_fc1_gelu", "llama_gate_up"):
         backends = {r["backend"] for r in rows if r["case"] == case}
-        assert backends == {"cublas", "cublas+epi", "cublas+eager", "grouped", "hopper"}, backends
+        assert backends == {"cublas", "cublas+epi", "cublas+eager", "aten", "grouped", "hopper"}, backends
     persistent = [r for r in rows if r["backend"] == "hopper"]
     assert persistent and all(r["config"]["PERSISTENT"] == 1 and r["config"]["TMA"] == 1 for r in persistent)
     assert set(doc["summary"]) == {r["case"] for r in rows} and doc["summary"]["llama_gate_up"]["hopper"]["ms"] > 0

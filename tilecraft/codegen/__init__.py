@@ -9,7 +9,9 @@ def build_kernel(group, outputs, name: str, options=None):
     from .pointwise import pointwise_kernel
     from .reduction import reduction_kernel
 
-    make = {"pointwise": pointwise_kernel, "reduction": reduction_kernel, "matmul": matmul_kernel}.get(group.kind)
+    if group.kind == "matmul":
+        return matmul_kernel(group, outputs, name, options)
+    make = {"pointwise": pointwise_kernel, "reduction": reduction_kernel}.get(group.kind)
     if make is None:
         raise Unsupported(f"no template for {group.kind} groups")
     return make(group, outputs, name)

@@ -11,22 +11,29 @@
 One source holds both variants behind constexpr `if`s, so the config alone picks one and the tuner searches
 both. The epilogue (bias, activation, residual, scaling, cast) is applied to the fp32 accumulator before the
 one masked store, in either variant.
+
+Every matmul kernel has a second backend, chosen by its config's `BACKEND` knob: `"aten"` runs the matmul(s)
+through ATen (cuBLAS on CUDA; `addmm`'s bias in cuBLASLt's epilogue) and the rest of the group as one generated
+pointwise kernel afterwards, as Inductor's default does. It exists when the operands are kernel arguments seen
+through views (no fused prologue). The default is ATen on a GPU (cuBLAS beats the grouped template at mid
+sizes) and Triton in the interpreter; the schedule database overrides both (`tilecraft tune` times both).
 """
 from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
 
 import torch
 import triton
 
 from ..ir import Value
+from ..ir.interpreter import run_node
 from ..ir.ops import REGISTRY
 from ..ir.types import contiguous_strides
-from ..passes.fusion import MATMULS, Group
+from ..passes.fusion import MATMULS, Group, base_value
 from .emit import Args, Emitter, Unsupported, header, interpreting, map_view, needs_int64, store
-from .kernel import Kernel
+from .kernel import LAUNCH_KEYS, Kernel
+from .pointwise import pointwise_kernel
 
 log = logging.getLogger("tilecraft")
 
@@ -34,6 +41,7 @@ log = logging.getLogger("tilecraft")
 VARIANT_KNOBS = {"PERSISTENT": 0, "TMA": 0, "EPILOGUE_SUBTILE": 0, "FLATTEN": 0, "WARP_SPECIALIZE": 0}
 CONSTS = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", *VARIANT_KNOBS, "NUM_SMS"]
 INTERPRETER_SMS = 3  # programs of a persistent launch on the interpreter: each loops over several tiles
+BACKENDS = ("triton", "aten")
 
 
 def _parts(mm):
@@ -74,21 +82,32 @@ def ensure_allocator() -> None:
         triton.set_allocator(_alloc)
 
 
-@dataclass
 class MatmulKernel(Kernel):
-    """A matmul Kernel: adds NUM_SMS to every launch, falls back from TMA to pointer loads for an operand whose
-    buffer is not 16-byte aligned (known only at launch), and from a failing persistent launch to the grouped
-    variant (runtime launches only: the tuner's explicit configs fail loudly and are recorded as failed)."""
+    """A matmul group's kernel: the generated GEMM, or (config `BACKEND: "aten"`) its ATen plan. A generated
+    launch adds NUM_SMS, falls back from TMA to pointer loads for an operand whose buffer is not 16-byte aligned
+    (known only at launch), and from a failing persistent launch to the grouped variant (runtime launches only:
+    the tuner's explicit configs fail loudly and are recorded as failed)."""
 
-    tma_args: tuple = ()  # positions of the arguments read through TMA descriptors
-    grouped: dict | None = None  # the grouped variant's heuristic config
+    def __init__(self, *a, aten: AtenPlan | None = None, tma_args: tuple = (), grouped: dict | None = None,
+                 **kw):
+        super().__init__(*a, **kw)
+        self.aten = aten
+        self.tma_args = tma_args  # positions of the arguments read through TMA descriptors
+        self.grouped = grouped  # the grouped variant's heuristic config
 
     def make_plan(self, config: dict) -> tuple:
-        consts, opts, grid = super().make_plan({**VARIANT_KNOBS, **config})
-        return {**consts, "NUM_SMS": num_sms()}, opts, grid
+        config = {**VARIANT_KNOBS, **config}
+        consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS and k != "BACKEND"}
+        opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
+        return {**consts, "NUM_SMS": num_sms()}, opts, self.grid(config)
 
-    def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
+    def launch(self, args: list, config: dict | None = None) -> None:
         cfg = self.config if config is None else config
+        if cfg.get("BACKEND") == "aten":
+            if self.aten is None:
+                raise Unsupported(f"kernel {self.name} has no ATen backend (a matmul operand is computed in it)")
+            self.aten.run(args)
+            return
         if cfg.get("PERSISTENT") and cfg.get("TMA"):
             if args and args[0].is_cuda:
                 ensure_allocator()
@@ -103,6 +122,9 @@ class MatmulKernel(Kernel):
                         self.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             self.config = dict(self.grouped)
             super().launch(args, self.config)
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "aten": None}
 
 
 class _Gemm:
@@ -352,7 +374,7 @@ def _grid(M: int, N: int, BT: int, c: dict) -> tuple:
     return (min(num_sms(), tiles * BT),) if c.get("PERSISTENT") else (tiles, BT)
 
 
-def matmul_kernel(group: Group, outputs: list[Value], name: str):
+def matmul_kernel(group: Group, outputs: list[Value], name: str, options=None):
     g = _Gemm(group, outputs)
     grouped, persistent = g.emitter(), g.emitter()
     g.grouped_body(grouped)
@@ -360,16 +382,120 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str):
     src = (header(name, g.args, CONSTS) + "    if PERSISTENT:\n" + "\n".join(persistent.lines) + "\n    else:\n"
            + "\n".join(grouped.lines) + "\n")
     M, N, Kd, BT = g.M, g.N, g.K, g.BT
-    cfg = default_config(M, N, Kd, g.dt, dual=g.dual, hopper=is_hopper(g.out.device))
-    grouped_cfg = default_config(M, N, Kd, g.dt, dual=g.dual)
+    aten = aten_plan(group, g.mms, outputs, list(g.args.values), name)
+    backend = choose_backend(aten is not None, getattr(options, "matmul", "auto"), aligned(g.mms))
+    cfg = {**default_config(M, N, Kd, g.dt, dual=g.dual, hopper=is_hopper(g.out.device)), "BACKEND": backend}
+    grouped_cfg = {**default_config(M, N, Kd, g.dt, dual=g.dual), "BACKEND": "triton"}
 
     k = MatmulKernel(name, "matmul", src, name, list(g.args.specs), grid=functools.partial(_grid, M, N, BT),
                      shapes={"B": BT, "M": M, "N": N, "K": Kd, **({"G": 2} if g.dual else {})}, dtype=g.dt,
                      config=dict(cfg), default=dict(cfg),
                      info={"ops": [n.op for n in group.nodes], "rules": list(group.rules),
                            "tma_operands": len(g.tma_names)},
-                     tma_args=tuple(g.args.names.index(a) for a in g.tma_names), grouped=grouped_cfg)
+                     tma_args=tuple(g.args.names.index(a) for a in g.tma_names), grouped=grouped_cfg,
+                     aten=aten)
     return k, list(g.args.values)
+
+
+def choose_backend(aten_ok: bool, option: str, aligned: bool = True) -> str:
+    """The default backend of a matmul group: `compile(matmul=...)` when it says "triton" or "aten", else ATen
+    (cuBLAS) on a GPU and the generated template in the interpreter, where cuBLAS does not exist and the tests
+    exercise the template. A GEMM whose rows are not 16-byte aligned stays generated: cuBLAS falls back to slow
+    pre-Hopper kernels there (GPT-2's 50257-word head: 3.4 ms in cuBLAS, 0.61 ms generated, on an H200)."""
+    if option not in ("auto",) + BACKENDS:
+        raise ValueError(f"tilecraft.compile(matmul={option!r}): expected 'auto', 'triton' or 'aten'")
+    if not aten_ok or option == "triton":
+        return "triton"
+    if option == "aten":
+        return "aten"
+    return "triton" if interpreting() or not aligned else "aten"
+
+
+def aligned(mms) -> bool:
+    """Is every matmul operand and result 16-byte aligned along its leading dimension (the stride that is not
+    1), as cuBLAS's fast kernels need?"""
+    for n in mms:
+        for v in n.input_values() + [n.out]:
+            t = v.type
+            if t.rank < 2:
+                continue
+            s0, s1 = t.strides[-2], t.strides[-1]
+            ld = s0 if s1 == 1 or t.shape[-1] == 1 else s1 if s0 == 1 or t.shape[-2] == 1 else None
+            if ld is None or (ld * t.dtype.itemsize) % 16:
+                return False
+    return True
+
+
+class AtenPlan:
+    """How the "aten" backend runs a matmul group: each matmul through ATen on its operands (kernel arguments
+    seen through views), then the group's other nodes as one generated pointwise kernel (None when the
+    matmul results are all the group stores)."""
+
+    def __init__(self, mms, values: list[Value], epilogue, epi_values: list[Value]):
+        pos = {id(v): i for i, v in enumerate(values)}
+        self.mms = [(n, [self._chain(x, pos) for x in n.input_values()],
+                     pos.get(id(n.out))) for n in mms]
+        self.epilogue = epilogue
+        mm_ids = {id(n.out): j for j, n in enumerate(mms)}
+        # each epilogue argument: ("arg", position in the matmul kernel's args) or ("mm", which matmul)
+        self.epi_args = [("mm", mm_ids[id(v)]) if id(v) in mm_ids else ("arg", pos[id(v)]) for v in epi_values]
+
+    @staticmethod
+    def _chain(x: Value, pos: dict):
+        """(argument position, view nodes from that argument to x, in order)."""
+        views = []
+        while id(x) not in pos:
+            views.append(x.producer)
+            x = x.producer.inputs[0]
+        return pos[id(x)], views[::-1]
+
+    def run(self, tensors: list) -> None:
+        results = []
+        for node, operands, out_pos in self.mms:
+            ins = []
+            for i, views in operands:
+                t = tensors[i]
+                for v in views:
+                    t = run_node(v, {id(v.inputs[0]): t})[0]
+                ins.append(t)
+            out = tensors[out_pos] if out_pos is not None else None
+            if node.op == "addmm":
+                r = torch.addmm(*ins, beta=node.attrs.get("beta", 1), alpha=node.attrs.get("alpha", 1), out=out)
+            else:
+                r = (torch.bmm if node.op == "bmm" else torch.mm)(*ins, out=out)
+            results.append(r)
+        if self.epilogue is not None:
+            self.epilogue.launch([results[i] if kind == "mm" else tensors[i] for kind, i in self.epi_args])
+
+
+def aten_plan(group: Group, mms, outputs: list[Value], values: list[Value], name: str) -> AtenPlan | None:
+    """The "aten" backend of a matmul group, or None when a matmul operand is computed inside the group (a
+    fused prologue) or the epilogue cannot be generated on its own."""
+    pos = {id(v) for v in values}
+    in_group = {id(n) for n in group.nodes}
+    for n in mms:
+        for x in n.input_values():
+            b = base_value(x)
+            if id(b) not in pos or (b.producer is not None and id(b.producer) in in_group):
+                return None
+    mm_ids = {id(n) for n in mms}
+    rest = [n for n in group.nodes if id(n) not in mm_ids]
+    epi_outs = [v for v in outputs if not any(v is n.out for n in mms)]
+    if any(n.out.type.shape != mms[0].out.type.shape for n in rest):
+        return None  # a prologue node of another shape
+    epilogue, epi_values = None, []
+    if epi_outs:
+        try:
+            epilogue, epi_values = pointwise_kernel(Group("pointwise", rest, mms[0].out.type.shape), epi_outs,
+                                                    f"{name}_epilogue"[:60])
+        except Unsupported:
+            return None
+        mm_outs = {id(n.out) for n in mms}
+        if any(id(v) not in pos and id(v) not in mm_outs for v in epi_values):
+            return None
+        epilogue.config = dict(epilogue.default)
+    return AtenPlan(mms, values, epilogue, epi_values)
+
 
 
 def default_config(M: int, N: int, K: int, dtype, dual: bool = False, hopper: bool = False) -> dict:

@@ -414,8 +414,25 @@ op("batch_norm", "opaque", lambda x, weight=None, bias=None, running_mean=None, 
                                                                           momentum, eps)),
    ["_native_batch_norm_legit_no_training.default"], num_outputs=3, doc="eval-mode batch norm",
    infer_fn=lambda d, ins, at: [ins[0].type.with_shape(ins[0].type.shape)] + [_bn_stats_type(ins[0].type)] * 2)
-op("sdpa", "opaque", lambda q, k, v, attn_mask=None, is_causal=False, scale=None: F.scaled_dot_product_attention(
-    q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale), (),
+
+
+def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None):
+    """The captured CUDA attention kernel itself when the graph named one (`variant`), so that its inputs reach it
+    exactly as they reached it in eager (F.scaled_dot_product_attention may pick another kernel and convert or
+    copy the mask first); F.scaled_dot_product_attention elsewhere."""
+    if variant is None or not q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+    op = getattr(torch.ops.aten, variant).default
+    kw = {"query": q, "key": k, "value": v, "is_causal": is_causal, "scale": scale}
+    names = {a.name for a in op._schema.arguments}
+    if "attn_bias" in names:
+        kw["attn_bias"] = attn_mask
+    if "compute_log_sumexp" in names:
+        kw["compute_log_sumexp"] = False
+    return op(**kw)[0]
+
+
+op("sdpa", "opaque", _sdpa, (),
    doc="scaled dot-product attention through torch (flash / cuDNN / memory-efficient kernels on CUDA); "
        "the CUDA attention variants import to it, the CPU one is decomposed into matmuls and a softmax")
 
