@@ -113,11 +113,16 @@ def codegen_gemm_kernel(M: int, N: int, K: int, dtype, device: str):
 
 
 def codegen_candidates(table: dict, default: dict, n: int) -> list[dict]:
-    """The n fastest SPLIT_K=1 configs of a ReferenceGemm table, as codegen matmul configs (its knobs only)."""
+    """The n fastest SPLIT_K=1 configs of a ReferenceGemm table, as codegen matmul configs (its knobs only; the
+    generated grouped variant, which is what the reference GEMM is)."""
+    from tilecraft.codegen.matmul import VARIANT_KNOBS
+
     ok = sorted((m for m in table.values() if m.ok and m.config.get("SPLIT_K", 1) == 1), key=lambda m: m.time_ms)
     out, seen = [], set()
     for m in ok:
-        c = {k: m.config[k] for k in default if k in m.config}
+        c = {**default, **{k: v for k, v in VARIANT_KNOBS.items() if k in default},
+             **({"BACKEND": "triton"} if "BACKEND" in default else {}),
+             **{k: m.config[k] for k in default if k in m.config}}
         if set(c) == set(default) and json.dumps(c, sort_keys=True) not in seen:
             seen.add(json.dumps(c, sort_keys=True))
             out.append(c)
