@@ -50,6 +50,11 @@ class TorchStep:
         return [self.node]
 
 
+def on_cuda(args) -> bool:
+    """Are all tensor arguments on a CUDA device (so the launch sequence can be a CUDA graph)?"""
+    return bool(args) and all(t.is_cuda for t in args if isinstance(t, torch.Tensor))
+
+
 MAX_GRAPHS = 3  # CUDA graph instances per program (see KernelProgram._replay)
 
 
@@ -198,8 +203,8 @@ class KernelProgram:
     def __call__(self, *args):
         mode = getattr(self.options, "cuda_graphs", None)
         if mode is not False and not self._graph_refused:
-            on_cuda = bool(args) and all(t.is_cuda for t in args if isinstance(t, torch.Tensor))
-            if on_cuda and (mode or self.inference):
+            cuda = on_cuda(args)
+            if cuda and (mode or self.inference):
                 try:
                     return self._replay(args)
                 except Exception as e:  # noqa: BLE001 - capture is impossible (a host sync, say): run plainly
