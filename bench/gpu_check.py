@@ -145,7 +145,7 @@ def models(names, variants, baselines=True) -> list[dict]:
                     prof = gpu_profile(call, n=5)
                     row["gpu_ms"] = round(sum(us for _, us in prof) / 1e3, 4)
                     row["kernels"] = len(prof)
-                    row["top"] = [(k[:70], round(us, 1)) for k, us in prof[:30]]
+                    row["top"] = [(k[:160], round(us, 1)) for k, us in prof[:30]]
                     row["wall_ms"] = round(wall_ms(call), 4)
                     if hasattr(fn, "report"):
                         row["torch_ops"] = sorted({f for g in fn.report.graphs for f in g.fallbacks})
@@ -165,6 +165,62 @@ def models(names, variants, baselines=True) -> list[dict]:
     return rows
 
 
+def small_m_sweep(shapes=((16, 2048, 2048), (16, 2048, 5632), (16, 5632, 2048), (16, 2048, 512))) -> list[dict]:
+    """The generated GEMM at decode-sized M against cuBLAS (cold L2: each timing rotates weights through copies
+    that do not fit in L2): which configs, if any, beat cuBLAS on memory-bound thin GEMMs."""
+    from triton.testing import do_bench
+
+    rows = []
+    for M, K, N in shapes:
+        torch._dynamo.reset()
+        lin = nn.Linear(K, N, bias=False).cuda().to(torch.bfloat16).eval()
+        c = tilecraft.compile(lin, matmul="triton", cuda_graphs=False)
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        with torch.no_grad():
+            c(x)
+        (k,) = [k for k in c.report.graphs[0].kernels if k.template == "matmul"]
+        copies = max(2, int(2 * 60e6 // (K * N * 2)) + 1)
+        ws = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+        outs = [torch.empty(M, N, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+        it = [0]
+
+        def cublas():
+            i = it[0] = (it[0] + 1) % copies
+            torch.mm(x, ws[i].t(), out=outs[i])
+        row = {"M": M, "K": K, "N": N, "cublas_us": do_bench(cublas, warmup=20, rep=100) * 1e3}
+        best = None
+        for bm in (16, 32, 64):
+            if bm > max(16, M):
+                continue
+            for bn in (32, 64, 128):
+                for bk in (64, 128, 256):
+                    for warps, stages in ((4, 3), (4, 5)):
+                        cfg = {**k.default_config(), "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8,
+                               "num_warps": warps, "num_stages": stages, "BACKEND": "triton"}
+
+                        def gen(cfg=cfg):
+                            i = it[0] = (it[0] + 1) % copies
+                            args = [outs[i] if a.is_output else (x if a.shape == (M, K) else ws[i])
+                                    for a in k.args]
+                            k.launch(args, cfg)
+                        try:
+                            gen()
+                            us = do_bench(gen, warmup=10, rep=50) * 1e3
+                        except Exception:  # noqa: BLE001 - out of resources
+                            continue
+                        if best is None or us < best[0]:
+                            best = (us, cfg)
+        ref = x @ ws[0].t()
+        args = [outs[0] if a.is_output else (x if a.shape == (M, K) else ws[0]) for a in k.args]
+        k.launch(args, best[1])
+        assert_close(outs[0], ref, msg=f"sweep {M}x{K}x{N}")
+        row.update(best_us=best[0], best=best[1], default_us=None)
+        row["ratio_cublas_over_best"] = row["cublas_us"] / best[0]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="gpt2,llama_b1")
@@ -172,6 +228,7 @@ def main() -> int:
                     help="tilecraft option sets, ';'-separated, each 'k=v,k=v' (python literals)")
     ap.add_argument("--skip-checks", action="store_true")
     ap.add_argument("--no-baselines", action="store_true", help="skip eager and Inductor")
+    ap.add_argument("--sweep", action="store_true", help="the generated GEMM at small M vs cuBLAS")
     ap.add_argument("--out", default="gpu_check.json")
     a = ap.parse_args()
     try:
@@ -183,9 +240,14 @@ def main() -> int:
         done = [f"FAILED: {type(e).__name__}: {e}"[:300]]
     for d in done:
         print("CHECK OK:", d, flush=True)
+    sweep = small_m_sweep() if a.sweep else []
     rows = models([m for m in a.models.split(",") if m], a.variants.split(";"), not a.no_baselines)
     with open(a.out, "w") as f:
-        json.dump({"device": torch.cuda.get_device_name(), "checks": done, "rows": rows}, f, indent=1)
+        json.dump({"device": torch.cuda.get_device_name(), "checks": done, "rows": rows, "sweep": sweep}, f,
+                  indent=1)
+    for r in sweep:
+        print(f"sweep {r['M']}x{r['K']}x{r['N']}: cuBLAS {r['cublas_us']:.1f} us, best generated "
+              f"{r['best_us']:.1f} us {r['best']}")
     print(f"\n{'model':10} {'backend':45} {'GPU ms':>8} {'wall ms':>8} {'compile s':>9} {'rel err':>8} kernels")
     for r in rows:
         print(f"{r['model']:10} {r['backend'][:45]:45} {r.get('gpu_ms', float('nan')):8.3f} "

@@ -2,9 +2,9 @@
 
 For each (scheme, M, K, N): tilecraft's kernels (best of a small config sweep incl. the heuristic default; every
 config is checked against the float32 dequantized reference), bf16 cuBLAS (x @ w.t()), Inductor on the plain
-dequantize-then-matmul code, and the bandwidth floor: quantized weight bytes / the device's copy bandwidth,
-measured at the start of the run (bytes read + written by a 1 GiB device-to-device copy). Then the
-conv3x3-BN-ReLU residual block of ANCHORS.md (fp16, 32x64x56x56, eval): eager vs Inductor vs tilecraft.compile.
+dequantize-then-matmul code, and the bandwidth floor (quantized weight bytes / the device's copy bandwidth, measured
+at the start by bench/peaks.py). Then the conv3x3-BN-ReLU residual block of ANCHORS.md (fp16, 32x64x56x56, eval):
+eager vs Inductor vs tilecraft.compile.
 
     python bench/quant_linear.py [--out bench/results/quant_linear.json] [--sweep 12]
     python bench/quant_linear.py --quick        # issue 15's rows: int8/int4, M=1,16,64,256,2048, 4096x4096 and
@@ -25,17 +25,16 @@ from pathlib import Path
 if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peaks.py, also when loaded by path
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import peaks  # noqa: E402 - bench/peaks.py: the device's measured copy bandwidth and matmul rate
 import tilecraft  # noqa: E402
 from tilecraft.quant import config_space, make_kernel, quantize_weight  # noqa: E402
 from tilecraft.quant.formats import QuantError, dequantize, quantize_fp8_activation, unpack_int4  # noqa: E402
-
-NOMINAL_BANDWIDTH = 3.0e12  # bytes/s, H100 device-to-device copy (ANCHORS.md): only for --dry-run
-CONV_FLOOR_MS = 0.0211  # ANCHORS.md floor of convbnrelu_32x64x56x56
 
 
 def bench_ms(fn, dry: bool) -> float:
@@ -48,18 +47,6 @@ def bench_ms(fn, dry: bool) -> float:
     import triton.testing
 
     return float(triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median"))
-
-
-def copy_bandwidth(dry: bool) -> float:
-    """Bytes/s of a device-to-device copy (read + written) of 1 GiB, median of do_bench: the floor's bandwidth."""
-    if dry:
-        return NOMINAL_BANDWIDTH
-    src = torch.empty(2**29, dtype=torch.bfloat16, device="cuda").normal_()
-    dst = torch.empty_like(src)
-    ms = bench_ms(lambda: dst.copy_(src), dry)
-    del src, dst
-    torch.cuda.empty_cache()
-    return 2 * 2**30 / (ms * 1e-3)
 
 
 def cold_gpu_us(make_fn, nbytes: int, rounds: int = 2) -> float:
@@ -329,7 +316,9 @@ def conv_case(dev, dry) -> dict:
         model.bn.running_var.uniform_(0.5, 2.0)
     model = model.to(dev, dtype)
     x = torch.randn(*shape, device=dev, dtype=dtype)
-    row = {"workload": f"convbnrelu_{'x'.join(map(str, shape))}", "floor_ms": None if dry else CONV_FLOOR_MS}
+    n, c, h, w = shape  # floor: the 3x3 conv's FLOPs, or x read and the result written, on this device
+    floor = peaks.floor_ms(2 * n * c * h * w * 2, 2 * 9 * n * c * c * h * w, peaks.measure(cuda=not dry))
+    row = {"workload": f"convbnrelu_{'x'.join(map(str, shape))}", "floor_ms": None if dry else floor}
     with torch.no_grad():
         ref = model(x)
         row["eager_ms"] = bench_ms(lambda: model(x), dry)
@@ -391,12 +380,12 @@ def main(argv=None) -> int:
         return 2
     dev = "cpu" if dry else "cuda"
     dtype = torch.float32 if dry else torch.bfloat16
+    print(peaks.describe(peaks.measure(cuda=not dry)), flush=True)
     t_start = time.perf_counter()
     deadline = t_start + args.budget_s
     shapes = [(64, 48)] if dry else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     ms_list = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16, 64, 256, 2048] if not dry else [1, 16, 32])
-    bandwidth = copy_bandwidth(dry)
-    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s{' (nominal: dry run)' if dry else ' (measured)'}", flush=True)
+    bandwidth = peaks.measure(cuda=not dry)["bandwidth"]
     n_cfg = 3 if dry else args.sweep
     schemes = [("int8_weight_only", 0), ("int4_weight_only", 32 if dry else 128)]
     hopper = not dry and torch.cuda.get_device_capability() >= (9, 0)
@@ -416,7 +405,7 @@ def main(argv=None) -> int:
     compiled_rows = compile_case(dev, dry)
     conv = None if args.no_conv else conv_case(dev, dry)
     device = "cpu (interpreter)" if dry else torch.cuda.get_device_name()
-    result = {"device": device, "torch": torch.__version__, "dry_run": dry, "copy_bandwidth_Bps": bandwidth,
+    result = {"device": device, "torch": torch.__version__, "dry_run": dry, "peaks": peaks.measure(cuda=not dry),
               "linear": rows, "compile": compiled_rows, "conv": conv,
               "seconds": time.perf_counter() - t_start}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

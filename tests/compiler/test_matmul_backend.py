@@ -152,3 +152,24 @@ def test_graph_outputs_a_caller_holds_are_never_reused(monkeypatch):
         del held, extra
         c(x, r)  # outputs dropped: an instance is reused
         assert len(captured) == runtime.MAX_GRAPHS
+
+
+def test_a_failed_capture_falls_back_to_plain_launches(monkeypatch, caplog):
+    """A graph that cannot be captured (a host sync, say) runs its kernels one by one from then on, with one
+    warning, and its results stay right."""
+    calls = []
+
+    def capture(cls, prog, args, static, warm):
+        calls.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(runtime._GraphInstance, "capture", classmethod(capture))
+    monkeypatch.setattr(runtime, "on_cuda", lambda args: True)  # the CPU stands in for the GPU here
+    m = Mixed().eval()
+    c = tilecraft.compile(m)  # default: graphs for inference on CUDA
+    with torch.no_grad():
+        for _ in range(3):
+            x, r = torch.randn(2, 8, 32), torch.randn(2, 8, 48)
+            assert_close(c(x, r), m(x, r))
+    assert len(calls) == 1 and c.report.graphs[0].program._graph_refused
+    assert sum("CUDA graph capture failed" in rec.message for rec in caplog.records) == 1

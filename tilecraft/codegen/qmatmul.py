@@ -20,9 +20,9 @@ import re
 
 import torch
 
-from ..ir import Value
+from ..ir import REGISTRY, Value
 from ..ir.types import contiguous_strides
-from ..passes.fusion import QMATMULS, Group
+from ..passes.fusion import Group
 from .emit import Args, Emitter, Unsupported, decompose, interpreting, store
 from .kernel import ArgSpec
 from .pointwise import pointwise_kernel
@@ -63,7 +63,7 @@ def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool
 def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     from ..quant.kernels import QuantKernel, make_kernel
 
-    qnodes = [n for n in group.nodes if n.op in QMATMULS]
+    qnodes = [n for n in group.nodes if REGISTRY[n.op].template == "qmatmul"]
     if len(qnodes) != 1:
         raise Unsupported(f"a qmatmul group holds one quantized linear, got {len(qnodes)}")
     node = qnodes[0]

@@ -7,9 +7,8 @@ import sys
 
 import torch
 
-from ..ir import Graph, Node, Value, interpret
+from ..ir import Graph, Node, Value, interpret, is_view
 from ..ir.interpreter import run_node
-from ..ir.ops import REGISTRY
 from ..passes.fusion import Group, format_groups, partition
 
 log = logging.getLogger("tilecraft")
@@ -28,10 +27,6 @@ class InterpretedProgram:
 
     def explain(self) -> str:
         return "---- runtime ----\nreference interpreter (no generated kernels)"
-
-
-def _is_view(node: Node | None) -> bool:
-    return node is not None and REGISTRY[node.op].category == "view" and node.op != "as_strided"
 
 
 class KernelStep:
@@ -53,6 +48,11 @@ class TorchStep:
     @property
     def nodes(self) -> list[Node]:
         return [self.node]
+
+
+def on_cuda(args) -> bool:
+    """Are all tensor arguments on a CUDA device (so the launch sequence can be a CUDA graph)?"""
+    return bool(args) and all(t.is_cuda for t in args if isinstance(t, torch.Tensor))
 
 
 MAX_GRAPHS = 3  # CUDA graph instances per program (see KernelProgram._replay)
@@ -107,6 +107,7 @@ class KernelProgram:
 
     def __init__(self, graph: Graph, options=None):
         from ..codegen import build_kernel
+        from ..codegen.compile import compile_kernels
 
         self.graph, self.options = graph, options
         self.static_inputs: tuple[int, ...] = ()  # sorted argument indices of parameters and buffers (backend)
@@ -123,7 +124,7 @@ class KernelProgram:
         def need(v: Value):
             """v must exist as a tensor at run time."""
             p = v.producer
-            if _is_view(p):
+            if is_view(p):
                 need(p.inputs[0])
             elif p is not None:
                 g = group_of[id(p)]
@@ -137,7 +138,7 @@ class KernelProgram:
                     if g.kind == "torch":
                         need(v)
                         continue
-                    while _is_view(v.producer) and id(v.producer) not in ids:
+                    while is_view(v.producer) and id(v.producer) not in ids:
                         v = v.producer.inputs[0]
                     if v.producer is None or id(v.producer) not in ids:
                         need(v)
@@ -163,6 +164,11 @@ class KernelProgram:
             elif g.kind == "torch" or outs:
                 self.steps.extend(TorchStep(n) for n in g.nodes)
         self._plan_frees()
+        # distinct kernels compile concurrently now, not one by one at their first launches (no-op on the CPU)
+        failed = compile_kernels(self.kernels, {v.type.device for v in graph.inputs})
+        for s in self.steps:
+            if isinstance(s, KernelStep) and id(s.kernel) in failed:
+                s.failed = True
 
     def _choose_config(self, kernel):
         """A tuned config from the schedule database when one matches, else the template's default."""
@@ -181,14 +187,14 @@ class KernelProgram:
             for v in vals:
                 while True:
                     last[id(v)] = i
-                    if not _is_view(v.producer):
+                    if not is_view(v.producer):
                         break
                     v = v.producer.inputs[0]
         keep = set()
         for v in self.graph.outputs:
             while isinstance(v, Value):
                 keep.add(id(v))
-                v = v.producer.inputs[0] if _is_view(v.producer) else None
+                v = v.producer.inputs[0] if is_view(v.producer) else None
         self.frees: list[list[int]] = [[] for _ in self.steps]
         for vid, i in last.items():
             if vid not in keep:
@@ -197,8 +203,8 @@ class KernelProgram:
     def __call__(self, *args):
         mode = getattr(self.options, "cuda_graphs", None)
         if mode is not False and not self._graph_refused:
-            on_cuda = bool(args) and all(t.is_cuda for t in args if isinstance(t, torch.Tensor))
-            if on_cuda and (mode or self.inference):
+            cuda = on_cuda(args)
+            if cuda and (mode or self.inference):
                 try:
                     return self._replay(args)
                 except Exception as e:  # noqa: BLE001 - capture is impossible (a host sync, say): run plainly
@@ -240,7 +246,7 @@ class KernelProgram:
         outs = {id(v) for v in self.graph.outputs if isinstance(v, Value)}
 
         def is_static(v):
-            while _is_view(v.producer):
+            while is_view(v.producer):
                 v = v.producer.inputs[0]
             return id(v) in static
 
@@ -270,7 +276,7 @@ class KernelProgram:
         t = env.get(id(v))
         if t is None:
             p = v.producer
-            if not _is_view(p):
+            if not is_view(p):
                 raise RuntimeError(f"tilecraft runtime: %{v.name} was never computed")
             t = run_node(p, {id(x): KernelProgram._get(env, x) for x in p.input_values()})[0]
             env[id(v)] = t

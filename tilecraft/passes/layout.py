@@ -30,9 +30,6 @@ def _trailing_broadcast(v: Value, last: int) -> bool:
     return all(d == 1 for d in s[:-1]) and (not s or s[-1] in (1, last))
 
 
-REDUCING = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "layer_norm"}
-
-
 def _only_feeds_reductions(v: Value, users) -> bool:
     """Its consumers (through views) are all reductions: keep it in the reduction's shape, to fuse there."""
     out = []
@@ -43,7 +40,7 @@ def _only_feeds_reductions(v: Value, users) -> bool:
                 stack.append(u.outputs[0])
             else:
                 out.append(u)
-    return bool(out) and all(u.op in REDUCING for u in out)
+    return bool(out) and all(REGISTRY[u.op].template == "reduction" for u in out)
 
 
 def sink_views(graph: Graph) -> Graph:

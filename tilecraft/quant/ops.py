@@ -105,9 +105,18 @@ def _infer(opdef, inputs, attrs):
     return [TensorType((*x.shape[:-1], w.shape[0]), x.dtype, None, x.device)]
 
 
+def _float_activations(node) -> bool:
+    """The qmatmul template takes float activations with at least one element."""
+    x = node.inputs[0].type
+    return x.dtype in (torch.float32, torch.float16, torch.bfloat16) and x.numel > 0
+
+
 for _name in CUSTOM_OPS:
+    # int8/int4: codegen's qmatmul template (fused epilogue); fp8 quantizes its activations in torch first, so
+    # it runs through this reference (the fp8 kernel) as a torch group
     register_ir_op(_name, "matmul", _ir_ref(_name), [f"tilecraft.{_name}.default"], infer_fn=_infer,
-                   doc="quantized linear; dequantization fused into the Triton kernel's weight loads")
+                   doc="quantized linear; dequantization fused into the Triton kernel's weight loads",
+                   **({} if _name == "fp8_linear" else {"template": "qmatmul", "accepts": _float_activations}))
 
 
 def _sample(name: str):
