@@ -137,10 +137,27 @@ def make_backend(options: Options | None = None, report: CompileReport | None = 
     return backend
 
 
-@torch._dynamo.register_backend(name="tilecraft")
 def tilecraft_backend(gm, example_inputs, **kwargs):
     """`torch.compile(model, backend="tilecraft")`; options may come through `options={...}`."""
     return make_backend(Options.make(**kwargs))(gm, example_inputs)
+
+
+def _register_backend() -> None:
+    """Make `backend="tilecraft"` work. An installed tilecraft is found by Dynamo through its
+    `torch_dynamo_backends` entry point (as out-of-tree backends are), with no `import tilecraft`; loading that
+    entry point imports this module, so registering here as well would be Dynamo's "duplicate name" error.
+    Only a checkout used without installing (PYTHONPATH) registers itself on import."""
+    from importlib.metadata import entry_points
+
+    from torch._dynamo.backends import registry
+
+    if "tilecraft" in registry._COMPILER_FNS or any(
+            ep.name == "tilecraft" for ep in entry_points(group="torch_dynamo_backends")):
+        return
+    registry.register_backend(tilecraft_backend, name="tilecraft")
+
+
+_register_backend()
 
 
 def _describe(obj) -> str:
