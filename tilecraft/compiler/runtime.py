@@ -5,10 +5,12 @@ import functools
 import logging
 
 import torch
+from torch._logging import LazyString
 
 from ..ir import Graph, Node, Value, interpret
 from ..ir.interpreter import run_node
 from ..ir.ops import REGISTRY
+from ..logs import configs_log, fusion_log, kernels_log
 from ..passes.fusion import Group, format_groups, partition
 
 log = logging.getLogger("tilecraft")
@@ -110,7 +112,20 @@ class KernelProgram:
                 self.kernels.append(kernel)
             elif g.kind == "torch" or outs:
                 self.steps.extend(TorchStep(n) for n in g.nodes)
+        if getattr(options, "mode", "default") == "max-autotune":
+            from ..tuner.tune import autotune_missing
+
+            autotune_missing(self.kernels, options)
+        self._log()
         self._plan_frees()
+
+    def _log(self) -> None:
+        """The `tilecraft_fusion`, `tilecraft_kernels` and `tilecraft_configs` artifacts (see tilecraft/logs.py)."""
+        fusion_log.debug("tilecraft fused groups:\n%s", LazyString(format_groups, self.groups))
+        for k in self.kernels:
+            kernels_log.debug("tilecraft kernel %s (%s):\n%s", k.name, k.template, k.source)
+            configs_log.debug("tilecraft kernel %s: config %s from %s", k.name, k.config,
+                              k.info.get("config_source", "default"))
 
     def _choose_config(self, kernel):
         """A tuned config from the schedule database when one matches, else the template's default."""

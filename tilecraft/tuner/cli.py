@@ -13,7 +13,6 @@ def cmd_tune(args) -> int:
     """Tune every kernel of a model (or a list of kernels) and write the schedule database."""
     import signal
 
-    import torch
 
     from .database import default_db_path
     from .device import DeviceInfo, lookup
@@ -39,12 +38,10 @@ def cmd_tune(args) -> int:
         rows = tune_kernels(kernels, db, args.budget, args.strategy, measurer_factory=factory, device_info=device,
                             plot_dir=args.plot, seed=args.seed, time_budget_s=args.seconds,
                             patience=args.patience, progress=not args.no_progress,
-                            total_seconds=args.total_seconds)
+                            total_seconds=args.total_seconds, prior_db=args.prior_db)
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(summary_table(rows))
-    if args.simulate or not torch.cuda.is_available():
-        print("times are SIMULATED (no GPU or --simulate); every candidate was still run and checked for correctness")
     distinct = len({(k.key, str(k.shapes), str(k.dtype)) for k in kernels})
     if rows.interrupted:
         print(f"INTERRUPTED after {len(rows)} of {distinct} kernels ({time.perf_counter() - t0:.1f}s); "
@@ -101,6 +98,8 @@ def register(subparsers) -> None:
     t.add_argument("--device", default=None, help="device preset name (default: detect)")
     t.add_argument("--simulate", action="store_true",
                    help="simulated timings (correctness still checked by running kernels); the default without GPU")
+    t.add_argument("--prior-db", default=None, metavar="DB",
+                   help="start from this database's records of the same kernels (e.g. made on another GPU)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=cmd_tune)
     d = subparsers.add_parser("db", help=cmd_db.__doc__)
