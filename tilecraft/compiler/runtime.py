@@ -97,6 +97,10 @@ class KernelProgram:
 
         self.steps: list = []
         self.kernels = []
+        if getattr(options, "mode", "default") == "max-autotune":  # its database exists before configs are read
+            from ..tuner.tune import autotune_db
+
+            autotune_db(options)
         for i, g in enumerate(self.groups):
             outs = needed[id(g)]
             kernel = None
@@ -112,12 +116,17 @@ class KernelProgram:
                 self.kernels.append(kernel)
             elif g.kind == "torch" or outs:
                 self.steps.extend(TorchStep(n) for n in g.nodes)
-        if getattr(options, "mode", "default") == "max-autotune":
-            from ..tuner.tune import autotune_missing
-
-            autotune_missing(self.kernels, options)
+        # max-autotune tunes on the first call: the backend compiles under fake tensors, tuning needs real ones
+        self._autotune = getattr(options, "mode", "default") == "max-autotune"
         self._log()
         self._plan_frees()
+
+    def _autotune_now(self) -> None:
+        from ..tuner.tune import autotune_missing
+
+        self._autotune = False
+        for k in autotune_missing(self.kernels, self.options):
+            configs_log.debug("tilecraft kernel %s: config %s from %s", k.name, k.config, k.info["config_source"])
 
     def _log(self) -> None:
         """The `tilecraft_fusion`, `tilecraft_kernels` and `tilecraft_configs` artifacts (see tilecraft/logs.py)."""
@@ -158,6 +167,8 @@ class KernelProgram:
                 self.frees[i].append(vid)
 
     def __call__(self, *args):
+        if self._autotune:
+            self._autotune_now()
         if getattr(self.options, "cuda_graphs", False):
             if all(t.is_cuda for t in args if isinstance(t, torch.Tensor)) and args:
                 return self._replay(args)

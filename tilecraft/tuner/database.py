@@ -223,21 +223,21 @@ class ScheduleDB:
         if misses:
             others = sorted({f"{r.device} (sm {r.capability}) / Triton {r.triton_version}" for r in misses})
             warn_once((self.path, device, triton_version, tuple(others)),
-                      "tilecraft: %s has schedules recorded on %s, not on this %s / Triton %s, so they are not "
-                      "applied (first: kernel %s shape %s %s). To use them as a starting point, tune here with "
+                      "tilecraft: %s has schedules recorded on %s; they are not applied on %s / Triton %s "
+                      "(first: kernel %s shape %s %s). To use them as a starting point, tune here with "
                       "`tilecraft tune MODULE:FACTORY --prior-db %s`",
                       self.path, ", ".join(others), device, triton_version, kernel_key, shape_key, dtype, self.path)
         return None
 
     def bucket_best(self, template: str, shapes: dict, dtype: str, device: str, triton_version: str,
-                    knobs: set, simulated_ok: bool = True) -> ScheduleRecord | None:
+                    capability: str, knobs: set, simulated_ok: bool = True) -> ScheduleRecord | None:
         """The fastest ok record of the same template, dtype, device and Triton version whose shape falls in the
         same bucket (each size rounded up to a power of two) and whose config has the same knobs: the schedule
         for a shape the database has not seen (dynamic shapes)."""
         want = shape_bucket(shapes)
-        rows = self._records("WHERE template=? AND dtype=? AND device=? AND triton_version=? AND status='ok' "
-                             "AND time_ms IS NOT NULL" + ("" if simulated_ok else " AND simulated=0"),
-                             (template, dtype, device, triton_version))
+        rows = self._records("WHERE template=? AND dtype=? AND device=? AND triton_version=? AND capability=? "
+                             "AND status='ok' AND time_ms IS NOT NULL" + ("" if simulated_ok else " AND simulated=0"),
+                             (template, dtype, device, triton_version, capability))
         rows = [r for r in rows if set(r.config) == knobs and shape_bucket(parse_shape_key(r.shape_key)) == want]
         return min(rows, key=lambda r: r.time_ms) if rows else None
 

@@ -59,7 +59,7 @@ def select_config(kernel, schedules=None, device_info: DeviceInfo | None = None)
     for path in paths:
         with ScheduleDB(path) as db:
             rec = db.bucket_best(kernel.template, kernel.shapes, ident[1], device.name, triton.__version__,
-                                 set(default), simulated_ok=simulated_ok)
+                                 device.capability_str, set(default), simulated_ok=simulated_ok)
         if rec is not None and _runs(kernel, rec.config):
             return dict(rec.config), f"database (bucket {shape_bucket(kernel.shapes)})"
     return default, "default"

@@ -260,18 +260,27 @@ def prior_records(path: str, kernel, device: DeviceInfo) -> list:
     return out
 
 
+def autotune_db(options) -> str:
+    """Where max-autotune saves: the first schedule database given, else the default one (created if missing)."""
+    from .database import default_db_path
+
+    src = options.schedules
+    path = str((src if isinstance(src, (str, os.PathLike)) else (src[0] if src else None)) or default_db_path())
+    ScheduleDB(path).close()
+    return path
+
+
 def autotune_missing(kernels: list, options) -> list:
     """`mode="max-autotune"`: tune the kernels whose config came from no database (within
     `options.autotune_seconds` for all of them), save the records to the first schedule database (or the
     default one), and give each tuned kernel its best config. Returns the kernels tuned."""
-    from .database import default_db_path
     from .select import select_config
 
     todo = [k for k in kernels if k.info.get("config_source") == "default"]
     if not todo:
         return []
     src = options.schedules
-    db_path = (src if isinstance(src, (str, os.PathLike)) else (src[0] if src else None)) or default_db_path()
+    db_path = autotune_db(options)
     tune_kernels(todo, str(db_path), "small", progress=False, total_seconds=options.autotune_seconds)
     sources = [db_path] + ([s for s in src if s != db_path] if isinstance(src, (list, tuple)) else [])
     for k in todo:
