@@ -29,10 +29,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def cache_root() -> Path:
+    """tilecraft's cache directory: $TILECRAFT_CACHE, else ~/.cache/tilecraft (not created here)."""
+    return Path(os.environ.get("TILECRAFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tilecraft"))
+
+
 def cache_dir() -> Path:
-    """Where generated kernel sources live: $TILECRAFT_CACHE or ~/.cache/tilecraft/kernels/triton-<ver>."""
-    base = os.environ.get("TILECRAFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tilecraft")
-    d = Path(base) / "kernels" / f"triton-{triton.__version__}"
+    """Where generated kernel sources live: <cache_root>/kernels/triton-<ver>."""
+    d = cache_root() / "kernels" / f"triton-{triton.__version__}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 

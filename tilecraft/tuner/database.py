@@ -249,17 +249,29 @@ class ScheduleDB:
                              (kernel_key, shape_key, dtype, device, triton_version))
         return rows
 
-    def export_json(self, path: str | os.PathLike) -> int:
-        """Write every record to a JSON file ({"format":..., "records": [...]}); returns how many."""
+    def export_text(self) -> str:
+        """Every record as JSON text ({"format":..., "records": [...]})."""
         recs = [r.to_json() for r in self.all()]
-        Path(path).write_text(json.dumps({"format": "tilecraft-schedules/1", "records": recs}, indent=1))
+        return json.dumps({"format": "tilecraft-schedules/1", "records": recs}, indent=1)
+
+    def export_json(self, path: str | os.PathLike) -> int:
+        """Write every record to a JSON file; returns how many."""
+        text = self.export_text()
+        Path(path).write_text(text)
+        return len(json.loads(text)["records"])
+
+    def import_text(self, text: str, source: str = "the input") -> int:
+        """Add the records of exported JSON text (duplicates are ignored); returns how many were read."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source} is not JSON ({e})") from None
+        if not isinstance(doc, dict) or doc.get("format") != "tilecraft-schedules/1":
+            raise ValueError(f"{source} is not a tilecraft schedules export (format tilecraft-schedules/1)")
+        recs = [ScheduleRecord.from_json(d) for d in doc["records"]]
+        self.add_many(recs)
         return len(recs)
 
     def import_json(self, path: str | os.PathLike) -> int:
         """Add the records of an exported JSON file (duplicates are ignored); returns how many were read."""
-        doc = json.loads(Path(path).read_text())
-        if not isinstance(doc, dict) or doc.get("format") != "tilecraft-schedules/1":
-            raise ValueError(f"{path} is not a tilecraft schedules export (format tilecraft-schedules/1)")
-        recs = [ScheduleRecord.from_json(d) for d in doc["records"]]
-        self.add_many(recs)
-        return len(recs)
+        return self.import_text(Path(path).read_text(), str(path))

@@ -43,14 +43,31 @@ class KernelSummary:
 
 
 def load_factory(spec: str) -> Callable:
-    """`package.module:function` -> the function."""
+    """`package.module:function` -> the function. MODULE may be a module of the current directory (`mod.py`), as
+    with `python -m`, or a path to a .py file."""
+    import sys
+
     if ":" not in spec:
-        raise ValueError(f"expected MODULE:FACTORY (e.g. tilecraft.tuner.examples:mlp), got {spec!r}")
-    mod, name = spec.split(":", 1)
+        raise ValueError(f"expected MODULE:FACTORY (e.g. tilecraft.tuner.reference_kernels:tiny_gemms), got {spec!r}")
+    mod, name = spec.rsplit(":", 1)
+    if mod.endswith(".py"):
+        path = Path(mod).resolve()
+        if not path.exists():
+            raise ValueError(f"{spec}: no file {mod}")
+        sys.path.insert(0, str(path.parent))
+        mod = path.stem
+    elif os.getcwd() not in sys.path and "" not in sys.path:  # console scripts do not search the cwd
+        sys.path.insert(0, os.getcwd())
     try:
-        return getattr(importlib.import_module(mod), name)
+        module = importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        if e.name != mod.split(".")[0] and e.name != mod:
+            raise
+        raise ValueError(f"{spec}: no module {mod!r} in the current directory or on the Python path") from None
+    try:
+        return getattr(module, name)
     except AttributeError:
-        raise AttributeError(f"module {mod!r} has no factory {name!r}") from None
+        raise ValueError(f"{spec}: module {mod!r} has no factory {name!r}") from None
 
 
 def is_kernel(obj) -> bool:
