@@ -46,9 +46,15 @@ def specialize(gm: torch.fx.GraphModule, args: list) -> tuple[torch.fx.GraphModu
     return traced, keep
 
 
-def shape_key(args) -> tuple:
-    return tuple((tuple(a.shape), a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor) else a
-                 for a in args)
+def symbolic_inputs(gm: torch.fx.GraphModule) -> list[int]:
+    """Indices of the inputs whose value or shape is symbolic: the only ones a call's shape key must read
+    (parameters keep static shapes, and there may be hundreds of them)."""
+    out = []
+    for i, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
+        v = n.meta.get("val")
+        if not isinstance(v, torch.Tensor) or not all(isinstance(s, int) for s in v.shape):
+            out.append(i)
+    return out
 
 
 class ShapeSpecialized:
@@ -57,9 +63,11 @@ class ShapeSpecialized:
     def __init__(self, gm: torch.fx.GraphModule, compile_fn, static_inputs: tuple[int, ...] = ()):
         self.gm, self.compile_fn, self.static_inputs = gm, compile_fn, static_inputs
         self.programs: dict[tuple, tuple] = {}
+        self.symbolic = symbolic_inputs(gm)
 
     def __call__(self, *args):
-        key = shape_key(args)
+        key = tuple((tuple(a.shape), a.stride()) if isinstance(a, torch.Tensor) else a
+                    for a in (args[i] for i in self.symbolic))
         entry = self.programs.get(key)
         if entry is None:
             shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
