@@ -52,3 +52,14 @@ def test_pyproject_dependencies():
     assert not any(d.startswith("matplotlib") for d in deps) and meta["optional-dependencies"]["plot"] == ["matplotlib"]
     assert meta["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
     assert meta["entry-points"]["torch_dynamo_backends"] == {"tilecraft": "tilecraft.compiler.api:tilecraft_backend"}
+
+
+def test_plots_without_matplotlib_are_a_clear_error(monkeypatch, tmp_path):
+    import pytest
+
+    from tilecraft.tuner.search import TuneResult
+    from tilecraft.tuner.tune import plot_curve
+
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'tilecraft\[plot\]'"):
+        plot_curve(TuneResult("k", "random"), tmp_path / "c.png", "t")

@@ -8,34 +8,40 @@ import sys as _sys
 
 
 def _interpreted_triton() -> None:
-    """Without CUDA, import Triton as TRITON_INTERPRET=1 would (its standard library, `tl.cdiv` and the like, is
-    then callable from interpreted kernels), with the variable set for the import only. If Triton was already
-    imported for compiled kernels, tilecraft's kernels cannot run here: say so (they run through torch)."""
+    """Without CUDA, tilecraft's kernels run through Triton's interpreter, which needs Triton's standard library
+    (`tl.cdiv`, `tl.sum`, ...) in its interpreted form, as TRITON_INTERPRET=1 at `import triton` makes it. So:
+    Triton not imported yet: import it with the variable set for the import only. Already imported for
+    compiled kernels (Dynamo imports it when the `tilecraft` backend is looked up by name): swap its
+    standard-library functions for interpreted ones; with no GPU, no compiled Triton kernel can run anyway.
+    The process's environment is left as it was."""
     import torch
 
     if _os.environ.get("TRITON_INTERPRET") is not None or torch.cuda.is_available():
         return
-    if "triton" in _sys.modules:
-        import logging
-
-        import triton.language.standard as std
-        from triton.runtime.jit import JITFunction
-
-        if isinstance(std.cdiv, JITFunction):
-            logging.getLogger("tilecraft").warning(
-                "tilecraft: Triton was imported before tilecraft on a machine without CUDA, so Triton's interpreter "
-                "is off and tilecraft's kernels will run through torch; import tilecraft first or set "
-                "TRITON_INTERPRET=1")
+    if "triton" not in _sys.modules:
+        _os.environ["TRITON_INTERPRET"] = "1"
+        try:
+            import triton.language  # noqa: F401
+            try:  # Triton 3.6 imports gluon lazily on the first launch, and gluon checks the interpreter is on
+                import triton.experimental.gluon  # noqa: F401
+            except ImportError:
+                pass
+        finally:
+            del _os.environ["TRITON_INTERPRET"]
         return
-    _os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        import triton.language  # noqa: F401
-        try:  # Triton 3.6 imports gluon lazily on the first launch, and gluon checks the interpreter is on
-            import triton.experimental.gluon  # noqa: F401
-        except ImportError:
-            pass
-    finally:
-        del _os.environ["TRITON_INTERPRET"]
+    try:  # imported now, while the standard library is still the compiled form gluon checks for
+        import triton.experimental.gluon  # noqa: F401
+    except ImportError:
+        pass
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    for name, mod in list(_sys.modules.items()):
+        if mod is None or not (name == "triton.language" or name.startswith("triton.language.")):
+            continue
+        for attr, obj in list(vars(mod).items()):
+            if isinstance(obj, JITFunction) and obj.fn.__module__.startswith("triton.language"):
+                setattr(mod, attr, InterpretedFunction(obj.fn))
 
 
 _interpreted_triton()

@@ -14,7 +14,8 @@ SCRIPT = r"""
 import sys
 import torch
 torch.manual_seed(0)
-m = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval()
+m = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.LayerNorm(32), torch.nn.Linear(32, 8),
+                    torch.nn.Softmax(-1)).eval()
 x = torch.randn(4, 16)
 assert "tilecraft" not in sys.modules
 compiled = torch.compile(m, backend="tilecraft")
@@ -31,10 +32,14 @@ def test_backend_by_name_without_import():
     if not eps:
         pytest.skip("tilecraft is not pip-installed (no torch_dynamo_backends entry point)")
     assert eps[0].value == "tilecraft.compiler.api:tilecraft_backend"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "1"}
+    # no TRITON_INTERPRET either: Dynamo imports Triton (compiled form) before the entry point loads tilecraft,
+    # whose kernels must still run through the interpreter on this CPU-only machine
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT)
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"OK {ROOT / 'tilecraft' / '__init__.py'}" in out.stdout
+    assert "failed" not in out.stderr and "runs through torch" not in out.stderr, out.stderr[-3000:]
 
 
 def test_backend_by_name_after_import():
