@@ -19,6 +19,7 @@ for part in $parts; do
     quant) run bench/quant_linear.py --budget-s ${QUANT_S:-90} --out "$out/quant_linear.json" ;;
     gemm) run bench/tune_gemm.py --quick --out "$out/tune_gemm.json" ;;
     model) run bench/tune_model.py --quick --out "$out/tune_model.json" ;;
+    eco) run bench/ecosystem.py --out "$out/ecosystem.json" ;;
     *) echo "unknown part $part" ;;
   esac
 done
