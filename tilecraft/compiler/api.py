@@ -30,14 +30,19 @@ class Options:
     fullgraph: bool = False  # raise on a graph break instead of splitting the program
     codegen: bool = True  # generate Triton kernels; False runs the IR through the reference interpreter
     schedules: str | None = None  # schedule database to take tuned kernel configs from
-    cuda_graphs: bool = False  # on CUDA, replay the whole launch sequence as one CUDA graph
+    cuda_graphs: bool | None = None  # replay the launch sequence as a CUDA graph; None: for inference on CUDA
     channels_last: bool | None = None  # run convolutions in NHWC; None: decide (fp16/bf16 convs on CUDA)
     quantize: str | None = None  # a quantization scheme applied before capture (see tilecraft.quantize)
+    matmul: str = "auto"  # GEMM backend per matmul group: "auto" (schedule DB, else cuBLAS on a GPU), "triton", "aten"
     verify: bool = True  # verify the IR after every pass
     passes: list | None = None  # override the pass pipeline (list of (name, fn))
     dynamic: bool | None = None  # as torch.compile's: None = static first, symbolic sizes once a size changes
     mode: str = "default"  # "default" | "max-autotune" (tune kernels the schedule DB lacks) | "reduce-overhead"
     autotune_seconds: float = 60.0  # mode="max-autotune": time budget for tuning all of a graph's kernels
+
+    def __post_init__(self):
+        if self.matmul not in ("auto", "triton", "aten"):
+            raise ValueError(f"tilecraft.compile(matmul={self.matmul!r}): expected 'auto', 'triton' or 'aten'")
 
     @classmethod
     def make(cls, **kw) -> "Options":
@@ -140,16 +145,23 @@ def make_backend(options: Options | None = None, report: CompileReport | None = 
     options = options or Options()
     report = report if report is not None else CompileReport()
 
-    def fw_compiler(gm, example_inputs):
+    def fw_compiler(gm, example_inputs, inference: bool = False):
         report.dynamo_graphs += 1
         static: tuple[int, ...] = ()
         try:  # parameters and buffers: a CUDA graph reads them in place
             static = tuple(sorted(torch._guards.TracingContext.get().fw_metadata.static_input_indices))
         except (AttributeError, AssertionError, RuntimeError):
             pass
+
+        def build(g):
+            prog = compile_graph(g, options, report)
+            if hasattr(prog, "inference"):
+                prog.inference = inference
+            return prog
+
         if is_symbolic(gm):
-            return make_boxed_func(ShapeSpecialized(gm, lambda g: compile_graph(g, options, report), static))
-        prog = compile_graph(gm, options, report)
+            return make_boxed_func(ShapeSpecialized(gm, build, static))
+        prog = build(gm)
         if hasattr(prog, "static_inputs"):
             prog.static_inputs = static
         return make_boxed_func(prog)
@@ -157,7 +169,10 @@ def make_backend(options: Options | None = None, report: CompileReport | None = 
     def bw_compiler(gm, example_inputs):  # training: the backward graph runs as captured
         return make_boxed_func(gm.forward)
 
-    backend = aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler, inference_compiler=fw_compiler,
+    def inference_compiler(gm, example_inputs):  # no autograd: outputs need not outlive a CUDA graph replay
+        return fw_compiler(gm, example_inputs, inference=True)
+
+    backend = aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler, inference_compiler=inference_compiler,
                            decompositions=core_aten_decompositions())
     backend.report = report
     return backend

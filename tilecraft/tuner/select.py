@@ -49,7 +49,7 @@ def select_config(kernel, schedules=None, device_info: DeviceInfo | None = None)
     ident = (shape_key(kernel.shapes), dtype_name(kernel.dtype), device.name, triton.__version__)
     for path in paths:
         with ScheduleDB(path) as db:
-            rec = db.best(kernel.key, *ident, device.capability_str, simulated_ok=simulated_ok)
+            rec = _upgrade(db.best(kernel.key, *ident, device.capability_str, simulated_ok=simulated_ok), default)
             if rec is not None and set(rec.config) != set(default):
                 log.warning("tilecraft: schedule for kernel %s in %s has knobs %s but the kernel takes %s; "
                             "using the default", kernel.key, path, sorted(rec.config), sorted(default))
@@ -63,6 +63,13 @@ def select_config(kernel, schedules=None, device_info: DeviceInfo | None = None)
         if rec is not None and _runs(kernel, rec.config):
             return dict(rec.config), f"database (bucket {shape_bucket(kernel.shapes)})"
     return default, "default"
+
+
+def _upgrade(rec, default: dict):
+    """A record from before matmul backends ran the Triton template."""
+    if rec is not None and "BACKEND" in default and "BACKEND" not in rec.config:
+        rec.config["BACKEND"] = "triton"
+    return rec
 
 
 def _runs(kernel, config: dict) -> bool:
