@@ -3,6 +3,8 @@ warning for records made on another device."""
 import logging
 import sqlite3
 
+import pytest
+
 import torch
 import triton
 
@@ -92,3 +94,23 @@ def test_other_device_records_warn_once_with_how_to_use_them(tmp_path, caplog):
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "not applied on" in r.getMessage()]
     assert len(warnings) == 1
     assert "--prior-db" in warnings[0].getMessage() and H100.name in warnings[0].getMessage()
+
+
+def test_prior_db_records_start_a_tuning_run(tmp_path):
+    from tilecraft.tuner.tune import prior_records, tune_kernels
+
+    k = ReferenceGemm(16, 16, 32, torch.float16)
+    other = str(tmp_path / "h100.sqlite")
+    cfgs = [dict(k.default_config(), BLOCK_M=16, num_warps=w) for w in (2, 4, 8)]
+    for i, c in enumerate(cfgs):
+        _add(other, k, c, 0.1 * (i + 1), device=H100)
+    prior = prior_records(other, k, CPU)
+    assert [r.config for r in prior] == cfgs and [r.time_ms for r in prior] == pytest.approx([0.1, 0.2, 0.3])
+    assert all(r.template == "matmul" and r.shapes == k.shapes for r in prior)
+    here = str(tmp_path / "here.sqlite")
+    rows = tune_kernels([k], here, budget=3, device_info=CPU, progress=False, prior_db=other)
+    assert len(rows) == 1 and rows[0].measurements == 3 and rows[0].simulated
+    with ScheduleDB(here) as db:
+        recs = db.all()
+    assert len(recs) == 3 and all(r.simulated and r.device == CPU.name for r in recs)
+    assert select_config(k, here, CPU)[1] == "database"
