@@ -4,7 +4,6 @@ import logging
 import sqlite3
 
 import pytest
-
 import torch
 import triton
 
