@@ -26,6 +26,7 @@ for part in $parts; do
     models) BUDGET=${MODELS_S:-560} TAIL=80 run bench/models.py --budget-s "${MODELS_BUDGET:-420}" \
               --out "$out/models.json" ${MODELS_ARGS:-} ;;
     backends) BUDGET=${BACKENDS_S:-280} run bench/gemm_backends.py --out "$out/gemm_backends.json" ;;
+    eco) run bench/ecosystem.py --out "$out/ecosystem.json" ;;
     *) echo "unknown part $part" ;;
   esac
 done
