@@ -199,6 +199,14 @@ class Kernel:
         opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
         return consts, opts, self.grid(config)
 
+    def compile_units(self) -> list["Kernel"]:
+        """The generated kernels a launch with the current config runs (compiled ahead by codegen/compile.py): this
+        one, or, for a kernel whose `BACKEND` is "aten", the generated epilogue of its ATen plan, if any."""
+        if self.config.get("BACKEND") == "aten":
+            epilogue = getattr(getattr(self, "aten", None), "epilogue", None)
+            return [epilogue] if epilogue is not None else []
+        return [self]
+
     def launches_nothing(self, config: dict | None = None) -> bool:
         """Is a launch with this config a no-op: an empty grid, or an empty tensor argument?"""
         grid = self.grid(self.config if config is None else config)
