@@ -32,32 +32,55 @@ def lean_enabled(options) -> bool:
     return os.environ.get("TILECRAFT_LEAN_LAUNCH", "1") != "0"
 
 
+def fast_ok(kernel) -> bool:
+    """Is a launch of this kernel just its JIT launch (no launch logic of its own to keep)? Matmul kernels are,
+    except the ATen backend and TMA variants (those check operand alignment and set an allocator per launch)."""
+    from ..codegen.kernel import Kernel
+    from ..codegen.matmul import MatmulKernel
+
+    if type(kernel).launch is Kernel.launch:
+        return True
+    cfg = kernel.config
+    return type(kernel) is MatmulKernel and cfg.get("BACKEND") != "aten" and not (cfg.get("PERSISTENT")
+                                                                                  and cfg.get("TMA"))
+
+
 def fast_launcher(kernel):
     """`launch(stream, *tensors)` for a kernel on CUDA: the first launch per pointer-alignment pattern goes through
     the JIT (compiling if needed), later ones call the compiled kernel with the grid and constexprs bound once
-    (what `FastLaunch` does, without rebuilding its key from the config on every call)."""
+    (what `FastLaunch` does, without rebuilding its key from the config on every call). Anything unexpected
+    turns it off for good and the kernel's own `launch` is used (a matmul's persistent-to-grouped fallback)."""
     consts, opts, grid = kernel.plan(kernel.config)
     fn = kernel.fn
+    if any(n not in consts for n in fn.arg_names[len(kernel.args):]):  # a constexpr left to its default
+        return plain_launcher(kernel)
     tail = tuple(consts[n] for n in fn.arg_names[len(kernel.args):])
     g0, g1, g2 = tuple(grid) + (1,) * (3 - len(grid))
     seen: dict = {}
+    state = [True]
 
     def launch(stream, *ts):
-        key = tuple([t.data_ptr() % 16 == 0 for t in ts])
-        c = seen.get(key)
-        if c is None:
-            c = fn[grid](*ts, **consts, **opts)
-            if hasattr(c, "packed_metadata"):
-                seen[key] = c
-        else:
-            c.run(g0, g1, g2, stream, c.function, c.packed_metadata, None, None, None, *ts, *tail)
+        if state[0]:
+            try:
+                key = tuple([t.data_ptr() % 16 == 0 for t in ts])
+                c = seen.get(key)
+                if c is None:
+                    c = fn[grid](*ts, **consts, **opts)
+                    if hasattr(c, "packed_metadata"):
+                        seen[key] = c
+                else:
+                    c.run(g0, g1, g2, stream, c.function, c.packed_metadata, None, None, None, *ts, *tail)
+                return
+            except Exception:  # noqa: BLE001 - never worse than the kernel's own launch
+                state[0] = False
+        kernel.launch(list(ts))
 
     return launch
 
 
 def plain_launcher(kernel):
     """`launch(stream, *tensors)` through `Kernel.launch` (the interpreter, CPU tensors)."""
-    return lambda stream, *ts: kernel.launch(ts)
+    return lambda stream, *ts: kernel.launch(list(ts))
 
 
 def _first(out):
@@ -147,7 +170,7 @@ class _Gen:
 
     def kernel_step(self, i, step, ind):
         k = step.kernel
-        launch = self.const(fast_launcher(k) if self.cuda else plain_launcher(k), "L")
+        launch = self.const(fast_launcher(k) if self.cuda and fast_ok(k) else plain_launcher(k), "L")
         names = []
         for v, spec in zip(step.values, k.args):
             if spec.is_output:
