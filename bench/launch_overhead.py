@@ -90,7 +90,7 @@ def bench(name: str, dry: bool, dev: str) -> list[dict]:
         for path in ("steps", "lean"):
             use(path == "lean")
             outs[path] = c(input_ids=ids)[0].float()
-            n = 3 if dry else 200
+            n = 1 if dry else 200
             call = loop_us(lambda: c(input_ids=ids), cuda, n)
             progs_only = loop_us(lambda: [p.run(*a) for p, a in seen], cuda, n)
             rows.append({"model": name, "path": path, "programs": len(seen), "steps": steps, "kernels": kernels,
