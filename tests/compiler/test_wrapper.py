@@ -137,3 +137,22 @@ def test_lean_launch_env_off_and_explain(monkeypatch):
         x = r(3, 5, seed=i)
         assert_close(c(x), torch.softmax(x, -1) * 2)
     assert programs(c)[0]._lean is None
+
+
+def test_training_forward_through_the_wrapper():
+    """Autograd training: the forward program runs through its wrapper; loss and gradients match eager."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.GELU(), nn.Linear(32, 4))
+    ref = [p.detach().clone() for p in m.parameters()]
+    c = tilecraft.compile(m)
+    for i in range(3):
+        x = r(8, 16, seed=i)
+        m.zero_grad()
+        c(x).square().mean().backward()
+        got = [p.grad.clone() for p in m.parameters()]
+        m.zero_grad()
+        m(x).square().mean().backward()
+        for g, e in zip(got, (p.grad for p in m.parameters())):
+            assert_close(g, e)
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), ref))
+    assert any(p._lean is not None for p in programs(c))
