@@ -254,10 +254,10 @@ class _Gen:
         self.emit(f"stream = torch._C._cuda_getCurrentRawStream(dev.index)" if self.cuda else "stream = None")
         static = prog._static_steps
         if static:
-            keys = ", ".join(f"(a{i}.data_ptr(), a{i}._version)" for i in prog.static_inputs if i < len(args)
-                             and isinstance(args[i], torch.Tensor))
+            keys = "".join(f"(a{i}.data_ptr(), a{i}._version), " for i in prog.static_inputs if i < len(args)
+                           and isinstance(args[i], torch.Tensor))
             self.emit("try:")
-            self.emit(f"key = ({keys},)", 2)
+            self.emit(f"key = ({keys})", 2)
             self.emit("except RuntimeError:  # inference-mode tensors have no version counter: nothing is cached")
             self.emit("key = None", 2)
             self.emit("C = _prog._cache")
