@@ -39,9 +39,17 @@ def log(msg: str) -> None:
     print(f"[+{time.perf_counter() - T0:5.1f}s] {msg}", flush=True)
 
 
-def loop_us(fn, cuda: bool, n: int) -> float:
-    """Wall µs per call of n back-to-back calls, synchronized at the ends: median of 5 loops (1 when dry)."""
-    times = []
+def loop_us(fn, cuda: bool) -> float:
+    """Wall µs per call of back-to-back calls (about 0.3 s a loop), synchronized at the ends: median of 5 loops
+    (one call when dry)."""
+    times, n = [], 1
+    if cuda:
+        fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        n = max(10, min(200, int(0.3 / max(time.perf_counter() - t0, 1e-6))))
     for _ in range(1 if not cuda else 5):
         if cuda:
             torch.cuda.synchronize()
@@ -90,9 +98,8 @@ def bench(name: str, dry: bool, dev: str) -> list[dict]:
         for path in ("steps", "lean"):
             use(path == "lean")
             outs[path] = c(input_ids=ids)[0].float()
-            n = 1 if dry else 200
-            call = loop_us(lambda: c(input_ids=ids), cuda, n)
-            progs_only = loop_us(lambda: [p.run(*a) for p, a in seen], cuda, n)
+            call = loop_us(lambda: c(input_ids=ids), cuda)
+            progs_only = loop_us(lambda: [p.run(*a) for p, a in seen], cuda)
             rows.append({"model": name, "path": path, "programs": len(seen), "steps": steps, "kernels": kernels,
                          "call_us": round(call, 1), "programs_us": round(progs_only, 1),
                          "us_per_launch": round(progs_only / steps, 2),
