@@ -31,6 +31,7 @@ class Options:
     codegen: bool = True  # generate Triton kernels; False runs the IR through the reference interpreter
     schedules: str | None = None  # schedule database to take tuned kernel configs from
     cuda_graphs: bool | None = None  # replay the launch sequence as a CUDA graph; None: for inference on CUDA
+    lean_launch: bool = True  # run through a generated straight-line wrapper after the first call (compiler/wrapper.py)
     channels_last: bool | None = None  # run convolutions in NHWC; None: decide (fp16/bf16 convs on CUDA)
     quantize: str | None = None  # a quantization scheme, applied to a copy before capture (tilecraft.quantize)
     matmul: str = "auto"  # GEMM backend per matmul group: "auto" (schedule DB, else cuBLAS on a GPU), "triton", "aten"

@@ -118,6 +118,7 @@ class KernelProgram:
         self.inference = False  # set by the backend for graphs that run without autograd (CUDA graphs by default)
         self._graphs: list[_GraphInstance] = []  # captured CUDA graphs (see _replay)
         self._graph_key, self._graph_refused = None, False
+        self._lean, self._lean_source = None, None  # the generated wrapper (see run) and its source
         self.copies: set = set()  # (kernel, shape, strides given, strides expected) of inputs copied to fit
         self.groups = partition(graph)
         group_of = {id(n): g for g in self.groups for n in g.nodes}
@@ -309,6 +310,38 @@ class KernelProgram:
         return t
 
     def run(self, *args):
+        """Run the program once without a CUDA graph: through the generated lean wrapper (compiler/wrapper.py)
+        once a first plain run has settled what is static, else step by step (`run_steps`)."""
+        if self._lean is not None:
+            return self._lean(*args)
+        out = self.run_steps(*args)
+        if self._lean is None and self._lean_source is None:
+            self._make_lean(args)
+        return out
+
+    def _make_lean(self, args):
+        from .wrapper import generate, lean_enabled
+
+        if not lean_enabled(self.options):
+            self._lean_source = ""
+            return
+        try:
+            self._lean_source, self._lean = generate(self, args)
+        except Exception as e:  # noqa: BLE001 - the step-by-step path stays
+            self._lean_source = ""
+            log.warning("tilecraft: no lean launch wrapper (%s: %s); launching step by step", type(e).__name__, e)
+
+    def _lean_failed(self, i: int, e: Exception, args):
+        """Kernel step i failed at launch in the lean wrapper: it runs through torch from now on, the wrapper is
+        generated again on the next call, and this call is redone step by step."""
+        step = self.steps[i]
+        step.failed = True
+        log.warning("tilecraft: kernel %s failed (%s: %s); its ops run through torch from now on",
+                    step.kernel.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        self._lean, self._lean_source = None, None
+        return self.run(*args)
+
+    def run_steps(self, *args):
         """Launch every step in order (no CUDA graph); steps on static inputs alone reuse their last results."""
         env: dict[int, torch.Tensor] = {id(v): t for v, t in zip(self.graph.inputs, args)}
         if self._static_steps is None:
@@ -383,6 +416,8 @@ class KernelProgram:
         parts = ["---- fused groups ----", format_groups(self.groups), "---- kernels ----"]
         for k in self.kernels:
             parts.append(f"# {k.name}: {k.describe()}\n{k.source}")
+        parts += ["---- launch wrapper ----", self._lean_source or (
+            "(generated after the first call)" if self._lean_source is None else "(off: launching step by step)")]
         return "\n".join(parts)
 
 
