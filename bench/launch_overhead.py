@@ -27,6 +27,7 @@ if "--dry-run" in sys.argv:
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+os.environ.setdefault("TILECRAFT_LEAN_LAUNCH", "1")  # the lean path is opt-in; this bench measures it
 import torch  # noqa: E402
 
 import tilecraft  # noqa: E402

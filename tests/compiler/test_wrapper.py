@@ -12,6 +12,12 @@ from tilecraft.testing import assert_close, seeded
 from tilecraft.testing import randn as r
 
 
+@pytest.fixture(autouse=True)
+def _lean_on(monkeypatch):
+    """The lean path is opt-in (TILECRAFT_LEAN_LAUNCH=1) until measured on a GPU; these tests exercise it."""
+    monkeypatch.setenv("TILECRAFT_LEAN_LAUNCH", "1")
+
+
 def programs(c):
     return [g.program for g in c.report.graphs if g.program is not None]
 

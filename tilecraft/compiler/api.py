@@ -31,7 +31,8 @@ class Options:
     codegen: bool = True  # generate Triton kernels; False runs the IR through the reference interpreter
     schedules: str | None = None  # schedule database to take tuned kernel configs from
     cuda_graphs: bool | None = None  # replay the launch sequence as a CUDA graph; None: for inference on CUDA
-    lean_launch: bool = True  # run through a generated straight-line wrapper after the first call (compiler/wrapper.py)
+    lean_launch: bool | None = None  # a generated straight-line wrapper after the first call (compiler/wrapper.py);
+    # None: TILECRAFT_LEAN_LAUNCH=1 turns it on (off by default until its CUDA launcher is measured on a GPU)
     channels_last: bool | None = None  # run convolutions in NHWC; None: decide (fp16/bf16 convs on CUDA)
     quantize: str | None = None  # a quantization scheme, applied to a copy before capture (tilecraft.quantize)
     matmul: str = "auto"  # GEMM backend per matmul group: "auto" (schedule DB, else cuBLAS on a GPU), "triton", "aten"
