@@ -161,7 +161,7 @@ def exhaustive_table(kernel, configs, measurer):
 
 def replay_runs(kernel, space, table, device, seeds, target, budget, prior=None):
     """Measurements random / guided need to reach `target` ms when replaying the exhaustive table."""
-    from tilecraft.tuner.cost_model import CostModel
+    from tilecraft.tuner.cost_model import XGBoostCostModel
     from tilecraft.tuner.measure import ReplayMeasurer
     from tilecraft.tuner.search import search
 
@@ -173,7 +173,7 @@ def replay_runs(kernel, space, table, device, seeds, target, budget, prior=None)
             s = "guided" if strat.startswith("guided") else strat
             r = search(kernel, space, ReplayMeasurer(table), s, budget=budget, seed=seed, device_info=device,
                        target_ms=target, prior_records=prior if strat == "guided+transfer" else None,
-                       model=CostModel(num_rounds=60), batch_size=BATCH)
+                       model=XGBoostCostModel(num_rounds=60), batch_size=BATCH)
             out[strat].append(r.measurements_to_reach(target) or budget)
     return out
 

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         s.set_defaults(fn=fn)
     import importlib
 
-    for mod in ("tilecraft.tuner.cli", "tilecraft.fuzz.cli"):  # each subpackage adds its own subcommands
+    for mod in ("tilecraft.cli_tune", "tilecraft.tuner.cli", "tilecraft.fuzz.cli"):  # each subpackage adds its own subcommands
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -3,7 +3,7 @@ import random
 
 import numpy as np
 
-from tilecraft.tuner.cost_model import (CostModel, Record, evaluate, load_records, pairwise_accuracy,
+from tilecraft.tuner.cost_model import (XGBoostCostModel, Record, evaluate, load_records, pairwise_accuracy,
                                         save_records, score_records, top_k_recall)
 from tilecraft.tuner.device import PRESETS
 from tilecraft.tuner.measure import roofline_gemm_ms
@@ -32,7 +32,7 @@ def test_ranks_held_out_problems_far_better_than_chance_and_save_load_is_exact(t
     rng = random.Random(0)
     shapes = _shapes(rng, 18)
     train, test = _records(shapes[:14], 40, 1), _records(shapes[14:], 40, 2)
-    model = CostModel().fit(train)
+    model = XGBoostCostModel().fit(train)
     m = evaluate(model, test, k=5)
     print(m)
     assert m["groups"] == 4 and m["pairwise_accuracy"] > 0.75, m
@@ -42,7 +42,7 @@ def test_ranks_held_out_problems_far_better_than_chance_and_save_load_is_exact(t
     assert pairwise_accuracy(test, shuffled) < 0.65  # the metric itself is not trivially high
     path = tmp_path / "model.json"
     model.save(path)
-    loaded = CostModel.load(path)
+    loaded = XGBoostCostModel.load(path)
     assert np.array_equal(np.asarray(score_records(loaded, test)), np.asarray(score_records(model, test)))
 
 
@@ -65,7 +65,7 @@ def test_jsonl_import_and_scoring_records_from_elsewhere(tmp_path):
     save_records(recs, path)
     back = load_records(path)
     assert [r.to_json() for r in back] == [r.to_json() for r in recs]
-    model = CostModel(num_rounds=30).fit(back[:120])
+    model = XGBoostCostModel(num_rounds=30).fit(back[:120])
     s = score_records(model, back[120:])
     assert len(s) == len(back) - 120 and all(isinstance(x, float) for x in s)
     (tmp_path / "bad.jsonl").write_text('{"template": "matmul"}\n')

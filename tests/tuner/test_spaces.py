@@ -14,16 +14,33 @@ def test_matmul_space_prunes_shared_memory_registers_and_oversized_tiles():
     sp = space_for("matmul", {"M": 4096, "N": 4096, "K": 4096}, torch.float16, H100)
     big = {"BLOCK_M": 256, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "SPLIT_K": 1, "num_warps": 8,
            "num_stages": 3}
-    # (256*128 + 128*256) * 2 bytes * 3 stages = 393216 > 232448
-    assert "shared memory 393216" in sp.why_invalid(big)
-    ok = dict(big, BLOCK_N=128, BLOCK_K=64)  # (256*64+64*128)*2*3 = 147456; acc 256*128/256 = 128 regs
+    # Triton keeps num_stages - 1 operand buffers: (256*128 + 128*256) * 2 bytes * (3 - 1) = 262144 > 232448
+    assert "shared memory 262144" in sp.why_invalid(big)
+    ok = dict(big, BLOCK_N=128, BLOCK_K=64)  # (256*64+64*128)*2*2 = 98304; acc 256*128/256 = 128 regs
     assert sp.valid(ok), sp.why_invalid(ok)
     assert "registers" in sp.why_invalid(dict(ok, num_warps=4))  # 256*128/128 = 256 regs/thread
     small = space_for("matmul", {"M": 16, "N": 4096, "K": 4096}, torch.float16, H100)
-    assert small.why_invalid(dict(ok, BLOCK_M=32)) == "tile larger than the problem"
+    assert small.why_invalid(dict(ok, BLOCK_M=128)) == "tile larger than the problem"
     assert 8 in sp.knobs["SPLIT_K"] or sp.knobs["SPLIT_K"] == [1]
     assert sp.knobs["SPLIT_K"] == [1]  # square 4096^3 fills the device
     assert space_for("matmul", {"M": 512, "N": 512, "K": 8192}, torch.float16, H100).knobs["SPLIT_K"] == [1, 2, 4, 8]
+
+
+def test_rules_keep_configs_that_run_on_hopper():
+    """Issue 18: the M=16 rule removed every BLOCK_M >= 32 config (a 64-row wgmma tile is often the best one), and
+    counting num_stages operand buffers removed 128x128x128 fp16 with 4 stages, which runs (192 KB of 227 KB)."""
+    small = space_for("matmul", {"M": 16, "N": 4096, "K": 4096}, torch.float16, H100)
+    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1, "SPLIT_K": 1, "num_warps": 4,
+           "num_stages": 4}
+    assert small.valid(cfg) and small.valid(dict(cfg, BLOCK_M=32)), small.why_invalid(cfg)
+    assert {c["BLOCK_M"] for c in small.enumerate()} == {16, 32, 64}
+    sq = space_for("matmul", {"M": 4096, "N": 4096, "K": 4096}, torch.float16, H100)
+    tile = dict(cfg, BLOCK_M=128, BLOCK_N=128, GROUP_M=8, num_warps=8)
+    from tilecraft.tuner.spaces import gemm_smem_bytes
+
+    assert gemm_smem_bytes(tile, 2) == (128 * 128 + 128 * 128) * 2 * 3 == 196608
+    assert sq.valid(tile), sq.why_invalid(tile)
+    assert "shared memory" in sq.why_invalid(dict(tile, num_stages=5))  # 4 buffers: 262144 B
 
 
 def test_enumerate_sample_neighbors_mutate_are_valid_and_consistent():
