@@ -38,7 +38,8 @@ def unique(shapes):
 
 
 def draw_configs(space, default: dict, n: int, n_rejected: int, seed: int) -> list[tuple[dict, str | None]]:
-    """(config, rule verdict): the default, n valid configs, and n_rejected configs the rules remove."""
+    """(config, rule verdict): the default first, then n valid configs and n_rejected configs the rules remove,
+    shuffled together."""
     from tilecraft.tuner.spaces import config_key
 
     rng = random.Random(seed)
@@ -54,7 +55,9 @@ def draw_configs(space, default: dict, n: int, n_rejected: int, seed: int) -> li
         if why is not None and config_key(c) not in seen:
             seen.add(config_key(c))
             out.append((c, why))
-    return out
+    rest = out[1:]
+    rng.shuffle(rest)  # rejected configs spread over the list, so a budget cut keeps some of them
+    return out[:1] + rest
 
 
 _BUILT: dict = {}  # per compile worker: kernels rebuilt from their recipe
@@ -195,7 +198,8 @@ def main(argv=None) -> int:
 
     if not args.dry_run and args.workers > 1:
         t0 = time.perf_counter()
-        done = precompile_all(todo, args.kernel, args.dtype, args.workers, timeout_s=max(0.0, deadline - t0 - args.budget_s * 0.4))
+        left = max(0.0, deadline - t0 - args.budget_s * 0.4)  # keep 40% of the budget for measuring
+        done = precompile_all(todo, args.kernel, args.dtype, args.workers, timeout_s=left)
         print(f"compiled {done} configs in {args.workers} processes in {time.perf_counter() - t0:.0f}s", flush=True)
 
     if args.dry_run:  # interpreter: really run and check each config; the "time" is its wall time

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in as few device calls as they fit. Usage (on the device machine, repo root; .whl carried):
-#   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model]     (no part named: all four)
+#   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model] [sweep]  (no part named: the first four)
 # Each part runs under `timeout ${BUDGET:-170}`; logs and JSON land in OUTDIR.
 set -uo pipefail
 out=${1:-${OUT:-bench/results}}; shift || true
@@ -19,6 +19,7 @@ for part in $parts; do
     quant) run bench/quant_linear.py --budget-s ${QUANT_S:-90} --out "$out/quant_linear.json" ;;
     gemm) run bench/tune_gemm.py --quick --out "$out/tune_gemm.json" ;;
     model) run bench/tune_model.py --quick --out "$out/tune_model.json" ;;
+    sweep) BUDGET=${SWEEP_TIMEOUT:-470} run bench/gemm_sweep.py --budget-s ${SWEEP_S:-420} --out "$out/gemm_sweep.json" ;;
     *) echo "unknown part $part" ;;
   esac
 done
