@@ -67,34 +67,36 @@ def _compile_job(job) -> int:  # pragma: no cover - runs in a spawned worker on 
     """Rebuild one kernel from (kind, shape, dtype) in this process (codegen kernels do not pickle) and launch
     the given configs once, filling Triton's on-disk cache; a kernel whose source differs from the parent's
     (another cache key) is skipped."""
-    os.environ.pop("TRITON_INTERPRET", None)
+    kind, (M, N, K), dtype_name, key, configs, device = job
+    if device == "cuda":
+        os.environ.pop("TRITON_INTERPRET", None)
     import torch
 
-    kind, (M, N, K), dtype_name, key, configs = job
     kern = _BUILT.get((kind, M, N, K, dtype_name))
     if kern is None:
-        kern = _BUILT[(kind, M, N, K, dtype_name)] = build_kernel(kind, M, N, K, getattr(torch, dtype_name), "cuda")
+        kern = _BUILT[(kind, M, N, K, dtype_name)] = build_kernel(kind, M, N, K, getattr(torch, dtype_name), device)
     if kern.key != key:
         return 0
-    args, ok = kern.make_args("cuda", 0), 0
+    args, ok = kern.make_args(device, 0), 0
     for c in configs:
         try:
             kern.launch(args, c)
             ok += 1
         except Exception:  # out of resources etc.: the measurer records it
             pass
-    torch.cuda.synchronize()
+    if device == "cuda":
+        torch.cuda.synchronize()
     return ok
 
 
-def precompile_all(todo, kind: str, dtype_name: str, workers: int, timeout_s: float) -> int:
+def precompile_all(todo, kind: str, dtype_name: str, workers: int, timeout_s: float, device: str = "cuda") -> int:
     """Compile every (kernel, config) in one pool of spawned processes (Triton's compile holds the GIL, so
     threads would not overlap it); stops waiting after timeout_s (the rest compile on first launch while
     measuring). Returns how many configs compiled (-1: cut by the timeout)."""
     import multiprocessing as mp
 
-    jobs = [(kind, (k.shapes["M"], k.shapes["N"], k.shapes["K"]), dtype_name, k.key, [c for c, _ in cfgs][i::workers])
-            for k, cfgs in todo for i in range(workers)]
+    jobs = [(kind, (k.shapes["M"], k.shapes["N"], k.shapes["K"]), dtype_name, k.key, [c for c, _ in cfgs][i::workers],
+             device) for k, cfgs in todo for i in range(workers)]
     pool = mp.get_context("spawn").Pool(workers)
     try:
         return sum(pool.map_async(_compile_job, [j for j in jobs if j[4]], chunksize=1).get(timeout_s))
@@ -146,7 +148,8 @@ def main(argv=None) -> int:
     p.add_argument("--kernel", choices=["codegen", "reference"], default="codegen")
     p.add_argument("--dtype", default="float16")
     p.add_argument("--shapes", default=None, help="MxNxK,... (default: the 12 sweep shapes)")
-    p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="compile processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="compile processes (default: up to 16 on the GPU, none in a dry run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "gemm_sweep.json"))
     p.add_argument("--dry-run", action="store_true", help="CPU: tiny shapes, interpreter, fake (wall) times")
@@ -196,18 +199,19 @@ def main(argv=None) -> int:
     print(f"{len(todo)} shapes checked against torch.matmul, {sum(len(c) for _, c in todo)} configs drawn "
           f"({time.perf_counter() - t_start:.0f}s)", flush=True)
 
-    if not args.dry_run and args.workers > 1:
+    workers = args.workers if args.workers is not None else (1 if args.dry_run else min(16, os.cpu_count() or 1))
+    if workers > 1:
         t0 = time.perf_counter()
         left = max(0.0, deadline - t0 - args.budget_s * 0.4)  # keep 40% of the budget for measuring
-        done = precompile_all(todo, args.kernel, args.dtype, args.workers, timeout_s=left)
-        print(f"compiled {done} configs in {args.workers} processes in {time.perf_counter() - t0:.0f}s", flush=True)
+        done = precompile_all(todo, args.kernel, args.dtype, workers, timeout_s=left, device=dev)
+        print(f"compiled {done} configs in {workers} processes in {time.perf_counter() - t0:.0f}s", flush=True)
 
     if args.dry_run:  # interpreter: really run and check each config; the "time" is its wall time
         def measurer():
             return SimulatedMeasurer(lambda c: 1.0, run_kernels=True)
     else:
         def measurer():
-            return GPUMeasurer(time_limit_s=3.0, reps=10, warmup_ms=2.0, l2_bytes=info.l2_bytes)
+            return GPUMeasurer(time_limit_s=10.0, reps=10, warmup_ms=2.0, l2_bytes=info.l2_bytes)
     measurers = [measurer() for _ in todo]
     n_rounds = max((len(c) for _, c in todo), default=0)
     stopped = "done"
