@@ -174,7 +174,8 @@ def replay_runs(kernel, space, table, device, seeds, target, budget, prior=None)
             s = "guided" if strat.startswith("guided") else strat
             r = search(kernel, space, ReplayMeasurer(table), s, budget=budget, seed=seed, device_info=device,
                        target_ms=target, prior_records=prior if strat == "guided+transfer" else None,
-                       model=XGBoostCostModel(num_rounds=60), batch_size=BATCH)
+                       model=XGBoostCostModel(num_rounds=60), batch_size=BATCH,
+                       measure_default=strat != "guided+transfer")  # a trained model knows better
             out[strat].append(r.measurements_to_reach(target) or budget)
     return out
 

@@ -142,3 +142,43 @@ def test_no_rule_removes_a_config_measured_on_the_h100():
     for r in recs:
         sp = space_for("matmul", r.shapes, r.dtype, r.device_info())
         assert r.status == "ok" and sp.rule(r.config) is None, (r.shapes, r.config, sp.rule(r.config))
+
+
+def test_a_template_declares_its_space_and_feature_traits_from_its_own_module():
+    """spaces.py and features.py name no quantized template: the quant module registers wq_gemv/wq_gemm/fp8_gemm
+    (1-byte weights, gemm features); any new template does the same, or its kernels carry config_space()."""
+    from tilecraft.tuner import spaces
+    from tilecraft.tuner.features import featurize
+    from tilecraft.tuner.spaces import ConfigSpace, register_template, space_for_kernel, template_info
+
+    assert template_info("wq_gemm").weight_itemsize == 1 and template_info("fp8_gemm").family == "gemm"
+    shapes = {"M": 64, "N": 256, "K": 512}
+    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3}
+    f8 = featurize("wq_gemm", shapes, torch.bfloat16, cfg, H100)
+    f16 = featurize("matmul", shapes, torch.bfloat16, cfg, H100)
+    assert f8["family_gemm"] == f16["family_gemm"] == 1.0 and f8["weight_itemsize"] == 1 and f16["weight_itemsize"] == 2
+    assert f8["smem_kb"] == (64 * 64 * 2 + 64 * 64 * 1) * 2 / 1024  # 2 buffers of a bf16 A tile and an int8 W tile
+
+    def my_space(shapes, dtype, device):
+        return ConfigSpace("my_gemm", {"BLOCK_N": [32, 64], "num_warps": [4]})
+
+    try:
+        register_template("my_gemm", my_space, "gemm", 1)
+        assert space_for("my_gemm", shapes, torch.float16, H100).enumerate() == [
+            {"BLOCK_N": 32, "num_warps": 4}, {"BLOCK_N": 64, "num_warps": 4}]
+        f = featurize("my_gemm", shapes, torch.float16, {"BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4}, H100)
+        assert f["family_gemm"] == 1.0 and f["weight_itemsize"] == 1
+    finally:
+        spaces.TEMPLATES.pop("my_gemm", None)
+    with pytest.raises(KeyError, match="no config space for template 'my_gemm'.*register_template"):
+        space_for("my_gemm", shapes, torch.float16, H100)
+    # an undeclared template's family comes from its shape names
+    assert template_info("somebody_elses", {"rows": 4, "cols": 8}).family == "reduction"
+
+    class OwnSpace:  # a kernel that carries its own space wins over the template table
+        template, dtype = "matmul", torch.float16
+
+        def config_space(self, device):
+            return ConfigSpace("matmul", {"BLOCK_M": [16], "BLOCK_N": [16], "BLOCK_K": [16]})
+
+    assert space_for_kernel(OwnSpace(), H100).size() == 1
