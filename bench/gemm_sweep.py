@@ -67,14 +67,15 @@ def _compile_job(job) -> int:  # pragma: no cover - runs in a spawned worker on 
     """Rebuild one kernel from (kind, shape, dtype) in this process (codegen kernels do not pickle) and launch
     the given configs once, filling Triton's on-disk cache; a kernel whose source differs from the parent's
     (another cache key) is skipped."""
-    kind, (M, N, K), dtype_name, key, configs, device = job
+    kind, (M, N, K), dtype_name, key, configs, device, matmul = job
     if device == "cuda":
         os.environ.pop("TRITON_INTERPRET", None)
     import torch
 
     kern = _BUILT.get((kind, M, N, K, dtype_name))
     if kern is None:
-        kern = _BUILT[(kind, M, N, K, dtype_name)] = build_kernel(kind, M, N, K, getattr(torch, dtype_name), device)
+        kern = _BUILT[(kind, M, N, K, dtype_name)] = build_kernel(kind, M, N, K, getattr(torch, dtype_name), device,
+                                                                  matmul)
     if kern.key != key:
         return 0
     args, ok = kern.make_args(device, 0), 0
@@ -89,14 +90,15 @@ def _compile_job(job) -> int:  # pragma: no cover - runs in a spawned worker on 
     return ok
 
 
-def precompile_all(todo, kind: str, dtype_name: str, workers: int, timeout_s: float, device: str = "cuda") -> int:
+def precompile_all(todo, kind: str, dtype_name: str, workers: int, timeout_s: float, device: str = "cuda",
+                   matmul: str = "auto") -> int:
     """Compile every (kernel, config) in one pool of spawned processes (Triton's compile holds the GIL, so
     threads would not overlap it); stops waiting after timeout_s (the rest compile on first launch while
     measuring). Returns how many configs compiled (-1: cut by the timeout)."""
     import multiprocessing as mp
 
     jobs = [(kind, (k.shapes["M"], k.shapes["N"], k.shapes["K"]), dtype_name, k.key, [c for c, _ in cfgs][i::workers],
-             device) for k, cfgs in todo for i in range(workers)]
+             device, matmul) for k, cfgs in todo for i in range(workers)]
     pool = mp.get_context("spawn").Pool(workers)
     try:
         return sum(pool.map_async(_compile_job, [j for j in jobs if j[4]], chunksize=1).get(timeout_s))
@@ -110,24 +112,43 @@ def precompile_all(todo, kind: str, dtype_name: str, workers: int, timeout_s: fl
         pool.terminate()
 
 
-def build_kernel(kind: str, M: int, N: int, K: int, dtype, device: str):
+def _matmul(a, b):
+    return a @ b
+
+
+def build_kernel(kind: str, M: int, N: int, K: int, dtype, device: str, matmul: str = "auto"):
+    """The tuner's reference GEMM, or the kernel tilecraft's codegen emits for `a @ b` (compiled and run once;
+    `matmul` is compile's backend option, which sets the kernel's default BACKEND)."""
+    import torch
+
     if kind == "reference":
         from tilecraft.tuner.reference_kernels import ReferenceGemm
 
         return ReferenceGemm(M, N, K, dtype)
-    from tune_gemm import codegen_gemm_kernel
+    import tilecraft
 
-    return codegen_gemm_kernel(M, N, K, dtype, device)
+    torch._dynamo.reset()
+    a, b = torch.randn(M, K, dtype=dtype, device=device), torch.randn(K, N, dtype=dtype, device=device)
+    compiled = tilecraft.compile(_matmul, matmul=matmul)
+    with torch.no_grad():
+        compiled(a, b)
+    ks = [k for g in compiled.report.graphs for k in g.kernels]
+    if len(ks) != 1 or ks[0].template != "matmul":
+        raise RuntimeError(f"expected one codegen matmul kernel for a @ b, got {[k.name for k in ks]}")
+    return ks[0]
 
 
-def check_against_torch(kernel, device: str) -> str | None:
-    """None when the default config matches torch.matmul on fresh inputs; else why not."""
-    import torch
+def triton_config(config: dict) -> dict:
+    """The config on the generated-Triton backend (codegen's matmul defaults to ATen/cuBLAS on a GPU)."""
+    return {**config, "BACKEND": "triton"} if "BACKEND" in config else dict(config)
 
+
+def check_against_torch(kernel, device: str, config: dict) -> str | None:
+    """None when the config's output matches torch.matmul on fresh inputs; else why not."""
     from tilecraft.tuner.measure import compare_outputs
 
     args = kernel.make_args(device, 0)
-    kernel.launch(args, kernel.default_config())
+    kernel.launch(args, config)
     a, b = [x for i, x in enumerate(args) if i not in kernel.out_positions][:2]
     want = (a.float() @ b.float()).to(a.dtype)
     return compare_outputs([args[kernel.out_positions[0]].view_as(want)], [want])
@@ -146,6 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--configs", type=int, default=60, help="valid configs per shape (plus the default)")
     p.add_argument("--rejected", type=int, default=8, help="configs per shape that the pruning rules remove")
     p.add_argument("--kernel", choices=["codegen", "reference"], default="codegen")
+    p.add_argument("--matmul", choices=["auto", "aten", "triton"], default="auto",
+                   help="compile's matmul option: the codegen kernel's default BACKEND (its ATen plan is timed once)")
     p.add_argument("--dtype", default="float16")
     p.add_argument("--shapes", default=None, help="MxNxK,... (default: the 12 sweep shapes)")
     p.add_argument("--workers", type=int, default=None,
@@ -162,7 +185,7 @@ def main(argv=None) -> int:
 
     from tilecraft.tuner.device import PRESETS, DeviceInfo
     from tilecraft.tuner.measure import GPUMeasurer, SimulatedMeasurer
-    from tilecraft.tuner.spaces import space_for_kernel
+    from tilecraft.tuner.spaces import ConfigSpace, space_for_kernel
 
     if not args.dry_run and not torch.cuda.is_available():
         print("no CUDA device: run with --dry-run on CPU")
@@ -185,15 +208,18 @@ def main(argv=None) -> int:
 
     todo = []  # (kernel, [(config, rule)...])
     for i, (M, N, K) in enumerate(shapes):
-        kern = build_kernel(args.kernel, M, N, K, dtype, dev)
-        bad = check_against_torch(kern, dev)
+        kern = build_kernel(args.kernel, M, N, K, dtype, dev, args.matmul)
+        default = triton_config(kern.default_config())
+        bad = check_against_torch(kern, dev, default)
         doc["shapes"].append({"shape": [M, N, K], "kernel": getattr(kern, "name", kern.key), "key": kern.key,
-                              "default": kern.default_config(), "torch_check": bad or "ok"})
+                              "default": default, "torch_check": bad or "ok"})
         if bad:
             print(f"{M}x{N}x{K}: default config disagrees with torch.matmul ({bad}); shape skipped", flush=True)
             continue
         space = space_for_kernel(kern, info)
-        configs = draw_configs(space, kern.default_config(), args.configs, args.rejected, args.seed + i)
+        if "BACKEND" in space.fixed:  # sweep the generated kernel; ATen (cuBLAS) is timed once, as the baseline
+            space = ConfigSpace(space.template, space.knobs, space.rule, triton_config(space.fixed))
+        configs = draw_configs(space, default, args.configs, args.rejected, args.seed + i)
         doc["shapes"][-1].update(space_size=space.size(), drawn=len(configs))
         todo.append((kern, configs))
     print(f"{len(todo)} shapes checked against torch.matmul, {sum(len(c) for _, c in todo)} configs drawn "
@@ -203,7 +229,8 @@ def main(argv=None) -> int:
     if workers > 1:
         t0 = time.perf_counter()
         left = max(0.0, deadline - t0 - args.budget_s * 0.4)  # keep 40% of the budget for measuring
-        done = precompile_all(todo, args.kernel, args.dtype, workers, timeout_s=left, device=dev)
+        done = precompile_all(todo, args.kernel, args.dtype, workers, timeout_s=left, device=dev,
+                              matmul=args.matmul)
         print(f"compiled {done} configs in {workers} processes in {time.perf_counter() - t0:.0f}s", flush=True)
 
     if args.dry_run:  # interpreter: really run and check each config; the "time" is its wall time
@@ -231,11 +258,15 @@ def main(argv=None) -> int:
             break
         if j % 8 == 7:
             save()
+    for (kern, _), meas, s in zip(todo, measurers, [s for s in doc["shapes"] if s["torch_check"] == "ok"]):
+        if kern.default_config().get("BACKEND") == "aten" and time.perf_counter() < deadline + 30:
+            m = meas.measure(kern, kern.default_config())  # ATen (cuBLAS) as compile's default runs it
+            s["aten_ms"] = m.time_ms if m.ok else None
     doc["stopped"] = stopped
     save()
     recs = doc["records"]
     print(f"\n{'shape':<18} {'measured':>8} {'failed':>6} {'rejected ok':>11} {'best ms':>9} {'default/best':>12} "
-          f"{'best rejected/best':>18}")
+          f"{'best rejected/best':>18} {'aten ms':>8}")
     for s in doc["shapes"]:
         rs = [r for r in recs if r["kernel_key"] == s["key"]]
         ok = [r for r in rs if r["status"] == "ok"]
@@ -248,7 +279,8 @@ def main(argv=None) -> int:
         s.update(best_ms=best, best_kept_ms=min(kept) if kept else None, best_rejected_ms=min(rej) if rej else None)
         print(f"{'x'.join(map(str, s['shape'])):<18} {len(rs):>8} {len(rs) - len(ok):>6} {len(rej):>11} "
               f"{best:>9.4f} {(dflt / best if dflt else float('nan')):>12.2f} "
-              f"{(min(rej) / min(kept) if rej and kept else float('nan')):>18.2f}")
+              f"{(min(rej) / min(kept) if rej and kept else float('nan')):>18.2f} "
+              f"{(s.get('aten_ms') or float('nan')):>8.4f}")
     save()
     print(f"{len(recs)} records in {time.perf_counter() - t_start:.0f}s (stopped: {stopped}); JSON in {out}")
     return 0

@@ -29,7 +29,7 @@ def _bench(name):
 def test_gemm_sweep_dry_run_writes_checked_records(tmp_path, capsys):
     out = tmp_path / "sweep.json"
     assert _bench("gemm_sweep").main(["--dry-run", "--configs", "3", "--rejected", "1", "--workers", "2",
-                                      "--out", str(out)]) == 0
+                                      "--matmul", "aten", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     # the compile pool rebuilt each codegen kernel in its workers with the same key (same Triton cache entries)
     assert "compiled 15 configs in 2 processes" in text, text
@@ -38,6 +38,9 @@ def test_gemm_sweep_dry_run_writes_checked_records(tmp_path, capsys):
     recs = load_records(out)
     assert len(recs) == len(doc["records"]) >= 3 * 4
     assert all(r.status == "ok" for r in recs), [r for r in doc["records"] if r["status"] != "ok"]
+    # compile's default for these kernels is ATen (as on a GPU): the sweep times the generated kernel's configs
+    # and ATen's once, as the baseline
+    assert all(r.config["BACKEND"] == "triton" for r in recs) and all(s["aten_ms"] for s in doc["shapes"])
     for s in doc["shapes"]:  # the default config first, then valid configs and one rule-rejected one
         mine = [r for r in doc["records"] if r["kernel_key"] == s["key"]]
         assert mine[0]["config"] == s["default"] and sum(r["rule"] is not None for r in mine[1:]) == 1

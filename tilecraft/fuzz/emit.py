@@ -15,6 +15,7 @@ from types import ModuleType
 import torch
 
 from ..ir import Graph, Node, Value
+from .inputs import INPUTS_RECIPE
 
 UNARY_TORCH = {"neg", "abs", "exp", "exp2", "expm1", "log", "log2", "log1p", "sqrt", "rsqrt", "sin", "cos", "tanh",
                "sigmoid", "erf", "relu", "floor", "ceil", "sign", "reciprocal", "logical_not", "isnan",
@@ -101,20 +102,6 @@ def emit_node(node: Node, a: list[str]) -> str:
     if f is None:
         raise EmitError(f"no torch emitter for IR op '{op}'")
     return f()
-
-
-INPUTS_RECIPE = '''
-def make_inputs(seed=0, scale=1.0, positive=False):
-    """Seeded inputs: normal(0, scale), or |normal| * scale + 0.1 when positive; drawn in float64, then cast."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for shape, dtype in INPUT_TYPES:
-        t = torch.randn(shape, generator=g, dtype=torch.float64) * scale
-        if positive:
-            t = t.abs() + 0.1
-        out.append(t.to(dtype))
-    return out
-'''
 
 
 def emit_source(graph: Graph, header: str = "", class_name: str = "FuzzModel") -> str:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..ir import REGISTRY, Graph, Node, Value
+from ..ir.interpreter import call_node
+from ..ir.interpreter import evaluate as ir_evaluate
 
 # The fuzzer's own copy of each op's meaning, taken at import: planted faults patch the registry that the
 # compiler runs, and must not change what the fuzzer believes is correct.
@@ -35,16 +37,27 @@ class InputSet:
     notes: list[str] = field(default_factory=list)
 
 
-def make_inputs(types, seed: int = 0, scale: float = 1.0, positive: bool = False) -> list[torch.Tensor]:
-    """Exactly the emitted program's `make_inputs` recipe, for a list of (shape, dtype)."""
+# The input recipe, as source: emitted programs carry it verbatim (fuzz/emit.py) and make_inputs runs the same
+# text, so a case reproduces from its program alone.
+INPUTS_RECIPE = '''
+def make_inputs(seed=0, scale=1.0, positive=False):
+    """Seeded inputs: normal(0, scale), or |normal| * scale + 0.1 when positive; drawn in float64, then cast."""
     g = torch.Generator().manual_seed(seed)
     out = []
-    for shape, dtype in types:
+    for shape, dtype in INPUT_TYPES:
         t = torch.randn(shape, generator=g, dtype=torch.float64) * scale
         if positive:
             t = t.abs() + 0.1
         out.append(t.to(dtype))
     return out
+'''
+
+
+def make_inputs(types, seed: int = 0, scale: float = 1.0, positive: bool = False) -> list[torch.Tensor]:
+    """The emitted program's `make_inputs` (INPUTS_RECIPE), for a list of (shape, dtype)."""
+    namespace = {"torch": torch, "INPUT_TYPES": types}
+    exec(INPUTS_RECIPE, namespace)  # noqa: S102 - our own constant source, shared with emitted programs
+    return namespace["make_inputs"](seed, scale, positive)
 
 
 def input_types(graph: Graph) -> list[tuple[tuple[int, ...], torch.dtype]]:
@@ -56,23 +69,17 @@ def _f64(dtype: torch.dtype) -> torch.dtype:
 
 
 def run_node(node: Node, env: dict, f64: bool = False) -> list:
-    args = [env[id(v)] if isinstance(v, Value) else v for v in node.inputs]
     attrs = node.attrs
     if f64 and node.op == "cast" and attrs["dtype"].is_floating_point:
         attrs = {**attrs, "dtype": torch.float64}
-    out = REFS[node.op](*args, **attrs)
-    return list(out) if isinstance(out, (tuple, list)) else [out]
+    return call_node(node, env, REFS[node.op], attrs)
 
 
 def evaluate(graph: Graph, tensors, f64: bool = False) -> dict[int, torch.Tensor]:
     """Every value of the graph (id(Value) -> tensor), computed with the fuzzer's reference ops."""
-    env = {}
-    for v, t in zip(graph.inputs, tensors):
-        env[id(v)] = t.to(_f64(t.dtype)) if f64 else t
-    for node in graph.nodes:
-        for o, t in zip(node.outputs, run_node(node, env, f64)):
-            env[id(o)] = t
-    return env
+    if f64:
+        tensors = [t.to(_f64(t.dtype)) for t in tensors]
+    return ir_evaluate(graph, tensors, lambda node, env: run_node(node, env, f64))
 
 
 def reference_f64(graph: Graph, tensors) -> list[torch.Tensor]:
