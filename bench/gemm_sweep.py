@@ -217,8 +217,9 @@ def main(argv=None) -> int:
             print(f"{M}x{N}x{K}: default config disagrees with torch.matmul ({bad}); shape skipped", flush=True)
             continue
         space = space_for_kernel(kern, info)
-        if "BACKEND" in space.fixed:  # sweep the generated kernel; ATen (cuBLAS) is timed once, as the baseline
-            space = ConfigSpace(space.template, space.knobs, space.rule, triton_config(space.fixed))
+        if "BACKEND" in space.knobs or "BACKEND" in space.fixed:  # sweep the generated kernel; ATen (cuBLAS) is
+            knobs = {**space.knobs, **({"BACKEND": ["triton"]} if "BACKEND" in space.knobs else {})}  # timed once
+            space = ConfigSpace(space.template, knobs, space.rule, triton_config(space.fixed))
         configs = draw_configs(space, default, args.configs, args.rejected, args.seed + i)
         doc["shapes"][-1].update(space_size=space.size(), drawn=len(configs))
         todo.append((kern, configs))

@@ -182,3 +182,33 @@ def test_a_template_declares_its_space_and_feature_traits_from_its_own_module():
             return ConfigSpace("matmul", {"BLOCK_M": [16], "BLOCK_N": [16], "BLOCK_K": [16]})
 
     assert space_for_kernel(OwnSpace(), H100).size() == 1
+
+
+def test_a_codegen_matmul_with_an_aten_plan_searches_both_backends():
+    """codegen's matmul runs cuBLAS (BACKEND=aten, the default on a GPU) or its generated GEMM; the tuner used to
+    fix BACKEND at the default, so on a GPU every tuned config timed cuBLAS. ATen is one config (its tiles mean
+    nothing), the generated kernel all of them; both give a @ b."""
+    import tilecraft
+    from tilecraft.tuner.measure import compare_outputs
+    from tilecraft.tuner.spaces import space_for_kernel
+
+    torch._dynamo.reset()
+    a, b = torch.randn(32, 48), torch.randn(48, 64)
+    c = tilecraft.compile(lambda x, y: x @ y, matmul="aten")
+    with torch.no_grad():
+        c(a, b)
+    (k,) = [k for g in c.report.graphs for k in g.kernels]
+    default = k.default_config()
+    assert default["BACKEND"] == "aten" and k.aten is not None
+    sp = space_for_kernel(k, H100)
+    configs = sp.enumerate()
+    aten = [cfg for cfg in configs if cfg["BACKEND"] == "aten"]
+    assert aten == [default] and len(configs) > 100
+    assert "BACKEND=aten runs cuBLAS" in sp.why_invalid(dict(default, BLOCK_K=16))
+    args = k.make_args("cpu", 0)
+    outs = []
+    for cfg in (default, next(cfg for cfg in configs if cfg["BACKEND"] == "triton")):
+        k.launch(args, cfg)
+        outs.append(args[k.out_positions[0]].clone())
+    ins = [x for i, x in enumerate(args) if i not in k.out_positions]
+    assert compare_outputs(outs, [ins[0] @ ins[1]] * 2) is None

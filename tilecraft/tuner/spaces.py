@@ -202,6 +202,21 @@ def with_variant_knobs(space: ConfigSpace, device: DeviceInfo) -> ConfigSpace:
     return ConfigSpace(space.template, {**space.knobs, **variant_knobs(device)}, space.rule, dict(space.fixed))
 
 
+def with_backend_knob(space: ConfigSpace, default: Config) -> ConfigSpace:
+    """A codegen matmul kernel runs its generated GEMM or its ATen plan (cuBLAS) by its BACKEND knob: search
+    both. ATen ignores every other knob, so it is kept with the default's values only (one config, not one per
+    tile); on a GPU that is the default config, measured first."""
+    rule, others = space.rule, {k: v for k, v in default.items() if k != "BACKEND"}
+
+    def backend_rule(c: Config) -> str | None:
+        if c.get("BACKEND") == "aten":
+            same = all(c.get(k) == v for k, v in others.items())
+            return None if same else "BACKEND=aten runs cuBLAS: the other knobs keep their default values"
+        return rule(c)
+
+    return ConfigSpace(space.template, {**space.knobs, "BACKEND": ["triton", "aten"]}, backend_rule, dict(space.fixed))
+
+
 def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
     M, N, K, G = shapes["M"], shapes["N"], shapes["K"], shapes.get("G", 1)
     isz = itemsize(dtype)
@@ -361,6 +376,8 @@ def space_for_kernel(kernel, device_info: DeviceInfo) -> ConfigSpace:
         space, default = space_for(kernel.template, kernel.shapes, kernel.dtype, device_info), kernel.default_config()
         if kernel.template == "matmul" and "PERSISTENT" in default:
             space = with_variant_knobs(space, device_info)
+        if kernel.template == "matmul" and "BACKEND" in default and getattr(kernel, "aten", None) is not None:
+            space = with_backend_knob(space, default)
         return fit_to_kernel(space, default)
     check = getattr(kernel, "check_config", None)
     a_isz = itemsize(kernel.dtype)
