@@ -112,30 +112,15 @@ def precompile_all(todo, kind: str, dtype_name: str, workers: int, timeout_s: fl
         pool.terminate()
 
 
-def _matmul(a, b):
-    return a @ b
-
-
 def build_kernel(kind: str, M: int, N: int, K: int, dtype, device: str, matmul: str = "auto"):
-    """The tuner's reference GEMM, or the kernel tilecraft's codegen emits for `a @ b` (compiled and run once;
-    `matmul` is compile's backend option, which sets the kernel's default BACKEND)."""
-    import torch
-
+    """The tuner's reference GEMM, or the kernel tilecraft's codegen emits for `a @ b` (bench/tune_gemm.py)."""
     if kind == "reference":
         from tilecraft.tuner.reference_kernels import ReferenceGemm
 
         return ReferenceGemm(M, N, K, dtype)
-    import tilecraft
+    from tune_gemm import codegen_gemm_kernel
 
-    torch._dynamo.reset()
-    a, b = torch.randn(M, K, dtype=dtype, device=device), torch.randn(K, N, dtype=dtype, device=device)
-    compiled = tilecraft.compile(_matmul, matmul=matmul)
-    with torch.no_grad():
-        compiled(a, b)
-    ks = [k for g in compiled.report.graphs for k in g.kernels]
-    if len(ks) != 1 or ks[0].template != "matmul":
-        raise RuntimeError(f"expected one codegen matmul kernel for a @ b, got {[k.name for k in ks]}")
-    return ks[0]
+    return codegen_gemm_kernel(M, N, K, dtype, device, matmul)
 
 
 def triton_config(config: dict) -> dict:

@@ -95,8 +95,9 @@ def _matmul(a, b):
     return a @ b
 
 
-def codegen_gemm_kernel(M: int, N: int, K: int, dtype, device: str):
-    """The matmul kernel tilecraft's codegen emits for `a @ b` (compiled and run once to build it)."""
+def codegen_gemm_kernel(M: int, N: int, K: int, dtype, device: str, matmul: str = "auto"):
+    """The matmul kernel tilecraft's codegen emits for `a @ b` (compiled and run once to build it; `matmul` is
+    compile's backend option, which sets the kernel's default BACKEND)."""
     import torch
 
     import tilecraft
@@ -104,7 +105,7 @@ def codegen_gemm_kernel(M: int, N: int, K: int, dtype, device: str):
     torch._dynamo.reset()
     a = torch.randn(M, K, dtype=dtype, device=device)
     b = torch.randn(K, N, dtype=dtype, device=device)
-    compiled = tilecraft.compile(_matmul)
+    compiled = tilecraft.compile(_matmul, matmul=matmul)
     with torch.no_grad():
         compiled(a, b)
     ks = [k for g in compiled.report.graphs for k in g.kernels]
