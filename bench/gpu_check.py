@@ -145,7 +145,7 @@ def models(names, variants, baselines=True) -> list[dict]:
                     prof = gpu_profile(call, n=5)
                     row["gpu_ms"] = round(sum(us for _, us in prof) / 1e3, 4)
                     row["kernels"] = len(prof)
-                    row["top"] = [(k[:70], round(us, 1)) for k, us in prof[:30]]
+                    row["top"] = [(k[:160], round(us, 1)) for k, us in prof[:30]]
                     row["wall_ms"] = round(wall_ms(call), 4)
                     if hasattr(fn, "report"):
                         row["torch_ops"] = sorted({f for g in fn.report.graphs for f in g.fallbacks})

@@ -4,21 +4,41 @@ never imports the compiler."""
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from .tuner.search import STRATEGIES
 
 
 def load_factory(spec: str) -> Callable:
-    """`package.module:function` -> the function."""
+    """`package.module:function` -> the function. MODULE may be a module of the current directory (`mod.py`), as
+    with `python -m`, or a path to a .py file."""
+    import sys
+
     if ":" not in spec:
-        raise ValueError(f"expected MODULE:FACTORY (e.g. tilecraft.tuner.examples:mlp), got {spec!r}")
-    mod, name = spec.split(":", 1)
+        raise ValueError(f"expected MODULE:FACTORY (e.g. tilecraft.tuner.reference_kernels:tiny_gemms), got {spec!r}")
+    mod, name = spec.rsplit(":", 1)
+    if mod.endswith(".py"):
+        path = Path(mod).resolve()
+        if not path.exists():
+            raise ValueError(f"{spec}: no file {mod}")
+        sys.path.insert(0, str(path.parent))
+        mod = path.stem
+    elif os.getcwd() not in sys.path and "" not in sys.path:  # console scripts do not search the cwd
+        sys.path.insert(0, os.getcwd())
     try:
-        return getattr(importlib.import_module(mod), name)
+        module = importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        if e.name != mod.split(".")[0] and e.name != mod:
+            raise
+        raise ValueError(f"{spec}: no module {mod!r} in the current directory or on the Python path") from None
+    try:
+        return getattr(module, name)
     except AttributeError:
-        raise AttributeError(f"module {mod!r} has no factory {name!r}") from None
+        raise ValueError(f"{spec}: module {mod!r} has no factory {name!r}") from None
 
 
 def is_kernel(obj) -> bool:
@@ -54,8 +74,6 @@ def cmd_tune(args) -> int:
     """Tune every kernel of a model (or a list of kernels) and write the schedule database."""
     import signal
 
-    import torch
-
     from .tuner.database import default_db_path
     from .tuner.device import DeviceInfo, lookup
     from .tuner.tune import parse_budget, summary_table, tune_kernels
@@ -68,7 +86,12 @@ def cmd_tune(args) -> int:
         return 2
     device = lookup(args.device) if args.device else DeviceInfo.detect()
     t0 = time.perf_counter()
-    kernels = collect_kernels(load_factory(args.factory)())
+    try:
+        factory_fn = load_factory(args.factory)
+    except ValueError as e:
+        print(f"tilecraft tune: {e}", file=sys.stderr)
+        return 2
+    kernels = collect_kernels(factory_fn())
     if not kernels:
         print(f"{args.factory}: the compiled model has no generated kernels to tune")
         return 1
@@ -80,12 +103,10 @@ def cmd_tune(args) -> int:
         rows = tune_kernels(kernels, db, args.budget, args.strategy, measurer_factory=factory, device_info=device,
                             plot_dir=args.plot, seed=args.seed, time_budget_s=args.seconds,
                             patience=args.patience, progress=not args.no_progress,
-                            total_seconds=args.total_seconds)
+                            total_seconds=args.total_seconds, prior_db=args.prior_db)
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(summary_table(rows))
-    if args.simulate or not torch.cuda.is_available():
-        print("times are SIMULATED (no GPU or --simulate); every candidate was still run and checked for correctness")
     distinct = len({(k.key, str(k.shapes), str(k.dtype)) for k in kernels})
     if rows.interrupted:
         print(f"INTERRUPTED after {len(rows)} of {distinct} kernels ({time.perf_counter() - t0:.1f}s); "
@@ -113,5 +134,7 @@ def register(subparsers) -> None:
     t.add_argument("--device", default=None, help="device preset name (default: detect)")
     t.add_argument("--simulate", action="store_true",
                    help="simulated timings (correctness still checked by running kernels); the default without GPU")
+    t.add_argument("--prior-db", default=None, metavar="DB",
+                   help="start from this database's records of the same kernels (e.g. made on another GPU)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=cmd_tune)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import torch
 import triton
@@ -389,7 +390,10 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str, options=None):
     M, N, Kd, BT = g.M, g.N, g.K, g.BT
     aten = aten_plan(group, g.mms, outputs, list(g.args.values), name)
     backend = choose_backend(aten is not None, getattr(options, "matmul", "auto"), aligned(g.mms))
-    cfg = {**default_config(M, N, Kd, g.dt, dual=g.dual, hopper=is_hopper(g.out.device)), "BACKEND": backend}
+    # the persistent variant is the tuner's to choose until bench/gemm_backends.py has measured it on a Hopper GPU;
+    # TILECRAFT_PERSISTENT_MATMUL=1 makes it the default there
+    hopper = is_hopper(g.out.device) and os.environ.get("TILECRAFT_PERSISTENT_MATMUL") == "1"
+    cfg = {**default_config(M, N, Kd, g.dt, dual=g.dual, hopper=hopper), "BACKEND": backend}
     grouped_cfg = {**default_config(M, N, Kd, g.dt, dual=g.dual), "BACKEND": "triton"}
 
     k = MatmulKernel(name, "matmul", src, name, list(g.args.specs), grid=functools.partial(_grid, M, N, BT),

@@ -6,9 +6,11 @@ import logging
 import sys
 
 import torch
+from torch._logging import LazyString
 
 from ..ir import Graph, Node, Value, interpret, is_view
 from ..ir.interpreter import run_node
+from ..logs import configs_log, fusion_log, kernels_log
 from ..passes.fusion import Group, format_groups, partition
 
 log = logging.getLogger("tilecraft")
@@ -48,6 +50,11 @@ class TorchStep:
     @property
     def nodes(self) -> list[Node]:
         return [self.node]
+
+
+def on_cuda(args) -> bool:
+    """Are all tensor arguments on a CUDA device (so the launch sequence can be a CUDA graph)?"""
+    return bool(args) and all(t.is_cuda for t in args if isinstance(t, torch.Tensor))
 
 
 MAX_GRAPHS = 3  # CUDA graph instances per program (see KernelProgram._replay)
@@ -143,6 +150,10 @@ class KernelProgram:
 
         self.steps: list = []
         self.kernels = []
+        if getattr(options, "mode", "default") == "max-autotune":  # its database exists before configs are read
+            from ..tuner.tune import autotune_db
+
+            autotune_db(options)
         for i, g in enumerate(self.groups):
             outs = needed[id(g)]
             kernel = None
@@ -158,12 +169,30 @@ class KernelProgram:
                 self.kernels.append(kernel)
             elif g.kind == "torch" or outs:
                 self.steps.extend(TorchStep(n) for n in g.nodes)
+        # max-autotune tunes on the first call: the backend compiles under fake tensors, tuning needs real ones
+        self._autotune = getattr(options, "mode", "default") == "max-autotune"
+        self._log()
         self._plan_frees()
         # distinct kernels compile concurrently now, not one by one at their first launches (no-op on the CPU)
         failed = compile_kernels(self.kernels, {v.type.device for v in graph.inputs})
         for s in self.steps:
             if isinstance(s, KernelStep) and id(s.kernel) in failed:
                 s.failed = True
+
+    def _autotune_now(self) -> None:
+        from ..tuner.tune import autotune_missing
+
+        self._autotune = False
+        for k in autotune_missing(self.kernels, self.options):
+            configs_log.debug("tilecraft kernel %s: config %s from %s", k.name, k.config, k.info["config_source"])
+
+    def _log(self) -> None:
+        """The `tilecraft_fusion`, `tilecraft_kernels` and `tilecraft_configs` artifacts (see tilecraft/logs.py)."""
+        fusion_log.debug("tilecraft fused groups:\n%s", LazyString(format_groups, self.groups))
+        for k in self.kernels:
+            kernels_log.debug("tilecraft kernel %s (%s):\n%s", k.name, k.template, k.source)
+            configs_log.debug("tilecraft kernel %s: config %s from %s", k.name, k.config,
+                              k.info.get("config_source", "default"))
 
     def _choose_config(self, kernel):
         """A tuned config from the schedule database when one matches, else the template's default."""
@@ -196,10 +225,12 @@ class KernelProgram:
                 self.frees[i].append(vid)
 
     def __call__(self, *args):
+        if self._autotune:
+            self._autotune_now()
         mode = getattr(self.options, "cuda_graphs", None)
         if mode is not False and not self._graph_refused:
-            on_cuda = bool(args) and all(t.is_cuda for t in args if isinstance(t, torch.Tensor))
-            if on_cuda and (mode or self.inference):
+            cuda = on_cuda(args)
+            if cuda and (mode or self.inference):
                 try:
                     return self._replay(args)
                 except Exception as e:  # noqa: BLE001 - capture is impossible (a host sync, say): run plainly
