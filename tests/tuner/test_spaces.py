@@ -152,6 +152,7 @@ def test_a_template_declares_its_space_and_feature_traits_from_its_own_module():
     from tilecraft.tuner.spaces import ConfigSpace, register_template, space_for_kernel, template_info
 
     assert template_info("wq_gemm").weight_itemsize == 1 and template_info("fp8_gemm").family == "gemm"
+    assert template_info("qmatmul").weight_itemsize == 1
     shapes = {"M": 64, "N": 256, "K": 512}
     cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3}
     f8 = featurize("wq_gemm", shapes, torch.bfloat16, cfg, H100)

@@ -397,6 +397,7 @@ def _register_with_tuner() -> None:
 
     for template in FN_NAMES:
         register_template(template, _tuner_space(template) if template != "fp8_gemm" else None, "gemm", 1)
+    register_template("qmatmul", None, "gemm", 1)  # codegen's fused quantized linear: these kernels + an epilogue
 
 
 _register_with_tuner()
