@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in as few device calls as they fit. Usage (on the device machine, repo root; .whl carried):
-#   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model] [models] [backends] [launch]   (none named: the first four)
+#   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model] [models] [backends] [launch] [sweep]  (none named: the first four)
 # Each part runs under `timeout ${BUDGET:-170}`; logs and JSON land in OUTDIR. `models` (bench/models.py, whole HF
 # models; ~8 min for all) runs under `timeout ${MODELS_S:-560}`, starts no model after ${MODELS_BUDGET:-420} s and
 # takes MODELS_ARGS (e.g. "--models gpt2,llama_b4 --quant int8,int4"); give it its own device call. `backends`
 # (bench/gemm_backends.py) runs under `timeout ${BACKENDS_S:-280}`, `quant` (bench/quant_linear.py --quick, ~3-4 min)
-# under `timeout ${QUANT_S:-420}` with QUANT_ARGS.
+# under `timeout ${QUANT_S:-420}` with QUANT_ARGS, `sweep` (bench/gemm_sweep.py, < 8 min) too.
 set -uo pipefail
 out=${1:-${OUT:-bench/results}}; shift || true
 parts=${*:-anchors quant gemm model}
@@ -28,6 +28,7 @@ for part in $parts; do
     launch) run bench/launch_overhead.py --out "$out/launch_overhead.json" ;;
     backends) BUDGET=${BACKENDS_S:-280} run bench/gemm_backends.py --out "$out/gemm_backends.json" ;;
     eco) run bench/ecosystem.py --out "$out/ecosystem.json" ;;
+    sweep) BUDGET=${SWEEP_TIMEOUT:-470} run bench/gemm_sweep.py --budget-s ${SWEEP_S:-420} --out "$out/gemm_sweep.json" ;;
     *) echo "unknown part $part" ;;
   esac
 done

@@ -6,6 +6,7 @@
 
 (a) For 4096^3 and 8192^3 in fp16 and bf16: the best config of the bounded space (measured exhaustively) and
     what guided search finds in --budget measurements, in TFLOP/s, against torch.matmul (cuBLAS).
+Every measured config is also kept in the JSON's "records" (read by cost_model.load_records).
 (b) For >= 5 GEMM shapes (shared/ANCHORS.md "Tiling matters"): exhaustive over a bounded pruned space
     (<= --max-configs each, every config measured once), then random and guided search replayed on that table
     over several seeds: measurements needed to get within 5% of the exhaustive best. "guided+transfer" starts
@@ -94,8 +95,9 @@ def _matmul(a, b):
     return a @ b
 
 
-def codegen_gemm_kernel(M: int, N: int, K: int, dtype, device: str):
-    """The matmul kernel tilecraft's codegen emits for `a @ b` (compiled and run once to build it)."""
+def codegen_gemm_kernel(M: int, N: int, K: int, dtype, device: str, matmul: str = "auto"):
+    """The matmul kernel tilecraft's codegen emits for `a @ b` (compiled and run once to build it; `matmul` is
+    compile's backend option, which sets the kernel's default BACKEND)."""
     import torch
 
     import tilecraft
@@ -103,7 +105,7 @@ def codegen_gemm_kernel(M: int, N: int, K: int, dtype, device: str):
     torch._dynamo.reset()
     a = torch.randn(M, K, dtype=dtype, device=device)
     b = torch.randn(K, N, dtype=dtype, device=device)
-    compiled = tilecraft.compile(_matmul)
+    compiled = tilecraft.compile(_matmul, matmul=matmul)
     with torch.no_grad():
         compiled(a, b)
     ks = [k for g in compiled.report.graphs for k in g.kernels]
@@ -167,7 +169,7 @@ def exhaustive_table(kernel, configs, measurer):
 
 def replay_runs(kernel, space, table, device, seeds, target, budget, prior=None):
     """Measurements random / guided need to reach `target` ms when replaying the exhaustive table."""
-    from tilecraft.tuner.cost_model import CostModel
+    from tilecraft.tuner.cost_model import XGBoostCostModel
     from tilecraft.tuner.measure import ReplayMeasurer
     from tilecraft.tuner.search import search
 
@@ -179,7 +181,8 @@ def replay_runs(kernel, space, table, device, seeds, target, budget, prior=None)
             s = "guided" if strat.startswith("guided") else strat
             r = search(kernel, space, ReplayMeasurer(table), s, budget=budget, seed=seed, device_info=device,
                        target_ms=target, prior_records=prior if strat == "guided+transfer" else None,
-                       model=CostModel(num_rounds=60), batch_size=BATCH)
+                       model=XGBoostCostModel(num_rounds=60), batch_size=BATCH,
+                       measure_default=strat != "guided+transfer")  # a trained model knows better
             out[strat].append(r.measurements_to_reach(target) or budget)
     return out
 
@@ -230,7 +233,8 @@ def main(argv=None) -> int:
             return SimulatedMeasurer(lambda c: roofline_gemm_ms(shapes, c, sim_dev), run_kernels=True)
         return GPUMeasurer(time_limit_s=5.0, reps=15, l2_bytes=device.l2_bytes)
 
-    results = {"device": device.to_dict(), "dry_run": dry, "cublas": [], "search": [], "codegen": []}
+    results = {"device": device.to_dict(), "dry_run": dry, "cublas": [], "search": [], "codegen": [],
+               "records": []}  # every measured config (cost_model.load_records reads this file)
     compiled: set = set()
 
     def ensure_compiled(kernel, configs):
@@ -251,6 +255,7 @@ def main(argv=None) -> int:
         table = exhaustive_table(kern, configs, measurer_for(kern.shapes))
         ok = [m for m in table.values() if m.ok]
         tables[(M, N, K)] = (kern, space, table)
+        results["records"] += [to_record(kern, m, device).to_json() for m in table.values()]
         print(f"exhaustive {M}x{N}x{K}: {len(table)} configs ({len(table) - len(ok)} failed) measured in "
               f"{time.perf_counter() - t0:.1f}s (+{t_pre:.1f}s parallel compile)", flush=True)
     for (M, N, K), (kern, space, table) in tables.items():
@@ -280,6 +285,7 @@ def main(argv=None) -> int:
                 space, configs = bounded_space(kern.shapes, dtype, device, max_configs, dry)
                 ensure_compiled(kern, configs + [kern.default_config()])
                 table = exhaustive_table(kern, configs, measurer_for(kern.shapes))
+                results["records"] += [to_record(kern, m, device).to_json() for m in table.values()]
             ok = [m for m in table.values() if m.ok]
             best = min(ok, key=lambda m: m.time_ms)
             g = search(kern, space, ReplayMeasurer(table), "guided", budget=args.budget, seed=0, device_info=device)

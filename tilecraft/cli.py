@@ -44,7 +44,7 @@ def cmd_explain(args) -> int:
     from tilecraft.models import TransformerBlock
 
     if args.factory:
-        from tilecraft.tuner.tune import load_factory
+        from tilecraft.cli_tune import load_factory
 
         try:
             made = load_factory(args.factory)()
@@ -83,8 +83,8 @@ def main(argv=None) -> int:
         s.set_defaults(fn=fn)
     import importlib
 
-    # each subpackage adds its own subcommands
-    for mod in ("tilecraft.tuner.cli", "tilecraft.fuzz.cli", "tilecraft.compiler.cache"):
+    # each subpackage adds its own subcommands (tune: the CLI side of the tuner, cli_tune.py)
+    for mod in ("tilecraft.cli_tune", "tilecraft.tuner.cli", "tilecraft.fuzz.cli", "tilecraft.compiler.cache"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

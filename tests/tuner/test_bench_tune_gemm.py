@@ -25,3 +25,8 @@ def test_bench_dry_run(tmp_path, capsys):
     for r in res["codegen"]:  # the codegen kernel ran (interpreter-checked) on its default + top reference configs
         assert r["failed"] == 0 and r["configs"] >= 2 and r["best_ms"] <= r["default_ms"]
         assert "SPLIT_K" not in r["best_config"] and r["kernel"].endswith("matmul_mm")
+    from tilecraft.tuner.cost_model import load_records
+
+    recs = load_records(out)  # every measured config, as cost-model records
+    assert len(recs) >= sum(r["configs"] for r in res["search"]) and all(r.template == "matmul" for r in recs)
+    assert {tuple(r.shapes[k] for k in "MNK") for r in recs} >= {tuple(r["shape"]) for r in res["search"]}

@@ -2,8 +2,9 @@
 import random
 
 import numpy as np
+import pytest
 
-from tilecraft.tuner.cost_model import (CostModel, Record, evaluate, load_records, pairwise_accuracy,
+from tilecraft.tuner.cost_model import (XGBoostCostModel, Record, evaluate, load_records, pairwise_accuracy,
                                         save_records, score_records, top_k_recall)
 from tilecraft.tuner.device import PRESETS
 from tilecraft.tuner.measure import roofline_gemm_ms
@@ -32,7 +33,7 @@ def test_ranks_held_out_problems_far_better_than_chance_and_save_load_is_exact(t
     rng = random.Random(0)
     shapes = _shapes(rng, 18)
     train, test = _records(shapes[:14], 40, 1), _records(shapes[14:], 40, 2)
-    model = CostModel().fit(train)
+    model = XGBoostCostModel().fit(train)
     m = evaluate(model, test, k=5)
     print(m)
     assert m["groups"] == 4 and m["pairwise_accuracy"] > 0.75, m
@@ -42,7 +43,7 @@ def test_ranks_held_out_problems_far_better_than_chance_and_save_load_is_exact(t
     assert pairwise_accuracy(test, shuffled) < 0.65  # the metric itself is not trivially high
     path = tmp_path / "model.json"
     model.save(path)
-    loaded = CostModel.load(path)
+    loaded = XGBoostCostModel.load(path)
     assert np.array_equal(np.asarray(score_records(loaded, test)), np.asarray(score_records(model, test)))
 
 
@@ -65,7 +66,7 @@ def test_jsonl_import_and_scoring_records_from_elsewhere(tmp_path):
     save_records(recs, path)
     back = load_records(path)
     assert [r.to_json() for r in back] == [r.to_json() for r in recs]
-    model = CostModel(num_rounds=30).fit(back[:120])
+    model = XGBoostCostModel(num_rounds=30).fit(back[:120])
     s = score_records(model, back[120:])
     assert len(s) == len(back) - 120 and all(isinstance(x, float) for x in s)
     (tmp_path / "bad.jsonl").write_text('{"template": "matmul"}\n')
@@ -75,3 +76,39 @@ def test_jsonl_import_and_scoring_records_from_elsewhere(tmp_path):
         assert "bad.jsonl:1" in str(e) and "lacks" in str(e)
     else:
         raise AssertionError("a record without shapes/config must be rejected")
+
+
+def test_load_records_reads_sweep_files_and_old_tune_gemm_summaries(tmp_path):
+    """Issue 18: load_records read JSON lines only; sweep files are one JSON document with a "records" list."""
+    import json
+    from pathlib import Path
+
+    recs = _records(_shapes(random.Random(7), 2), 5, 4)
+    doc = {"device": H100.to_dict(), "records": [r.to_json() for r in recs]}
+    (tmp_path / "sweep.json").write_text(json.dumps(doc, indent=1))
+    back = load_records(tmp_path / "sweep.json")
+    assert [r.to_json() for r in back] == [r.to_json() for r in recs]
+    (tmp_path / "list.json").write_text(json.dumps(doc["records"]))
+    assert len(load_records(tmp_path / "list.json")) == len(recs)
+    doc["records"][3] = {"template": "matmul"}
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"bad.json: records\[3\]: .*lacks"):
+        load_records(tmp_path / "bad.json")
+    # the H100 run-3 summary of bench/tune_gemm.py: best configs (cuBLAS section), default and best (codegen)
+    old = Path(__file__).resolve().parents[2] / "bench/results/h100-2026-11-23/run3/tune_gemm.json"
+    got = load_records(old)
+    raw = json.loads(old.read_text())
+    assert len(got) == len(raw["cublas"]) + 2 * len(raw["codegen"])
+    r0 = got[0]
+    assert r0.shapes == dict(zip("MNK", raw["cublas"][0]["shape"])) and r0.time_ms == raw["cublas"][0]["best_ms"]
+    assert r0.device_info().name == "NVIDIA H100 80GB HBM3" and r0.status == "ok"
+
+
+def test_roofline_surface_refuses_configs_past_the_shared_memory_limit():
+    """Issue 18: the roofline time had no shared-memory limit, so its top pick could be a config that fails."""
+    shapes = {"M": 4096, "N": 4096, "K": 4096}
+    ok = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "SPLIT_K": 1, "num_warps": 8,
+          "num_stages": 4}  # 3 buffers x 64 KB = 192 KB <= 227 KB
+    assert roofline_gemm_ms(shapes, ok, H100) > 0
+    with pytest.raises(RuntimeError, match="out of resources: shared memory 262144 B > 232448 B"):
+        roofline_gemm_ms(shapes, dict(ok, num_stages=5), H100)

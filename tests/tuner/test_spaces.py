@@ -14,16 +14,33 @@ def test_matmul_space_prunes_shared_memory_registers_and_oversized_tiles():
     sp = space_for("matmul", {"M": 4096, "N": 4096, "K": 4096}, torch.float16, H100)
     big = {"BLOCK_M": 256, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "SPLIT_K": 1, "num_warps": 8,
            "num_stages": 3}
-    # (256*128 + 128*256) * 2 bytes * 3 stages = 393216 > 232448
-    assert "shared memory 393216" in sp.why_invalid(big)
-    ok = dict(big, BLOCK_N=128, BLOCK_K=64)  # (256*64+64*128)*2*3 = 147456; acc 256*128/256 = 128 regs
+    # Triton keeps num_stages - 1 operand buffers: (256*128 + 128*256) * 2 bytes * (3 - 1) = 262144 > 232448
+    assert "shared memory 262144" in sp.why_invalid(big)
+    ok = dict(big, BLOCK_N=128, BLOCK_K=64)  # (256*64+64*128)*2*2 = 98304; acc 256*128/256 = 128 regs
     assert sp.valid(ok), sp.why_invalid(ok)
     assert "registers" in sp.why_invalid(dict(ok, num_warps=4))  # 256*128/128 = 256 regs/thread
     small = space_for("matmul", {"M": 16, "N": 4096, "K": 4096}, torch.float16, H100)
-    assert small.why_invalid(dict(ok, BLOCK_M=32)) == "tile larger than the problem"
+    assert small.why_invalid(dict(ok, BLOCK_M=128)) == "tile larger than the problem"
     assert 8 in sp.knobs["SPLIT_K"] or sp.knobs["SPLIT_K"] == [1]
     assert sp.knobs["SPLIT_K"] == [1]  # square 4096^3 fills the device
     assert space_for("matmul", {"M": 512, "N": 512, "K": 8192}, torch.float16, H100).knobs["SPLIT_K"] == [1, 2, 4, 8]
+
+
+def test_rules_keep_configs_that_run_on_hopper():
+    """Issue 18: the M=16 rule removed every BLOCK_M >= 32 config (a 64-row wgmma tile is often the best one), and
+    counting num_stages operand buffers removed 128x128x128 fp16 with 4 stages, which runs (192 KB of 227 KB)."""
+    small = space_for("matmul", {"M": 16, "N": 4096, "K": 4096}, torch.float16, H100)
+    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1, "SPLIT_K": 1, "num_warps": 4,
+           "num_stages": 4}
+    assert small.valid(cfg) and small.valid(dict(cfg, BLOCK_M=32)), small.why_invalid(cfg)
+    assert {c["BLOCK_M"] for c in small.enumerate()} == {16, 32, 64}
+    sq = space_for("matmul", {"M": 4096, "N": 4096, "K": 4096}, torch.float16, H100)
+    tile = dict(cfg, BLOCK_M=128, BLOCK_N=128, GROUP_M=8, num_warps=8)
+    from tilecraft.tuner.spaces import gemm_smem_bytes
+
+    assert gemm_smem_bytes(tile, 2) == (128 * 128 + 128 * 128) * 2 * 3 == 196608
+    assert sq.valid(tile), sq.why_invalid(tile)
+    assert "shared memory" in sq.why_invalid(dict(tile, num_stages=5))  # 4 buffers: 262144 B
 
 
 def test_enumerate_sample_neighbors_mutate_are_valid_and_consistent():
@@ -111,3 +128,88 @@ def test_dual_gemm_kernel_space_and_features_count_both_gemms():
     f2 = featurize("matmul", {**big, "G": 2}, torch.bfloat16, cfg, h100)
     assert f2["floor_compute_us_log"] == pytest.approx(f1["floor_compute_us_log"] + 1)
     assert f2["smem_kb"] > f1["smem_kb"] and f2["regs_per_thread"] == 2 * f1["regs_per_thread"]
+
+
+def test_no_rule_removes_a_config_measured_on_the_h100():
+    """Every config timed on the H100 in bench run 3 (the winners of the reference and codegen GEMMs and the
+    codegen defaults, bf16 and fp16 at 4096^3 and 8192^3) ran there, so today's rules must keep all of them."""
+    from pathlib import Path
+
+    from tilecraft.tuner.cost_model import load_records
+
+    recs = load_records(Path(__file__).resolve().parents[2] / "bench/results/h100-2026-11-23/run3/tune_gemm.json")
+    assert len(recs) == 12
+    for r in recs:
+        sp = space_for("matmul", r.shapes, r.dtype, r.device_info())
+        assert r.status == "ok" and sp.rule(r.config) is None, (r.shapes, r.config, sp.rule(r.config))
+
+
+def test_a_template_declares_its_space_and_feature_traits_from_its_own_module():
+    """spaces.py and features.py name no quantized template: the quant module registers wq_gemv/wq_gemm/fp8_gemm
+    (1-byte weights, gemm features); any new template does the same, or its kernels carry config_space()."""
+    from tilecraft.tuner import spaces
+    from tilecraft.tuner.features import featurize
+    from tilecraft.tuner.spaces import ConfigSpace, register_template, space_for_kernel, template_info
+
+    assert template_info("wq_gemm").weight_itemsize == 1 and template_info("fp8_gemm").family == "gemm"
+    assert template_info("qmatmul").weight_itemsize == 1
+    shapes = {"M": 64, "N": 256, "K": 512}
+    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3}
+    f8 = featurize("wq_gemm", shapes, torch.bfloat16, cfg, H100)
+    f16 = featurize("matmul", shapes, torch.bfloat16, cfg, H100)
+    assert f8["family_gemm"] == f16["family_gemm"] == 1.0 and f8["weight_itemsize"] == 1 and f16["weight_itemsize"] == 2
+    assert f8["smem_kb"] == (64 * 64 * 2 + 64 * 64 * 1) * 2 / 1024  # 2 buffers of a bf16 A tile and an int8 W tile
+
+    def my_space(shapes, dtype, device):
+        return ConfigSpace("my_gemm", {"BLOCK_N": [32, 64], "num_warps": [4]})
+
+    try:
+        register_template("my_gemm", my_space, "gemm", 1)
+        assert space_for("my_gemm", shapes, torch.float16, H100).enumerate() == [
+            {"BLOCK_N": 32, "num_warps": 4}, {"BLOCK_N": 64, "num_warps": 4}]
+        f = featurize("my_gemm", shapes, torch.float16, {"BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4}, H100)
+        assert f["family_gemm"] == 1.0 and f["weight_itemsize"] == 1
+    finally:
+        spaces.TEMPLATES.pop("my_gemm", None)
+    with pytest.raises(KeyError, match="no config space for template 'my_gemm'.*register_template"):
+        space_for("my_gemm", shapes, torch.float16, H100)
+    # an undeclared template's family comes from its shape names
+    assert template_info("somebody_elses", {"rows": 4, "cols": 8}).family == "reduction"
+
+    class OwnSpace:  # a kernel that carries its own space wins over the template table
+        template, dtype = "matmul", torch.float16
+
+        def config_space(self, device):
+            return ConfigSpace("matmul", {"BLOCK_M": [16], "BLOCK_N": [16], "BLOCK_K": [16]})
+
+    assert space_for_kernel(OwnSpace(), H100).size() == 1
+
+
+def test_a_codegen_matmul_with_an_aten_plan_searches_both_backends():
+    """codegen's matmul runs cuBLAS (BACKEND=aten, the default on a GPU) or its generated GEMM; the tuner used to
+    fix BACKEND at the default, so on a GPU every tuned config timed cuBLAS. ATen is one config (its tiles mean
+    nothing), the generated kernel all of them; both give a @ b."""
+    import tilecraft
+    from tilecraft.tuner.measure import compare_outputs
+    from tilecraft.tuner.spaces import space_for_kernel
+
+    torch._dynamo.reset()
+    a, b = torch.randn(32, 48), torch.randn(48, 64)
+    c = tilecraft.compile(lambda x, y: x @ y, matmul="aten")
+    with torch.no_grad():
+        c(a, b)
+    (k,) = [k for g in c.report.graphs for k in g.kernels]
+    default = k.default_config()
+    assert default["BACKEND"] == "aten" and k.aten is not None
+    sp = space_for_kernel(k, H100)
+    configs = sp.enumerate()
+    aten = [cfg for cfg in configs if cfg["BACKEND"] == "aten"]
+    assert aten == [default] and len(configs) > 100
+    assert "BACKEND=aten runs cuBLAS" in sp.why_invalid(dict(default, BLOCK_K=16))
+    args = k.make_args("cpu", 0)
+    outs = []
+    for cfg in (default, next(cfg for cfg in configs if cfg["BACKEND"] == "triton")):
+        k.launch(args, cfg)
+        outs.append(args[k.out_positions[0]].clone())
+    ins = [x for i, x in enumerate(args) if i not in k.out_positions]
+    assert compare_outputs(outs, [ins[0] @ ins[1]] * 2) is None

@@ -357,3 +357,47 @@ def _placeholder(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     if t is None:
         t = _PLACEHOLDERS[key] = torch.zeros(1, dtype=dtype, device=device)
     return t
+
+
+def _tuner_space(template: str):
+    """The tuner's space for a weight-quantized matmul problem (int8/int4 weights, float activations): weights
+    stream once, so BLOCK_N/BLOCK_K and SPLIT_K (to fill the device when M is tiny) are the knobs; wq_gemm also
+    tiles M. (Kernels from make_kernel carry their own candidates in info["space"]; this serves space_for.)"""
+    from ..tuner.spaces import MIN_M_TILE, ConfigSpace, gemm_smem_bytes, itemsize, pow2_range, tile_too_large
+
+    with_m = template != "wq_gemv"
+
+    def build(shapes: dict, dtype, device) -> ConfigSpace:
+        M, N, K = shapes.get("M", 1), shapes["N"], shapes["K"]
+        isz = itemsize(dtype)
+        knobs = {"BLOCK_M": pow2_range(16, 128)} if with_m else {}
+        knobs.update({"BLOCK_N": pow2_range(16, 256), "BLOCK_K": pow2_range(32, 512), "SPLIT_K": [1, 2, 4, 8, 16],
+                      "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]})
+
+        def rule(c: dict) -> str | None:
+            if with_m and tile_too_large(c["BLOCK_M"], M, MIN_M_TILE):
+                return "tile larger than the problem"
+            if tile_too_large(c["BLOCK_N"], N) or tile_too_large(c["BLOCK_K"] * c["SPLIT_K"], K, 32):
+                return "tile larger than the problem"
+            smem = gemm_smem_bytes({"BLOCK_M": 1, **c}, isz, 1)
+            if smem > device.smem_per_block:
+                return f"shared memory {smem} B > {device.smem_per_block} B"
+            if c["BLOCK_N"] * c["BLOCK_K"] / (32 * c["num_warps"]) > 256:
+                return "weight tile too large for registers"
+            return None
+
+        return ConfigSpace(template, knobs, rule)
+
+    return build
+
+
+def _register_with_tuner() -> None:
+    """Declare the quantized templates to the tuner (their spaces and that their weights are 1 byte/element)."""
+    from ..tuner.spaces import register_template
+
+    for template in FN_NAMES:
+        register_template(template, _tuner_space(template) if template != "fp8_gemm" else None, "gemm", 1)
+    register_template("qmatmul", None, "gemm", 1)  # codegen's fused quantized linear: these kernels + an epilogue
+
+
+_register_with_tuner()

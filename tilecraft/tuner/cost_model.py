@@ -3,7 +3,11 @@
 A measurement record is a plain JSON object:
     {"template": "matmul", "shapes": {"M": 512, "N": 512, "K": 512}, "dtype": "float16",
      "config": {"BLOCK_M": 64, ...}, "device": "H100" | {DeviceInfo fields}, "time_ms": 0.021, "status": "ok"}
-`load_records(path)` reads JSON lines of those; `score_records(model, records)` scores any of them.
+`load_records(path)` reads JSON lines of those, a JSON list of them, or a JSON document with a "records" list
+(the sweep files of bench/gemm_sweep.py and bench/tune_gemm.py); `score_records(model, records)` scores any of them.
+
+`CostModel` is the protocol the search uses (fit / predict / save / load); `XGBoostCostModel` implements it.
+The default model (trained on GPU sweeps by bench/eval_cost_model.py) lives at `default_model_path()`.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import xgboost as xgb
@@ -63,14 +68,58 @@ class Record:
 
 
 def load_records(path: str | os.PathLike) -> list[Record]:
-    """Read measurement records from a JSON-lines file (blank lines ignored)."""
-    out = []
-    for i, line in enumerate(Path(path).read_text().splitlines()):
-        if line.strip():
+    """Read measurement records: JSON lines (blank lines ignored), a JSON list, or a JSON object holding a
+    "records" list (sweep files). A bench/tune_gemm.py summary without "records" yields the configs it names
+    with their times (best and default per shape)."""
+    text = Path(path).read_text()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        doc = None  # JSON lines
+    if isinstance(doc, dict) and "template" not in doc:
+        items = doc["records"] if "records" in doc else _summary_records(doc)
+        where = lambda i: f"{path}: records[{i}]"  # noqa: E731
+    elif isinstance(doc, list):
+        items, where = doc, (lambda i: f"{path}: record {i}")
+    else:
+        items, where = [], None
+        for i, line in enumerate(text.splitlines()):
+            if line.strip():
+                try:
+                    items.append((i, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{i + 1}: bad measurement record: {e}") from None
+        out = []
+        for i, d in items:
             try:
-                out.append(Record.from_json(json.loads(line)))
-            except (ValueError, json.JSONDecodeError) as e:
+                out.append(Record.from_json(d))
+            except ValueError as e:
                 raise ValueError(f"{path}:{i + 1}: bad measurement record: {e}") from None
+        return out
+    out = []
+    for i, d in enumerate(items):
+        try:
+            out.append(Record.from_json(d))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where(i)}: bad measurement record: {e}") from None
+    return out
+
+
+def _summary_records(doc: dict) -> list[dict]:
+    """Records in an old bench/tune_gemm.py summary (no per-config table): its cuBLAS-section best configs of the
+    reference GEMM and the codegen section's default and best configs, on the summary's device."""
+    dev = doc.get("device", "H100")
+    out = []
+    for row in doc.get("cublas", []):
+        M, N, K = row["shape"]
+        out.append({"template": "matmul", "shapes": {"M": M, "N": N, "K": K}, "dtype": row["dtype"],
+                    "config": row["best_config"], "device": dev, "time_ms": row["best_ms"], "kernel_key": "reference"})
+    for row in doc.get("codegen", []):
+        M, N, K = row["shape"]
+        for cfg, t in ((row.get("default_config"), row.get("default_ms")), (row.get("best_config"), row["best_ms"])):
+            if cfg:
+                out.append({"template": "matmul", "shapes": {"M": M, "N": N, "K": K}, "dtype": row["dtype"],
+                            "config": cfg, "device": dev, "time_ms": t, "kernel_key": row.get("kernel", "codegen")})
     return out
 
 
@@ -89,21 +138,39 @@ def relevance(times: list[float | None]) -> list[int]:
     return [0 if (t is None or t <= 0) else int(max(1, 30 - round(10 * math.log2(t / best)))) for t in times]
 
 
-class CostModel:
-    """Predicts a score per config (higher = faster); comparable only within one kernel problem."""
+class CostModel(Protocol):
+    """What search needs from a cost model: scores per config, higher = predicted faster, comparable only within
+    one kernel problem; trained from measurement records."""
+
+    trained: bool
+
+    def fit(self, records: list[Record]) -> "XGBoostCostModel": ...
+
+    def predict(self, template: str, shapes: dict, dtype, configs: list[dict], device: DeviceInfo) -> np.ndarray: ...
+
+    def save(self, path: str | os.PathLike) -> None: ...
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "XGBoostCostModel": ...
+
+
+class XGBoostCostModel:
+    """XGBoost rank:pairwise over `features.featurize` rows (one group per kernel problem). A loaded model is a
+    prior: `fit` then adds trees on top of it instead of starting over (transfer from the sweeps it was made on)."""
 
     def __init__(self, num_rounds: int = 80, params: dict | None = None):
         self.num_rounds = num_rounds
         self.params = {"objective": "rank:pairwise", "eta": 0.15, "max_depth": 6, "min_child_weight": 1,
                        "tree_method": "hist", "seed": 0, "nthread": 2, "verbosity": 0, **(params or {})}
         self.booster: xgb.Booster | None = None
+        self.base: xgb.Booster | None = None  # set by load(): fit continues from it
         self.n_train = 0
 
     @property
     def trained(self) -> bool:
         return self.booster is not None
 
-    def fit(self, records: list[Record]) -> "CostModel":
+    def fit(self, records: list[Record]) -> "XGBoostCostModel":
         """Train from scratch on all records (groups = one kernel problem each). Online use: call after batches."""
         groups: dict[str, list[Record]] = defaultdict(list)
         for r in records:
@@ -121,7 +188,11 @@ class CostModel:
         dm = xgb.DMatrix(np.asarray(rows, dtype=np.float32), label=np.asarray(labels, dtype=np.float32),
                          feature_names=FEATURE_NAMES, missing=np.nan)
         dm.set_group(sizes)
-        self.booster = xgb.train(self.params, dm, num_boost_round=self.num_rounds)
+        if self.base is not None:
+            self.booster = xgb.train(self.params, dm, num_boost_round=max(10, self.num_rounds // 4),
+                                     xgb_model=self.base.copy())
+        else:
+            self.booster = xgb.train(self.params, dm, num_boost_round=self.num_rounds)
         self.n_train = len(rows)
         return self
 
@@ -153,7 +224,7 @@ class CostModel:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CostModel":
+    def load(cls, path: str | os.PathLike) -> "XGBoostCostModel":
         doc = json.loads(Path(path).read_text())
         if doc.get("format") != FORMAT:
             raise ValueError(f"{path} is not a tilecraft cost model (format {doc.get('format')!r}, want {FORMAT!r})")
@@ -162,8 +233,30 @@ class CostModel:
         m = cls(doc["num_rounds"], doc["params"])
         m.booster = xgb.Booster()
         m.booster.load_model(bytearray(json.dumps(doc["booster"]).encode()))
+        m.base = m.booster
         m.n_train = doc.get("n_train", 0)
         return m
+
+
+def default_model_path() -> Path:
+    """Where the tuner looks for its pre-trained model: $TILECRAFT_COST_MODEL, else the one shipped in the
+    package (written by bench/eval_cost_model.py --save-default)."""
+    env = os.environ.get("TILECRAFT_COST_MODEL")
+    return Path(env) if env else Path(__file__).with_name("data") / "cost_model.json"
+
+
+def load_default_model() -> XGBoostCostModel | None:
+    """The pre-trained default model, or None when there is none (or it was made for other features)."""
+    path = default_model_path()
+    if not path.exists():
+        return None
+    try:
+        return XGBoostCostModel.load(path)
+    except ValueError as e:
+        import logging
+
+        logging.getLogger("tilecraft.tuner").warning("tilecraft: ignoring the default cost model: %s", e)
+        return None
 
 
 def score_records(model: CostModel, records: list[Record]) -> list[float]:

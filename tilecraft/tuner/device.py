@@ -72,6 +72,9 @@ PRESETS: dict[str, DeviceInfo] = {
     # H100 SXM 80GB HBM3: 132 SMs, 50 MB L2, 227 KB opt-in smem/block; 3.0 TB/s and ~700 TFLOP/s bf16 as
     # measured in shared/ANCHORS.md (not the datasheet's 3.35 TB/s / 989 TFLOP/s).
     "H100": DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), 132, 50 * 1024 * 1024, 232448, 65536, 2048, 3000.0, 700.0),
+    # H200 (141 GB HBM3e): the H100's GH100 die (132 SMs, 50 MB L2, 227 KB smem/block) with 4.8 TB/s on the
+    # datasheet; bandwidth assumed at the H100's measured/datasheet ratio (0.9) until measured here.
+    "H200": DeviceInfo("NVIDIA H200", (9, 0), 132, 50 * 1024 * 1024, 232448, 65536, 2048, 4300.0, 700.0),
     "A100": DeviceInfo("NVIDIA A100-SXM4-80GB", (8, 0), 108, 40 * 1024 * 1024, 166912, 65536, 2048, 1800.0, 280.0),
     # Triton's interpreter on the CPU: no real limits, but pruning uses H100-like limits so that the spaces
     # tested on CPU are the ones tuned on the GPU. Timings on it are meaningless (use SimulatedMeasurer).

@@ -4,6 +4,9 @@ Raw knobs (log2; the matmul variant flags 0/1), problem sizes (log2), derived qu
 the SM count, wave efficiency, arithmetic intensity, shared-memory bytes, register and occupancy estimates,
 padding waste) and device properties (SM count, L2, bandwidth, peak rate, capability), so that a model trained
 on one GPU can rank configs on another. Missing features are NaN (XGBoost treats them as missing).
+
+No template is named here: a template's family (gemm | reduction | pointwise) and weight bytes come from its
+declaration (`spaces.register_template`); a template that adds knobs appends their names to `KNOBS` or `FLAGS`.
 """
 from __future__ import annotations
 
@@ -12,17 +15,17 @@ import math
 import numpy as np
 
 from .device import DeviceInfo
-from .spaces import gemm_acc_regs_per_thread, gemm_smem_bytes, itemsize
+from .spaces import gemm_acc_regs_per_thread, gemm_smem_bytes, itemsize, template_info
 
 KNOBS = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K", "num_warps", "num_stages", "XBLOCK", "RBLOCK"]
 FLAGS = ["PERSISTENT", "TMA", "EPILOGUE_SUBTILE", "FLATTEN", "WARP_SPECIALIZE"]  # 0/1 knobs (the matmul's variant), raw
-TEMPLATES = ["matmul", "reduction", "pointwise", "wq_gemv", "wq_gemm", "fp8_gemm"]
-DERIVED = ["log_M", "log_N", "log_K", "log_B", "log_rows", "log_cols", "log_numel", "itemsize",
+FAMILIES = ["gemm", "reduction", "pointwise"]
+DERIVED = ["weight_itemsize", "log_M", "log_N", "log_K", "log_B", "log_rows", "log_cols", "log_numel", "itemsize",
            "programs_log", "waves", "wave_eff", "tail_frac", "tile_ai", "global_ai_log", "smem_kb", "smem_frac",
            "regs_per_thread", "blocks_per_sm", "occupancy", "pad_waste", "k_iters_log", "elems_per_thread_log",
            "single_pass", "chunks_log", "floor_compute_us_log", "floor_memory_us_log", "compute_bound"]
 DEVICE = ["dev_sm_count", "dev_l2_mb", "dev_bw_tbs", "dev_peak_tflops", "dev_cc", "dev_smem_kb"]
-FEATURE_NAMES = [f"knob_{k}" for k in KNOBS + FLAGS] + [f"tpl_{t}" for t in TEMPLATES] + DERIVED + DEVICE
+FEATURE_NAMES = [f"knob_{k}" for k in KNOBS + FLAGS] + [f"family_{t}" for t in FAMILIES] + DERIVED + DEVICE
 
 
 def _log2(x: float) -> float:
@@ -38,8 +41,9 @@ def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceIn
     for k in FLAGS:
         if k in config:
             f[f"knob_{k}"] = float(bool(config[k]))
-    for t in TEMPLATES:
-        f[f"tpl_{t}"] = 1.0 if template == t else 0.0
+    info = template_info(template, shapes)
+    for t in FAMILIES:
+        f[f"family_{t}"] = 1.0 if info.family == t else 0.0
     isz = itemsize(dtype)
     f["itemsize"] = isz
     warps = config.get("num_warps", 4)
@@ -48,12 +52,13 @@ def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceIn
     peak = device.peak_tflops * (0.5 if isz >= 4 else 1.0)  # fp32 runs as tf32 at ~half rate
     bw = device.bandwidth_gbps
 
-    if template in ("matmul", "wq_gemv", "wq_gemm", "fp8_gemm"):
+    if info.family == "gemm":
         M, N, K, B = shapes.get("M", 1), shapes["N"], shapes["K"], shapes.get("B", 1)
         G = shapes.get("G", 1)  # GEMMs sharing A in one kernel (2: dual GEMM)
-        bm = config.get("BLOCK_M", 1 if template == "wq_gemv" else 16)
+        bm = config.get("BLOCK_M", min(16, M))  # a GEMV-shaped template has no M tile
         bn, bk, split = config["BLOCK_N"], config["BLOCK_K"], config.get("SPLIT_K", 1)
-        wsz = isz if template == "matmul" else 1
+        wsz = info.weight_itemsize or isz
+        f["weight_itemsize"] = wsz
         tm, tn = math.ceil(M / bm), math.ceil(N / bn)
         programs = tm * tn * split * B
         smem = gemm_smem_bytes({**config, "BLOCK_M": bm}, isz, wsz, gemms=G)
@@ -73,7 +78,7 @@ def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceIn
         blocks = max(0, min(blocks_by_smem, blocks_by_threads, blocks_by_regs, 32))
         if config.get("PERSISTENT"):  # one program per SM loops over the tiles: waves of tiles over the SMs
             blocks = min(blocks, 1)
-    elif template == "reduction":
+    elif info.family == "reduction":
         rows, cols = shapes["rows"], shapes["cols"]
         xb, rb = config["XBLOCK"], config["RBLOCK"]
         programs = math.ceil(rows / xb)

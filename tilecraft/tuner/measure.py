@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from .spaces import ConfigSpace, config_key
+from .spaces import ConfigSpace, config_key, gemm_smem_bytes
 
 
 @dataclass
@@ -285,11 +285,14 @@ class SyntheticSurface:
 def roofline_gemm_ms(shapes: dict, config: dict, device, itemsize: int = 2) -> float:
     """A deterministic, physically-shaped GEMM time (for tests of cost models across shapes): waves of tiles
     over the SMs, each tile bound by its MMA time (efficiency from warps/stages/tile size) or its operand
-    traffic, plus the split-K reduction pass."""
+    traffic, plus the split-K reduction pass. A config whose shared memory exceeds the device's limit raises
+    (as the real launch does: out of resources), so a simulated search never picks a config that cannot run."""
     M, N, K = shapes["M"], shapes["N"], shapes["K"]
     bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
     split, warps, stages = config.get("SPLIT_K", 1), config["num_warps"], config["num_stages"]
-    smem = (bm * bk + bk * bn) * itemsize * stages
+    smem = gemm_smem_bytes(config, itemsize)
+    if smem > device.smem_per_block:
+        raise RuntimeError(f"out of resources: shared memory {smem} B > {device.smem_per_block} B")
     per_sm = max(1, min(device.smem_per_block // smem, device.max_threads_per_sm // (32 * warps), 4))
     tiles = math.ceil(M / bm) * math.ceil(N / bn) * split
     waves = math.ceil(tiles / (device.sm_count * per_sm))

@@ -2,6 +2,11 @@
 
 A config is a plain dict knob -> value; the knob names are the contract with codegen, which launches with
 `kernel.launch(args, config)`. `space_for(template, shapes, dtype, device)` builds the space for one problem.
+
+Templates declare themselves in `TEMPLATES` with `register_template(name, space=builder, family=..., ...)`, from
+their own module (codegen's built-in templates are registered at the bottom of this file; the quantized ones in
+tilecraft/quant/kernels.py). A kernel object may instead carry its own space: `kernel.config_space(device)`, or
+knob candidates in `kernel.info["space"]` filtered by its `check_config` (see `space_for_kernel`).
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ class ConfigSpace:
     knobs: dict[str, list]
     rule: Callable[[Config], str | None] = field(default=lambda c: None)
     fixed: dict = field(default_factory=dict)  # knobs with one forced value (not searched)
+    _valid: list | None = field(default=None, repr=False, compare=False)
 
     def why_invalid(self, config: Config) -> str | None:
         for k, vals in self.knobs.items():
@@ -79,8 +85,23 @@ class ConfigSpace:
     def size(self) -> int:
         return len(self.enumerate())
 
+    def raw_size(self) -> int:
+        return math.prod(len(v) for v in self.knobs.values())
+
+    def valid_configs(self) -> list[Config]:
+        """`enumerate()`, computed once per space object (sampling draws from it when the product is small)."""
+        if getattr(self, "_valid", None) is None:
+            self._valid = self.enumerate()
+        return self._valid
+
     def sample(self, rng: random.Random, tries: int = 1000) -> Config:
-        """A uniformly drawn valid config (rejection sampling; falls back to enumeration)."""
+        """A uniformly drawn valid config (from the cached valid set when the knob product is small, else by
+        rejection sampling that falls back to enumeration)."""
+        if self.raw_size() <= 50_000:
+            allc = self.valid_configs()
+            if not allc:
+                raise ValueError(f"{self.template} config space has no valid config")
+            return dict(rng.choice(allc))
         for _ in range(tries):
             c = self._complete({k: rng.choice(v) for k, v in self.knobs.items()})
             if self.rule(c) is None:
@@ -134,12 +155,14 @@ class ConfigSpace:
 # Templates. Each builder gets (shapes, dtype, device) and returns a ConfigSpace.
 
 def gemm_smem_bytes(cfg: Config, a_itemsize: int, b_itemsize: int | None = None, gemms: int = 1) -> int:
-    """Shared memory of a software-pipelined GEMM: (BM*BK + gemms*BK*BN) * itemsize * num_stages (a dual GEMM,
-    gemms=2, loads one A tile and two B tiles per step)."""
+    """Shared memory of a software-pipelined GEMM as Triton allocates it: num_stages - 1 buffers (at least one) of
+    (BM*BK + gemms*BK*BN) * itemsize, since the stage being computed reads registers loaded from the previous
+    buffer (a dual GEMM, gemms=2, loads one A tile and two B tiles per step). Counting num_stages buffers
+    removed Hopper configs that run, e.g. 128x128x128 fp16 with 4 stages: 192 KB, not 256 KB, of 227 KB."""
     b_itemsize = a_itemsize if b_itemsize is None else b_itemsize
     bm = cfg.get("BLOCK_M", 16)
     return (bm * cfg["BLOCK_K"] * a_itemsize + gemms * cfg["BLOCK_K"] * cfg["BLOCK_N"] * b_itemsize) * \
-        cfg.get("num_stages", 1)
+        max(1, cfg.get("num_stages", 1) - 1)
 
 
 def gemm_acc_regs_per_thread(cfg: Config, gemms: int = 1) -> float:
@@ -148,6 +171,12 @@ def gemm_acc_regs_per_thread(cfg: Config, gemms: int = 1) -> float:
 
 
 MAX_ACC_REGS = 128  # beyond this the accumulator alone spills (255 registers/thread minus operands)
+MIN_M_TILE = 64  # BLOCK_M may exceed a small M up to this: a Hopper wgmma is 64 rows, so M=16 runs best at 32-64
+
+
+def tile_too_large(block: int, dim: int, floor: int = 16) -> bool:
+    """A tile larger than the problem's next power of two (and than `floor`) only pads."""
+    return block > max(floor, next_pow2(dim))
 
 
 def splitk_useful(M: int, N: int, K: int, device: DeviceInfo) -> bool:
@@ -173,6 +202,21 @@ def with_variant_knobs(space: ConfigSpace, device: DeviceInfo) -> ConfigSpace:
     return ConfigSpace(space.template, {**space.knobs, **variant_knobs(device)}, space.rule, dict(space.fixed))
 
 
+def with_backend_knob(space: ConfigSpace, default: Config) -> ConfigSpace:
+    """A codegen matmul kernel runs its generated GEMM or its ATen plan (cuBLAS) by its BACKEND knob: search
+    both. ATen ignores every other knob, so it is kept with the default's values only (one config, not one per
+    tile); on a GPU that is the default config, measured first."""
+    rule, others = space.rule, {k: v for k, v in default.items() if k != "BACKEND"}
+
+    def backend_rule(c: Config) -> str | None:
+        if c.get("BACKEND") == "aten":
+            same = all(c.get(k) == v for k, v in others.items())
+            return None if same else "BACKEND=aten runs cuBLAS: the other knobs keep their default values"
+        return rule(c)
+
+    return ConfigSpace(space.template, {**space.knobs, "BACKEND": ["triton", "aten"]}, backend_rule, dict(space.fixed))
+
+
 def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
     M, N, K, G = shapes["M"], shapes["N"], shapes["K"], shapes.get("G", 1)
     isz = itemsize(dtype)
@@ -190,7 +234,7 @@ def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
             return "the persistent variant has no split-K"
         if c.get("EPILOGUE_SUBTILE") and c["BLOCK_N"] < 32:
             return "EPILOGUE_SUBTILE needs BLOCK_N >= 32 (two halves of at least 16)"
-        if c["BLOCK_M"] > max(16, next_pow2(M)) or c["BLOCK_N"] > max(16, next_pow2(N)):
+        if tile_too_large(c["BLOCK_M"], M, MIN_M_TILE) or tile_too_large(c["BLOCK_N"], N):
             return "tile larger than the problem"
         if c["BLOCK_K"] * c.get("SPLIT_K", 1) > max(16, next_pow2(K)):
             return "BLOCK_K * SPLIT_K larger than K"
@@ -249,58 +293,52 @@ def pointwise_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
     return ConfigSpace("pointwise", knobs, rule)
 
 
-def _wq_space(template: str, with_m: bool):
-    """Weight-quantized matmul (int8/int4 weights, float activations): weights stream once, so BLOCK_N/BLOCK_K
-    and SPLIT_K (to fill the device when M is tiny) are the knobs; wq_gemm also tiles M."""
+@dataclass(frozen=True)
+class TemplateInfo:
+    """What the tuner knows of a kernel template, declared by the template's module.
 
-    def build(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
-        M, N, K = shapes.get("M", 1), shapes["N"], shapes["K"]
-        isz = itemsize(dtype)
-        knobs = {}
-        if with_m:
-            knobs["BLOCK_M"] = pow2_range(16, 128)
-        knobs.update({"BLOCK_N": pow2_range(16, 256), "BLOCK_K": pow2_range(32, 512), "SPLIT_K": [1, 2, 4, 8, 16],
-                      "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]})
+    space: builder(shapes, dtype, device) -> ConfigSpace (None: kernels of this template carry their own space);
+    family: which features describe it ("gemm": M/N/K tiles, "reduction": rows/cols, "pointwise": numel; None:
+    guessed from the shape names); weight_itemsize: bytes per B/weight element when it is not the activation
+    dtype (1 for int8/fp8 weights)."""
 
-        def rule(c: Config) -> str | None:
-            if with_m and c["BLOCK_M"] > max(16, next_pow2(M)):
-                return "tile larger than the problem"
-            if c["BLOCK_N"] > max(16, next_pow2(N)) or c["BLOCK_K"] * c["SPLIT_K"] > max(32, next_pow2(K)):
-                return "tile larger than the problem"
-            bm = c.get("BLOCK_M", 1)
-            smem = (bm * c["BLOCK_K"] * isz + c["BLOCK_K"] * c["BLOCK_N"]) * c["num_stages"]
-            if smem > device.smem_per_block:
-                return f"shared memory {smem} B > {device.smem_per_block} B"
-            if c["BLOCK_N"] * c["BLOCK_K"] / (32 * c["num_warps"]) > 256:
-                return "weight tile too large for registers"
-            return None
-
-        return ConfigSpace(template, knobs, rule)
-
-    return build
+    space: Callable[[dict, object, DeviceInfo], ConfigSpace] | None = None
+    family: str | None = None
+    weight_itemsize: int | None = None
 
 
-SPACES: dict[str, Callable[[dict, object, DeviceInfo], ConfigSpace]] = {
-    "matmul": matmul_space,
-    "reduction": reduction_space,
-    "pointwise": pointwise_space,
-    "wq_gemv": _wq_space("wq_gemv", with_m=False),
-    "wq_gemm": _wq_space("wq_gemm", with_m=True),
-}
+TEMPLATES: dict[str, TemplateInfo] = {}
+
+
+def register_template(template: str, space: Callable[[dict, object, DeviceInfo], ConfigSpace] | None = None,
+                      family: str | None = None, weight_itemsize: int | None = None) -> None:
+    """Declare (or redeclare) a template's config space and feature traits; see `TemplateInfo`."""
+    TEMPLATES[template] = TemplateInfo(space, family, weight_itemsize)
 
 
 def register_space(template: str, builder: Callable[[dict, object, DeviceInfo], ConfigSpace]) -> None:
-    """Add or replace the space builder of a template (codegen may own its own quantized templates' spaces)."""
-    SPACES[template] = builder
+    """Add or replace the space builder of a template, keeping its other traits."""
+    old = TEMPLATES.get(template, TemplateInfo())
+    TEMPLATES[template] = TemplateInfo(builder, old.family, old.weight_itemsize)
+
+
+def template_info(template: str, shapes: dict | None = None) -> TemplateInfo:
+    """The declared traits of a template; an undeclared one gets its family guessed from its shape names."""
+    info = TEMPLATES.get(template)
+    if info is not None and info.family is not None:
+        return info
+    shapes = shapes or {}
+    family = "gemm" if {"N", "K"} <= set(shapes) else "reduction" if "rows" in shapes else "pointwise"
+    return TemplateInfo(info.space if info else None, family, info.weight_itemsize if info else None)
 
 
 def space_for(template: str, shapes: dict, dtype, device_info: DeviceInfo) -> ConfigSpace:
     """The config space of one kernel problem on one device."""
-    try:
-        builder = SPACES[template]
-    except KeyError:
-        raise KeyError(f"no config space for template {template!r}; known: {sorted(SPACES)} "
-                       f"(add one with tilecraft.tuner.spaces.register_space)") from None
+    builder = TEMPLATES[template].space if template in TEMPLATES else None
+    if builder is None:
+        known = sorted(t for t, i in TEMPLATES.items() if i.space is not None)
+        raise KeyError(f"no config space for template {template!r}; known: {known} (a template declares one "
+                       f"with tilecraft.tuner.spaces.register_template, from its own module)")
     return builder(shapes, dtype, device_info)
 
 
@@ -326,19 +364,24 @@ def subset_space(space: ConfigSpace, configs: list[Config]) -> ConfigSpace:
 
 
 def space_for_kernel(kernel, device_info: DeviceInfo) -> ConfigSpace:
-    """The space of one kernel object: its own knob candidates when it declares them (`kernel.info["space"]`,
-    e.g. the quantized templates), filtered by its `check_config` and the shared-memory limit; else the
-    template's space from `space_for`, fitted to the knobs the kernel takes (see `fit_to_kernel`)."""
+    """The space of one kernel object: `kernel.config_space(device_info)` when it has one; its own knob
+    candidates when it declares them (`kernel.info["space"]`, e.g. the quantized templates), filtered by its
+    `check_config` and the shared-memory limit; else the template's space from `space_for`, fitted to the knobs
+    the kernel takes (see `fit_to_kernel`)."""
+    if callable(getattr(kernel, "config_space", None)):
+        return kernel.config_space(device_info)
     info = getattr(kernel, "info", None)
     knobs = info.get("space") if isinstance(info, dict) else None
     if not knobs:
         space, default = space_for(kernel.template, kernel.shapes, kernel.dtype, device_info), kernel.default_config()
         if kernel.template == "matmul" and "PERSISTENT" in default:
             space = with_variant_knobs(space, device_info)
+        if kernel.template == "matmul" and "BACKEND" in default and getattr(kernel, "aten", None) is not None:
+            space = with_backend_knob(space, default)
         return fit_to_kernel(space, default)
     check = getattr(kernel, "check_config", None)
     a_isz = itemsize(kernel.dtype)
-    w_isz = 1 if kernel.template in ("wq_gemv", "wq_gemm", "fp8_gemm") else a_isz
+    w_isz = template_info(kernel.template, kernel.shapes).weight_itemsize or a_isz
 
     def rule(c: Config) -> str | None:
         if check is not None:
@@ -364,3 +407,9 @@ def fit_to_kernel(space: ConfigSpace, default: Config) -> ConfigSpace:
     if set(knobs) == set(space.knobs) and not fixed:
         return space
     return ConfigSpace(space.template, knobs, space.rule, fixed)
+
+
+# codegen's built-in templates (a template module may redeclare its own with register_template)
+register_template("matmul", matmul_space, "gemm")
+register_template("reduction", reduction_space, "reduction")
+register_template("pointwise", pointwise_space, "pointwise")

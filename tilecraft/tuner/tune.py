@@ -1,7 +1,11 @@
-"""Offline tuning runs: compile a model, tune each of its kernels, write the schedule DB, report and plot."""
+"""Offline tuning runs: tune each of a list of kernels, write the schedule DB, report and plot.
+
+The tuner never compiles a model itself: the CLI side (tilecraft/cli_tune.py) compiles it and collects its
+kernels; anything with the kernel protocol (template, shapes, dtype, key, default_config, launch, make_args) can
+be tuned here.
+"""
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from dataclasses import dataclass
@@ -10,6 +14,7 @@ from typing import Callable
 
 import triton
 
+from .cost_model import load_default_model
 from .database import ScheduleDB, ScheduleRecord, shape_key
 from .device import DeviceInfo
 from .measure import Measurement, SimulatedMeasurer, simulated_measurer_factory
@@ -40,59 +45,6 @@ class KernelSummary:
         if self.default_ms and self.tuned_ms:
             return self.default_ms / self.tuned_ms
         return None
-
-
-def load_factory(spec: str) -> Callable:
-    """`package.module:function` -> the function. MODULE may be a module of the current directory (`mod.py`), as
-    with `python -m`, or a path to a .py file."""
-    import sys
-
-    if ":" not in spec:
-        raise ValueError(f"expected MODULE:FACTORY (e.g. tilecraft.tuner.reference_kernels:tiny_gemms), got {spec!r}")
-    mod, name = spec.rsplit(":", 1)
-    if mod.endswith(".py"):
-        path = Path(mod).resolve()
-        if not path.exists():
-            raise ValueError(f"{spec}: no file {mod}")
-        sys.path.insert(0, str(path.parent))
-        mod = path.stem
-    elif os.getcwd() not in sys.path and "" not in sys.path:  # console scripts do not search the cwd
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(mod)
-    except ModuleNotFoundError as e:
-        if e.name != mod.split(".")[0] and e.name != mod:
-            raise
-        raise ValueError(f"{spec}: no module {mod!r} in the current directory or on the Python path") from None
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise ValueError(f"{spec}: module {mod!r} has no factory {name!r}") from None
-
-
-def is_kernel(obj) -> bool:
-    return all(hasattr(obj, a) for a in ("template", "shapes", "dtype", "key", "default_config", "launch",
-                                         "make_args"))
-
-
-def collect_kernels(made, schedules: str | None = None) -> list:
-    """Kernels from a factory's result: a list of kernels as is, or (model, example_inputs) compiled with
-    tilecraft and run once, then every kernel of `compiled.report.graphs[*].kernels`."""
-    if isinstance(made, (list, tuple)) and made and all(is_kernel(k) for k in made):
-        return list(made)
-    if not (isinstance(made, (list, tuple)) and len(made) == 2):
-        raise TypeError("a tuning factory must return (model, example_inputs) or a list of kernels")
-    import torch
-
-    import tilecraft
-
-    model, inputs = made
-    inputs = inputs if isinstance(inputs, (list, tuple)) else (inputs,)
-    opts = {"schedules": schedules} if schedules else {}
-    compiled = tilecraft.compile(model, **opts)
-    with torch.no_grad():
-        compiled(*inputs)
-    return [k for g in compiled.report.graphs for k in g.kernels]
 
 
 def default_measurer_factory(device: DeviceInfo) -> Callable:
@@ -221,9 +173,10 @@ def tune_kernels(kernels: list, db_path: str, budget: int | str = 64, strategy: 
                 if m.ok:
                     bar.set_postfix_str(f"{m.time_ms:.4g} ms")
 
+            model = load_default_model() if strategy == "guided" else None  # the shipped prior, if any
             res = search(kernel, space, measurer, strategy, budget=n_budget,
                          time_budget_s=max(limit_s, 1e-3) if limit_s is not None else None, seed=seed,
-                         patience=patience, device_info=device, on_measure=record,
+                         patience=patience, device_info=device, on_measure=record, model=model,
                          prior_records=prior_records(prior_db, kernel, device) if prior_db else None)
             bar.close()
             summaries.append(summarize(kernel, res, plot_dir, simulated))
@@ -337,12 +290,3 @@ def summary_table(rows: list[KernelSummary]) -> str:
         lines.append(f"{'total (' + str(len(both)) + ' kernels)':<63} {d:10.4f} {t:10.4f} {d / t:7.2f}x "
                      f"{sum(r.measurements for r in rows):>8} {sum(r.failed for r in rows):>6}")
     return "\n".join(lines)
-
-
-def tune_model(spec: str, db_path: str, budget: int | str = 64, strategy: str = "guided", plot_dir: str | None = None,
-               **kw) -> TuneSummaries:
-    """`tilecraft tune MODULE:FACTORY`: build, compile, collect kernels, tune them all."""
-    kernels = collect_kernels(load_factory(spec)())
-    if not kernels:
-        raise RuntimeError(f"{spec}: the compiled model has no generated kernels to tune (codegen produced none)")
-    return tune_kernels(kernels, db_path, budget, strategy, plot_dir=plot_dir, **kw)
