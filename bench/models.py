@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import copy
 import gc
 import json
 import math
@@ -276,9 +275,8 @@ def backends(args, name: str, model) -> list[tuple[str, object, bool, str | None
             out.append((label, lambda o=opts: tilecraft.compile(model, **o), True, None))
     if name in QUANT_MODELS:
         for q in filter(None, args.quant.split(",")):
-            # a copy: compile(quantize=...) rewrote the model in place before issue 15's fix
-            out.append((f"tilecraft_{q}", lambda q=q: tilecraft.compile(copy.deepcopy(model), quantize=QUANT[q],
-                                                                         **tc_opts), True, q))
+            # compile(quantize=...) quantizes a copy sharing the model's other tensors: the model stays as it is
+            out.append((f"tilecraft_{q}", lambda q=q: tilecraft.compile(model, quantize=QUANT[q], **tc_opts), True, q))
     return out
 
 
