@@ -2,10 +2,13 @@
 # Everything a session checks and times on the GPU, in one device call, most important first; each step runs under
 # its own time limit so one slow step cannot take the rest with it. Tables print last.
 #   bash bench/one_call.sh OUTDIR            (device machine, repo root; carry [".whl"] from scripts/fetch_gpu_wheels.sh)
+# Results and logs are written under /tmp/one_call and packed into OUTDIR/one_call.tgz (one file: the device tool
+# brings back at most 8).
 # Budgets (seconds) can be set: MODELS_S, QUANT_S, CHECK_S, BACKENDS_S, LAUNCH_S, FUZZ_S.
 set -uo pipefail
-out=${1:-${OUT:-bench/results/one_call}}
-mkdir -p "$out"
+dest=${1:-${OUT:-bench/results}}
+out=/tmp/one_call
+mkdir -p "$out" "$dest"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:$PWD
@@ -36,4 +39,5 @@ step backends "${BACKENDS_S:-45}" python3 bench/gemm_backends.py --only "${BACKE
 step fuzz "${FUZZ_S:-25}" python3 -m tilecraft fuzz --device cuda --time 15s --out "$out/fuzz"
 echo "=== tables"
 TAIL=40 step table 15 python3 bench/models.py --table "$out/models.json" "$out/models_quant.json"
+tar czf "$dest/one_call.tgz" -C /tmp one_call && ls -la "$dest"
 exit 0
