@@ -64,6 +64,9 @@ class KernelProgram:
         self.static_inputs: tuple[int, ...] = ()  # sorted argument indices of parameters and buffers (backend)
         self._static_steps: set[int] | None = None  # steps computed from static inputs alone (see _plan_static)
         self._cache_key, self._cache = None, {}
+        # groups whose kernel failed to generate or to launch, as (stage "codegen" | "launch", group or kernel,
+        # error): they run through torch; the fuzzer and the tests read this instead of scraping the warnings
+        self.fell_back: list[tuple[str, str, str]] = []
         self.groups = partition(graph)
         group_of = {id(n): g for g in self.groups for n in g.nodes}
         needed: dict[int, list[Value]] = {id(g): [] for g in self.groups}
@@ -104,6 +107,7 @@ class KernelProgram:
                                                   options)
                 except Exception as e:  # noqa: BLE001 - any codegen gap falls back to torch for this group
                     log.warning("tilecraft: group %d (%s) runs through torch: %s", i, g.describe(), e)
+                    self.fell_back.append(("codegen", g.describe(), f"{type(e).__name__}: {e}"))
             if kernel is not None:
                 self._choose_config(kernel)
                 self.steps.append(KernelStep(g, kernel, values))
@@ -282,12 +286,17 @@ class KernelProgram:
                 k.launch(tensors)
         except Exception as e:  # noqa: BLE001 - never crash on a kernel: fall back to torch, say so once
             step.failed = True
-            log.warning("tilecraft: kernel %s failed (%s: %s); its ops run through torch from now on",
-                        k.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self.fell_back.append(("launch", k.name, why))
+            log.warning("tilecraft: kernel %s failed (%s); its ops run through torch from now on", k.name, why)
             return
         for (v, _, keep), t in zip(items, tensors):
             if keep:
                 env[id(v)] = t
+
+    def torch_ops(self) -> list[str]:
+        """The ops that run through torch: template-less ones and those of groups that fell back."""
+        return [n.op for s in self.steps if isinstance(s, TorchStep) or s.failed for n in s.nodes]
 
     def explain(self) -> str:
         parts = ["---- fused groups ----", format_groups(self.groups), "---- kernels ----"]
