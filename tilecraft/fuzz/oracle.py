@@ -118,7 +118,8 @@ def compare(got, eager, ref64=None) -> tuple[str, str, float]:
         return "shape_dtype_mismatch", f"{len(got)} outputs, eager gives {len(eager)}", 0.0
     worst = 0.0
     for i, (g, e, f) in enumerate(zip(got, eager, ref64)):
-        g, e = (x.cpu() if isinstance(x, torch.Tensor) else x for x in (g, e))
+        dev = f.device if isinstance(f, torch.Tensor) else "cpu"  # compare where the reference lives
+        g, e = (x.to(dev) if isinstance(x, torch.Tensor) else x for x in (g, e))
         if not isinstance(g, torch.Tensor):
             return "shape_dtype_mismatch", f"output {i} is a {type(g).__name__}, eager gives a tensor", 0.0
         if g.shape != e.shape or g.dtype != e.dtype:
