@@ -1,7 +1,9 @@
 """Regression tests of issue 14's op-by-op findings, on the CPU (and on CUDA as well when it is there).
 
 - clamp(x, min_tensor, max_tensor) ran through torch: now maximum/minimum kernels (capture rewrite).
-- x.to(dtype) for every pair of the codegen dtypes, compiled with kernels and with the interpreter.
+- x.to(dtype, non_blocking=True) raised ExecutionError in the cast node whenever the cast ran through torch
+  (pairs with float64, or codegen off): non_blocking reached the node's attributes. Every pair of dtypes,
+  with kernels and with the interpreter.
 - _softmax_backward_data with half grads (and the half_to_float backward) against a float64 hand computation.
 - embedding_bag (every mode, offsets, per-sample weights, padding_idx) against eager.
 """
@@ -58,7 +60,8 @@ def test_cast_every_dtype_pair(device, codegen):
             dsts = [d for d in dsts if d != torch.uint8]
 
         def f(x):
-            return tuple(x.to(d) for d in dsts) + tuple(x.to(d).to(torch.float32) + 1 for d in dsts)
+            return tuple(x.to(d, non_blocking=True) for d in dsts) + tuple(x.to(d).to(torch.float32) + 1
+                                                                          for d in dsts)
 
         try:
             got, report = _compile(f, x, codegen=codegen)

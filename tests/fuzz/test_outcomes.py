@@ -7,6 +7,7 @@ from tilecraft.cli import main
 from tilecraft.fuzz.campaign import CampaignConfig, run_campaign
 from tilecraft.fuzz.case import check_graph
 from tilecraft.fuzz.emit import build_inputs, input_layout
+from tilecraft.fuzz.oracle import clone_strided
 from tilecraft.fuzz.planted import patched
 from tilecraft.ir import Graph, TensorType
 
@@ -75,6 +76,7 @@ def test_inputs_keep_their_layout():
     assert c.dtype == torch.bool and 0 < c.sum() < 6
     a2, b2, _ = build_inputs([((3, 4, 5), torch.float32), ((3, 4), torch.int32), ((6,), torch.bool)], seed=3)
     assert a2.is_contiguous() and not torch.equal(a, a2)  # same draws, other arrangement
+    assert clone_strided(b).stride() == b.stride() and torch.equal(clone_strided(b), b)
 
 
 def test_parallel_campaign_records_every_model(tmp_path):

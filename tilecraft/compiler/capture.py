@@ -164,14 +164,19 @@ def _alpha(imp, n, args, kwargs, src):
 
 
 def _to_copy(imp, n, args, kwargs, src):
-    """_to_copy that only changes dtype is a cast; a device or layout change goes through torch."""
+    """_to_copy that only changes dtype is a cast; a device or layout change goes through torch. non_blocking
+    (`x.to(dtype, non_blocking=True)`) changes no value: it used to reach the cast node's attributes, which its
+    reference cannot take (ExecutionError whenever the cast ran through torch: float64, codegen off)."""
     x = args[0]
-    extra = {k: v for k, v in kwargs.items() if k not in ("dtype", "memory_format") and v is not None}
+    extra = {k: v for k, v in kwargs.items() if k not in ("dtype", "memory_format", "non_blocking")
+             and v is not None}
+    if extra.get("pin_memory") is False:
+        extra.pop("pin_memory")
     if "device" in extra and torch.device(extra["device"]).type == x.type.device:
         extra.pop("device")
     extra.pop("layout", None) if kwargs.get("layout") in (None, torch.strided) else None
     if extra:
-        return None
+        return imp.fallback(n, args, kwargs, src, f"_to_copy with {sorted(extra)}")
     dtype = kwargs.get("dtype")
     if dtype is None or dtype == x.type.dtype:
         return imp.graph.add("copy", [x], name=n.name, source=src).out

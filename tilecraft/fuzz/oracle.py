@@ -262,6 +262,14 @@ def tilecraft_warnings():
 
 
 # ------------------------------------------------------------------------------------------------ the check
+def clone_strided(x: torch.Tensor) -> torch.Tensor:
+    """A copy with the same strides, also for a view with gaps (every other element), which clone() would
+    make contiguous: the fuzzer's strided inputs must reach the compiled program as they are."""
+    if x._base is None or x.is_contiguous():
+        return x.clone()
+    return x._base.clone().as_strided(x.size(), x.stride(), x.storage_offset())
+
+
 def fell_back_message(entries) -> tuple[str, str]:
     """(exception type, message) of the first fallback in `CompileReport.fell_back()`; what the reducer keeps."""
     stage, what, why = entries[0]
@@ -279,11 +287,11 @@ def check(source: str, inputs: list[torch.Tensor], backend="tilecraft", ref64=No
     model, _ = load_model(source)
     inputs = [x.to(device) for x in inputs]
     with torch.no_grad(), tilecraft_warnings() as warnings:
-        eager = model(*[x.clone() for x in inputs])
+        eager = model(*[clone_strided(x) for x in inputs])
         report = None
         try:
             compiled, report = compile_with(model, backend)
-            got = compiled(*[x.clone() for x in inputs])
+            got = compiled(*[clone_strided(x) for x in inputs])
         except Exception as e:  # noqa: BLE001 - classifying failures is the point
             root = _root(e)
             status = "compile_error" if _is_compile_error(e) else "runtime_crash"
