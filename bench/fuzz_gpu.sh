@@ -4,7 +4,7 @@
 #   bash bench/fuzz_gpu.sh OUTDIR big planted regressions     (~8 min)
 # campaign: up to ${MODELS:-3000} models (fp32 / fp16 / bf16 mixed) on CUDA, ${JOBS:-15} worker processes,
 #   capped at ${TIME:-420s}; big: ${BIG:-4} models past 2^31 elements; planted: the planted-bug suite (time-to-find
-#   per fault, ${PLANT_S:-30}s of models each, plus reduction); regressions: issue-14 regression tests on CUDA.
+#   per fault, ${PLANT_S:-25}s of models each, plus reduction); regressions: issue-14 regression tests on CUDA.
 # Everything (cases.jsonl, summary.json/.txt, failures/, big.json, planted.json, logs) lands in OUTDIR.
 set -uo pipefail
 out=${1:-bench/results/fuzz-gpu}; shift || true
@@ -16,12 +16,13 @@ for part in $parts; do
   echo "=== $part"
   case $part in
     campaign) python3 -m tilecraft.cli fuzz --device cuda --jobs "${JOBS:-15}" --time "${TIME:-420s}" \
-        --max-models "${MODELS:-3000}" --seed "${SEED:-14}" --out "$out/campaign" --no-progress > "$out/campaign.log" 2>&1
+        --max-models "${MODELS:-3000}" --seed "${SEED:-14}" --reduce-seconds 20 --out "$out/campaign" \
+        --no-progress > "$out/campaign.log" 2>&1
       echo "campaign exit status $? (0: every model matched in generated kernels)"
       grep -E "^(models tried|outcomes|by dtype|unique failures|  \[|wall time)" "$out/campaign.log" | head -40 ;;
     big) timeout 150 python3 -m tilecraft.cli fuzz --device cuda --max-models 0 --big "${BIG:-4}" --out "$out/big" \
         --no-progress > "$out/big.log" 2>&1; echo "big exit status $?"; grep "^big " "$out/big.log" ;;
-    planted) timeout 330 python3 bench/fuzz_planted.py --device cuda --budget-s "${PLANT_S:-30}" --out "$out/planted" \
+    planted) timeout 330 python3 bench/fuzz_planted.py --device cuda --budget-s "${PLANT_S:-25}" --out "$out/planted" \
         2>&1 | tee "$out/planted.log" | tail -9 ;;
     regressions) TRITON_INTERPRET=0 timeout 120 python3 -m pytest -q -x -p no:cacheprovider tests/fuzz/test_issue14_fixes.py 2>&1 \
         | tail -3 | tee "$out/regressions.log" ;;

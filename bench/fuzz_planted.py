@@ -24,7 +24,7 @@ def hunt(name: str, out: str, device: str, budget_s: float, seed: int) -> dict:
     t0 = time.perf_counter()
     with f.plant():
         s = run_campaign(CampaignConfig(seed=seed, out=os.path.join(out, name), backend=f.backend, time_s=budget_s,
-                                        progress=False, reduce_checks=150, reduce_seconds=45, stop_after_reduced=1,
+                                        progress=False, reduce_checks=150, reduce_seconds=30, stop_after_reduced=1,
                                         device=device))
     wall = time.perf_counter() - t0
     cases = [json.loads(x) for x in open(os.path.join(out, name, "cases.jsonl"))]

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from .case import run_seed
+from .generator import generate
 from .oracle import CLASSES, OUTCOMES
 from .reduce import Reducer, repro_test
 
@@ -80,7 +81,8 @@ class Summary:
     per_dtype: Counter = field(default_factory=Counter)  # "float16 matched", ...
     failures: list[Failure] = field(default_factory=list)
     rules: Counter = field(default_factory=Counter)
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0  # this run (not resumed ones): wall time and models
+    run_models: int = 0
     ops: Counter = field(default_factory=Counter)
 
     @property
@@ -113,7 +115,9 @@ class Summary:
 
     def text(self) -> str:
         lines = [f"models tried: {self.models} ({self.checked} checked, {self.skipped} skipped: no finite inputs "
-                 f"found) in {self.seconds:.0f}s = {self.models_per_minute:.0f} models/minute"]
+                 f"found) in {self.seconds:.0f}s of checking = {self.models_per_minute:.0f} models/minute per job"
+                 + (f"; this run {60 * self.run_models / self.wall_seconds:.0f} models/minute wall"
+                    if self.wall_seconds and self.run_models else "")]
         o = self.outcomes
         lines.append(f"outcomes: matched in generated kernels {o['matched']}, mismatched {o['mismatched']}, "
                      f"crashed {o['crashed']}, fell back to torch {o['fell_back']}")
@@ -152,6 +156,7 @@ class Campaign:
         self.summary = Summary()
         self.done: set[int] = set()
         self.started = 0
+        self.deadline = float("inf")
         self.by_sig: dict[str, Failure] = {}
         self.reductions: Counter = Counter()
         self._load()
@@ -206,55 +211,53 @@ class Campaign:
 
     # -- one model
     def record_failure(self, rec: dict) -> None:
-        """Regenerate a failing model from its seed (same graph, same verdict) and dedup / reduce it."""
-        model, res = run_seed(rec["seed"], self.cfg.backend, self.cfg.device, self.cfg.dtypes)
-        if res.verdict is None or not res.verdict.failed:  # flaky: keep the first verdict, nothing to reduce
-            rec["failure"] = None
-            return
-        rec["failure"] = self._record_failure(rec["seed"], model, res)
-
-    def _record_failure(self, seed: int, model, res) -> str:
-        """Dedup by signature; reduce new-looking failures (a bounded number per failure key)."""
-        v = res.verdict
-        ops = set(n.op for n in model.graph.nodes)
+        """Dedup a failing model by signature; reduce new-looking failures (a bounded number per failure key,
+        before the campaign's deadline). Only a reduction re-checks the model (regenerated from its seed)."""
+        key, ops, seed = rec["key"], set(rec["ops"]), rec["seed"]
         for f in self.by_sig.values():  # a known failure whose reduced op set this model contains: same bug
-            if f.key == v.key and set(f.signature.rsplit("|", 1)[1].split("+")) <= ops:
-                f.count += 1
-                self._save_failures()
-                return f.id
-        signature, reduced, repro_path, reduced_nodes = v.signature, None, None, None
-        fid = hashlib.sha1(v.signature.encode()).hexdigest()[:10]
-        if self.cfg.reduce and self.reductions[v.key] < self.cfg.max_reductions_per_key:
-            self.reductions[v.key] += 1
-            red = Reducer(self.cfg.backend, self.cfg.reduce_checks, self.cfg.reduce_seconds, seed,
-                          self.cfg.device).reduce(res)
-            reduced = red.reduced
-            signature = reduced.verdict.signature
-            fid = hashlib.sha1(signature.encode()).hexdigest()[:10]
-            if signature in self.by_sig:
-                self.by_sig[signature].count += 1
-                self._save_failures()
-                return self.by_sig[signature].id
-            reduced_nodes = len(reduced.graph.nodes)
-            d = os.path.join(self.cfg.out, "failures", fid)
-            os.makedirs(d, exist_ok=True)
-            with open(os.path.join(d, "reduced_model.py"), "w") as f:
-                f.write(reduced.source)
-            repro_path = os.path.join(d, f"test_fuzz_{fid}.py")
-            with open(repro_path, "w") as f:
-                f.write(repro_test(red, self.cfg.backend, name=f"fuzz_{fid}", device=self.cfg.device))
-        elif signature in self.by_sig:
-            self.by_sig[signature].count += 1
-            self._save_failures()
-            return self.by_sig[signature].id
+            if f.key == key and set(f.signature.rsplit("|", 1)[1].split("+")) <= ops:
+                rec["failure"] = self._count_known(f)
+                return
+        signature = f"{key}|{'+'.join(sorted(ops))}"
+        model = generate(seed, dtypes=self.cfg.dtypes)
+        source, reduced_nodes, repro_path = model.source(), None, None
+        if self.cfg.reduce and self.reductions[key] < self.cfg.max_reductions_per_key and \
+                time.perf_counter() < self.deadline:  # past the campaign's time: record, do not reduce
+            _, res = run_seed(seed, self.cfg.backend, self.cfg.device, self.cfg.dtypes)
+            if res.verdict is not None and res.verdict.key == key:  # (a flaky failure is recorded unreduced)
+                self.reductions[key] += 1
+                red = Reducer(self.cfg.backend, self.cfg.reduce_checks, self.cfg.reduce_seconds, seed,
+                              self.cfg.device).reduce(res)
+                signature = red.reduced.verdict.signature
+                if signature in self.by_sig:
+                    rec["failure"] = self._count_known(self.by_sig[signature])
+                    return
+                fid = hashlib.sha1(signature.encode()).hexdigest()[:10]
+                d = os.path.join(self.cfg.out, "failures", fid)
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, "reduced_model.py"), "w") as f:
+                    f.write(red.reduced.source)
+                repro_path = os.path.join(d, f"test_fuzz_{fid}.py")
+                with open(repro_path, "w") as f:
+                    f.write(repro_test(red, self.cfg.backend, name=f"fuzz_{fid}", device=self.cfg.device))
+                reduced_nodes = len(red.reduced.graph.nodes)
+        if signature in self.by_sig:
+            rec["failure"] = self._count_known(self.by_sig[signature])
+            return
+        fid = hashlib.sha1(signature.encode()).hexdigest()[:10]
         d = os.path.join(self.cfg.out, "failures", fid)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "model.py"), "w") as f:
-            f.write(res.source)
-        self.by_sig[signature] = Failure(fid, signature, v.key, seed, v.message, len(model.graph.nodes),
+            f.write(source)
+        self.by_sig[signature] = Failure(fid, signature, key, seed, rec.get("message", ""), rec["nodes"],
                                          reduced_nodes, repro_path)
         self._save_failures()
-        return fid
+        rec["failure"] = fid
+
+    def _count_known(self, f: Failure) -> str:
+        f.count += 1
+        self._save_failures()
+        return f.id
 
     # -- the loop
     def _pending(self):
@@ -274,6 +277,7 @@ class Campaign:
 
             bar = tqdm(total=cfg.max_models, unit="model", dynamic_ncols=True)
         t_start = time.perf_counter()
+        self.deadline = t_start + cfg.time_s
         pending = self._pending()
 
         def more() -> bool:
@@ -307,6 +311,7 @@ class Campaign:
                 bar.close()
             self.summary.failures = list(self.by_sig.values())
             self.summary.wall_seconds = time.perf_counter() - t_start
+            self.summary.run_models = self.started
             with open(os.path.join(cfg.out, "summary.json"), "w") as f:
                 json.dump({**self.summary.to_json(), "wall_seconds": round(self.summary.wall_seconds, 1),
                            "jobs": cfg.jobs, "device": cfg.device}, f, indent=1)
@@ -343,7 +348,7 @@ def check_one(index: int, cfg: CampaignConfig) -> dict:
     t0 = time.perf_counter()
     model, res = run_seed(seed, cfg.backend, cfg.device, cfg.dtypes)
     rec = {"i": index, "seed": seed, "nodes": len(model.graph.nodes),
-           "dtype": str(model.graph.inputs[0].type.dtype).replace("torch.", "") if model.graph.inputs else "?",
+           "dtype": str(model.dtype).replace("torch.", ""),
            "ops": dict(Counter(n.op for n in model.graph.nodes)), "patterns": model.patterns}
     if res.verdict is None:
         rec.update(status="skipped", message=res.skipped)

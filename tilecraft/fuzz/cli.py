@@ -64,7 +64,8 @@ def cmd_fuzz(args) -> int:
 
     cfg = CampaignConfig(seed=args.seed, backend=args.backend, out=args.out, time_s=args.time,
                          max_models=args.max_models, reduce=not args.no_reduce, progress=not args.no_progress,
-                         device=args.device, dtypes=args.dtypes, jobs=args.jobs)
+                         device=args.device, dtypes=args.dtypes, jobs=args.jobs,
+                         reduce_seconds=args.reduce_seconds)
     summary = run_campaign(cfg)
     print(summary.text())
     print(f"wall time {summary.wall_seconds:.0f}s with {cfg.jobs} job(s) on {cfg.device}")
@@ -115,6 +116,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-models", type=int, default=None, help="stop after this many models")
     p.add_argument("--replay", type=int, default=None, metavar="SEED", help="re-check one model seed and exit")
     p.add_argument("--no-reduce", action="store_true", help="do not reduce failures")
+    p.add_argument("--reduce-seconds", type=float, default=60.0, help="time limit of one reduction")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available); inputs are built "
                                                    "there and generated kernels run there")

@@ -42,6 +42,7 @@ class FuzzModel:
     seed: int
     graph: Graph
     patterns: list[str] = field(default_factory=list)
+    dtype: torch.dtype = torch.float32  # the float dtype it was grown in
 
     def source(self) -> str:
         from .emit import emit_source
@@ -519,7 +520,7 @@ def generate(seed: int, max_nodes: int | None = None, dtype: torch.dtype | None 
     _set_outputs(b)
     _drop_unused_inputs(b.g)
     verify(b.g)
-    return FuzzModel(seed, b.g, patterns)
+    return FuzzModel(seed, b.g, patterns, dtype)
 
 
 def _set_outputs(b: Builder) -> None:
