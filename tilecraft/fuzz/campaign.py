@@ -229,30 +229,29 @@ class Campaign:
                 red = Reducer(self.cfg.backend, self.cfg.reduce_checks, self.cfg.reduce_seconds, seed,
                               self.cfg.device).reduce(res)
                 signature = red.reduced.verdict.signature
-                if signature in self.by_sig:
-                    rec["failure"] = self._count_known(self.by_sig[signature])
-                    return
-                fid = hashlib.sha1(signature.encode()).hexdigest()[:10]
-                d = os.path.join(self.cfg.out, "failures", fid)
-                os.makedirs(d, exist_ok=True)
-                with open(os.path.join(d, "reduced_model.py"), "w") as f:
-                    f.write(red.reduced.source)
-                repro_path = os.path.join(d, f"test_fuzz_{fid}.py")
-                with open(repro_path, "w") as f:
-                    f.write(repro_test(red, self.cfg.backend, name=f"fuzz_{fid}", device=self.cfg.device))
-                reduced_nodes = len(red.reduced.graph.nodes)
+                if signature not in self.by_sig:
+                    fid = _failure_id(signature)
+                    self._write(fid, "reduced_model.py", red.reduced.source)
+                    repro_path = self._write(fid, f"test_fuzz_{fid}.py", repro_test(
+                        red, self.cfg.backend, name=f"fuzz_{fid}", device=self.cfg.device))
+                    reduced_nodes = len(red.reduced.graph.nodes)
         if signature in self.by_sig:
             rec["failure"] = self._count_known(self.by_sig[signature])
             return
-        fid = hashlib.sha1(signature.encode()).hexdigest()[:10]
-        d = os.path.join(self.cfg.out, "failures", fid)
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, "model.py"), "w") as f:
-            f.write(source)
+        fid = _failure_id(signature)
+        self._write(fid, "model.py", source)
         self.by_sig[signature] = Failure(fid, signature, key, seed, rec.get("message", ""), rec["nodes"],
                                          reduced_nodes, repro_path)
         self._save_failures()
         rec["failure"] = fid
+
+    def _write(self, fid: str, name: str, text: str) -> str:
+        """Write failures/<fid>/<name>; returns its path."""
+        d = os.path.join(self.cfg.out, "failures", fid)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+        return os.path.join(d, name)
 
     def _count_known(self, f: Failure) -> str:
         f.count += 1
@@ -336,6 +335,10 @@ class Campaign:
                 finished, flying = cf.wait(flying, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
                     record(fut.result())
+
+
+def _failure_id(signature: str) -> str:
+    return hashlib.sha1(signature.encode()).hexdigest()[:10]
 
 
 def _worker_init() -> None:
