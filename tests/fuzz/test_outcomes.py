@@ -82,3 +82,17 @@ def test_inputs_keep_their_layout():
 def test_parallel_campaign_records_every_model(tmp_path):
     s = run_campaign(CampaignConfig(seed=6, out=str(tmp_path), max_models=4, progress=False, jobs=2))
     assert s.models == 4 and s.outcomes["matched"] + s.skipped == 4, s.text()
+
+
+def test_big_models_path_on_small_shapes(tmp_path, monkeypatch):
+    """The --big checks (device-drawn inputs, float64 reference, sliced comparison), at a size the CPU can run."""
+    import json
+
+    from tilecraft.fuzz import big
+
+    assert big.run_big(str(tmp_path), "cpu", 0, 1) == []  # past 2^31 elements: CUDA only
+    monkeypatch.setattr(big, "R", 37)
+    monkeypatch.setattr(big, "N", 24)
+    recs = big.run_big(str(tmp_path), "cpu", 0, 4)
+    assert [r["outcome"] for r in recs] == ["matched"] * 4, recs
+    assert json.load(open(tmp_path / "big.json"))[3]["case"] == "_gemm"

@@ -41,7 +41,7 @@ def run_big(out: str, device: str, seed: int, n: int) -> list[dict]:
     """Check n big models (cycling CASES over float16 and bfloat16); write DIR/big.json; return the records."""
     import tilecraft
 
-    if not device.startswith("cuda"):
+    if not device.startswith("cuda") and R * N > 2**31:  # (tests shrink R to run this on the CPU)
         print("tilecraft fuzz --big: models past 2^31 elements run on CUDA only; skipped")
         return []
     recs = []
