@@ -15,15 +15,15 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/peaks.py, also when loaded by path
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import peaks  # noqa: E402 - bench/peaks.py: floors from this device's measured copy and matmul rates
 import tilecraft  # noqa: E402
 from tilecraft.models import RMSNorm, TransformerBlock  # noqa: E402
-
-BW, FLOPS = 3.0e12, 700e12  # H100 measured peaks (shared/ANCHORS.md)
 
 
 class EltChain(nn.Module):
@@ -86,7 +86,7 @@ def workloads(dry: bool):
         ("w8linear_m1_4096x4096", lambda: W8Linear(N, N), lambda: [torch.randn(1, N)], bf, N * N, 0),
         ("w8linear_m16_4096x4096", lambda: W8Linear(N, N), lambda: [torch.randn(16, N)], bf, N * N, 0),
         ("convbnrelu_32x64x56x56", lambda: ConvBNReLU(s(64, 4)), lambda: [torch.randn(s(32, 2), s(64, 4), s(56, 6), s(56, 6))],
-         torch.float16, 2 * s(32, 2) * s(64, 4) * s(56, 6) ** 2 * 2, 0),
+         torch.float16, 2 * s(32, 2) * s(64, 4) * s(56, 6) ** 2 * 2, 2 * 9 * s(32, 2) * s(64, 4) ** 2 * s(56, 6) ** 2),
         ("block_b8_t1024_d1024", lambda: TransformerBlock(s(1024, 32), s(16, 4)), lambda: [torch.randn(s(8, 2), s(1024, 8), s(1024, 32))],
          bf, 0, 0),
     ]
@@ -120,6 +120,8 @@ def main(argv=None):
                    help="print where tilecraft's per-call CPU time goes (cProfile of 100 calls, top functions)")
     args = p.parse_args(argv)
     dev = "cpu" if args.dry_run else "cuda"
+    peak = peaks.measure(cuda=not args.dry_run)
+    print(peaks.describe(peak), flush=True)
     torch.manual_seed(0)
     results = []
     for name, make_model, make_inputs, dtype, nbytes, flops in workloads(args.dry_run):
@@ -135,7 +137,8 @@ def main(argv=None):
         inputs = [t.to(dev, dtype) for t in make_inputs()]
         row = {"workload": name, "dtype": str(dtype).replace("torch.", "")}
         try:
-            run_row(row, model, inputs, args.dry_run, args.no_inductor, nbytes, flops, args.tune, args.cpu_profile)
+            run_row(row, model, inputs, args.dry_run, args.no_inductor, nbytes, flops, args.tune, args.cpu_profile,
+                    peak)
         except Exception as e:  # one broken workload must not hide the others' numbers
             traceback.print_exc()
             row["error"] = f"{type(e).__name__}: {e}"[:500]
@@ -143,7 +146,7 @@ def main(argv=None):
         print(json.dumps(row), flush=True)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     meta = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu (interpreter)",
-            "torch": torch.__version__, "dry_run": args.dry_run}
+            "torch": torch.__version__, "dry_run": args.dry_run, "peaks": peak}
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     print_table(meta, results, args.dry_run)
@@ -176,7 +179,7 @@ def max_rel_err(got, expected) -> float:
     return ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6)).item()
 
 
-def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0, cpu_profile=False):
+def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0, cpu_profile=False, peak=None):
     """Eager, Inductor, tilecraft (and its CUDA-graph replay) on one workload; fills `row` as it goes."""
     with torch.no_grad():
         expected = model(*inputs)
@@ -215,7 +218,7 @@ def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0, cpu_pro
             except Exception as e:  # the default numbers stand without it
                 traceback.print_exc()
                 row["tune_error"] = f"{type(e).__name__}: {e}"[:300]
-    floor_ms = max(nbytes / BW, flops / FLOPS) * 1e3
+    floor_ms = peaks.floor_ms(nbytes, flops, peak or peaks.measure(cuda=not dry))
     row["floor_ms"] = floor_ms
     row["pct_of_floor"] = 100 * floor_ms / row["tilecraft_ms"] if floor_ms else None
     row["speedup_vs_eager"] = row["eager_ms"] / row["tilecraft_ms"]
@@ -245,8 +248,8 @@ def tune_row(row, model, inputs, expected, kernels, budget):
 
 
 def print_table(meta, results, dry):
-    print(f"\n{meta['device']}, torch {meta['torch']}" + ("  (DRY RUN: CPU interpreter, times meaningless)"
-                                                         if dry else ""))
+    print(f"\n{meta['device']}, torch {meta['torch']}; {peaks.describe(meta['peaks'])}"
+          + ("  (DRY RUN: CPU interpreter, times meaningless)" if dry else ""))
     hdr = f"{'workload':28} {'eager ms':>9} {'inductor':>9} {'tilecraft':>9} {'x eager':>8} {'x induct':>8} " \
           f"{'% floor':>8} {'kern':>5} {'ok':>3}"
     print(hdr)

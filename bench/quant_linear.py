@@ -2,8 +2,9 @@
 
 For each (scheme, M, K, N): tilecraft's kernels (best of a small config sweep incl. the heuristic default; every
 config is checked against the float32 dequantized reference), bf16 cuBLAS (x @ w.t()), Inductor on the plain
-dequantize-then-matmul code, and the bandwidth floor (quantized weight bytes / 3.0 TB/s). Then the conv3x3-BN-ReLU
-residual block of ANCHORS.md (fp16, 32x64x56x56, eval): eager vs Inductor vs tilecraft.compile.
+dequantize-then-matmul code, and the bandwidth floor (quantized weight bytes / the device's copy bandwidth, measured
+at the start by bench/peaks.py). Then the conv3x3-BN-ReLU residual block of ANCHORS.md (fp16, 32x64x56x56, eval):
+eager vs Inductor vs tilecraft.compile.
 
     python bench/quant_linear.py [--out bench/results/quant_linear.json] [--sweep 12]
     python bench/quant_linear.py --dry-run      # CPU, Triton interpreter, tiny shapes (a smoke test)
@@ -22,17 +23,16 @@ from pathlib import Path
 if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peaks.py, also when loaded by path
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import peaks  # noqa: E402 - bench/peaks.py: the device's measured copy bandwidth and matmul rate
 import tilecraft  # noqa: E402
 from tilecraft.quant import config_space, make_kernel, quantize_weight  # noqa: E402
 from tilecraft.quant.formats import QuantError, dequantize, quantize_fp8_activation, unpack_int4  # noqa: E402
-
-BANDWIDTH = 3.0e12  # bytes/s, H100 device-to-device copy (ANCHORS.md)
-CONV_FLOOR_MS = 0.0211  # ANCHORS.md floor of convbnrelu_32x64x56x56
 
 
 def bench_ms(fn, dry: bool) -> float:
@@ -129,7 +129,7 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dic
         ref = (x.float() @ w_deq.t()).to(dtype)
         wbytes = N * K if scheme == "int8_weight_only" else N * K // 2
     row = {"scheme": scheme, "M": M, "K": K, "N": N, "group": group if scheme.startswith("int4") else 0,
-           "floor_us": wbytes / BANDWIDTH * 1e6}
+           "floor_us": wbytes / peaks.measure(cuda=not dry)["bandwidth"] * 1e6}
     # ---- tilecraft kernels: sweep configs of the applicable templates
     templates = ["fp8_gemm"] if scheme == "fp8" else (
         ["wq_gemv", "wq_gemm"] if M <= 2 or (M <= 16 and scheme == "int4_weight_only") else ["wq_gemm"])
@@ -231,7 +231,9 @@ def conv_case(dev, dry) -> dict:
         model.bn.running_var.uniform_(0.5, 2.0)
     model = model.to(dev, dtype)
     x = torch.randn(*shape, device=dev, dtype=dtype)
-    row = {"workload": f"convbnrelu_{'x'.join(map(str, shape))}", "floor_ms": None if dry else CONV_FLOOR_MS}
+    n, c, h, w = shape  # floor: the 3x3 conv's FLOPs, or x read and the result written, on this device
+    floor = peaks.floor_ms(2 * n * c * h * w * 2, 2 * 9 * n * c * c * h * w, peaks.measure(cuda=not dry))
+    row = {"workload": f"convbnrelu_{'x'.join(map(str, shape))}", "floor_ms": None if dry else floor}
     with torch.no_grad():
         ref = model(x)
         row["eager_ms"] = bench_ms(lambda: model(x), dry)
@@ -277,6 +279,7 @@ def main(argv=None) -> int:
         return 2
     dev = "cpu" if dry else "cuda"
     dtype = torch.float32 if dry else torch.bfloat16
+    print(peaks.describe(peaks.measure(cuda=not dry)), flush=True)
     t_start = time.perf_counter()
     deadline = t_start + args.budget_s
     shapes = [(64, 48)] if dry else [(4096, 4096), (4096, 11008)]
@@ -298,7 +301,8 @@ def main(argv=None) -> int:
                 print(f"done {scheme} M={M} K={K} N={N} in {row['bench_s']:.1f}s", flush=True)
     conv = None if args.no_conv else conv_case(dev, dry)
     device = "cpu (interpreter)" if dry else torch.cuda.get_device_name()
-    result = {"device": device, "torch": torch.__version__, "dry_run": dry, "linear": rows, "conv": conv,
+    result = {"device": device, "torch": torch.__version__, "dry_run": dry, "peaks": peaks.measure(cuda=not dry),
+              "linear": rows, "conv": conv,
               "seconds": time.perf_counter() - t_start}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # bench/peaks.py, also when loaded by path
 
 BATCH = 4  # guided search measures this many configs per model update
 SHAPES = [(4096, 4096, 4096), (1024, 1024, 1024), (16, 4096, 4096), (128, 4096, 11008), (2048, 5632, 2048),
@@ -112,11 +113,16 @@ def codegen_gemm_kernel(M: int, N: int, K: int, dtype, device: str):
 
 
 def codegen_candidates(table: dict, default: dict, n: int) -> list[dict]:
-    """The n fastest SPLIT_K=1 configs of a ReferenceGemm table, as codegen matmul configs (its knobs only)."""
+    """The n fastest SPLIT_K=1 configs of a ReferenceGemm table, as codegen matmul configs (its knobs only; the
+    generated grouped variant, which is what the reference GEMM is)."""
+    from tilecraft.codegen.matmul import VARIANT_KNOBS
+
     ok = sorted((m for m in table.values() if m.ok and m.config.get("SPLIT_K", 1) == 1), key=lambda m: m.time_ms)
     out, seen = [], set()
     for m in ok:
-        c = {k: m.config[k] for k in default if k in m.config}
+        c = {**default, **{k: v for k, v in VARIANT_KNOBS.items() if k in default},
+             **({"BACKEND": "triton"} if "BACKEND" in default else {}),
+             **{k: m.config[k] for k in default if k in m.config}}
         if set(c) == set(default) and json.dumps(c, sort_keys=True) not in seen:
             seen.add(json.dumps(c, sort_keys=True))
             out.append(c)
@@ -205,6 +211,15 @@ def main(argv=None) -> int:
         print("no CUDA device: run with --dry-run on CPU")
         return 2
     device = PRESETS["cpu-interpreter"] if dry else DeviceInfo.detect()
+    if not dry:  # this device's measured peaks (bench/peaks.py), not a preset's or the unknown-GPU default
+        import dataclasses
+
+        import peaks
+
+        peak = peaks.measure()
+        print(peaks.describe(peak), flush=True)
+        device = dataclasses.replace(device, bandwidth_gbps=peak["bandwidth"] / 1e9,
+                                     peak_tflops=peak["flops"] / 1e12)
     sim_dev = PRESETS["H100"]
     seeds = args.seeds or (3 if dry or args.quick else 5)
     max_configs = min(args.max_configs, 24 if dry else args.max_configs)
@@ -310,7 +325,7 @@ def main(argv=None) -> int:
         return format(x, spec) if x is not None else format("-", ">" + spec.split(".")[0])
 
     print(f"\n(a) tuned Triton GEMM (exhaustive over bounded space; guided with {args.budget} measurements) vs "
-          f"cuBLAS, {unit}")
+          f"cuBLAS, {unit}" + ("" if dry else f"; this device's measured peak {device.peak_tflops:.0f} TFLOP/s"))
     print(f"{'shape':<16} {'dtype':<9} {'tuned':>8} {'guided':>8} {'cuBLAS':>8} {'tuned/cuBLAS':>13} "
           f"{'guided/cuBLAS':>14}")
     for r in results["cublas"]:

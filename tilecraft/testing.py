@@ -36,6 +36,41 @@ def assert_close(actual, expected, scale: float = 1.0, msg: str = "") -> None:
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True, msg=lambda m: f"{msg}: {m}")
 
 
+def compile_and_check(fn, *inputs, n_kernels=None, templates=None, scale=1.0) -> list:
+    """Compile fn, check against eager on these inputs, return the kernels of its (single) graph; optionally
+    check how many kernels there are and of which templates, and that none fell back to torch."""
+    import tilecraft
+
+    c = tilecraft.compile(fn)
+    with torch.no_grad():
+        got = c(*inputs)
+        expected = fn(*inputs)
+    assert_close(got, expected, scale=scale)
+    graphs = c.report.graphs
+    assert len(graphs) == 1 and graphs[0].error is None, c.report.summary()
+    kernels = graphs[0].kernels
+    if n_kernels is not None:
+        assert len(kernels) == n_kernels, c.report.summary()
+    if templates is not None:
+        assert sorted(k.template for k in kernels) == sorted(templates), c.report.summary()
+    steps = graphs[0].program.steps
+    assert not any(getattr(s, "failed", False) for s in steps), "a kernel failed and fell back to torch"
+    return kernels
+
+
+def assert_matmul_configs_agree(k, seed):
+    """Tiles smaller and larger than the default give the same result (ragged-edge masks)."""
+    args = k.make_args(seed=seed)
+    ref = [a.clone() for a in args]
+    k.launch(ref, k.default_config())
+    for cfg in ({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 1},
+                {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 4}):
+        out = [a.clone() for a in args]
+        k.launch(out, {**k.default_config(), **cfg})
+        for i in k.out_positions:
+            assert_close(out[i], ref[i])  # by the output's dtype: summation order differs with BLOCK_K
+
+
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -34,7 +34,6 @@ RUNS_THROUGH_TORCH = {
     "tril": ("data movement without a template yet (not in fusion.INDEXED)", None),
     "triu": ("data movement without a template yet (not in fusion.INDEXED)", None),
     "cumsum": ("a scan: the reduction template has no scan", None),
-    "prod": ("the reduction template has no product combine", None),
     "var_mean": ("two-output welford not in fusion.REDUCTIONS (var and mean alone compile)", None),
     "any": ("the reduction template reduces bool inputs only", lambda ins: ins[0].dtype != torch.bool),
     "all": ("the reduction template reduces bool inputs only", lambda ins: ins[0].dtype != torch.bool),

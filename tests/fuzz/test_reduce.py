@@ -3,9 +3,8 @@ import torch
 
 from tilecraft.fuzz import planted
 from tilecraft.fuzz.case import check_graph, run_seed
-from tilecraft.fuzz.reduce import Reducer, copy_graph, repro_test
-from tilecraft.ir import Graph, TensorType, interpret, verify
-from tilecraft.passes.fusion import REDUCTIONS
+from tilecraft.fuzz.reduce import Reducer, repro_test
+from tilecraft.passes.fusion import is_reduction
 
 
 def _first_failure(fault, seeds=range(40)):
@@ -23,7 +22,7 @@ def test_reduced_model_still_fails_and_is_smaller(tmp_path):
         small = red.reduced
         assert len(small.graph.nodes) < len(model.graph.nodes)
         assert len(small.graph.nodes) <= 5
-        assert {n.op for n in small.graph.nodes} & REDUCTIONS  # the faulty template stays in the repro
+        assert any(is_reduction(n) for n in small.graph.nodes)  # the faulty template stays in the repro
         again = check_graph(small.graph, seed=0)  # re-check from scratch: same failure key
         assert again.verdict.key == res.verdict.key
         path = tmp_path / "test_repro.py"
@@ -38,24 +37,3 @@ def test_reduced_model_still_fails_and_is_smaller(tmp_path):
             raise AssertionError("the repro test passed while the fault was planted")
     torch._dynamo.reset()
     ns["test_repro"]()  # without the fault the repro passes: it tests exactly the planted bug
-
-
-def test_copy_graph_drops_and_bypasses():
-    g = Graph()
-    x = g.add_input(TensorType((3, 4), torch.float32), "x")
-    a = g.add("exp", [x]).out
-    b = g.add("relu", [a]).out
-    c = g.add("sum", [b], {"dim": [1]}).out
-    g.outputs = [c]
-    bypassed = copy_graph(g, bypass={id(b): a})
-    verify(bypassed)
-    assert [n.op for n in bypassed.nodes] == ["exp", "sum"]
-    fresh = copy_graph(g, fresh={id(b)})
-    assert [n.op for n in fresh.nodes] == ["sum"] and fresh.inputs[0].type.shape == (3, 4)
-    t = torch.randn(3, 4)
-    torch.testing.assert_close(interpret(fresh, [t])[0], t.sum(1))
-    assert copy_graph(g, retype=lambda t: TensorType((3, 5), t.dtype)) is not None
-    bad = copy_graph(g, reattr=lambda n, a: {**a, "dim": [7]} if n.op == "sum" else a)  # invalid: rejected
-    assert bad is None
-    same = copy_graph(g)
-    assert [(n.op, n.attrs, n.out.type) for n in same.nodes] == [(n.op, n.attrs, n.out.type) for n in g.nodes]

@@ -1,8 +1,10 @@
-"""sink_views: a pointwise op on a leading-dims reshape of a computed value moves below the reshape."""
+"""sink_views: a pointwise op on a leading-dims reshape of a computed value moves below the reshape; the
+channels-last decision."""
 import torch
 
 from tilecraft.ir import Graph, TensorType, interpret, verify
 from tilecraft.passes import dce, sink_views
+from tilecraft.passes.layout import wants_channels_last
 from tilecraft.testing import assert_close, seeded
 
 
@@ -118,3 +120,19 @@ def _cl(t):
     from tilecraft.passes.layout import _is_cl
 
     return _is_cl(t)
+
+
+def test_channels_last_decision_needs_a_conv_chain_or_nhwc_input():
+    def graph(n_convs, strides=None):
+        g = Graph()
+        x = g.add_input(TensorType((2, 32, 8, 8), torch.float16, strides, "cuda"), "x")
+        w = g.add_input(TensorType((32, 32, 3, 3), torch.float16, None, "cuda"), "w")
+        for _ in range(n_convs):
+            x = g.add("convolution", [x, w, None], {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1],
+                                                    "transposed": False, "output_padding": [0, 0], "groups": 1}).out
+        g.outputs = [x]
+        return g
+
+    assert not wants_channels_last(graph(1))
+    assert wants_channels_last(graph(2))
+    assert wants_channels_last(graph(1, strides=(32 * 64, 1, 8 * 32, 32)))

@@ -123,7 +123,8 @@ def test_tune_a_tiny_model_then_compile_uses_the_tuned_configs(tmp_path, capsys,
         assert k.config == best.config and k.info["config_source"] == "database", (k.name, k.config, best.config)
         assert select_config(k, db, device) == (best.config, "database")
         differs += best.config != k.default_config()
-        assert k.name[:30] in out
+        first = next(o for o in kernels if o.key == k.key)  # identical kernels share a key: tuned once
+        assert first.name[:30] in out
     assert differs >= 1  # the DB really changed some launch configs, and the results still match eager
 
 

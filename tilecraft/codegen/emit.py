@@ -7,12 +7,15 @@ masked load from a kernel argument with its real strides.
 """
 from __future__ import annotations
 
+import builtins
+import keyword
 import re
 
 import torch
 
-from ..ir import Node, Value
+from ..ir import Node, Value, is_view
 from ..ir.ops import REGISTRY
+from ..ir.printer import format_attr
 from ..ir.types import contiguous_strides
 from .kernel import ArgSpec, interpreting  # noqa: F401 - codegen templates import it from here
 
@@ -45,7 +48,8 @@ def literal(x) -> str:
 
 
 def _p(e: str) -> str:
-    return e if e.replace("_", "").isalnum() else f"({e})"
+    """e, parenthesized unless it is a name or a non-negative number."""
+    return e if e.replace("_", "").isalnum() or re.fullmatch(r"\d+\.?\d*(e-?\d+)?", e) else f"({e})"
 
 
 def offset_expr(idx, shape, strides, offset: int = 0) -> str:
@@ -132,18 +136,32 @@ def is_dense(t) -> bool:
 
 
 class Args:
-    """The kernel's tensor arguments: loaded values and stored outputs, in order."""
+    """The kernel's tensor arguments: loaded values and stored outputs, in order. Names come from roles, never
+    from IR value names: `out0_ptr, out1_ptr, ...` for outputs, the role a template gives a value (`x_ptr`,
+    `a_ptr`, `weight_ptr`) or `in0_ptr, in1_ptr, ...` for inputs, so equal groups give equal sources."""
 
     def __init__(self):
         self.values: list[Value] = []
         self.specs: list[ArgSpec] = []
         self.names: list[str] = []
         self._by_id: dict[tuple, str] = {}
+        self.roles: dict[int, str] = {}  # id(value) -> the name a template gives its loads (see name_as)
+        self._counts = {"in": 0, "out": 0}
+
+    def name_as(self, v, role: str) -> None:
+        """Call v's argument `<role>_ptr` if it is loaded as it is (a view passes its role to its input)."""
+        if isinstance(v, Value):
+            self.roles.setdefault(id(v), role)
 
     def _add(self, v: Value, is_output: bool) -> str:
         k = (id(v), is_output)
         if k not in self._by_id:
-            name = f"{'out' if is_output else 'in'}{len(self.values)}_{v.name}"[:40]
+            kind = "out" if is_output else "in"
+            base = None if is_output else self.roles.get(id(v))
+            if base is None or f"{base}_ptr" in self.names:
+                base = f"{kind}{self._counts[kind]}"
+                self._counts[kind] += 1
+            name = f"{base}_ptr"
             t = v.type
             strides = (t.strides if is_dense(t) else tuple(contiguous_strides(t.shape))) if is_output else t.strides
             self.values.append(v)
@@ -162,6 +180,43 @@ class Args:
         return self.specs[self.names.index(name)]
 
 
+# Names a temp never takes: Python's keywords and builtins, and the modules a kernel uses.
+RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {"tl", "triton"}
+# Ops whose Triton expression gives fp32 when its tensor operands are fp32 only through a cast (int literals).
+INT_LITERAL_RESULT = {"sign"}
+# Attributes an `# ir:` comment leaves out: where a tensor lives (the kernel says) or its dtype (the type says).
+NOT_IN_COMMENTS = {"device", "layout", "pin_memory", "memory_format", "requires_grad", "dtype"}
+# Data ops whose value is an element of these inputs (by position; None: all of them), in their dtype.
+GATHERS = {"embedding": (0,), "gather": (0,), "index_select": (0,), "index": (0,), "cat": None}
+
+
+def ir_comment(node: Node) -> str:
+    """`# ir: op(attrs) -> type`: ties the lines below it to one IR op (types and attributes, never names)."""
+    attrs = ", ".join(f"{k}={format_attr(v.type if isinstance(v, Value) else v)}"
+                      for k, v in sorted(node.attrs.items()) if k not in NOT_IN_COMMENTS)
+    outs = ", ".join(str(o.type) for o in node.outputs)
+    return f"# ir: {node.op}{f'({attrs})' if attrs else ''} -> {outs}"
+
+
+def is_fp32(x) -> bool:
+    return isinstance(x, Value) and compute_dtype(x.type.dtype) == torch.float32
+
+
+def gives_fp32(node: Node) -> bool:
+    """Is the op's Triton expression fp32 already, so that pinning it with `.to(tl.float32)` would be a no-op?
+    Its result is computed in fp32 and its tensor operands are fp32 (bool conditions aside): Triton promotes an
+    fp32 operand with Python scalars and int1 to fp32."""
+    if compute_dtype(node.out.type.dtype) != torch.float32 or node.op in INT_LITERAL_RESULT:
+        return False
+    if node.op in GATHERS:
+        pos = GATHERS[node.op]
+        return all(is_fp32(x) for i, x in enumerate(node.inputs) if pos is None or i in pos)
+    if REGISTRY[node.op].category != "pointwise":
+        return False
+    vals = node.input_values()
+    return any(is_fp32(x) for x in vals) and all(is_fp32(x) or x.type.dtype == torch.bool for x in vals)
+
+
 class Emitter:
     """Builds the body of a kernel: lines of Triton code with scoped common-subexpression reuse."""
 
@@ -172,7 +227,8 @@ class Emitter:
         self.indent = 1
         self.scopes: list[dict] = [{}]
         self.masks = [mask]
-        self.counter = 0
+        self.temps: set[str] = set()  # names tmp() gave out: each is assigned once, never reassigned
+        self.assigned: set[str] = set()  # the template's own variables
         # names whose value is one number for the whole block: what a template declares (program ids, loop
         # offsets) and the temps computed from those and constants
         self.scalars: set[str] = set()
@@ -181,6 +237,11 @@ class Emitter:
 
     # ------------------------------------------------------------------ scopes and lines
     def line(self, s: str) -> None:
+        m = re.match(r"(?:for )?(\w+) (?:=|in) ", s)
+        if m:
+            if m.group(1) in self.temps:
+                raise AssertionError(f"codegen: template variable {m.group(1)!r} clashes with a temp of that name")
+            self.assigned.add(m.group(1))
         self.lines.append("    " * self.indent + s)
 
     def push(self, mask: str) -> None:
@@ -197,15 +258,38 @@ class Emitter:
     def mask(self) -> str:
         return self.masks[-1]
 
-    def tmp(self, expr: str, key=None) -> str:
-        name = f"t{self.counter}"
-        self.counter += 1
-        self.line(f"{name} = {expr}")
-        if self.is_scalar(expr):
-            self.scalars.add(name)
-        if key is not None:
-            self.scopes[-1][key] = name
+    def fresh(self, base: str) -> str:
+        """A new variable name: `base` (an op, a role), then `base_1`, `base_2`, ... in order of emission."""
+        name, n = base, 0
+        while name in self.temps or name in self.assigned or name in RESERVED or name in self.args.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.temps.add(name)
         return name
+
+    def tmp(self, expr: str, key=None, name: str = "tmp") -> str:
+        """expr bound to a new variable named after `name` (a temp that is already one is not bound again)."""
+        if expr in self.temps:
+            var = expr
+        else:
+            var = self.fresh(name)
+            self.lines.append("    " * self.indent + f"{var} = {expr}")
+            if self.is_scalar(expr):
+                self.scalars.add(var)
+        if key is not None:
+            self.scopes[-1][key] = var
+        return var
+
+    def comment(self, node: Node, before: str | None = None) -> None:
+        """An `# ir:` line for node: above the line that binds `before` (a temp), else here."""
+        text = ir_comment(node)
+        if before is not None:
+            for i in range(len(self.lines) - 1, -1, -1):
+                body = self.lines[i].lstrip()
+                if body.startswith(f"{before} = "):
+                    self.lines.insert(i, self.lines[i][:len(self.lines[i]) - len(body)] + text)
+                    return
+        self.lines.append("    " * self.indent + text)
 
     def is_scalar(self, expr: str) -> bool:
         """Does expr name no block variable: only numbers, tl.* calls, attributes and scalar temps (a constant
@@ -233,11 +317,21 @@ class Emitter:
         p = v.producer
         if p is not None and id(p) in self.in_group:
             expr = self.node_expr(p, v, idx)
-        elif p is not None and REGISTRY[p.op].category == "view" and p.op != "as_strided":
+            if expr in self.temps:  # the op is a gather: its comment goes above the load it names
+                self.comment(p, before=expr)
+            else:
+                self.comment(p)
+            return self.tmp(expr, key, p.op)
+        if is_view(p):
+            self.pass_role(v, p.inputs[0])
             return self.value(p.inputs[0], map_view(p, idx))
-        else:
-            expr = self.load(v, idx, upcast=True)
-        return self.tmp(expr, key)
+        expr = self.load(v, idx, upcast=True)
+        return self.tmp(expr, key, self.args.load(v)[:-len("_ptr")])
+
+    def pass_role(self, view: Value, source: Value) -> None:
+        role = self.args.roles.get(id(view))
+        if role is not None:
+            self.args.name_as(source, role)
 
     def load(self, v: Value, idx: tuple, upcast: bool = True, block: tuple = ()) -> str:
         """Masked load of v at idx; `block`: index variables whose dims the loaded tile must keep (a tl.dot
@@ -261,13 +355,15 @@ class Emitter:
         while True:
             p = v.producer
             if p is not None and id(p) in self.in_group:  # prologue: compute in fp32, zero the padding
-                e = self.value(v, idx)
-                return self.tmp(f"tl.where({self.mask}, {e}, 0).to({TL[v.type.dtype]})")
-            if p is not None and REGISTRY[p.op].category == "view" and p.op != "as_strided":
+                e = f"tl.where({self.mask}, {self.value(v, idx)}, 0)"
+                return self.tmp(e if v.type.dtype == torch.float32 else f"{e}.to({TL[v.type.dtype]})",
+                                name=f"{p.op}_tile")
+            if is_view(p):
+                self.pass_role(v, p.inputs[0])
                 idx = map_view(p, idx)
                 v = p.inputs[0]
                 continue
-            return self.tmp(self.load(v, idx, upcast=False, block=tile))
+            return self.tmp(self.load(v, idx, upcast=False, block=tile), name=self.args.load(v)[:-len("_ptr")])
 
     def indexed_expr(self, node: Node, idx: tuple) -> str:
         """Data movement and creation ops as index arithmetic (cat, embedding, full, arange, ...)."""
@@ -282,7 +378,7 @@ class Emitter:
         if op == "embedding":
             weight, ids = node.inputs[0], node.inputs[1]
             row = self.value(ids, idx[:-1])
-            row = self.tmp(f"tl.minimum(tl.maximum({row}, 0), {weight.type.shape[0] - 1})")
+            row = self.tmp(f"tl.minimum(tl.maximum({row}, 0), {weight.type.shape[0] - 1})", name="row")
             return self.value(weight, (row, idx[-1]))
         if op in ("gather", "index_select", "index"):
             x, index = node.inputs[0], node.inputs[1]
@@ -298,7 +394,8 @@ class Emitter:
                 pos = self.value(index, idx[:k])
                 xi = [None] + list(idx[k:])
             n = x.type.shape[dim]
-            pos = self.tmp(f"tl.minimum(tl.maximum(tl.where({pos} < 0, {pos} + {n}, {pos}), 0), {n - 1})")
+            pos = self.tmp(f"tl.minimum(tl.maximum(tl.where({pos} < 0, {pos} + {n}, {pos}), 0), {n - 1})",
+                           name="pos")
             xi[dim] = pos
             return self.value(x, tuple(xi))
         if op == "cat":
@@ -309,7 +406,8 @@ class Emitter:
                 if n == 0:
                     continue
                 local = idx[dim] if off == 0 else f"{_p(idx[dim])} - {off}"
-                local = self.tmp(f"tl.minimum(tl.maximum({local}, 0), {n - 1})")  # in bounds for every branch
+                # in bounds for every branch
+                local = self.tmp(f"tl.minimum(tl.maximum({local}, 0), {n - 1})", name="local")
                 parts.append((off + n, self.value(x, idx[:dim] + (local,) + idx[dim + 1:])))
                 off += n
             expr = parts[-1][1]
@@ -323,7 +421,9 @@ class Emitter:
         out = node.out.type
         if d.category == "data":
             expr = self.indexed_expr(node, idx)
-            return f"({expr}).to({TL[compute_dtype(out.dtype)]})" if out.dtype != torch.bool else f"({expr} != 0)"
+            if out.dtype == torch.bool:
+                return f"({expr} != 0)"
+            return expr if gives_fp32(node) else f"({expr}).to({TL[compute_dtype(out.dtype)]})"
         if d.category != "pointwise":
             raise Unsupported(f"{node.op} inside a {d.category} position")
         out = node.out.type
@@ -342,8 +442,8 @@ class Emitter:
         if node.op == "div" and not out.dtype.is_floating_point:
             raise Unsupported("integer division")
         expr = tmpl.format(*[_p(i) for i in ins])
-        if out.dtype != torch.bool:  # pin the compute dtype (int literals, comparisons, mixed operands)
-            expr = f"({expr}).to({TL[compute_dtype(out.dtype)]})"
+        if out.dtype != torch.bool and not gives_fp32(node):  # pin the compute dtype (int literals, comparisons,
+            expr = f"({expr}).to({TL[compute_dtype(out.dtype)]})"  # mixed operands)
         return expr
 
 
@@ -379,7 +479,7 @@ def store(em: Emitter, v: Value, idx: tuple, mask: str | None = None) -> None:
     e = em.value(v, idx)
     if t.dtype == torch.bfloat16 and interpreting():
         e = round_to(e, torch.bfloat16)
-    if t.dtype != torch.bool:
+    if t.dtype not in (torch.bool, torch.float32):  # values of fp32 outputs are fp32 already
         e = f"{_p(e)}.to({TL[t.dtype]})"
     em.line(f"tl.store({name} + {_p(off)}, {e}, {mask or em.mask})")
 

@@ -172,6 +172,11 @@ class Kernel:
         opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
         return consts, opts, self.grid(config)
 
+    def launches_nothing(self, config: dict | None = None) -> bool:
+        """Is a launch with this config a no-op: an empty grid, or an empty tensor argument?"""
+        grid = self.grid(self.config if config is None else config)
+        return not all(n > 0 for n in grid) or any(len(a.shape) and 0 in a.shape for a in self.args)
+
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
         consts, opts, grid = self.plan(self.config if config is None else config)
         self._fast.launch(self.fn, grid, args, consts, opts)

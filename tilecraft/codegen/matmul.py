@@ -1,16 +1,48 @@
-"""The matmul template: a grouped-ordering tiled GEMM (batched for bmm) with a fused pointwise epilogue.
+"""The matmul template: a tiled GEMM (batched for bmm) with a fused pointwise epilogue, in two variants.
 
-Operands are loaded through their real strides, so a transposed or permuted operand costs no copy. The
-epilogue (bias, activation, residual, scaling, cast) is applied to the fp32 accumulator before the one store.
+- grouped (`PERSISTENT=0`): one output tile per program, grouped ordering, masked `tl.load`s through the
+  operands' real strides (a transposed or permuted operand costs no copy).
+- persistent (`PERSISTENT=1`, for Hopper): one program per SM loops over the tiles in the same grouped order
+  (`FLATTEN=1`: `tl.range(..., flatten=True)`, so the next tile's loads overlap this tile's epilogue; Triton
+  found that slower on an H200 for some kernels, hence a knob); with `TMA=1` each
+  operand that TMA can describe (a plain strided view of a kernel argument, unit stride in its last dim, other
+  strides 16-byte multiples) is read through a device-side tensor descriptor, the others through masked loads.
+  `EPILOGUE_SUBTILE=1` runs the epilogue on two BLOCK_N/2 halves (fewer live registers).
+One source holds both variants behind constexpr `if`s, so the config alone picks one and the tuner searches
+both. The epilogue (bias, activation, residual, scaling, cast) is applied to the fp32 accumulator before the
+one masked store, in either variant.
+
+Every matmul kernel has a second backend, chosen by its config's `BACKEND` knob: `"aten"` runs the matmul(s)
+through ATen (cuBLAS on CUDA; `addmm`'s bias in cuBLASLt's epilogue) and the rest of the group as one generated
+pointwise kernel afterwards, as Inductor's default does. It exists when the operands are kernel arguments seen
+through views (no fused prologue). The default is ATen on a GPU (cuBLAS beats the grouped template at mid
+sizes) and Triton in the interpreter; the schedule database overrides both (`tilecraft tune` times both).
 """
 from __future__ import annotations
 
-import torch
+import functools
+import logging
+import os
 
-from ..ir import Value
-from ..passes.fusion import MATMULS, Group
-from .emit import Args, Emitter, Unsupported, header, interpreting, needs_int64, store
-from .kernel import Kernel
+import torch
+import triton
+
+from ..ir import Value, base_value
+from ..ir.interpreter import run_node
+from ..ir.ops import REGISTRY
+from ..ir.types import contiguous_strides
+from ..passes.fusion import Group, is_matmul
+from .emit import Args, Emitter, Unsupported, header, interpreting, ir_comment, map_view, needs_int64, store
+from .kernel import LAUNCH_KEYS, Kernel
+from .pointwise import pointwise_kernel
+
+log = logging.getLogger("tilecraft")
+
+# knobs of the persistent variant; the grouped variant is all zeros (configs without them mean that)
+VARIANT_KNOBS = {"PERSISTENT": 0, "TMA": 0, "EPILOGUE_SUBTILE": 0, "FLATTEN": 0, "WARP_SPECIALIZE": 0}
+CONSTS = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", *VARIANT_KNOBS, "NUM_SMS"]
+INTERPRETER_SMS = 3  # programs of a persistent launch on the interpreter: each loops over several tiles
+BACKENDS = ("triton", "aten")
 
 
 def _parts(mm):
@@ -22,114 +54,493 @@ def _parts(mm):
     return A, B, None, 1, 1
 
 
-def matmul_kernel(group: Group, outputs: list[Value], name: str):
-    # a "matmul-dual" group holds two matmuls with the same A: one K loop loads each A tile once for both dots
-    mms = [n for n in group.nodes if n.op in MATMULS]
-    mm, dual = mms[0], len(mms) == 2
-    A = _parts(mm)[0]
-    batched = mm.op == "bmm"
-    out = mm.out.type
-    M, N = out.shape[-2], out.shape[-1]
-    Kd = A.type.shape[-1]
-    BT = out.shape[0] if batched else 1
-    dt = A.type.dtype
-    accs = ["acc_a", "acc_b"] if dual else ["acc"]
-    args = Args()
-    for v in outputs:
-        args.store(v)
-    em = Emitter(group.nodes, args, "omask")
-    em.zero = "om * 0 + on * 0"
-    wide = needs_int64(args, BT * M * N) or needs_int64(args, M * Kd * BT)
-    em.scalars.update(("pid", "pid_b", "num_pid_m", "num_pid_n", "width", "first_m", "size_m", "pid_m", "pid_n",
-                       "k0"))
-    em.line("pid = tl.program_id(0)")
-    if batched:
-        em.line("pid_b = tl.program_id(1)")
-    em.line(f"num_pid_m = tl.cdiv({M}, BLOCK_M)")
-    em.line(f"num_pid_n = tl.cdiv({N}, BLOCK_N)")
-    em.line("width = GROUP_M * num_pid_n")
-    em.line("first_m = (pid // width) * GROUP_M")
-    em.line("size_m = tl.minimum(num_pid_m - first_m, GROUP_M)")
-    em.line("pid_m = first_m + ((pid % width) % size_m)")
-    em.line("pid_n = (pid % width) // size_m")
-    cast = ".to(tl.int64)" if wide else ""
-    em.line(f"rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)){cast}")
-    em.line(f"rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)){cast}")
-    em.line("am = rm[:, None]")
-    em.line("bn = rn[None, :]")
-    for acc in accs:
-        em.line(f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-    em.line(f"for k0 in range(0, {Kd}, BLOCK_K):")
-    em.push("amask")
-    em.line(f"rk = k0 + tl.arange(0, BLOCK_K){cast}")
-    em.line("ak = rk[None, :]")
-    em.line("bk = rk[:, None]")
-    em.line(f"amask = (am < {M}) & (ak < {Kd})")
-    em.line(f"bmask = (bk < {Kd}) & (bn < {N})")
-    pb = ("pid_b",) if batched else ()
-    upcast = dt == torch.bfloat16 and interpreting()  # the interpreter's bf16 dot is wrong; fp32 is exact here
-    a = em.raw_operand(A, pb + ("am", "ak"))
-    a = f"{a}.to(tl.float32)" if upcast else a
-    em.masks[-1] = "bmask"
-    precision = ""
-    if dt == torch.float32:
-        precision = ', input_precision="tf32"' if torch.backends.cuda.matmul.allow_tf32 else \
-            ', input_precision="ieee"'
-    for acc, node in zip(accs, mms):
-        b = em.raw_operand(_parts(node)[1], pb + ("bk", "bn"))
-        b = f"{b}.to(tl.float32)" if upcast else b
-        em.line(f"{acc} = tl.dot({a}, {b}, {acc}{precision})")
-    em.pop()
-    em.line("om = rm[:, None]")
-    em.line("on = rn[None, :]")
-    em.line(f"omask = (om < {M}) & (on < {N})")
-    canon = pb + ("om", "on")
-
-    def acc_value(acc, bias, alpha, beta):
-        def value(idx):
-            if tuple(idx) != canon:
-                raise Unsupported("matmul result read at another index")
-            e = acc if alpha == 1 else f"{acc} * {alpha!r}"
-            if bias is not None:
-                lead = out.rank - bias.type.rank
-                bi = tuple("0" if s == 1 else canon[j + lead] for j, s in enumerate(bias.type.shape))
-                bv = em.value(bias, bi)
-                e = f"{e} + {bv}" if beta == 1 else f"{e} + {bv} * {beta!r}"
-            return em.tmp(e)
-        return value
-
-    for acc, node in zip(accs, mms):
-        em.special[id(node.out)] = acc_value(acc, *_parts(node)[2:])
-    for v in outputs:
-        store(em, v, canon)
-    src = header(name, args, ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]) + "\n".join(em.lines) + "\n"
-    cfg = default_config(M, N, Kd, dt, dual=dual)
-    k = Kernel(name, "matmul", src, name, list(args.specs),
-               grid=lambda c: (-(-M // c["BLOCK_M"]) * -(-N // c["BLOCK_N"]), BT),
-               shapes={"B": BT, "M": M, "N": N, "K": Kd, **({"G": 2} if dual else {})}, dtype=dt,
-               config=dict(cfg), default=dict(cfg),
-               info={"ops": [n.op for n in group.nodes], "rules": list(group.rules)})
-    return k, list(args.values)
+@functools.cache
+def num_sms(device: int | None = None) -> int:
+    """The persistent grid: the CUDA device's SM count (a few programs on the interpreter)."""
+    if interpreting() or not torch.cuda.is_available():
+        return INTERPRETER_SMS
+    return torch.cuda.get_device_properties(torch.cuda.current_device() if device is None else device) \
+        .multi_processor_count
 
 
-def default_config(M: int, N: int, K: int, dtype, dual: bool = False) -> dict:
+def is_hopper(device: str) -> bool:
+    """Is `device` a compute-capability-9 CUDA GPU (where TMA and the persistent variant are the default)?"""
+    if interpreting() or not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(torch.device(device))[0] == 9
+
+
+def _alloc(size: int, alignment: int, stream):
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def ensure_allocator() -> None:
+    """Device-side tensor descriptors need a global scratch buffer per launch: give Triton an allocator unless
+    someone already set one (Triton keeps it in a ContextVar, so each thread checks once)."""
+    from triton.runtime import _allocation
+
+    if _allocation._allocator.get() is _allocation._NULL_ALLOCATOR:
+        triton.set_allocator(_alloc)
+
+
+class MatmulKernel(Kernel):
+    """A matmul group's kernel: the generated GEMM, or (config `BACKEND: "aten"`) its ATen plan. A generated
+    launch adds NUM_SMS, falls back from TMA to pointer loads for an operand whose buffer is not 16-byte aligned
+    (known only at launch), and from a failing persistent launch to the grouped variant (runtime launches only:
+    the tuner's explicit configs fail loudly and are recorded as failed)."""
+
+    def __init__(self, *a, aten: AtenPlan | None = None, tma_args: tuple = (), grouped: dict | None = None,
+                 **kw):
+        super().__init__(*a, **kw)
+        self.aten = aten
+        self.tma_args = tma_args  # positions of the arguments read through TMA descriptors
+        self.grouped = grouped  # the grouped variant's heuristic config
+
+    def make_plan(self, config: dict) -> tuple:
+        config = {**VARIANT_KNOBS, **config}
+        consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS and k != "BACKEND"}
+        opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
+        return {**consts, "NUM_SMS": num_sms()}, opts, self.grid(config)
+
+    def launch(self, args: list, config: dict | None = None) -> None:
+        cfg = self.config if config is None else config
+        if cfg.get("BACKEND") == "aten":
+            if self.aten is None:
+                raise Unsupported(f"kernel {self.name} has no ATen backend (a matmul operand is computed in it)")
+            self.aten.run(args)
+            return
+        if cfg.get("PERSISTENT") and cfg.get("TMA"):
+            if args and args[0].is_cuda:
+                ensure_allocator()
+            if any(args[i].data_ptr() % 16 for i in self.tma_args):
+                cfg = {**cfg, "TMA": 0}
+        try:
+            super().launch(args, cfg)
+        except Exception as e:  # noqa: BLE001 - a runtime launch keeps working on the grouped variant
+            if config is not None or not cfg.get("PERSISTENT") or self.grouped is None:
+                raise
+            log.warning("tilecraft: kernel %s: the persistent variant failed (%s: %s); using the grouped one",
+                        self.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self.config = dict(self.grouped)
+            super().launch(args, self.config)
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "aten": None}
+
+
+class _Gemm:
+    """What both variants share: the group's matmuls, sizes, arguments and the epilogue."""
+
+    def __init__(self, group: Group, outputs: list[Value]):
+        # a "matmul-dual" group holds two matmuls with the same A: one K loop loads each A tile once for both
+        self.group, self.outputs = group, outputs
+        self.mms = [n for n in group.nodes if is_matmul(n)]
+        self.dual = len(self.mms) == 2
+        mm = self.mms[0]
+        self.A = _parts(mm)[0]
+        self.batched = mm.op == "bmm"
+        self.out = mm.out.type
+        self.M, self.N = self.out.shape[-2], self.out.shape[-1]
+        self.K = self.A.type.shape[-1]
+        self.BT = self.out.shape[0] if self.batched else 1
+        self.dt = self.A.type.dtype
+        self.accs = ["acc_a", "acc_b"] if self.dual else ["acc"]
+        self.args = Args()
+        for v in outputs:
+            self.args.store(v)
+        self.args.name_as(self.A, "a")  # arguments named by role: a, b (b0, b1 in a dual GEMM), bias
+        for i, node in enumerate(self.mms):
+            self.args.name_as(_parts(node)[1], f"b{i}" if self.dual else "b")
+            self.args.name_as(_parts(node)[2], "bias")
+        self.wide = needs_int64(self.args, self.BT * self.M * self.N) or \
+            needs_int64(self.args, self.M * self.K * self.BT)
+        self.cast = ".to(tl.int64)" if self.wide else ""
+        self.pb = ("pid_b",) if self.batched else ()
+        self.upcast = self.dt == torch.bfloat16 and interpreting()  # the interpreter's bf16 dot is wrong
+        self.precision = ""
+        if self.dt == torch.float32:
+            self.precision = ', input_precision="tf32"' if torch.backends.cuda.matmul.allow_tf32 else \
+                ', input_precision="ieee"'
+        self.tma_names: list[str] = []
+
+    def emitter(self) -> Emitter:
+        em = Emitter(self.group.nodes, self.args, "omask")
+        em.zero = "om * 0 + on * 0"
+        em.indent = 2  # under `if PERSISTENT:` / `else:`
+        em.scalars.update(("pid", "pid_b", "num_pid_m", "num_pid_n", "width", "first_m", "size_m", "pid_m",
+                           "pid_n", "k0", "start", "tiles", "tile", "tile_c"))
+        em.line(f"num_pid_m = tl.cdiv({self.M}, BLOCK_M)")
+        em.line(f"num_pid_n = tl.cdiv({self.N}, BLOCK_N)")
+        em.line("width = GROUP_M * num_pid_n")
+        return em
+
+    def tile_of(self, em: Emitter, pid: str) -> None:
+        """pid_m, pid_n (and pid_b) of a tile number in the grouped ordering."""
+        if self.batched and pid != "pid":
+            em.line(f"pid_b = {pid} // tiles")
+            em.line(f"pid = {pid} % tiles")
+        elif pid != "pid":
+            em.line(f"pid = {pid}")
+        em.line("first_m = (pid // width) * GROUP_M")
+        em.line("size_m = tl.minimum(num_pid_m - first_m, GROUP_M)")
+        em.line("pid_m = first_m + ((pid % width) % size_m)")
+        em.line("pid_n = (pid % width) // size_m")
+
+    def tile_head(self, em: Emitter, pid: str) -> None:
+        """A tile's indices, zeroed accumulators and the head of its K loop (masks for the pointer loads)."""
+        self.tile_of(em, pid)
+        em.line(f"rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)){self.cast}")
+        em.line(f"rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)){self.cast}")
+        em.line("am = rm[:, None]")
+        em.line("bn = rn[None, :]")
+        for acc, node in zip(self.accs, self.mms):
+            em.line(ir_comment(node))
+            em.line(f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+        em.line(f"for k0 in range(0, {self.K}, BLOCK_K):")
+        em.push("amask")
+        em.line(f"rk = k0 + tl.arange(0, BLOCK_K){self.cast}")
+        em.line("ak = rk[None, :]")
+        em.line("bk = rk[:, None]")
+        em.line(f"amask = (am < {self.M}) & (ak < {self.K})")
+        em.line(f"bmask = (bk < {self.K}) & (bn < {self.N})")
+
+    def dots(self, em: Emitter, a: str, bs: list[str]) -> None:
+        a = f"{a}.to(tl.float32)" if self.upcast else a
+        for acc, b in zip(self.accs, bs):
+            b = f"{b}.to(tl.float32)" if self.upcast else b
+            em.line(f"{acc} = tl.dot({a}, {b}, {acc}{self.precision})")
+
+    def epilogue(self, em: Emitter, accs: list[str]) -> None:
+        """Bind each matmul's result to its accumulator (+ bias) at (om, on) and store the group's outputs."""
+        out, canon = self.out, self.pb + ("om", "on")
+
+        def acc_value(acc, bias, alpha, beta, op):
+            def value(idx):
+                if tuple(idx) != canon:
+                    raise Unsupported("matmul result read at another index")
+                e = acc if alpha == 1 else f"{acc} * {alpha!r}"
+                if bias is not None:
+                    lead = out.rank - bias.type.rank
+                    bi = tuple("0" if s == 1 else canon[j + lead] for j, s in enumerate(bias.type.shape))
+                    bv = em.value(bias, bi)
+                    e = f"{e} + {bv}" if beta == 1 else f"{e} + {bv} * {beta!r}"
+                return e if e == acc else em.tmp(e, name=op)
+            return value
+
+        for acc, node in zip(accs, self.mms):
+            em.special[id(node.out)] = acc_value(acc, *_parts(node)[2:], node.op)
+        for v in self.outputs:
+            store(em, v, canon)
+
+    # ------------------------------------------------------------------ the grouped variant
+    def grouped_body(self, em: Emitter) -> None:
+        em.line("pid = tl.program_id(0)")
+        if self.batched:
+            em.line("pid_b = tl.program_id(1)")
+        self.tile_head(em, "pid")
+        a = em.raw_operand(self.A, self.pb + ("am", "ak"))
+        em.masks[-1] = "bmask"
+        bs = [em.raw_operand(_parts(node)[1], self.pb + ("bk", "bn")) for node in self.mms]
+        self.dots(em, a, bs)
+        em.pop()
+        em.line("om = rm[:, None]")
+        em.line("on = rn[None, :]")
+        em.line(f"omask = (om < {self.M}) & (on < {self.N})")
+        self.epilogue(em, self.accs)
+
+    # ------------------------------------------------------------------ the persistent (TMA) variant
+    def tma_operand(self, v: Value, idx: tuple) -> tuple | None:
+        """(argument value, [(index variable, size, stride)] of its non-constant dims) when a TMA descriptor
+        can read this operand tile, else None: a pure view chain (permute/transpose/unsqueeze) of a kernel
+        argument whose dims are each read by one tile variable over its whole extent, with a unit-stride last
+        dim (a tile dim) and 16-byte multiple other strides."""
+        in_group, tile_vars = {id(n) for n in self.group.nodes}, set(idx[-2:])
+
+        def is_arg(u):  # what raw_operand loads as a kernel argument
+            q = u.producer
+            return q is None or (id(q) not in in_group and
+                                 (REGISTRY[q.op].category != "view" or q.op == "as_strided"))
+
+        shape, strides = v.type.shape, v.type.strides
+        while not is_arg(v):
+            p = v.producer
+            if id(p) in in_group:
+                return None  # a fused prologue
+            u = p.inputs[0]
+            if p.op == "view" and is_arg(u) and u.type.strides == tuple(contiguous_strides(u.type.shape)):
+                # a reshape of a contiguous argument (Linear on a [B, T, d] input): the same bytes, described
+                # with the view's shape
+                shape, strides, v = v.type.shape, tuple(contiguous_strides(v.type.shape)), u
+                break
+            idx, v = map_view(p, idx), u
+            shape, strides = v.type.shape, v.type.strides
+        t = v.type
+        extent = {"pid_b": self.BT, "am": self.M, "ak": self.K, "bk": self.K, "bn": self.N}
+        dims = [(i, n, s) for i, n, s in zip(idx, shape, strides) if i != "0"]
+        names = [i for i, _, _ in dims]
+        if t.dtype not in (torch.float16, torch.bfloat16, torch.float32) or len(set(names)) != len(names):
+            return None
+        if any(i not in extent or n != extent[i] for i, n, _ in dims) or not tile_vars <= set(names):
+            return None
+        if names[-1] == "pid_b" or dims[-1][2] != 1:
+            return None
+        if any(s <= 0 or s * _itemsize(t.dtype) % 16 for _, _, s in dims[:-1]):
+            return None
+        return v, dims
+
+    def tma_load(self, em: Emitter, v: Value, idx: tuple) -> tuple[str, str] | None:
+        """(descriptor line, load expression giving the [rows, cols] tile) for a TMA-readable operand."""
+        found = self.tma_operand(v, idx)
+        if found is None:
+            return None
+        base, dims = found
+        arg = self.args.load(base)
+        block = {"pid_b": "1", "am": "BLOCK_M", "ak": "BLOCK_K", "bk": "BLOCK_K", "bn": "BLOCK_N"}
+        offset = {"pid_b": "pid_b", "am": "pid_m * BLOCK_M", "ak": "k0", "bk": "k0", "bn": "pid_n * BLOCK_N"}
+        d = f"desc{len(self.tma_names)}"
+        self.tma_names.append(arg)
+        make = (f"{d} = tl.make_tensor_descriptor({arg}, shape={[n for _, n, _ in dims]}, "
+                f"strides={[s for _, _, s in dims]}, block_shape=[{', '.join(block[i] for i, _, _ in dims)}])")
+        e = f"{d}.load([{', '.join(offset[i] for i, _, _ in dims)}])"
+        order = [i for i, _, _ in dims if i != "pid_b"]
+        if len(order) != len(dims):
+            e = f"tl.reshape({e}, ({block[order[0]]}, {block[order[1]]}))"
+        if tuple(order) != tuple(idx[-2:]):
+            e = f"tl.trans({e})"
+        return make, e
+
+    def persistent_body(self, em: Emitter) -> None:
+        em.line("start = tl.program_id(0)")
+        em.line("tiles = num_pid_m * num_pid_n")
+        operands = [(self.A, self.pb + ("am", "ak"))] + [(_parts(n)[1], self.pb + ("bk", "bn")) for n in self.mms]
+        tma = [self.tma_load(em, v, idx) for v, idx in operands]
+        if any(tma):
+            em.line("if TMA:")
+            for t in tma:
+                if t:
+                    em.line("    " + t[0])
+        em.line("tile_c = start - NUM_SMS")  # the epilogue's own tile counter (as Triton's persistent tutorial)
+        em.line(f"for tile in tl.range(start, tiles * {self.BT}, NUM_SMS, flatten=FLATTEN, "
+                f"warp_specialize=WARP_SPECIALIZE):")
+        em.push("omask")
+        self.tile_head(em, "tile")
+        tiles = []
+        for j, ((v, idx), t) in enumerate(zip(operands, tma)):
+            em.masks[-1] = "amask" if j == 0 else "bmask"
+            if t is None:
+                tiles.append(em.raw_operand(v, idx))
+                continue
+            name = f"x{j}"
+            em.line("if TMA:")
+            em.line(f"    {name} = {t[1]}")
+            em.line("else:")
+            em.indent += 1
+            em.line(f"{name} = {em.raw_operand(v, idx)}")
+            em.indent -= 1
+            tiles.append(name)
+        self.dots(em, tiles[0], tiles[1:])
+        em.pop()
+        em.line("tile_c += NUM_SMS")
+        self.tile_of(em, "tile_c")
+        em.line(f"rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)){self.cast}")
+        em.line("om = rm[:, None]")
+        em.line("if EPILOGUE_SUBTILE:")
+        em.indent += 1
+        for acc in self.accs:
+            em.line(f"{acc}_0, {acc}_1 = tl.split(tl.permute(tl.reshape({acc}, (BLOCK_M, 2, BLOCK_N // 2)), "
+                    f"(0, 2, 1)))")
+        for h in (0, 1):
+            start = "pid_n * BLOCK_N" + (" + BLOCK_N // 2" if h else "")
+            self.epilogue_at(em, start, "BLOCK_N // 2", [f"{acc}_{h}" for acc in self.accs])
+        em.indent -= 1
+        em.line("else:")
+        em.indent += 1
+        self.epilogue_at(em, "pid_n * BLOCK_N", "BLOCK_N", self.accs)
+        em.indent -= 1
+        em.pop()
+
+    def epilogue_at(self, em: Emitter, start: str, width: str, accs: list[str]) -> None:
+        """The epilogue on columns [start, start + width) of the tile, in a scope of its own."""
+        em.scopes.append({})
+        em.line(f"rn = ({start} + tl.arange(0, {width})){self.cast}")
+        em.line("on = rn[None, :]")
+        em.line(f"omask = (om < {self.M}) & (on < {self.N})")
+        self.epilogue(em, accs)
+        em.scopes.pop()
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _grid(M: int, N: int, BT: int, c: dict) -> tuple:
+    """Launch grid: a program per tile (grouped), or one per SM at most (persistent). Module-level, so that a
+    kernel pickles (benchmarks compile configs in worker processes)."""
+    tiles = -(-M // c["BLOCK_M"]) * -(-N // c["BLOCK_N"])
+    return (min(num_sms(), tiles * BT),) if c.get("PERSISTENT") else (tiles, BT)
+
+
+def matmul_kernel(group: Group, outputs: list[Value], name: str, options=None):
+    g = _Gemm(group, outputs)
+    grouped, persistent = g.emitter(), g.emitter()
+    g.grouped_body(grouped)
+    g.persistent_body(persistent)
+    src = (header(name, g.args, CONSTS) + "    if PERSISTENT:\n" + "\n".join(persistent.lines) + "\n    else:\n"
+           + "\n".join(grouped.lines) + "\n")
+    M, N, Kd, BT = g.M, g.N, g.K, g.BT
+    aten = aten_plan(group, g.mms, outputs, list(g.args.values), name)
+    backend = choose_backend(aten is not None, getattr(options, "matmul", "auto"), aligned(g.mms))
+    # the persistent variant is the tuner's to choose until bench/gemm_backends.py has measured it on a Hopper GPU;
+    # TILECRAFT_PERSISTENT_MATMUL=1 makes it the default there
+    hopper = is_hopper(g.out.device) and os.environ.get("TILECRAFT_PERSISTENT_MATMUL") == "1"
+    cfg = {**default_config(M, N, Kd, g.dt, dual=g.dual, hopper=hopper), "BACKEND": backend}
+    grouped_cfg = {**default_config(M, N, Kd, g.dt, dual=g.dual), "BACKEND": "triton"}
+
+    k = MatmulKernel(name, "matmul", src, name, list(g.args.specs), grid=functools.partial(_grid, M, N, BT),
+                     shapes={"B": BT, "M": M, "N": N, "K": Kd, **({"G": 2} if g.dual else {})}, dtype=g.dt,
+                     config=dict(cfg), default=dict(cfg),
+                     info={"ops": [n.op for n in group.nodes], "rules": list(group.rules),
+                           "tma_operands": len(g.tma_names)},
+                     tma_args=tuple(g.args.names.index(a) for a in g.tma_names), grouped=grouped_cfg,
+                     aten=aten)
+    return k, list(g.args.values)
+
+
+def choose_backend(aten_ok: bool, option: str, aligned: bool = True) -> str:
+    """The default backend of a matmul group: `compile(matmul=...)` when it says "triton" or "aten", else ATen
+    (cuBLAS) on a GPU and the generated template in the interpreter, where cuBLAS does not exist and the tests
+    exercise the template. A GEMM whose rows are not 16-byte aligned stays generated: cuBLAS falls back to slow
+    pre-Hopper kernels there (GPT-2's 50257-word head: 3.4 ms in cuBLAS, 0.61 ms generated, on an H200)."""
+    if option not in ("auto",) + BACKENDS:
+        raise ValueError(f"tilecraft.compile(matmul={option!r}): expected 'auto', 'triton' or 'aten'")
+    if not aten_ok or option == "triton":
+        return "triton"
+    if option == "aten":
+        return "aten"
+    return "triton" if interpreting() or not aligned else "aten"
+
+
+def aligned(mms) -> bool:
+    """Is every matmul operand and result 16-byte aligned along its leading dimension (the stride that is not
+    1), as cuBLAS's fast kernels need?"""
+    for n in mms:
+        for v in n.input_values() + [n.out]:
+            t = v.type
+            if t.rank < 2:
+                continue
+            s0, s1 = t.strides[-2], t.strides[-1]
+            ld = s0 if s1 == 1 or t.shape[-1] == 1 else s1 if s0 == 1 or t.shape[-2] == 1 else None
+            if ld is None or (ld * t.dtype.itemsize) % 16:
+                return False
+    return True
+
+
+class AtenPlan:
+    """How the "aten" backend runs a matmul group: each matmul through ATen on its operands (kernel arguments
+    seen through views), then the group's other nodes as one generated pointwise kernel (None when the
+    matmul results are all the group stores)."""
+
+    def __init__(self, mms, values: list[Value], epilogue, epi_values: list[Value]):
+        pos = {id(v): i for i, v in enumerate(values)}
+        self.mms = [(n, [self._chain(x, pos) for x in n.input_values()],
+                     pos.get(id(n.out))) for n in mms]
+        self.epilogue = epilogue
+        mm_ids = {id(n.out): j for j, n in enumerate(mms)}
+        # each epilogue argument: ("arg", position in the matmul kernel's args) or ("mm", which matmul)
+        self.epi_args = [("mm", mm_ids[id(v)]) if id(v) in mm_ids else ("arg", pos[id(v)]) for v in epi_values]
+
+    @staticmethod
+    def _chain(x: Value, pos: dict):
+        """(argument position, view nodes from that argument to x, in order)."""
+        views = []
+        while id(x) not in pos:
+            views.append(x.producer)
+            x = x.producer.inputs[0]
+        return pos[id(x)], views[::-1]
+
+    def run(self, tensors: list) -> None:
+        results = []
+        for node, operands, out_pos in self.mms:
+            ins = []
+            for i, views in operands:
+                t = tensors[i]
+                for v in views:
+                    t = run_node(v, {id(v.inputs[0]): t})[0]
+                ins.append(t)
+            out = tensors[out_pos] if out_pos is not None else None
+            if node.op == "addmm":
+                r = torch.addmm(*ins, beta=node.attrs.get("beta", 1), alpha=node.attrs.get("alpha", 1), out=out)
+            else:
+                r = (torch.bmm if node.op == "bmm" else torch.mm)(*ins, out=out)
+            results.append(r)
+        if self.epilogue is not None:
+            self.epilogue.launch([results[i] if kind == "mm" else tensors[i] for kind, i in self.epi_args])
+
+
+def aten_plan(group: Group, mms, outputs: list[Value], values: list[Value], name: str) -> AtenPlan | None:
+    """The "aten" backend of a matmul group, or None when a matmul operand is computed inside the group (a
+    fused prologue) or the epilogue cannot be generated on its own."""
+    pos = {id(v) for v in values}
+    in_group = {id(n) for n in group.nodes}
+    for n in mms:
+        for x in n.input_values():
+            b = base_value(x)
+            if id(b) not in pos or (b.producer is not None and id(b.producer) in in_group):
+                return None
+    mm_ids = {id(n) for n in mms}
+    rest = [n for n in group.nodes if id(n) not in mm_ids]
+    epi_outs = [v for v in outputs if not any(v is n.out for n in mms)]
+    if any(n.out.type.shape != mms[0].out.type.shape for n in rest):
+        return None  # a prologue node of another shape
+    epilogue, epi_values = None, []
+    if epi_outs:
+        try:
+            epilogue, epi_values = pointwise_kernel(Group("pointwise", rest, mms[0].out.type.shape), epi_outs,
+                                                    f"{name}_epilogue"[:60])
+        except Unsupported:
+            return None
+        mm_outs = {id(n.out) for n in mms}
+        if any(id(v) not in pos and id(v) not in mm_outs for v in epi_values):
+            return None
+        epilogue.config = dict(epilogue.default)
+    return AtenPlan(mms, values, epilogue, epi_values)
+
+
+
+def default_config(M: int, N: int, K: int, dtype, dual: bool = False, hopper: bool = False) -> dict:
     """A reasonable tile for the shape (the tuner replaces it with a measured one). Measured on an H100
     (bench/tune_gemm.py): 128x256x64, 8 warps, 3 stages is the best of the space for large fp16/bf16 GEMMs
     (0.95-1.02x cuBLAS at 4096^3 and 8192^3; 128x128 reached 0.76-0.84x). Small M (decode, GEMV-like) is
     memory-bound: narrow N tiles give enough programs to fill the SMs, and long K tiles keep loads in flight.
-    `dual`: the kernel holds two accumulators (a "matmul-dual" group), so the widest tile is halved."""
+    `dual`: the kernel holds two accumulators (a "matmul-dual" group), so the widest tile is halved.
+    `hopper`: fp16/bf16 GEMMs with M > 64 take the persistent TMA variant (Triton's persistent-matmul tutorial
+    configs: 128x256x64 or 128x128x64, 8 warps), with 128-wide N tiles when 128x256 tiles would not give every
+    SM one (64x128 when 128x128 would not); everything else (other GPUs, the interpreter) keeps the grouped
+    variant. Unmeasured on the H200 yet: bench/gemm_backends.py sweeps these against cuBLAS."""
     half = dtype in (torch.float16, torch.bfloat16)
+    if hopper and half and M > 64 and N >= 64 and K >= 64:
+        sms, tiles = num_sms(), (lambda bm, bn: -(-M // bm) * -(-N // bn))
+        cfg = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4,
+               **VARIANT_KNOBS, "PERSISTENT": 1, "TMA": 1, "FLATTEN": 1}
+        if not dual and tiles(128, 256) >= sms:
+            cfg.update(BLOCK_N=256, num_stages=3)
+        elif dual:
+            cfg.update(num_stages=3)
+        elif tiles(128, 128) < sms:  # too few 128x128 tiles to give every SM one
+            cfg.update(BLOCK_M=64, num_warps=4)
+        return cfg
     if M <= 64:
         bm = 16 if M <= 16 else 32 if M <= 32 else 64
         bn = 32 if N <= 32 or N < 64 * 256 else 64
         bk = min(128 if half else 64, max(32, 1 << (max(K, 1) - 1).bit_length()))
-        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": 4, "num_stages": 3,
+                **VARIANT_KNOBS}
     if half and M * N >= 2**24 and N >= 256 and K >= 64:  # dual: two 128x256 fp32 accumulators would spill
         return {"BLOCK_M": 128, "BLOCK_N": 128 if dual else 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
-                "num_stages": 3}
+                "num_stages": 3, **VARIANT_KNOBS}
     bm = 64 if M * N <= 2**20 else 128
     bn = 32 if N <= 32 else 64 if N <= 64 or M * N <= 2**20 else 128
     bk = 32 if K <= 32 or dtype == torch.float32 else 64
     big = bm * bn >= 128 * 128
     return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": 8 if big else 4,
-            "num_stages": 3}
+            "num_stages": 3, **VARIANT_KNOBS}

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 from ..ir import Value
+from ..ir.types import next_pow2
 from ..passes.fusion import Group
 from .emit import Args, Emitter, decompose, header, needs_int64, store
 from .kernel import Kernel
-
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def pointwise_kernel(group: Group, outputs: list[Value], name: str) -> Kernel:

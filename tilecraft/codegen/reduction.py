@@ -1,8 +1,10 @@
 """The reduction template: rows (kept dims) × a reduced extent, with pointwise prologue and epilogue.
 
 Each program owns XBLOCK rows. When RBLOCK covers the whole reduced extent the row stays in registers and is
-read once (single pass); otherwise each statistic is one loop over the row (softmax uses the online max/sum
-recurrence, so it reads the row once for both statistics) and a last loop writes the full-size outputs.
+read once (single pass); otherwise each statistic is one loop over the row and a last loop writes the
+full-size outputs. What a reduction computes is registry data (`OpDef.reduce`: its statistics, each a
+`Combine` of Triton lines, and its outputs as expressions of them): this template only runs the row loop,
+accumulates, finalizes and stores, and never looks at an op's name.
 """
 from __future__ import annotations
 
@@ -10,13 +12,11 @@ import re
 
 import torch
 
-from ..ir import Node, Value
-from ..passes.fusion import REDUCTIONS, Group
-from .emit import TL, Args, Emitter, Unsupported, decompose, header, needs_int64, store
+from ..ir import REGISTRY, Node, Value, next_pow2
+from ..ir.ops import Stat
+from ..passes.fusion import Group
+from .emit import TL, Args, Emitter, Unsupported, decompose, header, ir_comment, needs_int64, store
 from .kernel import Kernel
-from .pointwise import next_pow2
-
-NEG_INF = '-float("inf")'
 
 
 class RowEmitter(Emitter):
@@ -44,14 +44,23 @@ def _prod(xs):
     return n
 
 
+def accumulator_dtype(dtype: torch.dtype) -> str:
+    """Floats accumulate in fp32, bools in int32 (counts), other integers in int64."""
+    return "tl.float32" if dtype.is_floating_point else ("tl.int32" if dtype == torch.bool else "tl.int64")
+
+
 def reduction_kernel(group: Group, outputs: list[Value], name: str):
     F, D = group.shape, list(group.dims)
     K = [d for d in range(len(F)) if d not in D]
     xnumel, rnumel = _prod(F[k] for k in K), _prod(F[d] for d in D)
-    reds = [n for n in group.nodes if n.op in REDUCTIONS]
+    reds = [n for n in group.nodes if REGISTRY[n.op].reduce is not None]
     args = Args()
     for v in outputs:
         args.store(v)
+    for n in reds:  # arguments named by their role in the registry entry (x, weight, bias)
+        for role, v in zip(REGISTRY[n.op].reduce.inputs, n.inputs):
+            if isinstance(v, Value):
+                args.name_as(v, role)
     rvars = [f"r{d}" for d in D]
     em = RowEmitter(group.nodes, args, rvars)
     em.zero = "xindex * 0"
@@ -60,7 +69,6 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
     em.line(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
     em.line(f"xmask = xindex < {xnumel}")
     xn = decompose(em, "xindex", K, F, "x")
-    top = len(em.lines)
 
     def full_idx(rn):
         return tuple(xn[d] if d in K else rn[d] for d in range(len(F)))
@@ -104,116 +112,75 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
         fn(rn)
         em.pop()
 
-    def accumulate_arg(is_max: bool, value_fn, k: int):
-        """(value, first index) of the row's max (or min) over the reduced dims, as torch.argmax gives."""
-        init = NEG_INF if is_max else 'float("inf")'
-        red, arg, cmp = ("tl.max", "tl.argmax", ">") if is_max else ("tl.min", "tl.argmin", "<")
-        v_acc, i_acc = f"acc{k}_v", f"acc{k}_i"
+    def fill(expr: str, row: dict, node: Node, idx: tuple) -> str:
+        """expr with its fields filled in order of appearance: row values by name; the node's inputs by their
+        names in the registry ({x}, the reduced input, at the full index idx; the others at its trailing dims)."""
+        names = REGISTRY[node.op].reduce.inputs
+
+        class Fields(dict):
+            def __missing__(self, key):
+                v = node.inputs[names.index(key)]
+                self[key] = e = em.value(v, idx[len(idx) - v.type.rank:])
+                return e
+
+        return expr.format_map(Fields(row))
+
+    def accumulate(node: Node, stat: Stat, k: int, row: dict) -> None:
+        """One pass over the row folding stat.of with the stat's combine; its results (and `then`) join row."""
+        c = stat.combine
+        acc_t = accumulator_dtype(node.inputs[0].type.dtype)
+        acc = f"acc{k}_{c.name}" if c.name else f"acc{k}"
+        names = {"acc": acc, "identity": c.identity if acc_t == "tl.float32" else c.int_identity, "acc_t": acc_t}
         if looped:
-            em.line(f"{v_acc} = tl.full([XBLOCK, RBLOCK], {init}, tl.float32)")
-            em.line(f"{i_acc} = tl.zeros([XBLOCK, RBLOCK], tl.int32)")
+            for line in c.init:
+                em.line(line.format(**names))
 
         def step(rn):
-            v = em.tmp(f"tl.where(mask, {value_fn(rn)}, {init})")
-            if not looped:
-                em.line(f"{v_acc} = {red}({v}, 1)[:, None]")
-                em.line(f"{i_acc} = {arg}({v}, 1, tie_break_left=True)[:, None]")
-                return
-            em.line(f"take = {v} {cmp} {v_acc}")
-            em.line(f"{i_acc} = tl.where(take, rindex, {i_acc})")
-            em.line(f"{v_acc} = tl.where(take, {v}, {v_acc})")
+            v = fill(stat.of, row, node, full_idx(rn))
+            if acc_t == "tl.int32":
+                v = f"({v}).to(tl.int32)"
+            v = em.tmp(f"tl.where(mask, {v}, {names['identity']})")
+            for line in (c.step if looped else c.single):
+                em.line(line.format(v=v, **names))
 
         row_loop(step)
         if looped:
-            em.line(f"{v_acc}_r = {red}({v_acc}, 1)[:, None]")
-            em.line(f"{i_acc} = tl.min(tl.where({v_acc} == {v_acc}_r, {i_acc}, 2147483647), 1)[:, None]")
-            em.line(f"{v_acc} = {v_acc}_r")
-        return v_acc, i_acc
+            for line in c.finish:
+                em.line(line.format(**names))
+        row.update(zip(stat.names, (r.format(acc=acc) for r in c.results)))
+        for key, expr in stat.then:
+            row[key] = em.tmp(fill(expr, row, node, ()), name=key)
+        if c.helper:
+            helpers[c.helper] = None
+
+    def read_output(node: Node, out: Value, spec, row: dict):
+        """How the emitter reads a reduction output at idx: a row value, or (its expression reads {x}) an
+        element computed from the input there and the row values."""
+        pieces = (spec,) if isinstance(spec, str) else spec
+        if "{x}" not in pieces[0]:
+            return lambda idx: (row_check(out, idx), fill(pieces[0], row, node, idx))[1]
+
+        names = REGISTRY[node.op].reduce.inputs
+
+        def element(idx):
+            full_check(idx, {d: idx[d] for d in D})
+            used = [p for p in pieces[1:] if all(isinstance(node.inputs[names.index(f)], Value)
+                                                 for f in re.findall(r"{(\w+)}", p) if f in names)]
+            return em.tmp(fill(pieces[0] + "".join(used), row, node, idx), name=node.op)
+        return element
 
     def emit_body():
-        stats: dict[int, dict[str, str]] = {}
-        for node in reds:
-            x = node.inputs[0]
-            is_float = x.type.dtype.is_floating_point
-            acc_t = "tl.float32" if is_float else ("tl.int32" if x.type.dtype == torch.bool else "tl.int64")
-            k = len(stats)
-            st: dict[str, str] = {}
-            stats[id(node)] = st
-
-            def accumulate(kind, value_fn, st=st, k=k, acc_t=acc_t):
-                """One statistic: kind in sum|max|min|online; value_fn(rn) gives the element."""
-                acc = f"acc{k}_{kind}"
-                init = {"sum": "0", "max": NEG_INF, "min": 'float("inf")', "online": NEG_INF}[kind]
-                if acc_t != "tl.float32" and kind in ("max", "min"):
-                    init = "0" if kind == "max" else "1"
-                if looped:
-                    em.line(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, {acc_t})")
-                    if kind == "online":
-                        em.line(f"{acc}_s = tl.zeros([XBLOCK, RBLOCK], tl.float32)")
-
-                def step(rn):
-                    v = value_fn(rn)
-                    if acc_t == "tl.int32":
-                        v = f"({v}).to(tl.int32)"
-                    v = em.tmp(f"tl.where(mask, {v}, {init})")
-                    if not looped:
-                        if kind == "online":
-                            em.line(f"{acc} = tl.max({v}, 1)[:, None]")
-                            em.line(f"{acc}_s = tl.sum(tl.where(mask, tl.exp({v} - {acc}), 0), 1)[:, None]")
-                        else:
-                            fn = {"sum": "tl.sum", "max": "tl.max", "min": "tl.min"}[kind]
-                            em.line(f"{acc} = {fn}({v}, 1)[:, None]")
-                        return
-                    if kind == "sum":
-                        em.line(f"{acc} = {acc} + {v}")
-                    elif kind in ("max", "min"):
-                        em.line(f"{acc} = tl.{'maximum' if kind == 'max' else 'minimum'}({acc}, {v})")
-                    else:
-                        em.line(f"m_new = tl.maximum({acc}, {v})")
-                        em.line(f"m_safe = tl.where(m_new == {NEG_INF}, 0.0, m_new)")
-                        em.line(f"{acc}_s = {acc}_s * tl.exp({acc} - m_safe) + tl.exp({v} - m_safe)")
-                        em.line(f"{acc} = m_new")
-
-                row_loop(step)
-                if looped:
-                    if kind == "online":
-                        em.line(f"{acc}_m = tl.max({acc}, 1)[:, None]")
-                        em.line(f"{acc}_s = tl.sum({acc}_s * tl.exp({acc} - {acc}_m), 1)[:, None]")
-                        em.line(f"{acc} = {acc}_m")
-                    else:
-                        fn = {"sum": "tl.sum", "max": "tl.max", "min": "tl.min"}[kind]
-                        em.line(f"{acc} = {fn}({acc}, 1)[:, None]")
-                return acc
-
-            xval = lambda rn, x=x: em.value(x, full_idx(rn))  # noqa: E731
-            op = node.op
-            if op in ("sum", "mean"):
-                s = accumulate("sum", xval)
-                st["out"] = s if op == "sum" else f"({s} / {rnumel}.0)"
-            elif op in ("amax", "amin"):
-                st["out"] = accumulate("max" if op == "amax" else "min", xval)
-            elif op in ("any", "all"):
-                st["out"] = f"({accumulate('max' if op == 'any' else 'min', xval)} != 0)"
-            elif op in ("var", "layer_norm"):
-                mean = em.tmp(f"{accumulate('sum', xval)} / {rnumel}.0")
-                dev = lambda rn, x=x, mean=mean: f"({xval(rn)} - {mean}) * ({xval(rn)} - {mean})"  # noqa: E731
-                ss = accumulate("sum", dev)
-                if op == "var":
-                    corr = node.attrs.get("correction", 1)
-                    corr = 1 if corr is None else corr
-                    st["out"] = f"({ss} / {max(rnumel - corr, 0)}.0)"
-                else:
-                    st["mean"] = mean
-                    st["rstd"] = em.tmp(f"tl.rsqrt({ss} / {rnumel}.0 + {node.attrs.get('eps', 1e-5)!r})")
-            elif op in ("argmax", "argmin", "max_dim", "min_dim"):
-                st["val"], st["idx"] = accumulate_arg(op in ("argmax", "max_dim"), xval, k)
-                st["out"] = st["idx"] if op.startswith("arg") else st["val"]
-            elif op in ("softmax", "log_softmax"):
-                acc = accumulate("online", xval)
-                st["max"], st["sum"] = acc, f"{acc}_s"
-            else:
-                raise Unsupported(op)
-            _register_specials(node, st)
+        for k, node in enumerate(reds):
+            em.line(ir_comment(node))
+            reduce = REGISTRY[node.op].reduce
+            row = {"n": rnumel, **(reduce.params(node.attrs, rnumel) if reduce.params else {})}
+            for stat in reduce.stats:
+                accumulate(node, stat, k, row)
+            for out, spec in zip(node.outputs, reduce.outputs):
+                em.special[id(out)] = read_output(node, out, spec, row)
+            for o in node.outputs:
+                if o.type.dtype not in TL:
+                    raise Unsupported(f"dtype {o.type.dtype}")
 
         full = [v for v in outputs if v.type.shape == F]
         rows = [v for v in outputs if v.type.shape != F]
@@ -231,43 +198,8 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
             return tuple(xn[k] for k in K)
         raise Unsupported(f"output {v.name} of shape {shape} is neither row- nor full-sized")
 
-    def _register_specials(node: Node, st: dict):
-        x = node.inputs[0]
-        cur_rn = lambda idx: {d: idx[d] for d in D}  # noqa: E731
-        if node.op in ("softmax", "log_softmax"):
-            def f(idx, node=node, st=st):
-                full_check(idx, cur_rn(idx))
-                xv = em.value(x, idx)
-                if node.op == "softmax":
-                    return em.tmp(f"tl.exp({xv} - {st['max']}) / {st['sum']}")
-                return em.tmp(f"{xv} - {st['max']} - tl.log({st['sum']})")
-            em.special[id(node.outputs[0])] = f
-        elif node.op == "layer_norm":
-            w, b = node.inputs[1], node.inputs[2]
-
-            def f(idx, st=st):
-                full_check(idx, cur_rn(idx))
-                e = f"({em.value(x, idx)} - {st['mean']}) * {st['rstd']}"
-                tail = idx[len(F) - len(D):]
-                if isinstance(w, Value):
-                    e = f"{e} * {em.value(w, tail)}"
-                if isinstance(b, Value):
-                    e = f"{e} + {em.value(b, tail)}"
-                return em.tmp(e)
-            em.special[id(node.outputs[0])] = f
-            for out, key in ((node.outputs[1], "mean"), (node.outputs[2], "rstd")):
-                em.special[id(out)] = lambda idx, out=out, key=key, st=st: (row_check(out, idx), st[key])[1]
-        elif node.op in ("max_dim", "min_dim"):
-            for out, key in ((node.outputs[0], "val"), (node.outputs[1], "idx")):
-                em.special[id(out)] = lambda idx, out=out, key=key, st=st: (row_check(out, idx), st[key])[1]
-        else:
-            out = node.outputs[0]
-            em.special[id(out)] = lambda idx, out=out, st=st: (row_check(out, idx), st["out"])[1]
-        for o in node.outputs:
-            if o.type.dtype not in TL:
-                raise Unsupported(f"dtype {o.type.dtype}")
-
     # Body twice: single pass (RBLOCK covers the row) and looped; Triton picks one at compile time.
+    helpers: dict[str, None] = {}  # Triton helper functions the combines need, in order
     em.line(f"if RBLOCK >= {rnumel}:")
     em.indent += 1
     looped = False
@@ -281,8 +213,8 @@ def reduction_kernel(group: Group, outputs: list[Value], name: str):
     looped = True
     emit_body()
     em.indent -= 1
-    del top
     src = header(name, args, ["XBLOCK", "RBLOCK"]) + "\n".join(em.lines) + "\n"
+    src += "".join(f"\n\n{h}" for h in helpers)
     rb = next_pow2(rnumel)
     if rb <= 4096:  # one row per program from 1024 columns up (H100: 1.45x faster than 4 rows at 1024)
         cfg = {"XBLOCK": 1 if rb >= 1024 else max(1, min(next_pow2(xnumel), 4096 // rb, 64)), "RBLOCK": rb}

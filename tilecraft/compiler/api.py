@@ -29,11 +29,16 @@ class Options:
     fullgraph: bool = False  # raise on a graph break instead of splitting the program
     codegen: bool = True  # generate Triton kernels; False runs the IR through the reference interpreter
     schedules: str | None = None  # schedule database to take tuned kernel configs from
-    cuda_graphs: bool = False  # on CUDA, replay the whole launch sequence as one CUDA graph
+    cuda_graphs: bool | None = None  # replay the launch sequence as a CUDA graph; None: for inference on CUDA
     channels_last: bool | None = None  # run convolutions in NHWC; None: decide (fp16/bf16 convs on CUDA)
     quantize: str | None = None  # a quantization scheme applied before capture (see tilecraft.quantize)
+    matmul: str = "auto"  # GEMM backend per matmul group: "auto" (schedule DB, else cuBLAS on a GPU), "triton", "aten"
     verify: bool = True  # verify the IR after every pass
     passes: list | None = None  # override the pass pipeline (list of (name, fn))
+
+    def __post_init__(self):
+        if self.matmul not in ("auto", "triton", "aten"):
+            raise ValueError(f"tilecraft.compile(matmul={self.matmul!r}): expected 'auto', 'triton' or 'aten'")
 
     @classmethod
     def make(cls, **kw) -> "Options":
@@ -67,8 +72,8 @@ class CompileReport:
 
     def fell_back(self) -> list[tuple[str, str, str]]:
         """What should have compiled but runs through torch, as (stage, what, why): "graph" (a whole graph),
-        "import" (an op the importer could not type), "codegen" / "launch" (a group whose kernel failed to
-        generate or launch; read it after a call, launches fail at run time)."""
+        "import" (an op the importer could not type), "codegen" / "compile" / "launch" (a group whose kernel
+        failed to generate, compile or launch; read it after a call, launches fail at run time)."""
         out = []
         for r in self.graphs:
             if r.error:
@@ -130,8 +135,10 @@ def make_backend(options: Options | None = None, report: CompileReport | None = 
     options = options or Options()
     report = report if report is not None else CompileReport()
 
-    def fw_compiler(gm, example_inputs):
+    def fw_compiler(gm, example_inputs, inference: bool = False):
         prog = compile_graph(gm, options, report)
+        if hasattr(prog, "inference"):
+            prog.inference = inference
         if hasattr(prog, "static_inputs"):  # parameters and buffers: a CUDA graph reads them in place
             try:
                 meta = torch._guards.TracingContext.get().fw_metadata
@@ -143,7 +150,10 @@ def make_backend(options: Options | None = None, report: CompileReport | None = 
     def bw_compiler(gm, example_inputs):  # training: the backward graph runs as captured
         return make_boxed_func(gm.forward)
 
-    backend = aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler, inference_compiler=fw_compiler,
+    def inference_compiler(gm, example_inputs):  # no autograd: outputs need not outlive a CUDA graph replay
+        return fw_compiler(gm, example_inputs, inference=True)
+
+    backend = aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler, inference_compiler=inference_compiler,
                            decompositions=core_aten_decompositions())
     backend.report = report
     return backend

@@ -214,8 +214,14 @@ def _sdpa(imp, n, args, kwargs, src):
         return None
     mask = a.get("attn_bias", a.get("attn_mask"))
     inputs = [a["query"], a["key"], a["value"]] + ([mask] if isinstance(mask, Value) else [])
-    out = imp.graph.add("sdpa", inputs, {"is_causal": bool(a.get("is_causal")), "scale": a.get("scale")},
-                        name=n.name, source=src).out
+    # the attention kernels lay their output out like the query (often [b, t, h, d] in memory): take FX's strides,
+    # so the kernel that reads it is generated for that layout instead of copying it into a contiguous one
+    val = n.meta.get("val")
+    types = [TensorType.of(val[0])] if isinstance(val, (list, tuple)) and isinstance(val[0], torch.Tensor) else None
+    variant = str(n.target).removeprefix("aten.").removesuffix(".default")
+    out = imp.graph.add("sdpa", inputs, {"is_causal": bool(a.get("is_causal")), "scale": a.get("scale"),
+                                         "variant": variant},
+                        out_types=types[:1] if types else None, name=n.name, source=src).out
     return (out,) + (None,) * (len(n.meta["val"]) - 1)
 
 

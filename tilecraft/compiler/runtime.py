@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 
 import torch
 
-from ..ir import Graph, Node, Value, interpret
+from ..ir import Graph, Node, Value, interpret, is_view
 from ..ir.interpreter import run_node
-from ..ir.ops import REGISTRY
 from ..passes.fusion import Group, format_groups, partition
 
 log = logging.getLogger("tilecraft")
@@ -27,10 +27,6 @@ class InterpretedProgram:
 
     def explain(self) -> str:
         return "---- runtime ----\nreference interpreter (no generated kernels)"
-
-
-def _is_view(node: Node | None) -> bool:
-    return node is not None and REGISTRY[node.op].category == "view" and node.op != "as_strided"
 
 
 class KernelStep:
@@ -54,19 +50,76 @@ class TorchStep:
         return [self.node]
 
 
+def on_cuda(args) -> bool:
+    """Are all tensor arguments on a CUDA device (so the launch sequence can be a CUDA graph)?"""
+    return bool(args) and all(t.is_cuda for t in args if isinstance(t, torch.Tensor))
+
+
+MAX_GRAPHS = 3  # CUDA graph instances per program (see KernelProgram._replay)
+
+
+class _GraphInstance:
+    """One captured CUDA graph of a program, with its input and output buffers."""
+
+    def __init__(self, graph, static_in, static_out, copy_in, clone_out):
+        self.graph, self.static_in, self.static_out = graph, static_in, static_out
+        self.copy_in = copy_in  # argument positions copied into static_in before each replay
+        self.clone_out = clone_out  # output positions that alias an input buffer: always cloned
+        self.refs = self._counts()  # reference counts while only this instance holds the outputs
+
+    def _counts(self):
+        return [(sys.getrefcount(t), torch._C._storage_Use_Count(t.untyped_storage()._cdata))
+                if isinstance(t, torch.Tensor) else None for t in self.static_out]
+
+    def free(self) -> bool:
+        """Does nobody but this instance hold the outputs of its last replay?"""
+        return self._counts() == self.refs
+
+    @classmethod
+    def capture(cls, prog, args, static: set, warm: bool):
+        static_in = [a if i in static or not isinstance(a, torch.Tensor) else a.clone() for i, a in enumerate(args)]
+        if warm:  # compile every kernel and settle every lazy plan before capture
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    prog.run(*static_in)
+            torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = prog.run(*static_in)
+        ins = {t.untyped_storage().data_ptr() for i, t in enumerate(static_in)
+               if isinstance(t, torch.Tensor) and i not in static}
+        clone_out = {j for j, o in enumerate(static_out)
+                     if isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() in ins}
+        copy_in = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and i not in static]
+        return cls(graph, static_in, static_out, copy_in, clone_out)
+
+    def replay(self, args) -> list:
+        for i in self.copy_in:
+            self.static_in[i].copy_(args[i])
+        self.graph.replay()
+        return [o.clone() if j in self.clone_out else o for j, o in enumerate(self.static_out)]
+
+
 class KernelProgram:
     """Launches one kernel per fused group in order; ops without a template run through torch."""
 
     def __init__(self, graph: Graph, options=None):
         from ..codegen import build_kernel
+        from ..codegen.compile import compile_kernels
 
         self.graph, self.options = graph, options
         self.static_inputs: tuple[int, ...] = ()  # sorted argument indices of parameters and buffers (backend)
         self._static_steps: set[int] | None = None  # steps computed from static inputs alone (see _plan_static)
         self._cache_key, self._cache = None, {}
-        # groups whose kernel failed to generate or to launch, as (stage "codegen" | "launch", group or kernel,
-        # error): they run through torch; the fuzzer and the tests read this instead of scraping the warnings
+        # groups whose kernel failed to generate, compile or launch, as (stage "codegen" | "compile" | "launch",
+        # group or kernel, error): they run through torch; the fuzzer and tests read this, not the warnings
         self.fell_back: list[tuple[str, str, str]] = []
+        self.inference = False  # set by the backend for graphs that run without autograd (CUDA graphs by default)
+        self._graphs: list[_GraphInstance] = []  # captured CUDA graphs (see _replay)
+        self._graph_key, self._graph_refused = None, False
+        self.copies: set = set()  # (kernel, shape, strides given, strides expected) of inputs copied to fit
         self.groups = partition(graph)
         group_of = {id(n): g for g in self.groups for n in g.nodes}
         needed: dict[int, list[Value]] = {id(g): [] for g in self.groups}
@@ -74,7 +127,7 @@ class KernelProgram:
         def need(v: Value):
             """v must exist as a tensor at run time."""
             p = v.producer
-            if _is_view(p):
+            if is_view(p):
                 need(p.inputs[0])
             elif p is not None:
                 g = group_of[id(p)]
@@ -88,7 +141,7 @@ class KernelProgram:
                     if g.kind == "torch":
                         need(v)
                         continue
-                    while _is_view(v.producer) and id(v.producer) not in ids:
+                    while is_view(v.producer) and id(v.producer) not in ids:
                         v = v.producer.inputs[0]
                     if v.producer is None or id(v.producer) not in ids:
                         need(v)
@@ -115,6 +168,14 @@ class KernelProgram:
             elif g.kind == "torch" or outs:
                 self.steps.extend(TorchStep(n) for n in g.nodes)
         self._plan_frees()
+        # distinct kernels compile concurrently now, not one by one at their first launches (no-op on the CPU)
+        failed = compile_kernels(self.kernels, {v.type.device for v in graph.inputs})
+        for s in self.steps:
+            if isinstance(s, KernelStep) and id(s.kernel) in failed:
+                s.failed = True
+                e = failed[id(s.kernel)]
+                self.fell_back.append(("compile", s.kernel.name,
+                                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
 
     def _choose_config(self, kernel):
         """A tuned config from the schedule database when one matches, else the template's default."""
@@ -133,51 +194,55 @@ class KernelProgram:
             for v in vals:
                 while True:
                     last[id(v)] = i
-                    if not _is_view(v.producer):
+                    if not is_view(v.producer):
                         break
                     v = v.producer.inputs[0]
         keep = set()
         for v in self.graph.outputs:
             while isinstance(v, Value):
                 keep.add(id(v))
-                v = v.producer.inputs[0] if _is_view(v.producer) else None
+                v = v.producer.inputs[0] if is_view(v.producer) else None
         self.frees: list[list[int]] = [[] for _ in self.steps]
         for vid, i in last.items():
             if vid not in keep:
                 self.frees[i].append(vid)
 
     def __call__(self, *args):
-        if getattr(self.options, "cuda_graphs", False):
-            if all(t.is_cuda for t in args if isinstance(t, torch.Tensor)) and args:
-                return self._replay(args)
-            if not getattr(self, "_said_no_cuda", False):
+        mode = getattr(self.options, "cuda_graphs", None)
+        if mode is not False and not self._graph_refused:
+            cuda = on_cuda(args)
+            if cuda and (mode or self.inference):
+                try:
+                    return self._replay(args)
+                except Exception as e:  # noqa: BLE001 - capture is impossible (a host sync, say): run plainly
+                    self._graph_refused = True
+                    self._graphs = []
+                    log.warning("tilecraft: CUDA graph capture failed (%s: %s); running the kernels one by one",
+                                type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            elif mode and not getattr(self, "_said_no_cuda", False):
                 self._said_no_cuda = True
                 log.warning("tilecraft: cuda_graphs=True needs CUDA inputs; running the kernels one by one")
         return self.run(*args)
 
     def _replay(self, args):
-        """Capture the whole launch sequence once as a CUDA graph, then replay it with new inputs copied in.
-        Static inputs (parameters, buffers) are read in place; if one moves, the graph is captured again."""
+        """Replay the launch sequence as a CUDA graph, capturing it on first use. Static inputs (parameters,
+        buffers) are read in place (a moved or modified one means a new capture); other inputs are copied in.
+
+        Outputs are the graph's own buffers, not copies. A caller must never see them change, so a replay only
+        reuses an instance whose previous outputs nobody holds any more (no reference to the tensors or their
+        storage besides ours); otherwise another instance is captured (a decode loop that keeps the last
+        logits alternates between two); when `MAX_GRAPHS` instances are all held, the call runs without a graph."""
         static = [i for i in self.static_inputs if i < len(args) and isinstance(args[i], torch.Tensor)]
-        ptrs = self._static_key(args) or tuple(args[i].data_ptr() for i in static)
-        if getattr(self, "_cuda_graph", None) is None or ptrs != self._static_ptrs:
-            self._static_ptrs = ptrs
-            self._static_in = [a if i in static or not isinstance(a, torch.Tensor) else a.clone()
-                               for i, a in enumerate(args)]
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):  # warm up: compile every kernel before capture
-                    self.run(*self._static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            self._cuda_graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._cuda_graph):
-                self._static_out = self.run(*self._static_in)
-        for i, (dst, src) in enumerate(zip(self._static_in, args)):
-            if isinstance(dst, torch.Tensor) and i not in static:
-                dst.copy_(src)
-        self._cuda_graph.replay()
-        return [o.clone() if isinstance(o, torch.Tensor) else o for o in self._static_out]
+        key = self._static_key(args) or tuple(args[i].data_ptr() for i in static)
+        if key != self._graph_key:
+            self._graphs, self._graph_key = [], key
+        inst = next((g for g in self._graphs if g.free()), None)
+        if inst is None and len(self._graphs) >= MAX_GRAPHS:
+            return self.run(*args)  # every instance's outputs are held: fresh buffers, kernels one by one
+        if inst is None:
+            inst = _GraphInstance.capture(self, args, set(static), warm=not self._graphs)
+            self._graphs.append(inst)
+        return inst.replay(args)
 
     def _plan_static(self):
         """Steps whose inputs all derive from parameters, buffers or constants (folded batch-norm weights, a
@@ -188,7 +253,7 @@ class KernelProgram:
         outs = {id(v) for v in self.graph.outputs if isinstance(v, Value)}
 
         def is_static(v):
-            while _is_view(v.producer):
+            while is_view(v.producer):
                 v = v.producer.inputs[0]
             return id(v) in static
 
@@ -218,7 +283,7 @@ class KernelProgram:
         t = env.get(id(v))
         if t is None:
             p = v.producer
-            if not _is_view(p):
+            if not is_view(p):
                 raise RuntimeError(f"tilecraft runtime: %{v.name} was never computed")
             t = run_node(p, {id(x): KernelProgram._get(env, x) for x in p.input_values()})[0]
             env[id(v)] = t
@@ -273,6 +338,8 @@ class KernelProgram:
             device = device or t.device
             if t.stride() != spec.strides and any(
                     a != b for a, b, n in zip(t.stride(), spec.strides, spec.shape) if n != 1):
+                if len(self.copies) < 64:  # an input laid out otherwise than the kernel was generated for
+                    self.copies.add((k.name, spec.shape, tuple(t.stride()), spec.strides))
                 t = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=t.device).copy_(t)
             tensors.append(t)
         # outputs are allocated where the inputs live (an output may be argument 0: the inputs come first)

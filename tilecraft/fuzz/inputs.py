@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..ir import REGISTRY, Graph, Node, Value
+from ..ir.interpreter import call_node
+from ..ir.interpreter import evaluate as ir_evaluate
 from .emit import build_inputs, input_layout
 
 # The fuzzer's own copy of each op's meaning, taken at import: planted faults patch the registry that the
@@ -52,23 +54,17 @@ def _f64(dtype: torch.dtype) -> torch.dtype:
 
 
 def run_node(node: Node, env: dict, f64: bool = False) -> list:
-    args = [env[id(v)] if isinstance(v, Value) else v for v in node.inputs]
     attrs = node.attrs
     if f64 and node.op == "cast" and attrs["dtype"].is_floating_point:
         attrs = {**attrs, "dtype": torch.float64}
-    out = REFS[node.op](*args, **attrs)
-    return list(out) if isinstance(out, (tuple, list)) else [out]
+    return call_node(node, env, REFS[node.op], attrs)
 
 
 def evaluate(graph: Graph, tensors, f64: bool = False) -> dict[int, torch.Tensor]:
     """Every value of the graph (id(Value) -> tensor), computed with the fuzzer's reference ops."""
-    env = {}
-    for v, t in zip(graph.inputs, tensors):
-        env[id(v)] = t.to(_f64(t.dtype)) if f64 else t
-    for node in graph.nodes:
-        for o, t in zip(node.outputs, run_node(node, env, f64)):
-            env[id(o)] = t
-    return env
+    if f64:
+        tensors = [t.to(_f64(t.dtype)) for t in tensors]
+    return ir_evaluate(graph, tensors, lambda node, env: run_node(node, env, f64))
 
 
 def reference_f64(graph: Graph, tensors) -> list[torch.Tensor]:

@@ -273,7 +273,7 @@ def clone_strided(x: torch.Tensor) -> torch.Tensor:
 def fell_back_message(entries) -> tuple[str, str]:
     """(exception type, message) of the first fallback in `CompileReport.fell_back()`; what the reducer keeps."""
     stage, what, why = entries[0]
-    exc = why.split(":", 1)[0] if stage in ("codegen", "launch") and ":" in why else stage
+    exc = why.split(":", 1)[0] if stage in ("codegen", "compile", "launch") and ":" in why else stage
     return exc, f"{stage} fell back to torch: {why or what}" + (f"\n  in {what}" if why and what else "")
 
 

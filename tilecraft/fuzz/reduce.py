@@ -12,73 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..ir import Graph, TensorType, Value
-from ..ir.ops import OpError
+from ..ir import Graph, TensorType, copy_graph
 from .case import CaseResult, check_graph
 
 SIZE_ATTRS = ("size", "normalized_shape")
-
-
-def copy_graph(graph: Graph, outputs: list[Value] | None = None, fresh: set[int] | None = None,
-               bypass: dict[int, Value] | None = None, retype=None, reattr=None) -> Graph | None:
-    """A rebuilt copy of `graph` keeping only what `outputs` need. Values in `fresh` (ids) become new graph
-    inputs; values in `bypass` are replaced by the given (same-typed) value; `retype(TensorType)` maps input
-    types and `reattr(node, attrs)` node attributes. None if the result is not a valid graph."""
-    outputs = list(graph.outputs if outputs is None else outputs)
-    fresh, bypass = fresh or set(), bypass or {}
-
-    def resolve(v: Value) -> Value:
-        seen = 0
-        while id(v) in bypass and seen < 1000:
-            v, seen = bypass[id(v)], seen + 1
-        return v
-
-    # liveness, walking back from the outputs
-    live: set[int] = set()
-    stack = [resolve(v) for v in outputs if isinstance(v, Value)]
-    producers = {id(o): n for n in graph.nodes for o in n.outputs}
-    while stack:
-        v = stack.pop()
-        if id(v) in live:
-            continue
-        live.add(id(v))
-        n = producers.get(id(v))
-        if n is not None and id(v) not in fresh:
-            stack.extend(resolve(u) for u in n.input_values())
-    g = Graph()
-    env: dict[int, Value] = {}
-    retype = retype or (lambda t: t)
-    k = 0
-
-    def new_input(v: Value) -> Value:
-        t = retype(v.type)
-        strides = t.strides if t.shape == v.type.shape and v.producer is None else None  # keep a strided input
-        nv = g.add_input(TensorType(t.shape, t.dtype, strides, t.device), f"x{len(g.inputs)}")
-        env[id(v)] = nv
-        return nv
-
-    for v in graph.inputs:
-        if id(v) in live:
-            new_input(v)
-    try:
-        for n in graph.nodes:
-            if not any(id(o) in live for o in n.outputs):
-                continue
-            if any(id(o) in fresh for o in n.outputs):
-                for o in n.outputs:
-                    if id(o) in live:
-                        new_input(o)
-                continue
-            ins = [env[id(resolve(v))] if isinstance(v, Value) else v for v in n.inputs]
-            attrs = reattr(n, dict(n.attrs)) if reattr else dict(n.attrs)
-            k += 1
-            node = g.add(n.op, ins, attrs, name=f"v{k}")
-            for o, no in zip(n.outputs, node.outputs):
-                env[id(o)] = no
-        g.outputs = [env[id(resolve(v))] for v in outputs]
-    except (OpError, KeyError, ValueError, IndexError, RuntimeError, TypeError):
-        return None
-    return g
 
 
 @dataclass

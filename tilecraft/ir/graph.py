@@ -1,45 +1,14 @@
-"""The SSA graph: values, nodes and graphs. Nodes refer to registry ops by name."""
+"""The SSA graph (inputs, ordered nodes, outputs) and the helpers every layer uses to walk and rebuild one."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from typing import Iterator
 
+from .node import Node, Scalar, Value
+from .ops import REGISTRY, OpError, get_op
+from .printer import format_graph
 from .types import TensorType
 
-Scalar = Union[int, float, bool, None]
-
-
-@dataclass(eq=False)
-class Value:
-    """One SSA value: produced by exactly one node (or a graph input)."""
-
-    name: str
-    type: TensorType
-    producer: "Node | None" = None
-
-    def __repr__(self) -> str:
-        return f"%{self.name}: {self.type}"
-
-
-@dataclass(eq=False)
-class Node:
-    """One op application. Inputs are Values or Python scalars; attrs are plain data."""
-
-    op: str
-    inputs: list[Any]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    outputs: list[Value] = field(default_factory=list)
-    source: str = ""  # where it came from: user source line and the ATen op
-
-    @property
-    def out(self) -> Value:
-        return self.outputs[0]
-
-    def input_values(self) -> list[Value]:
-        return [v for v in self.inputs if isinstance(v, Value)]
-
-    def __repr__(self) -> str:
-        return f"Node({self.op}, {[str(o.name) for o in self.outputs]})"
+__all__ = ["Graph", "Node", "Value", "Scalar", "is_view", "base_value", "copy_graph"]
 
 
 class Graph:
@@ -68,8 +37,6 @@ class Graph:
     def make_node(self, op: str, inputs: list, attrs: dict | None = None, out_types=None,
                   name: str | None = None, source: str = "") -> Node:
         """Create a node (not yet placed); its output types are inferred unless given."""
-        from .ops import get_op
-
         attrs = dict(attrs or {})
         if out_types is None:
             out_types = get_op(op).infer(inputs, attrs)
@@ -102,6 +69,80 @@ class Graph:
             yield from n.outputs
 
     def __str__(self) -> str:
-        from .printer import format_graph
-
         return format_graph(self)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def is_view(node: Node | None) -> bool:
+    """Is node a view that kernels read through as index arithmetic (every view but as_strided, which runs as
+    a torch view)?"""
+    return node is not None and REGISTRY[node.op].template == "view"
+
+
+def base_value(v: Value) -> Value:
+    """Follow view ops back to the value they index into."""
+    while is_view(v.producer):
+        v = v.producer.inputs[0]
+    return v
+
+
+def copy_graph(graph: Graph, outputs: list[Value] | None = None, fresh: set[int] | None = None,
+               bypass: dict[int, Value] | None = None, retype=None, reattr=None) -> Graph | None:
+    """A rebuilt copy of `graph` keeping only what `outputs` need. Values in `fresh` (ids) become new graph
+    inputs; values in `bypass` are replaced by the given (same-typed) value; `retype(TensorType)` maps input
+    types and `reattr(node, attrs)` node attributes. None if the result is not a valid graph."""
+    outputs = list(graph.outputs if outputs is None else outputs)
+    fresh, bypass = fresh or set(), bypass or {}
+
+    def resolve(v: Value) -> Value:
+        seen = 0
+        while id(v) in bypass and seen < 1000:
+            v, seen = bypass[id(v)], seen + 1
+        return v
+
+    # liveness, walking back from the outputs
+    live: set[int] = set()
+    stack = [resolve(v) for v in outputs if isinstance(v, Value)]
+    producers = {id(o): n for n in graph.nodes for o in n.outputs}
+    while stack:
+        v = stack.pop()
+        if id(v) in live:
+            continue
+        live.add(id(v))
+        n = producers.get(id(v))
+        if n is not None and id(v) not in fresh:
+            stack.extend(resolve(u) for u in n.input_values())
+    g = Graph()
+    env: dict[int, Value] = {}
+    retype = retype or (lambda t: t)
+    k = 0
+
+    def new_input(v: Value) -> Value:
+        t = retype(v.type)
+        strides = t.strides if t.shape == v.type.shape and v.producer is None else None  # a strided input stays so
+        nv = g.add_input(TensorType(t.shape, t.dtype, strides, t.device), f"x{len(g.inputs)}")
+        env[id(v)] = nv
+        return nv
+
+    for v in graph.inputs:
+        if id(v) in live:
+            new_input(v)
+    try:
+        for n in graph.nodes:
+            if not any(id(o) in live for o in n.outputs):
+                continue
+            if any(id(o) in fresh for o in n.outputs):
+                for o in n.outputs:
+                    if id(o) in live:
+                        new_input(o)
+                continue
+            ins = [env[id(resolve(v))] if isinstance(v, Value) else v for v in n.inputs]
+            attrs = reattr(n, dict(n.attrs)) if reattr else dict(n.attrs)
+            k += 1
+            node = g.add(n.op, ins, attrs, name=f"v{k}")
+            for o, no in zip(n.outputs, node.outputs):
+                env[id(o)] = no
+        g.outputs = [env[id(resolve(v))] for v in outputs]
+    except (OpError, KeyError, ValueError, IndexError, RuntimeError, TypeError):
+        return None
+    return g

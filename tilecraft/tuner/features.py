@@ -1,9 +1,9 @@
 """Features of (template, shapes, dtype, config, device) for the cost model.
 
-Raw knobs (log2), problem sizes (log2), derived quantities (tiles, waves over the SM count, wave efficiency,
-arithmetic intensity, shared-memory bytes, register and occupancy estimates, padding waste) and device
-properties (SM count, L2, bandwidth, peak rate, capability), so that a model trained on one GPU can rank
-configs on another. Missing features are NaN (XGBoost treats them as missing).
+Raw knobs (log2; the matmul variant flags 0/1), problem sizes (log2), derived quantities (tiles, waves over
+the SM count, wave efficiency, arithmetic intensity, shared-memory bytes, register and occupancy estimates,
+padding waste) and device properties (SM count, L2, bandwidth, peak rate, capability), so that a model trained
+on one GPU can rank configs on another. Missing features are NaN (XGBoost treats them as missing).
 """
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from .device import DeviceInfo
 from .spaces import gemm_acc_regs_per_thread, gemm_smem_bytes, itemsize
 
 KNOBS = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K", "num_warps", "num_stages", "XBLOCK", "RBLOCK"]
+FLAGS = ["PERSISTENT", "TMA", "EPILOGUE_SUBTILE", "FLATTEN", "WARP_SPECIALIZE"]  # 0/1 knobs (the matmul's variant), raw
 TEMPLATES = ["matmul", "reduction", "pointwise", "wq_gemv", "wq_gemm", "fp8_gemm"]
 DERIVED = ["log_M", "log_N", "log_K", "log_B", "log_rows", "log_cols", "log_numel", "itemsize",
            "programs_log", "waves", "wave_eff", "tail_frac", "tile_ai", "global_ai_log", "smem_kb", "smem_frac",
            "regs_per_thread", "blocks_per_sm", "occupancy", "pad_waste", "k_iters_log", "elems_per_thread_log",
            "single_pass", "chunks_log", "floor_compute_us_log", "floor_memory_us_log", "compute_bound"]
 DEVICE = ["dev_sm_count", "dev_l2_mb", "dev_bw_tbs", "dev_peak_tflops", "dev_cc", "dev_smem_kb"]
-FEATURE_NAMES = [f"knob_{k}" for k in KNOBS] + [f"tpl_{t}" for t in TEMPLATES] + DERIVED + DEVICE
+FEATURE_NAMES = [f"knob_{k}" for k in KNOBS + FLAGS] + [f"tpl_{t}" for t in TEMPLATES] + DERIVED + DEVICE
 
 
 def _log2(x: float) -> float:
@@ -34,6 +35,9 @@ def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceIn
     for k in KNOBS:
         if k in config:
             f[f"knob_{k}"] = _log2(config[k])
+    for k in FLAGS:
+        if k in config:
+            f[f"knob_{k}"] = float(bool(config[k]))
     for t in TEMPLATES:
         f[f"tpl_{t}"] = 1.0 if template == t else 0.0
     isz = itemsize(dtype)
@@ -67,6 +71,8 @@ def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceIn
         blocks_by_threads = device.max_threads_per_sm // threads
         blocks_by_regs = device.regs_per_sm // max(1, int(threads * (regs + 32)))
         blocks = max(0, min(blocks_by_smem, blocks_by_threads, blocks_by_regs, 32))
+        if config.get("PERSISTENT"):  # one program per SM loops over the tiles: waves of tiles over the SMs
+            blocks = min(blocks, 1)
     elif template == "reduction":
         rows, cols = shapes["rows"], shapes["cols"]
         xb, rb = config["XBLOCK"], config["RBLOCK"]

@@ -38,6 +38,8 @@ def select_config(kernel, schedules: str | None = None, device_info: DeviceInfo 
                       triton.__version__, device.capability_str)
     if rec is None:
         return default, "default"
+    if "BACKEND" in default and "BACKEND" not in rec.config:  # a record from before matmul backends: Triton
+        rec.config["BACKEND"] = "triton"
     if set(rec.config) != set(default):
         log.warning("tilecraft: schedule for kernel %s has knobs %s but the kernel takes %s; using the default",
                     kernel.key, sorted(rec.config), sorted(default))

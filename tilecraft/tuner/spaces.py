@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..ir.types import next_pow2
 from .device import DeviceInfo
 
 Config = dict
@@ -22,10 +23,6 @@ Config = dict
 
 def pow2_range(lo: int, hi: int) -> list[int]:
     return [1 << i for i in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]
-
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
 def config_key(config: Config) -> str:
@@ -159,6 +156,23 @@ def splitk_useful(M: int, N: int, K: int, device: DeviceInfo) -> bool:
     return K >= 1024 and (K >= 4 * math.sqrt(M * N) or tiles < device.sm_count // 2)
 
 
+def variant_knobs(device: DeviceInfo) -> dict[str, list]:
+    """The codegen matmul's variant knobs (codegen/matmul.py): PERSISTENT (one program per SM looping over
+    tiles) on every device; TMA (descriptor loads) from compute capability 9 (Hopper), and on the interpreter,
+    which runs descriptors too, so that CPU tests see the space the GPU tunes; EPILOGUE_SUBTILE (the epilogue on
+    two half tiles); FLATTEN (one flattened tile x K loop); WARP_SPECIALIZE only from capability 10, the only
+    one Triton 3.6 documents it for."""
+    cc, interp = tuple(device.capability), device.name == "cpu-interpreter"
+    return {"PERSISTENT": [0, 1], "TMA": [0, 1] if cc >= (9, 0) or interp else [0], "EPILOGUE_SUBTILE": [0, 1],
+            "FLATTEN": [0, 1], "WARP_SPECIALIZE": [0, 1] if cc >= (10, 0) else [0]}
+
+
+def with_variant_knobs(space: ConfigSpace, device: DeviceInfo) -> ConfigSpace:
+    """A matmul space plus the codegen matmul's variant knobs (what `space_for_kernel` searches for a codegen
+    matmul kernel; plain `space_for("matmul", ...)` keeps the classic knobs that every GEMM kernel takes)."""
+    return ConfigSpace(space.template, {**space.knobs, **variant_knobs(device)}, space.rule, dict(space.fixed))
+
+
 def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
     M, N, K, G = shapes["M"], shapes["N"], shapes["K"], shapes.get("G", 1)
     isz = itemsize(dtype)
@@ -168,6 +182,14 @@ def matmul_space(shapes: dict, dtype, device: DeviceInfo) -> ConfigSpace:
              "SPLIT_K": split, "num_warps": [2, 4, 8], "num_stages": [2, 3, 4, 5]}
 
     def rule(c: Config) -> str | None:
+        if not c.get("PERSISTENT") and any(c.get(k) for k in ("TMA", "EPILOGUE_SUBTILE", "FLATTEN",
+                                                               "WARP_SPECIALIZE")):
+            return "TMA, EPILOGUE_SUBTILE, FLATTEN and WARP_SPECIALIZE are knobs of the persistent variant " \
+                "(PERSISTENT=1)"
+        if c.get("PERSISTENT") and c.get("SPLIT_K", 1) > 1:
+            return "the persistent variant has no split-K"
+        if c.get("EPILOGUE_SUBTILE") and c["BLOCK_N"] < 32:
+            return "EPILOGUE_SUBTILE needs BLOCK_N >= 32 (two halves of at least 16)"
         if c["BLOCK_M"] > max(16, next_pow2(M)) or c["BLOCK_N"] > max(16, next_pow2(N)):
             return "tile larger than the problem"
         if c["BLOCK_K"] * c.get("SPLIT_K", 1) > max(16, next_pow2(K)):
@@ -310,8 +332,10 @@ def space_for_kernel(kernel, device_info: DeviceInfo) -> ConfigSpace:
     info = getattr(kernel, "info", None)
     knobs = info.get("space") if isinstance(info, dict) else None
     if not knobs:
-        return fit_to_kernel(space_for(kernel.template, kernel.shapes, kernel.dtype, device_info),
-                             kernel.default_config())
+        space, default = space_for(kernel.template, kernel.shapes, kernel.dtype, device_info), kernel.default_config()
+        if kernel.template == "matmul" and "PERSISTENT" in default:
+            space = with_variant_knobs(space, device_info)
+        return fit_to_kernel(space, default)
     check = getattr(kernel, "check_config", None)
     a_isz = itemsize(kernel.dtype)
     w_isz = 1 if kernel.template in ("wq_gemv", "wq_gemm", "fp8_gemm") else a_isz

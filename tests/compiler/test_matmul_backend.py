@@ -1,0 +1,175 @@
+"""The GEMM backend of a matmul group (generated Triton or ATen + a generated epilogue), the schedule record that
+picks it, the padding of unaligned GEMMs, and the rule that keeps CUDA-graph outputs a caller holds intact."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import triton
+
+import tilecraft
+from tilecraft.compiler import runtime
+from tilecraft.passes import default_passes, pad_matmuls
+from tilecraft.testing import assert_close
+from tilecraft.tuner import PRESETS, ScheduleDB, ScheduleRecord, shape_key
+
+
+class Mixed(nn.Module):
+    """linear+GELU+residual, SwiGLU (a dual GEMM), a bmm, and a matmul fed by a fused prologue."""
+
+    def __init__(self, d=32, h=48):
+        super().__init__()
+        self.fc = nn.Linear(d, h)
+        self.gate, self.up = nn.Linear(d, h, bias=False), nn.Linear(d, h, bias=False)
+        self.down = nn.Linear(h, d, bias=False)
+
+    def forward(self, x, r):
+        y = F.gelu(self.fc(x)) + r
+        z = self.down(F.silu(self.gate(x)) * self.up(x))
+        s = torch.softmax(x @ x.transpose(-1, -2), -1) @ x
+        return y, z, s, torch.relu(x * 2) @ self.gate.weight.t()
+
+
+def _matmul_kernels(c):
+    return [k for g in c.report.graphs for k in g.kernels if k.template == "matmul"]
+
+
+@pytest.mark.parametrize("backend", ["triton", "aten"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_both_backends_match_eager(backend, dtype):
+    m = Mixed().to(dtype).eval()
+    x, r = torch.randn(2, 8, 32, dtype=dtype), torch.randn(2, 8, 48, dtype=dtype)
+    c = tilecraft.compile(m, matmul=backend)
+    with torch.no_grad():
+        assert_close(c(x, r), m(x, r), msg=backend)
+        x2, r2 = torch.randn_like(x), torch.randn_like(r)  # fresh inputs, second call
+        assert_close(c(x2, r2), m(x2, r2), msg=backend)
+    kernels = _matmul_kernels(c)
+    assert len(kernels) >= 4
+    got = [k.config["BACKEND"] for k in kernels]
+    if backend == "triton":
+        assert set(got) == {"triton"}
+    else:  # every group whose operands are kernel arguments; the prologue-fed one stays generated
+        assert got.count("aten") >= 3 and set(got) <= {"aten", "triton"}
+        pro = [k for k in kernels if k.aten is None]
+        assert all(k.config["BACKEND"] == "triton" for k in pro)
+
+
+def test_default_is_generated_in_the_interpreter_and_unknown_backend_is_an_error():
+    m = Mixed().eval()
+    c = tilecraft.compile(m)
+    with torch.no_grad():
+        c(torch.randn(2, 8, 32), torch.randn(2, 8, 48))
+    assert {k.config["BACKEND"] for k in _matmul_kernels(c)} == {"triton"}
+    with pytest.raises(ValueError, match="matmul='cublas'"):
+        tilecraft.compile(nn.Linear(4, 4), matmul="cublas")
+
+
+def test_a_schedule_record_picks_the_backend(tmp_path, monkeypatch):
+    m = nn.Sequential(nn.Linear(32, 64), nn.GELU()).eval()
+    x = torch.randn(16, 32)
+    probe = tilecraft.compile(m)
+    with torch.no_grad():
+        probe(x)
+    (k,) = _matmul_kernels(probe)
+    cpu = PRESETS["cpu-interpreter"]
+    path = str(tmp_path / "s.sqlite")
+    with ScheduleDB(path) as db:
+        db.add(ScheduleRecord(k.key, "matmul", shape_key(k.shapes), "float32", cpu.name,
+                              cpu.capability_str, triton.__version__, {**k.default_config(), "BACKEND": "aten"},
+                              0.01, "ok"))
+    torch._dynamo.reset()
+    c = tilecraft.compile(m, schedules=path)
+    with torch.no_grad():
+        assert_close(c(x), m(x))
+    (k2,) = _matmul_kernels(c)
+    assert k2.key == k.key and k2.config["BACKEND"] == "aten" and k2.info["config_source"] == "database"
+    # a record written before backends existed has no BACKEND knob: it means the generated kernel
+    with ScheduleDB(path) as db:
+        old = {kk: v for kk, v in k.default_config().items() if kk != "BACKEND"}
+        db.add(ScheduleRecord(k.key, "matmul", shape_key(k.shapes), "float32", cpu.name, cpu.capability_str,
+                              triton.__version__, {**old, "BLOCK_M": 16}, 0.001, "ok"))
+    torch._dynamo.reset()
+    c = tilecraft.compile(m, schedules=path)
+    with torch.no_grad():
+        assert_close(c(x), m(x))
+    (k3,) = _matmul_kernels(c)
+    assert k3.config["BACKEND"] == "triton" and k3.config["BLOCK_M"] == 16
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_unaligned_gemm_multiplies_a_padded_weight_and_slices(bias):
+    m = nn.Linear(64, 1030, bias=bias).to(torch.bfloat16).eval()  # 1030 * 2 bytes is not a multiple of 16
+    passes = [(n, (lambda g: pad_matmuls(g, ("cpu",))) if n == "pad_matmuls" else f)
+              for n, f in default_passes()]
+    c = tilecraft.compile(m, passes=passes)
+    x = torch.randn(2, 8, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert_close(c(x), m(x))
+        x2 = torch.randn_like(x)
+        assert_close(c(x2), m(x2))
+    ops = [n.op for n in c.report.graphs[0].graph.nodes]
+    assert ops.count("constant_pad_nd") == (2 if bias else 1) and "slice" in ops
+    mm = [n for n in c.report.graphs[0].graph.nodes if n.op in ("mm", "addmm")][0]
+    assert mm.out.type.shape[-1] == 1032
+    # on the default device list the CPU graph is left alone
+    torch._dynamo.reset()
+    c = tilecraft.compile(m)
+    with torch.no_grad():
+        c(x)
+    assert "constant_pad_nd" not in [n.op for n in c.report.graphs[0].graph.nodes]
+
+
+class _NoGraph:
+    """Stands in for torch.cuda.CUDAGraph on the CPU: replay re-runs nothing, so a held output that an
+    instance reuses would visibly keep the old values while a fresh instance computes new ones."""
+
+    def replay(self):
+        pass
+
+
+def test_graph_outputs_a_caller_holds_are_never_reused(monkeypatch):
+    """The liveness rule of KernelProgram._replay, on the CPU: an instance is reused only once nobody holds its
+    outputs; with every instance held, a call runs without a graph."""
+    captured = []
+
+    def capture(cls, prog, args, static, warm):
+        static_in = [a if i in static or not isinstance(a, torch.Tensor) else a.clone() for i, a in enumerate(args)]
+        out = prog.run(*static_in)
+        captured.append(1)
+        return cls(_NoGraph(), static_in, out, [], set())
+
+    monkeypatch.setattr(runtime._GraphInstance, "capture", classmethod(capture))
+    monkeypatch.setattr(runtime.KernelProgram, "__call__", lambda self, *a: self._replay(a))
+    m = Mixed().eval()
+    c = tilecraft.compile(m, cuda_graphs=True)
+    x, r = torch.randn(2, 8, 32), torch.randn(2, 8, 48)
+    with torch.no_grad():
+        held = [c(x, r) for _ in range(runtime.MAX_GRAPHS)]
+        assert len(captured) == runtime.MAX_GRAPHS  # each call found the earlier outputs held
+        extra = c(x, r)  # all held: runs plainly, no new instance
+        assert len(captured) == runtime.MAX_GRAPHS
+        assert_close(extra, m(x, r))
+        del held, extra
+        c(x, r)  # outputs dropped: an instance is reused
+        assert len(captured) == runtime.MAX_GRAPHS
+
+
+def test_a_failed_capture_falls_back_to_plain_launches(monkeypatch, caplog):
+    """A graph that cannot be captured (a host sync, say) runs its kernels one by one from then on, with one
+    warning, and its results stay right."""
+    calls = []
+
+    def capture(cls, prog, args, static, warm):
+        calls.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(runtime._GraphInstance, "capture", classmethod(capture))
+    monkeypatch.setattr(runtime, "on_cuda", lambda args: True)  # the CPU stands in for the GPU here
+    m = Mixed().eval()
+    c = tilecraft.compile(m)  # default: graphs for inference on CUDA
+    with torch.no_grad():
+        for _ in range(3):
+            x, r = torch.randn(2, 8, 32), torch.randn(2, 8, 48)
+            assert_close(c(x, r), m(x, r))
+    assert len(calls) == 1 and c.report.graphs[0].program._graph_refused
+    assert sum("CUDA graph capture failed" in rec.message for rec in caplog.records) == 1

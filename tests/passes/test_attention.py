@@ -1,0 +1,57 @@
+"""fuse_attention: attention written as bmm → softmax → bmm (HF eager attention, torch's math SDPA fallback with
+a padding mask, GQA's repeat_kv) becomes one sdpa node, with the same results as eager."""
+import pytest
+import torch
+import transformers as T
+
+import tilecraft
+from tilecraft.passes import default_passes, fuse_attention
+from tilecraft.testing import assert_close
+
+PASSES = [(n, (lambda g: fuse_attention(g, ("cpu",))) if n == "fuse_attention" else f) for n, f in default_passes()]
+
+
+def _bert(impl):
+    return T.BertModel(T.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=128, vocab_size=100, attn_implementation=impl))
+
+
+def _llama():
+    return T.LlamaForCausalLM(T.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
+                                            attn_implementation="eager", use_cache=False))
+
+
+def _gpt2():
+    return T.GPT2LMHeadModel(T.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=64,
+                                          attn_implementation="eager", use_cache=False))
+
+
+@pytest.mark.parametrize("make,masked", [(lambda: _bert("sdpa"), True), (lambda: _bert("eager"), True),
+                                         (_llama, False), (_gpt2, False)],
+                         ids=["bert-math-sdpa-masked", "bert-eager-masked", "llama-eager-gqa", "gpt2-eager"])
+def test_attention_patterns_become_one_sdpa_node(make, masked):
+    torch.manual_seed(0)
+    m = make().eval()
+    ids = torch.randint(0, 100, (2, 16))
+    kw = {"input_ids": ids}
+    if masked:
+        mask = torch.ones(2, 16, dtype=torch.long)
+        mask[1, 9:] = 0  # padding: rows of the second sequence see 9 keys
+        kw["attention_mask"] = mask
+    c = tilecraft.compile(m, passes=PASSES)
+    with torch.no_grad():
+        assert_close(c(**kw)[0], m(**kw)[0], msg="first call")
+        kw["input_ids"] = torch.randint(0, 100, (2, 16))
+        assert_close(c(**kw)[0], m(**kw)[0], msg="fresh inputs")
+    ops = c.report.graphs[0].ops
+    assert ops.get("sdpa") == 2 and "bmm" not in ops and "softmax" not in ops, ops
+
+
+def test_default_pipeline_leaves_cpu_attention_alone():
+    m = _gpt2().eval()
+    c = tilecraft.compile(m)
+    with torch.no_grad():
+        c(input_ids=torch.randint(0, 100, (2, 16)))
+    ops = c.report.graphs[0].ops
+    assert "sdpa" not in ops and ops.get("bmm") == 4

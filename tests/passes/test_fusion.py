@@ -1,0 +1,183 @@
+"""Fusion rules, one test per rule: which ops become one kernel (and of which template), results against eager.
+"""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tilecraft.models import RMSNorm
+from tilecraft.testing import assert_matmul_configs_agree, seeded
+from tilecraft.testing import compile_and_check as run
+from tilecraft.testing import randn as r
+
+
+def test_pointwise_chain_with_broadcast_cast_where_compare_is_one_kernel():
+    def f(x, b, y):
+        z = torch.where(x > 0, x * b, torch.sigmoid(y)) + 0.5
+        return (z.to(torch.bfloat16) * 2).float() - (x < b).float()
+
+    (k,) = run(f, r(7, 13), r(13, seed=1), r(1, 13, seed=2), n_kernels=1)
+    assert k.template == "pointwise" and "pointwise-chain" in k.info["rules"]
+
+
+def test_rmsnorm_as_torch_ops_is_one_kernel():
+    m = RMSNorm(37).eval()
+    m.weight.data = r(37, seed=3)
+    (k,) = run(m, r(5, 37), n_kernels=1)
+    assert k.template == "reduction" and {"reduction-prologue", "reduction-epilogue"} <= set(k.info["rules"])
+
+
+@pytest.mark.parametrize("fn", [lambda x: torch.softmax(x, -1), lambda x: F.log_softmax(x, 0),
+                                lambda x: torch.softmax(x * 0.5 + 1, 1)])
+def test_softmax_is_one_kernel(fn):
+    run(fn, r(6, 29), n_kernels=1, templates=["reduction"])
+
+
+def test_softmax_written_as_ops_is_one_kernel():
+    def f(x):
+        e = torch.exp(x - x.amax(-1, keepdim=True))
+        return e / e.sum(-1, keepdim=True)
+
+    (k,) = run(f, r(4, 19), n_kernels=1)
+    assert "multi-reduction" in k.info["rules"]
+
+
+def test_linear_bias_gelu_is_one_kernel_2d_and_3d():
+    lin = nn.Linear(24, 40).eval()
+    (k,) = run(lambda x: F.gelu(lin(x)), r(6, 24), n_kernels=1)
+    assert k.template == "matmul" and "matmul-epilogue" in k.info["rules"]
+    run(lambda x: F.gelu(lin(x)), r(2, 3, 24), n_kernels=1, templates=["matmul"])  # via sink_views
+
+
+def test_permute_feeding_matmul_has_no_copy_kernel():
+    run(lambda a, b: a.permute(1, 0) @ b, r(20, 17), r(20, 9, seed=1), templates=["matmul"])
+    run(lambda a, b: torch.bmm(a.transpose(1, 2), b), r(3, 8, 5), r(3, 8, 6, seed=1), templates=["matmul"])
+
+
+def test_pointwise_prologue_on_matmul_operand():
+    (k,) = run(lambda q, kk: (q * 0.125) @ kk.transpose(-1, -2).to(torch.float32), r(3, 9, 20), r(3, 11, 20, seed=1),
+               n_kernels=1)
+    assert "matmul-prologue" in k.info["rules"]
+
+
+def test_residual_and_scale_epilogue():
+    w = r(16, 12)
+    run(lambda x, res: (x @ w.t()) * 0.5 + res, r(10, 12), r(10, 16, seed=2), n_kernels=1)
+
+
+def test_no_cycle_and_no_duplicated_reduction():
+    def f(x):
+        s = x.sum(-1, keepdim=True)  # used twice: must be computed once
+        y = torch.relu(x - s)
+        return y * s, y.amax(-1)
+
+    ks = run(f, r(4, 11))
+    assert sum(k.info["ops"].count("sum") for k in ks) == 1
+
+
+def test_cat_embedding_and_creation_ops_fuse_as_index_arithmetic():
+    def rope_like(q, cos):
+        q1, q2 = q[..., :4], q[..., 4:]
+        return q * cos + torch.cat((-q2, q1), dim=-1) * torch.sin(cos)
+
+    run(rope_like, r(2, 3, 8), r(3, 8, seed=1), n_kernels=1)
+    emb = nn.Embedding(20, 6)
+    ids = torch.randint(0, 20, (3, 5), generator=seeded(2))
+    run(lambda i: emb(i) * 2 + torch.arange(6) + torch.full((6,), 0.5), ids, n_kernels=1)
+    run(lambda x: torch.cat([x, torch.zeros(2, 3)], 0) + torch.ones(5, 3), r(3, 3), n_kernels=1)
+
+
+def test_gather_index_select_and_index_fuse():
+    x = r(5, 7)
+    i = torch.randint(0, 7, (5, 3), generator=seeded(4))
+    j = torch.tensor([4, -1, 0, 2])  # negative indices count from the end, as in torch
+    run(lambda x, i: torch.gather(x, 1, i) * 2, x, i, n_kernels=1)
+    run(lambda x, j: torch.index_select(x, 0, j.abs()).relu(), x, j, n_kernels=1)
+    run(lambda x, j: x[j] + 1, x, j, n_kernels=1)
+
+
+class GatedMLP(nn.Module):
+    """down(combine(act(gate(x)), up(x))): SwiGLU with the defaults."""
+
+    def __init__(self, d, h, act=F.silu, combine=torch.mul, bias=False):
+        super().__init__()
+        self.gate, self.up = nn.Linear(d, h, bias=bias), nn.Linear(d, h, bias=bias)
+        self.down = nn.Linear(h, d, bias=False)
+        self.act, self.combine = act, combine
+
+    def forward(self, x):
+        return self.down(self.combine(self.act(self.gate(x)), self.up(x)))
+
+
+def dual_mlp_kernels(x, **kw):
+    """The gated MLP compiles to a dual kernel (both projections, one stored product) and the down GEMM."""
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        m = GatedMLP(x.shape[-1], 37, **kw).eval().to(x.dtype)
+    # bf16: eager rounds the gate/up results and their product to bf16, the dual kernel keeps them in fp32
+    dual, down = run(m, x, n_kernels=2, templates=["matmul", "matmul"], scale=3.0 if x.dtype != torch.float32 else 1)
+    assert "matmul-dual" in dual.info["rules"] and dual.info["ops"].count("mm") + dual.info["ops"].count("addmm") == 2
+    # two dots in each variant's K loop (grouped and persistent); the [M, h] intermediates stay on chip
+    assert dual.source.count("tl.dot(") == 2 * 2 and len(dual.out_positions) == 1
+    assert down.info["ops"] == ["mm"]
+    return dual
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_swiglu_gate_and_up_are_one_dual_kernel(dtype):
+    dual = dual_mlp_kernels(r(13, 29, dtype=dtype))
+    assert dual.shapes == {"B": 1, "M": 13, "N": 37, "K": 29, "G": 2}  # G: two GEMMs (tuner features)
+    assert_matmul_configs_agree(dual, seed=2)  # the masks of both accumulators on the ragged shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_swiglu_on_3d_input_is_one_dual_kernel(dtype):
+    dual = dual_mlp_kernels(r(3, 7, 23, dtype=dtype))
+    assert (dual.shapes["M"], dual.shapes["K"]) == (21, 23)
+
+
+@pytest.mark.parametrize("act,combine", [(F.gelu, torch.mul), (lambda t: t, torch.add),
+                                         (torch.tanh, lambda a, b: a * 0.5 - torch.sigmoid(b))])
+def test_geglu_and_other_combinations_are_dual(act, combine):
+    dual_mlp_kernels(r(2, 5, 31), act=act, combine=combine)
+
+
+def test_dual_with_linear_bias():
+    dual = dual_mlp_kernels(r(11, 19), bias=True)
+    assert dual.info["ops"].count("addmm") == 2
+
+
+def test_dual_computes_a_shared_prologue_on_a_once():
+    w1, w2 = r(24, 31, seed=1), r(24, 31, seed=2)
+
+    def f(x):
+        h = torch.tanh(x) * 2  # used only by the two matmuls: computed in the K loop, once for both dots
+        return torch.sigmoid(h @ w1) * (h @ w2)
+
+    (k,) = run(f, r(17, 24), n_kernels=1)
+    assert {"matmul-dual", "matmul-prologue"} <= set(k.info["rules"]) and k.source.count("tl.where(amask") == 2  # once per variant
+
+
+def test_same_lhs_matmuls_without_a_combination_stay_separate():
+    w1, w2 = r(24, 31, seed=1), r(24, 31, seed=2)
+    ks = run(lambda x: (x @ w1, torch.relu(x @ w2)), r(17, 24), n_kernels=2, templates=["matmul", "matmul"])
+    assert not any("matmul-dual" in k.info["rules"] for k in ks)
+
+
+def test_dual_stores_a_matmul_result_that_is_also_an_output():
+    w1, w2 = r(24, 31, seed=1), r(24, 31, seed=2)
+
+    def f(x):
+        a, b = x @ w1, x @ w2
+        return a * torch.sigmoid(b), a, b + 1
+
+    (k,) = run(f, r(17, 24), n_kernels=1)
+    assert "matmul-dual" in k.info["rules"] and len(k.out_positions) == 3
+
+
+def test_dual_never_takes_a_matmul_whose_operand_needs_the_other():
+    w1, w2 = r(24, 24, seed=1), r(24, 24, seed=2)
+    x = r(24, 24)
+    # mm(x, relu(x @ w1) * w2): same A and shapes, but B is computed from the first matmul's result
+    ks = run(lambda x: (x @ w1) * (x @ (torch.relu(x @ w1) * w2)), x, n_kernels=2)
+    assert not any("matmul-dual" in k.info["rules"] for k in ks)
