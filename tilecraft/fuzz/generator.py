@@ -471,8 +471,9 @@ def p_int(b: Builder) -> Value:
         s = b.add("sum", [j], {"dim": [-1], "keepdim": True}, keep=False)
         return b.add("add", [x, b.add("cast", [s], {"dtype": x.type.dtype}, keep=False)])
     cond = b.add(r.choice(["gt", "lt", "ge", "le", "eq", "ne"]), [j, r.choice([0, 1, -1])], keep=False)
-    if r.random() < 0.5:
-        other = b.add(r.choice(["gt", "lt"]), [x, 0.0], keep=False)
+    if r.random() < 0.5:  # with a comparison of x, or with a boolean input
+        other = b.add(r.choice(["gt", "lt"]), [x, 0.0], keep=False) if r.random() < 0.6 else b.input(
+            b.partner_shape(x.type.shape), torch.bool)
         cond = b.add(r.choice(["logical_and", "logical_or", "logical_xor"]), [cond, other], keep=False)
     if r.random() < 0.3:
         cond = b.add("logical_not", [cond], keep=False)
