@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 for part in $parts; do
   echo "=== $part"
   case $part in
-    campaign) python3 -m tilecraft.cli fuzz --device cuda --jobs "${JOBS:-15}" --time "${TIME:-420s}" \
+    campaign) timeout -s INT 540 python3 -m tilecraft.cli fuzz --device cuda --jobs "${JOBS:-15}" --time "${TIME:-420s}" \
         --max-models "${MODELS:-3000}" --seed "${SEED:-14}" --reduce-seconds 20 --out "$out/campaign" \
         --no-progress > "$out/campaign.log" 2>&1
       echo "campaign exit status $? (0: every model matched in generated kernels)"
@@ -24,8 +24,8 @@ for part in $parts; do
         --no-progress > "$out/big.log" 2>&1; echo "big exit status $?"; grep "^big " "$out/big.log" ;;
     planted) timeout 330 python3 bench/fuzz_planted.py --device cuda --budget-s "${PLANT_S:-25}" --out "$out/planted" \
         2>&1 | tee "$out/planted.log" | tail -9 ;;
-    regressions) TRITON_INTERPRET=0 timeout 120 python3 -m pytest -q -x -p no:cacheprovider tests/fuzz/test_issue14_fixes.py 2>&1 \
-        | tail -3 | tee "$out/regressions.log" ;;
+    regressions) TRITON_INTERPRET=0 timeout 150 python3 -m pytest -q -p no:cacheprovider -k cuda \
+        tests/fuzz/test_issue14_fixes.py 2>&1 | tail -15 | tee "$out/regressions.log" ;;
     *) echo "unknown part $part" ;;
   esac
 done
