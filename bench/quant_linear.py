@@ -7,6 +7,8 @@ at the start by bench/peaks.py). Then the conv3x3-BN-ReLU residual block of ANCH
 eager vs Inductor vs tilecraft.compile.
 
     python bench/quant_linear.py [--out bench/results/quant_linear.json] [--sweep 12]
+    python bench/quant_linear.py --quick        # issue 15's rows: int8/int4, M=1,16,64,256,2048, 4096x4096 and
+                                                # 4096x11008, 3 configs each, no Inductor/conv (~3 min on an H200)
     python bench/quant_linear.py --dry-run      # CPU, Triton interpreter, tiny shapes (a smoke test)
 """
 from __future__ import annotations
@@ -79,12 +81,24 @@ def curated_configs(template: str, M: int, scheme: str = "") -> list[dict]:
     if template == "wq_gemv":
         return [{"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": 2}
                 for bn, bk, w in [(16, 256, 4), (8, 512, 4)]]
+    sw = {"SCALE_W": True} if scheme == "int4_weight_only" else {}
+    # (tiles keep about 64 dequantized weights per thread: BLOCK_N x BLOCK_K / (32 num_warps))
+    if template == "wq_gemm" and M <= 16:  # the weight tile on the dot's left (TRANS), split-K reduced in-kernel
+        return [{"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
+                 "TRANS": tr, **sw}
+                for bn, bk, sk, tr, w, st in [(128, 128, 4, True, 8, 3), (64, 256, 2, True, 8, 4),
+                                              (32, 256, 1, False, 4, 3), (64, 128, 4, True, 4, 4),
+                                              (128, 128, 2, True, 8, 3), (64, 512, 2, True, 8, 2)]]
     if template == "wq_gemm" and M <= 64:
-        bm, sw = max(16, min(64, M)), scheme == "int4_weight_only"
-        return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": 4, "num_stages": st,
-                 **({"SCALE_W": True} if sw and bk > 128 else {})}
-                for bn, bk, sk, st in [(16, 256, 1, 4), (32, 256, 1, 3), (64, 128, 1, 4), (32, 128, 2, 4),
-                                       (64, 256, 1, 3), (32, 512, 1, 2), (16, 512, 1, 3), (64, 128, 2, 3)]]
+        return [{"BLOCK_M": 64, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
+                 "TRANS": tr, **sw}
+                for bn, bk, sk, tr, w, st in [(128, 128, 1, True, 8, 3), (64, 128, 2, True, 4, 3),
+                                              (64, 256, 1, False, 8, 3), (128, 64, 2, True, 4, 3)]]
+    if template == "wq_gemm":  # large M: a bf16 tensor-core GEMM on dequantized weight tiles
+        return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": st,
+                 "TRANS": tr, **sw}
+                for bm, bn, bk, tr, w, st in [(128, 128, 64, True, 8, 3), (128, 256, 64, False, 8, 3),
+                                              (64, 128, 64, False, 4, 4), (128, 128, 128, False, 8, 2)]]
     return []
 
 
@@ -113,7 +127,8 @@ def sample_configs(kernel, n: int, seed: int) -> list[dict]:
     return out
 
 
-def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dict:
+def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth, inductor=True,
+                cold_top=4) -> dict:
     g = torch.Generator(device="cpu").manual_seed(M * 7 + N)
     w = (torch.randn(N, K, generator=g) * 0.02)
     x = torch.randn(M, K, generator=g).to(dtype).to(dev)
@@ -129,10 +144,9 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dic
         ref = (x.float() @ w_deq.t()).to(dtype)
         wbytes = N * K if scheme == "int8_weight_only" else N * K // 2
     row = {"scheme": scheme, "M": M, "K": K, "N": N, "group": group if scheme.startswith("int4") else 0,
-           "floor_us": wbytes / peaks.measure(cuda=not dry)["bandwidth"] * 1e6}
+           "floor_us": wbytes / bandwidth * 1e6}
     # ---- tilecraft kernels: sweep configs of the applicable templates
-    templates = ["fp8_gemm"] if scheme == "fp8" else (
-        ["wq_gemv", "wq_gemm"] if M <= 2 or (M <= 16 and scheme == "int4_weight_only") else ["wq_gemm"])
+    templates = ["fp8_gemm"] if scheme == "fp8" else (["wq_gemv", "wq_gemm"] if M <= 2 else ["wq_gemm"])
     tried, failed, timings = 0, 0, []
     for ti, template in enumerate(templates):
         k = make_kernel(scheme, M, N, K, dtype, group if scheme.startswith("int4") else 0, False, template,
@@ -157,6 +171,13 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dic
                     failed += 1
                     continue
                 ms = bench_ms(lambda: k.launch(args, cfg), dry)
+                out.zero_()
+                k.launch(args, cfg)  # again after many launches (split-K's arrival counters must have reset)
+                err = max(err, rel_err(out, ref))
+                if not err < (2e-2 if dtype != torch.float32 else 1e-4):
+                    print(f"  {scheme} M={M} {short_config(cfg)}: wrong after repeated launches ({err:.1e})")
+                    failed += 1
+                    continue
             except Exception as e:  # noqa: BLE001 - a config that does not compile or run is skipped
                 failed += 1
                 if tried == 1:
@@ -176,7 +197,7 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dic
 
                 return cold_gpu_us(on_copy, ab[1].numel() * ab[1].element_size())
 
-            colds = [(cold(kb, ab, cb), us, tp, cb, err) for us, tp, cb, err, kb, ab in timings[:4]]
+            colds = [(cold(kb, ab, cb), us, tp, cb, err) for us, tp, cb, err, kb, ab in timings[:cold_top]]
             for entry, c in zip(row["top_configs"], colds):
                 entry["cold_us"] = c[0]
             c_us, us, tp, cb, err = min(colds, key=lambda r: r[0])
@@ -190,8 +211,17 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dic
     row["cublas_us"] = bench_ms(lambda: x @ wb.t(), dry) * 1e3
     if not dry:
         row["cublas_cold_us"] = cold_gpu_us(lambda i: (lambda wc: (lambda: x @ wc.t()))(wb.clone()), wb.numel() * 2)
+    if M >= 256 and scheme != "fp8":  # the compiled qmatmul's "aten" backend: dequantize, then cuBLAS
+        from tilecraft.quant.kernels import dequantize_into
+
+        def deq_mm(q):
+            return lambda: x @ dequantize_into(scheme, q, qw.scales, qw.zeros, group, dtype).t()
+
+        row["dequant_mm_rel_err"] = rel_err(deq_mm(qw.qweight)(), ref)
+        if not dry:
+            row["dequant_mm_cold_us"] = cold_gpu_us(lambda i: deq_mm(qw.qweight.clone()), qw.qweight.numel())
     # ---- Inductor on the plain dequantize-then-matmul code
-    if not dry and scheme != "fp8":
+    if not dry and scheme != "fp8" and inductor:
         try:
             if scheme == "int8_weight_only":
                 fn = torch.compile(lambda x, q, s: x @ (q.to(x.dtype) * s[:, None].to(x.dtype)).t())
@@ -208,6 +238,61 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline) -> dic
         except Exception as e:  # noqa: BLE001
             row["inductor_error"] = f"{type(e).__name__}: {e}"[:200]
     return row
+
+
+class GatedMLP(nn.Module):
+    """x + down(silu(gate(x)) * up(x)): a LLaMA MLP with its residual, for the compile-path check."""
+
+    def __init__(self, d, h):
+        super().__init__()
+        self.gate, self.up, self.down = nn.Linear(d, h, bias=False), nn.Linear(d, h, bias=False), nn.Linear(h, d)
+
+    def forward(self, x):
+        return x + self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def compile_case(dev, dry) -> list[dict]:
+    """tilecraft.compile(m, quantize=...) on a LLaMA-sized MLP: the fused qmatmul kernels (default configs) against
+    the quantized copy's eager dequantized reference, at decode (M=16) and prefill (M=2048) sizes; GPU time."""
+    d, h, ms = (64, 128, [1, 16]) if dry else (4096, 11008, [1, 16, 2048])
+    dtype = torch.float32 if dry else torch.bfloat16
+    torch.manual_seed(0)
+    model = GatedMLP(d, h).eval().to(dev, dtype)
+    rows, xs = [], {M: torch.randn(M, d, device=dev, dtype=dtype) for M in ms}
+    bf16_us = {}
+    if not dry:  # the float model through tilecraft (cuBLAS GEMMs by default): the baseline of "x bf16"
+        from tilecraft.testing import gpu_profile
+
+        torch._dynamo.reset()
+        cf = tilecraft.compile(model)
+        with torch.no_grad():
+            for M, x in xs.items():
+                bf16_us[M] = sum(t for _, t in gpu_profile(lambda: cf(x)))  # noqa: B023
+    for scheme in ("int8_weight_only", "int4_weight_only"):
+        torch._dynamo.reset()
+        c = tilecraft.compile(model, quantize=scheme)
+        for M, x in xs.items():
+            with torch.no_grad():
+                got, got2, ref = c(x), c(x), c.model(x)
+            rec = c.report.graphs[-1]
+            failed = [s.kernel.name for s in rec.program.steps if getattr(s, "failed", False)]
+            row = {"scheme": scheme, "M": M, "rel_err": max(rel_err(got, ref), rel_err(got2, ref)),
+                   "kernels": [f"{k.template} {k.config.get('BACKEND', '')} {short_config(k.config)} {k.info['ops']}"
+                               for k in rec.kernels],
+                   "failed": failed}
+            if not dry:
+                from tilecraft.testing import gpu_profile
+
+                with torch.no_grad():
+                    row["gpu_us"] = sum(t for _, t in gpu_profile(lambda: c(x)))  # noqa: B023
+                    row["bf16_gpu_us"] = bf16_us[M]
+            rows.append(row)
+            ratio = row["gpu_us"] / row["bf16_gpu_us"] if row.get("gpu_us") else None
+            print(f"compile {scheme} M={M}: rel err {row['rel_err']:.1e} vs its dequantized reference, "
+                  f"fell back: {failed or 'none'}; GPU {fmt(row.get('gpu_us'))} us, bf16 "
+                  f"{fmt(row.get('bf16_gpu_us'))} us, x bf16 {fmt(ratio, '.2f')}; "
+                  f"{[k.split(' [')[0] for k in row['kernels']]}", flush=True)
+    return rows
 
 
 class ConvBNReLUBlock(nn.Module):
@@ -259,6 +344,16 @@ def conv_case(dev, dry) -> dict:
     return row
 
 
+def short_config(c) -> str:
+    """e.g. 16x128x256 sk4 T SW w4s3 (BLOCK_M x BLOCK_N x BLOCK_K, split-K, TRANS, SCALE_W, warps, stages)."""
+    if not c:
+        return "-"
+    tile = "x".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in c)
+    flags = [f"sk{c['SPLIT_K']}"] if c.get("SPLIT_K", 1) > 1 else []
+    flags += [f for f, k in (("T", "TRANS"), ("SW", "SCALE_W")) if c.get(k)]
+    return " ".join([tile] + flags + [f"w{c.get('num_warps')}s{c.get('num_stages')}"])
+
+
 def fmt(v, spec=".1f"):
     return "-" if v is None else format(v, spec)
 
@@ -269,10 +364,16 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="CPU interpreter, tiny shapes")
     ap.add_argument("--sweep", type=int, default=12, help="configs per problem (incl. the default)")
     ap.add_argument("--schemes", default="int8,int4,fp8", help="comma list of int8, int4, fp8")
-    ap.add_argument("--ms", default="", help="comma list of M values (default 1,16,64)")
+    ap.add_argument("--ms", default="", help="comma list of M values (default 1,16,64,256,2048)")
+    ap.add_argument("--shapes", default="4096x4096,4096x11008", help="comma list of KxN weight shapes")
     ap.add_argument("--no-conv", action="store_true")
+    ap.add_argument("--no-inductor", action="store_true", help="skip the Inductor column (compiles per row)")
+    ap.add_argument("--quick", action="store_true", help="int8,int4 only, 3 configs a row, no Inductor, no conv")
     ap.add_argument("--budget-s", type=float, default=240.0, help="after this, only default configs are timed")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.schemes, args.sweep, args.no_inductor, args.no_conv = "int8,int4", min(args.sweep, 3), True, True
+        args.budget_s = min(args.budget_s, 150.0)  # then default configs only: the whole run stays near 3 minutes
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
         print("no CUDA device: use --dry-run", file=sys.stderr)
@@ -282,8 +383,9 @@ def main(argv=None) -> int:
     print(peaks.describe(peaks.measure(cuda=not dry)), flush=True)
     t_start = time.perf_counter()
     deadline = t_start + args.budget_s
-    shapes = [(64, 48)] if dry else [(4096, 4096), (4096, 11008)]
-    ms_list = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16, 64] if not dry else [1, 16, 32])
+    shapes = [(64, 48)] if dry else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    ms_list = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16, 64, 256, 2048] if not dry else [1, 16, 32])
+    bandwidth = peaks.measure(cuda=not dry)["bandwidth"]
     n_cfg = 3 if dry else args.sweep
     schemes = [("int8_weight_only", 0), ("int4_weight_only", 32 if dry else 128)]
     hopper = not dry and torch.cuda.get_device_capability() >= (9, 0)
@@ -295,30 +397,35 @@ def main(argv=None) -> int:
         for scheme, group in schemes:
             for M in ms_list:
                 t0 = time.perf_counter()
-                row = linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline)
+                row = linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth,
+                                  not args.no_inductor, 2 if args.quick else 4)
                 row["bench_s"] = time.perf_counter() - t0
                 rows.append(row)
                 print(f"done {scheme} M={M} K={K} N={N} in {row['bench_s']:.1f}s", flush=True)
+    compiled_rows = compile_case(dev, dry)
     conv = None if args.no_conv else conv_case(dev, dry)
     device = "cpu (interpreter)" if dry else torch.cuda.get_device_name()
     result = {"device": device, "torch": torch.__version__, "dry_run": dry, "peaks": peaks.measure(cuda=not dry),
-              "linear": rows, "conv": conv,
+              "linear": rows, "compile": compiled_rows, "conv": conv,
               "seconds": time.perf_counter() - t_start}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
-    print(f"\nwrote {args.out}; device {device}{' (timings meaningless: interpreter)' if dry else ''}")
-    print(f"\n{'scheme':<8} {'M':>3} {'KxN':>10} {'tilecraft us':>12} {'x floor':>8} {'cuBLAS us':>10} "
-          f"{'Inductor us':>11} {'floor us':>9} {'template':>9} {'rel err':>8} {'cold us':>8} {'x floor':>7} {'cuBLAS cold':>11}")
+    print(f"\nwrote {args.out} after {result['seconds']:.0f}s; device {device}{' (timings meaningless: interpreter)' if dry else ''}")
+    print(f"\nx floor = cold GPU time / (weight bytes / {bandwidth / 1e12:.2f} TB/s); x bf16 = cold / cuBLAS bf16 cold")
+    print("deq+mm = the compiled qmatmul's 'aten' backend (dequantize kernel + cuBLAS), the default for M >= 256")
+    print(f"{'scheme':<8} {'M':>4} {'KxN':>10} {'floor us':>8} {'cold us':>8} {'x floor':>7} {'cuBLAS cold':>11} "
+          f"{'x bf16':>6} {'deq+mm x bf16':>13} {'do_bench':>8} {'cuBLAS':>7} {'Inductor':>8} {'rel err':>8}  "
+          f"template config")
     for r in rows:
-        t = r.get("tilecraft_us")
         name = r["scheme"].split("_")[0] + (f"g{r['group']}" if r["group"] else "")
-        kn = f"{r['K']}x{r['N']}"
-        ratio = t / r["floor_us"] if t else None
-        print(f"{name:<8} {r['M']:>3} {kn:>10} {fmt(t):>12} {fmt(ratio, '.2f'):>8} {fmt(r['cublas_us']):>10} "
-              f"{fmt(r.get('inductor_us')):>11} {fmt(r['floor_us']):>9} {r.get('template', '-'):>9} "
-              f"{fmt(r.get('rel_err'), '.1e'):>8} {fmt(r.get('tilecraft_cold_us')):>8} "
-              f"{fmt(r['tilecraft_cold_us'] / r['floor_us'] if r.get('tilecraft_cold_us') else None, '.2f'):>7} "
-              f"{fmt(r.get('cublas_cold_us')):>11}")
+        cold, cb = r.get("tilecraft_cold_us"), r.get("cublas_cold_us")
+        print(f"{name:<8} {r['M']:>4} {r['K']}x{r['N']:<5} {fmt(r['floor_us']):>8} {fmt(cold):>8} "
+              f"{fmt(cold / r['floor_us'] if cold else None, '.2f'):>7} {fmt(cb):>11} "
+              f"{fmt(cold / cb if cold and cb else None, '.2f'):>6} "
+              f"{fmt(r['dequant_mm_cold_us'] / cb if r.get('dequant_mm_cold_us') and cb else None, '.2f'):>13} "
+              f"{fmt(r.get('tilecraft_us')):>8} "
+              f"{fmt(r['cublas_us']):>7} {fmt(r.get('inductor_us')):>8} {fmt(r.get('rel_err'), '.1e'):>8}  "
+              f"{r.get('template', '-')} {short_config(r.get('config'))}")
     c = conv
     if c:
         print(f"\n{c['workload']}: eager {fmt(c['eager_ms'], '.4f')} ms, Inductor {fmt(c.get('inductor_ms'), '.4f')} ms, "
@@ -328,7 +435,9 @@ def main(argv=None) -> int:
             if f"{label}_gpu_ms" in c:
                 print(f"  {label:15} GPU {c[label + '_gpu_ms']:.4f} ms per call: "
                       + ", ".join(f"{k} {t}" for k, t in c[label + "_kernels_us"]))
-    return 0 if all("tilecraft_us" in r for r in rows) else 1
+    ok = all("tilecraft_us" in r for r in rows) and all(
+        r["rel_err"] < (2e-2 if not dry else 1e-4) and not r["failed"] for r in compiled_rows)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

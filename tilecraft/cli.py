@@ -1,4 +1,4 @@
-"""The command line: `tilecraft demo | explain | tune | fuzz | bench | db`."""
+"""The command line: `tilecraft demo | explain | tune | fuzz | db | cache` (also `python -m tilecraft`)."""
 from __future__ import annotations
 
 import argparse
@@ -36,22 +36,46 @@ def cmd_demo(args) -> int:
 
 
 def cmd_explain(args) -> int:
+    """Show the IR after each pass that changed it, the fused groups and the Triton source of each kernel, for
+    MODULE:FACTORY (a function returning (model, example_inputs)) or the built-in transformer block."""
     import torch
 
     import tilecraft
     from tilecraft.models import TransformerBlock
 
-    model = TransformerBlock(d=args.dim, heads=4).eval()
+    if args.factory:
+        from tilecraft.tuner.tune import load_factory
+
+        try:
+            made = load_factory(args.factory)()
+        except ValueError as e:
+            print(f"tilecraft explain: {e}", file=sys.stderr)
+            return 2
+        if not (isinstance(made, (list, tuple)) and len(made) == 2):
+            print(f"tilecraft explain: {args.factory} must return (model, example_inputs)", file=sys.stderr)
+            return 2
+        model, inputs = made
+        inputs = inputs if isinstance(inputs, (list, tuple)) else (inputs,)
+    else:
+        torch.manual_seed(args.seed)
+        model = TransformerBlock(d=args.dim, heads=4).eval()
+        inputs = (torch.randn(args.batch, args.tokens, args.dim),)
     with torch.no_grad():
-        tilecraft.explain(model, torch.randn(args.batch, args.tokens, args.dim))
+        tilecraft.explain(model, *inputs)
     return 0
 
 
 def main(argv=None) -> int:
+    from tilecraft import __version__
+
     p = argparse.ArgumentParser(prog="tilecraft", description=__doc__)
+    p.add_argument("--version", action="version", version=f"tilecraft {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, fn in [("demo", cmd_demo), ("explain", cmd_explain)]:
-        s = sub.add_parser(name, help=fn.__doc__)
+        s = sub.add_parser(name, help=" ".join(fn.__doc__.split()))
+        if name == "explain":
+            s.add_argument("factory", nargs="?", metavar="MODULE:FACTORY",
+                           help="a function returning (model, example_inputs); default: a small transformer block")
         s.add_argument("--dim", type=int, default=64)
         s.add_argument("--batch", type=int, default=2)
         s.add_argument("--tokens", type=int, default=16)
@@ -59,7 +83,8 @@ def main(argv=None) -> int:
         s.set_defaults(fn=fn)
     import importlib
 
-    for mod in ("tilecraft.tuner.cli", "tilecraft.fuzz.cli"):  # each subpackage adds its own subcommands
+    # each subpackage adds its own subcommands
+    for mod in ("tilecraft.tuner.cli", "tilecraft.fuzz.cli", "tilecraft.compiler.cache"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -113,7 +113,7 @@ def test_training_mode_forward_and_backward():
 
 def test_explain_prints_ir(capsys):
     text = tilecraft.explain(MLP().eval(), torch.randn(2, 16))
-    assert "---- after import" in text and "---- after dce" in text
+    assert "---- after import" in text and "changed nothing:" in text and "dce" in text  # dce had nothing to do
     assert "addmm(" in text and "gelu(" in text
     assert "addmm(" in capsys.readouterr().out
 

@@ -173,3 +173,25 @@ def test_a_failed_capture_falls_back_to_plain_launches(monkeypatch, caplog):
             assert_close(c(x, r), m(x, r))
     assert len(calls) == 1 and c.report.graphs[0].program._graph_refused
     assert sum("CUDA graph capture failed" in rec.message for rec in caplog.records) == 1
+
+
+def test_compile_ahead_warms_what_each_backend_launches():
+    """codegen/compile.py compiles a GEMM kernel's own source on the Triton backend, and only its generated
+    epilogue on the ATen backend (cuBLAS needs no compile)."""
+    from tilecraft.codegen.compile import plan_jobs
+
+    m = Mixed().eval()
+    for backend in ("triton", "aten"):
+        torch._dynamo.reset()
+        c = tilecraft.compile(m, matmul=backend)
+        with torch.no_grad():
+            c(torch.randn(2, 8, 32), torch.randn(2, 8, 48))
+        kernels = c.report.graphs[0].kernels
+        units = [k for job in plan_jobs(kernels) for k in job.kernels]
+        mm = [k for k in kernels if k.template == "matmul"]
+        if backend == "triton":
+            assert all(k in units for k in mm)
+        else:
+            on_aten = [k for k in mm if k.config["BACKEND"] == "aten"]
+            assert on_aten and not any(k in units for k in on_aten)
+            assert all(k.aten.epilogue in units for k in on_aten if k.aten.epilogue is not None)

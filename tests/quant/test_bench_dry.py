@@ -16,5 +16,7 @@ def test_bench_dry_run(tmp_path, capsys):
                                                                                    "int4_weight_only"}
     for r in data["linear"]:
         assert r["rel_err"] < 1e-4 and r["configs_tried"] >= 1 and r["tilecraft_us"] > 0
+    assert len(data["compile"]) == 4 and all(r["rel_err"] < 1e-4 and not r["failed"] for r in data["compile"])
+    assert data["peaks"]["bandwidth"] > 0
     assert data["conv"]["tilecraft_rel_err"] < 1e-5 and "batch_norm" not in data["conv"]["tilecraft_ops"]
     assert "convbnrelu" in capsys.readouterr().out.splitlines()[-1]

@@ -71,6 +71,8 @@ def test_gemm_int4_one_dot_per_chunk(scale_w, dtype, M, N, block_k, group, split
 @pytest.mark.parametrize("template,config", [
     ("wq_gemv", {"BLOCK_N": 8, "BLOCK_K": 64, "SPLIT_K": 1, "num_warps": 1, "num_stages": 1}),
     ("wq_gemm", {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}),
+    ("wq_gemm", {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1,
+                 "TRANS": True, "SCALE_W": True}),
 ])
 def test_int4_nibble_order_with_one_hot_activations(template, config):
     """x = e_k picks column k of the dequantized weight: low nibble of byte j is k=2j, high nibble is k=2j+1."""
@@ -116,3 +118,25 @@ def test_gemm_int4_chunk_spans_several_groups(dtype, M, N, block_k, group, split
     got = _launch("wq_gemm", x, qw, bias, cfg)
     # (float32: the weight tile is scaled before a 64-128 long dot, so sums round in another order: 2x tolerance)
     assert_close(got, _reference(x, qw, bias), scale=2.0, msg=f"gemm int4 M={M} BLOCK_K={block_k} group={group} {dtype}")
+
+
+@pytest.mark.parametrize("scheme,group", [("int8_weight_only", 0), ("int4_weight_only", 32)])
+@pytest.mark.parametrize("trans,split_k,scale_w", [(True, 1, False), (True, 3, True), (False, 2, False)])
+def test_gemm_weight_on_the_left_and_serial_split_k(scheme, group, trans, split_k, scale_w):
+    """TRANS (out^T = W x^T, then transposed back) and the in-kernel split-K reduction (K=160 in 3 splits: the
+    last split is short), launched three times on one kernel: the arrival counters reset after each launch."""
+    g = seeded(31 + split_k)
+    M, N, K = 20, 37, 160
+    qw = quantize_weight(torch.randn(N, K, generator=g), scheme, group or 128)
+    x, bias = torch.randn(M, K, generator=g), torch.randn(N, generator=g)
+    k = make_kernel(scheme, M, N, K, x.dtype, group, True, template="wq_gemm")
+    cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1,
+           "TRANS": trans, **({"SCALE_W": True} if scale_w and group else {})}
+    z = qw.zeros if qw.zeros is not None else torch.empty(1, dtype=torch.uint8)
+    for _ in range(3):
+        out = torch.full((M, N), float("nan"))
+        k.launch([x, qw.qweight, qw.scales, z, bias, out], cfg)
+        assert_close(out, _reference(x, qw, bias), msg=f"{scheme} TRANS={trans} SPLIT_K={split_k}")
+    if split_k > 1:
+        ws, counters = k.split_workspace(cfg, k.grid(cfg), "cpu")
+        assert counters.shape == (6,) and not counters.any()  # 2 x 3 tiles, every counter back at zero

@@ -60,7 +60,7 @@ def test_knobs_split_k_and_multi_group_chunks(scheme, group, template, config):
 def test_kernel_protocol_for_the_tuner():
     k = make_kernel("int4_weight_only", 4, 48, 64, torch.float16, group=32, has_bias=True, template="wq_gemm")
     assert k.template == "wq_gemm" and k.shapes == {"M": 4, "N": 48, "K": 64, "group": 32}
-    assert set(k.default_config()) == {"BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "num_warps", "num_stages"}
+    assert set(k.default_config()) == {"BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "num_warps", "num_stages", "TRANS"}
     assert k.key != make_kernel("int8_weight_only", 4, 48, 64, torch.float16, template="wq_gemm").key
     args = k.make_args("cpu", seed=1)
     k.launch(args, k.default_config())
@@ -114,3 +114,26 @@ def test_gpu_default_configs_are_valid_for_decode_and_prefill_shapes(monkeypatch
                                scheme=scheme)
             k.check_config(cfg)
             assert (template == "wq_gemv") == (M == 1 and scheme != "fp8"), (M, template)
+
+
+def test_ir_reference_falls_back_to_eager_when_a_kernel_cannot_run(monkeypatch, caplog):
+    """The torch fallback of a quantized-linear group (the IR op's reference) must not fail with the kernel: a
+    kernel that does not compile (simulated) gives the eager dequantize-then-matmul result and one warning;
+    shape errors (QuantError) still surface."""
+    import tilecraft.quant.ops as qops
+    from tilecraft.ir.ops import REGISTRY
+
+    def broken(*a, **k):
+        raise RuntimeError("PassManager::run failed (simulated compile failure)")
+
+    monkeypatch.setattr(qops, "run_quantized_linear", broken)
+    monkeypatch.setattr(qops, "_WARNED", set())
+    g = seeded(21)
+    qw = quantize_weight(torch.randn(8, 32, generator=g), "int8_weight_only")
+    x, bias = torch.randn(3, 32, generator=g), torch.randn(8, generator=g)
+    ref = REGISTRY["wq_linear_int8"].ref
+    with caplog.at_level("WARNING", logger="tilecraft"):
+        got = ref(x, qw.qweight, qw.scales, bias)
+        ref(x, qw.qweight, qw.scales, bias)
+    assert_close(got, _reference(x, qw, bias))
+    assert sum("wq_linear_int8 kernel failed" in r.message for r in caplog.records) == 1

@@ -20,7 +20,9 @@ def test_bench_tune_model_dry_run(tmp_path, capsys):
     m = res["model"]
     assert m["tilecraft_default"]["correct"] and m["tilecraft_tuned"]["correct"]
     n = m["tilecraft_default"]["kernels"]
-    assert n >= 8 and len(res["kernels"]) == n == m["tilecraft_tuned"]["kernels"]
+    # kernels with one source (identical layers, or the block's two LayerNorms) share a key and are tuned once
+    assert n >= 8 and n - 2 <= len(res["kernels"]) <= n == m["tilecraft_tuned"]["kernels"]
+    assert len({k["key"] for k in res["kernels"]}) == len(res["kernels"]) if "key" in res["kernels"][0] else True
     assert m["tilecraft_tuned"]["configs_from_db"] == n  # every kernel launched with its tuned config
     assert {k["template"] for k in res["kernels"]} >= {"matmul", "reduction"}
     for k in res["kernels"]:

@@ -18,9 +18,10 @@ def build_kernel(group, outputs, name: str, options=None):
     kernel in reports (`Kernel.name`); the source only holds `kernel_name(group)`."""
     from .matmul import matmul_kernel
     from .pointwise import pointwise_kernel
+    from .qmatmul import qmatmul_kernel
     from .reduction import reduction_kernel
 
-    make = {"pointwise": pointwise_kernel, "reduction": reduction_kernel,
+    make = {"pointwise": pointwise_kernel, "reduction": reduction_kernel, "qmatmul": qmatmul_kernel,
             "matmul": lambda g, o, n: matmul_kernel(g, o, n, options)}.get(group.kind)
     if make is None:
         raise Unsupported(f"no template for {group.kind} groups")

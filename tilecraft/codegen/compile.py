@@ -45,7 +45,7 @@ def plan_jobs(kernels: list[Kernel]) -> list[Job]:
     """One job per distinct (source, config, argument dtypes), in first-use order; kernels whose launch would
     do nothing (an empty grid or tensor) are never launched, so never compiled."""
     jobs: dict[tuple, Job] = {}
-    for k in kernels:
+    for k in [u for k in kernels for u in k.compile_units()]:
         if k.launches_nothing():
             continue
         key = (k.source, tuple(sorted(k.config.items())), tuple(a.dtype for a in k.args))

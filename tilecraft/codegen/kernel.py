@@ -6,6 +6,7 @@ this protocol: `template`, `shapes`, `dtype`, `key`, `default_config()`, `launch
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -24,15 +25,40 @@ LAUNCH_KEYS = ("num_warps", "num_stages")
 
 @functools.cache
 def interpreting() -> bool:
-    """Triton kernels run through the CPU interpreter (TRITON_INTERPRET=1). Read once: Triton itself reads it
-    when kernels are defined, and a decode step should not look up the environment on every call."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    """Do tilecraft's Triton kernels run through Triton's CPU interpreter? When TRITON_INTERPRET says so, or when
+    there is no CUDA (then only tilecraft's own kernels are interpreted, see `own_kernels`). Read once: a decode
+    step should not look up the environment on every call."""
+    env = os.environ.get("TRITON_INTERPRET")
+    if env is not None:
+        return env.strip().lower() in ("1", "true", "on", "yes")
+    return not torch.cuda.is_available()
+
+
+@contextlib.contextmanager
+def own_kernels():
+    """Define tilecraft's kernels (run `@triton.jit`) in the mode `interpreting()` says. Triton reads
+    TRITON_INTERPRET when a kernel is decorated, so without CUDA the variable is set for that moment only and
+    restored: the process's environment, and other libraries' kernels, are left as they were."""
+    old = os.environ.get("TRITON_INTERPRET")
+    want = "1" if interpreting() else None
+    if old is not None or want is None:  # the user decided (or there is nothing to change)
+        yield
+        return
+    os.environ["TRITON_INTERPRET"] = want
+    try:
+        yield
+    finally:
+        os.environ.pop("TRITON_INTERPRET", None)
+
+
+def cache_root() -> Path:
+    """tilecraft's cache directory: $TILECRAFT_CACHE, else ~/.cache/tilecraft (not created here)."""
+    return Path(os.environ.get("TILECRAFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tilecraft"))
 
 
 def cache_dir() -> Path:
-    """Where generated kernel sources live: $TILECRAFT_CACHE or ~/.cache/tilecraft/kernels/triton-<ver>."""
-    base = os.environ.get("TILECRAFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tilecraft")
-    d = Path(base) / "kernels" / f"triton-{triton.__version__}"
+    """Where generated kernel sources live: <cache_root>/kernels/triton-<ver>."""
+    d = cache_root() / "kernels" / f"triton-{triton.__version__}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -53,7 +79,8 @@ def load_source(source: str, fn_name: str):
         spec = importlib.util.spec_from_file_location(f"tilecraft_kernels.k_{digest}", path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
+        with own_kernels():
+            spec.loader.exec_module(mod)
         _MODULES[digest] = mod
     return getattr(mod, fn_name)
 
@@ -171,6 +198,14 @@ class Kernel:
         consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
         opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
         return consts, opts, self.grid(config)
+
+    def compile_units(self) -> list["Kernel"]:
+        """The generated kernels a launch with the current config runs (compiled ahead by codegen/compile.py): this
+        one, or, for a kernel whose `BACKEND` is "aten", the generated epilogue of its ATen plan, if any."""
+        if self.config.get("BACKEND") == "aten":
+            epilogue = getattr(getattr(self, "aten", None), "epilogue", None)
+            return [epilogue] if epilogue is not None else []
+        return [self]
 
     def launches_nothing(self, config: dict | None = None) -> bool:
         """Is a launch with this config a no-op: an empty grid, or an empty tensor argument?"""

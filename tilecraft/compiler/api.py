@@ -17,6 +17,7 @@ from torch._functorch.aot_autograd import make_boxed_func
 
 from ..ir import Graph
 from ..passes import PassTrace, default_passes, run_passes
+from ..logs import graphs_log
 from .capture import CaptureError, import_fx
 
 log = logging.getLogger("tilecraft")
@@ -30,11 +31,16 @@ class Options:
     codegen: bool = True  # generate Triton kernels; False runs the IR through the reference interpreter
     schedules: str | None = None  # schedule database to take tuned kernel configs from
     cuda_graphs: bool | None = None  # replay the launch sequence as a CUDA graph; None: for inference on CUDA
+    lean_launch: bool | None = None  # a generated straight-line wrapper after the first call (compiler/wrapper.py);
+    # None: TILECRAFT_LEAN_LAUNCH=1 turns it on (off by default until its CUDA launcher is measured on a GPU)
     channels_last: bool | None = None  # run convolutions in NHWC; None: decide (fp16/bf16 convs on CUDA)
-    quantize: str | None = None  # a quantization scheme applied before capture (see tilecraft.quantize)
+    quantize: str | None = None  # a quantization scheme, applied to a copy before capture (tilecraft.quantize)
     matmul: str = "auto"  # GEMM backend per matmul group: "auto" (schedule DB, else cuBLAS on a GPU), "triton", "aten"
     verify: bool = True  # verify the IR after every pass
     passes: list | None = None  # override the pass pipeline (list of (name, fn))
+    dynamic: bool | None = None  # as torch.compile's: None = static first, symbolic sizes once a size changes
+    mode: str = "default"  # "default" | "max-autotune" (tune kernels the schedule DB lacks) | "reduce-overhead"
+    autotune_seconds: float = 60.0  # mode="max-autotune": time budget for tuning all of a graph's kernels
 
     def __post_init__(self):
         if self.matmul not in ("auto", "triton", "aten"):
@@ -46,7 +52,16 @@ class Options:
         unknown = sorted(set(kw) - names)
         if unknown:
             raise TypeError(f"tilecraft.compile got unknown option(s) {unknown}; known: {sorted(names)}")
+        mode = kw.get("mode") or "default"
+        if mode not in MODES:
+            raise ValueError(f"tilecraft: unknown mode {mode!r}; known modes: {', '.join(MODES)}")
+        kw["mode"] = mode
+        if mode == "reduce-overhead" and kw.get("cuda_graphs") is None:  # as Inductor's: CUDA graphs
+            kw["cuda_graphs"] = True
         return cls(**kw)
+
+
+MODES = ("default", "max-autotune", "reduce-overhead")
 
 
 @dataclass
@@ -69,6 +84,7 @@ class GraphRecord:
 @dataclass
 class CompileReport:
     graphs: list[GraphRecord] = field(default_factory=list)
+    dynamo_graphs: int = 0  # graphs Dynamo handed to the backend (a dynamic-shape graph counts once)
 
     def fell_back(self) -> list[tuple[str, str, str]]:
         """What should have compiled but runs through torch, as (stage, what, why): "graph" (a whole graph),
@@ -107,6 +123,11 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, report: CompileRep
         graph, fallbacks = import_fx(gm)
         passes = options.passes if options.passes is not None else default_passes(options)
         graph = run_passes(graph, passes, trace, check=options.verify)
+        if graphs_log.isEnabledFor(logging.DEBUG):
+            for name, text, secs in trace.steps:
+                graphs_log.debug("tilecraft IR after %s (%.1f ms):\n%s", name, secs * 1000, text)
+            if trace.unchanged:
+                graphs_log.debug("tilecraft passes that changed nothing: %s", ", ".join(trace.unchanged))
         program = build_program(graph, options)
     except CaptureError as e:
         log.warning("tilecraft: %s; this graph runs through torch", e)
@@ -131,20 +152,32 @@ def build_program(graph: Graph, options: Options):
 
 
 def make_backend(options: Options | None = None, report: CompileReport | None = None) -> Callable:
-    """A torch.compile backend: Dynamo graph → aot_autograd (core ATen decompositions) → tilecraft."""
+    """A torch.compile backend: Dynamo graph → aot_autograd (core ATen decompositions) → tilecraft.
+    A graph with symbolic sizes is compiled per concrete input shape at call time (see `dynamic.py`)."""
+    from .dynamic import ShapeSpecialized, is_symbolic
+
     options = options or Options()
     report = report if report is not None else CompileReport()
 
     def fw_compiler(gm, example_inputs, inference: bool = False):
-        prog = compile_graph(gm, options, report)
-        if hasattr(prog, "inference"):
-            prog.inference = inference
-        if hasattr(prog, "static_inputs"):  # parameters and buffers: a CUDA graph reads them in place
-            try:
-                meta = torch._guards.TracingContext.get().fw_metadata
-                prog.static_inputs = tuple(sorted(meta.static_input_indices))
-            except (AttributeError, AssertionError, RuntimeError):
-                pass
+        report.dynamo_graphs += 1
+        static: tuple[int, ...] = ()
+        try:  # parameters and buffers: a CUDA graph reads them in place
+            static = tuple(sorted(torch._guards.TracingContext.get().fw_metadata.static_input_indices))
+        except (AttributeError, AssertionError, RuntimeError):
+            pass
+
+        def build(g):
+            prog = compile_graph(g, options, report)
+            if hasattr(prog, "inference"):
+                prog.inference = inference
+            return prog
+
+        if is_symbolic(gm):
+            return make_boxed_func(ShapeSpecialized(gm, build, static))
+        prog = build(gm)
+        if hasattr(prog, "static_inputs"):
+            prog.static_inputs = static
         return make_boxed_func(prog)
 
     def bw_compiler(gm, example_inputs):  # training: the backward graph runs as captured
@@ -159,10 +192,28 @@ def make_backend(options: Options | None = None, report: CompileReport | None = 
     return backend
 
 
-@torch._dynamo.register_backend(name="tilecraft")
-def tilecraft_backend(gm, example_inputs, **kwargs):
-    """`torch.compile(model, backend="tilecraft")`; options may come through `options={...}`."""
-    return make_backend(Options.make(**kwargs))(gm, example_inputs)
+def tilecraft_backend(gm, example_inputs, mode: str | None = None, options: dict | None = None, **kwargs):
+    """`torch.compile(model, backend="tilecraft", mode=..., options={...})`: `options` are `tilecraft.compile`'s
+    (see `Options`), `mode` is "default", "max-autotune" or "reduce-overhead"."""
+    return make_backend(Options.make(**{**(options or {}), **kwargs, "mode": mode}))(gm, example_inputs)
+
+
+def _register_backend() -> None:
+    """Make `backend="tilecraft"` work. An installed tilecraft is found by Dynamo through its
+    `torch_dynamo_backends` entry point (as out-of-tree backends are), with no `import tilecraft`; loading that
+    entry point imports this module, so registering here as well would be Dynamo's "duplicate name" error.
+    Only a checkout used without installing (PYTHONPATH) registers itself on import."""
+    from importlib.metadata import entry_points
+
+    from torch._dynamo.backends import registry
+
+    if "tilecraft" in registry._COMPILER_FNS or any(
+            ep.name == "tilecraft" for ep in entry_points(group="torch_dynamo_backends")):
+        return
+    registry.register_backend(tilecraft_backend, name="tilecraft")
+
+
+_register_backend()
 
 
 def _describe(obj) -> str:
@@ -182,9 +233,11 @@ class CompiledModel:
             self._signature = inspect.signature(fn)
         except (TypeError, ValueError):
             self._signature = None
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        # more recompiles (dtypes, grad modes, argument forms) than Dynamo's default, for this model's calls only
+        self._limits = torch._dynamo.config.patch(
+            recompile_limit=max(torch._dynamo.config.recompile_limit, 64))
         self._compiled = torch.compile(model, backend=make_backend(options, self.report),
-                                       fullgraph=options.fullgraph, dynamic=False)
+                                       fullgraph=options.fullgraph, dynamic=options.dynamic)
         functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args, **kwargs):
@@ -198,10 +251,11 @@ class CompiledModel:
                 raise TypeError(f"tilecraft.compile({_describe(self.model)}) was called with arguments its "
                                 f"signature {self._signature} does not accept: {e}") from None
             self._bound_forms.add(form)
-        return self._compiled(*args, **kwargs)
+        with self._limits:
+            return self._compiled(*args, **kwargs)
 
     def __getattr__(self, name):  # parameters(), eval(), config, ... of the original model
-        if name in ("model", "_compiled", "_signature", "report", "options", "_bound_forms"):
+        if name in ("model", "_compiled", "_signature", "report", "options", "_bound_forms", "_limits"):
             raise AttributeError(name)
         return getattr(self.model, name)
 
@@ -220,7 +274,7 @@ def compile(model, **options) -> CompiledModel:  # noqa: A001 - the public name
     if opts.quantize:
         from ..passes.quantize import quantize
 
-        model = quantize(model, opts.quantize)
+        model = quantize(model, opts.quantize)  # a new module tree: the user's model is left unchanged
     return CompiledModel(model, opts)
 
 
@@ -236,6 +290,8 @@ def explain(model, *inputs, print_result: bool = True, **options) -> str:
             continue
         for name, text, secs in r.trace.steps:
             parts.append(f"---- after {name} ({secs * 1000:.1f} ms) ----\n{text}")
+        if r.trace.unchanged:
+            parts.append(f"---- passes that changed nothing: {', '.join(r.trace.unchanged)} ----")
         if r.fallbacks:
             parts.append("---- ran through torch ----\n" + "\n".join(sorted(set(r.fallbacks))))
         if r.program is not None and hasattr(r.program, "explain"):

@@ -6,9 +6,11 @@ import logging
 import sys
 
 import torch
+from torch._logging import LazyString
 
 from ..ir import Graph, Node, Value, interpret, is_view
 from ..ir.interpreter import run_node
+from ..logs import configs_log, fusion_log, kernels_log
 from ..passes.fusion import Group, format_groups, partition
 
 log = logging.getLogger("tilecraft")
@@ -119,6 +121,7 @@ class KernelProgram:
         self.inference = False  # set by the backend for graphs that run without autograd (CUDA graphs by default)
         self._graphs: list[_GraphInstance] = []  # captured CUDA graphs (see _replay)
         self._graph_key, self._graph_refused = None, False
+        self._lean, self._lean_source = None, None  # the generated wrapper (see run) and its source
         self.copies: set = set()  # (kernel, shape, strides given, strides expected) of inputs copied to fit
         self.groups = partition(graph)
         group_of = {id(n): g for g in self.groups for n in g.nodes}
@@ -151,6 +154,10 @@ class KernelProgram:
 
         self.steps: list = []
         self.kernels = []
+        if getattr(options, "mode", "default") == "max-autotune":  # its database exists before configs are read
+            from ..tuner.tune import autotune_db
+
+            autotune_db(options)
         for i, g in enumerate(self.groups):
             outs = needed[id(g)]
             kernel = None
@@ -167,6 +174,9 @@ class KernelProgram:
                 self.kernels.append(kernel)
             elif g.kind == "torch" or outs:
                 self.steps.extend(TorchStep(n) for n in g.nodes)
+        # max-autotune tunes on the first call: the backend compiles under fake tensors, tuning needs real ones
+        self._autotune = getattr(options, "mode", "default") == "max-autotune"
+        self._log()
         self._plan_frees()
         # distinct kernels compile concurrently now, not one by one at their first launches (no-op on the CPU)
         failed = compile_kernels(self.kernels, {v.type.device for v in graph.inputs})
@@ -176,6 +186,21 @@ class KernelProgram:
                 e = failed[id(s.kernel)]
                 self.fell_back.append(("compile", s.kernel.name,
                                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+
+    def _autotune_now(self) -> None:
+        from ..tuner.tune import autotune_missing
+
+        self._autotune = False
+        for k in autotune_missing(self.kernels, self.options):
+            configs_log.debug("tilecraft kernel %s: config %s from %s", k.name, k.config, k.info["config_source"])
+
+    def _log(self) -> None:
+        """The `tilecraft_fusion`, `tilecraft_kernels` and `tilecraft_configs` artifacts (see tilecraft/logs.py)."""
+        fusion_log.debug("tilecraft fused groups:\n%s", LazyString(format_groups, self.groups))
+        for k in self.kernels:
+            kernels_log.debug("tilecraft kernel %s (%s):\n%s", k.name, k.template, k.source)
+            configs_log.debug("tilecraft kernel %s: config %s from %s", k.name, k.config,
+                              k.info.get("config_source", "default"))
 
     def _choose_config(self, kernel):
         """A tuned config from the schedule database when one matches, else the template's default."""
@@ -208,6 +233,8 @@ class KernelProgram:
                 self.frees[i].append(vid)
 
     def __call__(self, *args):
+        if self._autotune:
+            self._autotune_now()
         mode = getattr(self.options, "cuda_graphs", None)
         if mode is not False and not self._graph_refused:
             cuda = on_cuda(args)
@@ -290,6 +317,39 @@ class KernelProgram:
         return t
 
     def run(self, *args):
+        """Run the program once without a CUDA graph: through the generated lean wrapper (compiler/wrapper.py)
+        once a first plain run has settled what is static, else step by step (`run_steps`)."""
+        if self._lean is not None:
+            return self._lean(*args)
+        out = self.run_steps(*args)
+        if self._lean is None and self._lean_source is None:
+            self._make_lean(args)
+        return out
+
+    def _make_lean(self, args):
+        from .wrapper import generate, lean_enabled
+
+        if not lean_enabled(self.options):
+            self._lean_source = ""
+            return
+        try:
+            self._lean_source, self._lean = generate(self, args)
+        except Exception as e:  # noqa: BLE001 - the step-by-step path stays
+            self._lean_source = ""
+            log.warning("tilecraft: no lean launch wrapper (%s: %s); launching step by step", type(e).__name__, e)
+
+    def _lean_failed(self, i: int, e: Exception, args):
+        """Kernel step i failed at launch in the lean wrapper: it runs through torch from now on, the wrapper is
+        generated again on the next call, and this call is redone step by step."""
+        step = self.steps[i]
+        step.failed = True
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        self.fell_back.append(("launch", step.kernel.name, why))
+        log.warning("tilecraft: kernel %s failed (%s); its ops run through torch from now on", step.kernel.name, why)
+        self._lean, self._lean_source = None, None
+        return self.run(*args)
+
+    def run_steps(self, *args):
         """Launch every step in order (no CUDA graph); steps on static inputs alone reuse their last results."""
         env: dict[int, torch.Tensor] = {id(v): t for v, t in zip(self.graph.inputs, args)}
         if self._static_steps is None:
@@ -369,6 +429,8 @@ class KernelProgram:
         parts = ["---- fused groups ----", format_groups(self.groups), "---- kernels ----"]
         for k in self.kernels:
             parts.append(f"# {k.name}: {k.describe()}\n{k.source}")
+        parts += ["---- launch wrapper ----", self._lean_source or (
+            "(generated after the first call)" if self._lean_source is None else "(off: launching step by step)")]
         return "\n".join(parts)
 
 

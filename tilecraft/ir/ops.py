@@ -22,7 +22,7 @@ from .types import TensorType, contiguous_strides
 
 CATEGORIES = ("pointwise", "reduction", "matmul", "view", "data", "opaque")
 # The kernel templates an op can be computed by ("view": index arithmetic inside whichever kernel reads it).
-TEMPLATES = ("pointwise", "reduction", "matmul", "view")
+TEMPLATES = ("pointwise", "reduction", "matmul", "qmatmul", "view")
 # The dtypes generated kernels compute in; a node with a value of another dtype runs through torch.
 CODEGEN_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
                             torch.int8, torch.uint8, torch.bool})

@@ -17,7 +17,8 @@ from ..ir.ops import norm_dims
 
 @dataclass(eq=False)
 class Group:
-    kind: str  # "pointwise" | "reduction" | "matmul" (one matmul, or two sharing A: "matmul-dual") | "torch"
+    kind: str  # "pointwise" | "reduction" | "matmul" (one matmul, or two sharing A: "matmul-dual") | "qmatmul"
+    # (one quantized linear and its epilogue) | "torch"
     nodes: list[Node]
     shape: tuple[int, ...]  # iteration shape: pointwise/matmul output shape, reduction input shape
     dims: tuple[int, ...] = ()  # reduced dims (reduction groups)
@@ -118,6 +119,8 @@ class Partitioner:
                 return "reduction-epilogue"
             if g.kind == "matmul" and out == g.shape and not self._feeds_only_reductions(node):
                 return "matmul-epilogue"
+            if g.kind == "qmatmul" and out == g.shape and not self._feeds_only_reductions(node):
+                return "qmatmul-epilogue"
             return None
         if kind == "reduction":
             x = node.inputs[0]
@@ -161,7 +164,7 @@ class Partitioner:
     def new_group(self, node: Node, kind: str) -> Group:
         if kind == "reduction":
             g = Group(kind, [], node.inputs[0].type.shape, reduction_dims(node))
-        elif kind in ("pointwise", "matmul"):
+        elif kind in ("pointwise", "matmul", "qmatmul"):
             g = Group(kind, [], node.outputs[0].type.shape)
         else:
             g = Group("torch", [], node.outputs[0].type.shape if node.outputs else ())
@@ -181,6 +184,9 @@ class Partitioner:
             if kind == "matmul":
                 g = self.join_dual(node) or self.new_group(node, kind)
                 self.merge_producers(node, g, max_nodes=4, rule="matmul-prologue")
+                continue
+            if kind == "qmatmul":  # no prologue: the template loads its activation rows as they are
+                self.new_group(node, kind)
                 continue
             joined = None
             for g in reversed(self.producers(node)):
@@ -248,7 +254,7 @@ class Partitioner:
 
     def merge_producers(self, node: Node, g: Group, max_nodes: int = 1 << 30, rule: str = "merge-producers") -> None:
         """Pull pointwise producer groups whose every value is used only inside g into g (no stores)."""
-        if g.kind == "torch":
+        if g.kind in ("torch", "qmatmul"):  # a quantized-matmul kernel reads its operands as stored tensors
             return
         for p in self.producers(node):
             if p is g or p.kind != "pointwise" or (g.kind == "reduction" and p.shape != g.shape):

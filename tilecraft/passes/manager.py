@@ -12,12 +12,18 @@ Pass = Callable[[Graph], Graph]
 
 @dataclass
 class PassTrace:
-    """What each pass did: its name, the IR after it, and how long it took."""
+    """What each pass did: its name, the IR after it, and how long it took; `unchanged` names the passes that
+    left the graph as it was (explain and the `tilecraft_graphs` log show only the others)."""
 
     steps: list[tuple[str, str, float]] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
 
     def record(self, name: str, graph: Graph, seconds: float) -> None:
-        self.steps.append((name, format_graph(graph, name), seconds))
+        text = format_graph(graph, name)
+        if self.steps and text.partition("(")[2] == self.steps[-1][1].partition("(")[2]:
+            self.unchanged.append(name)
+            return
+        self.steps.append((name, text, seconds))
 
 
 def run_passes(graph: Graph, passes: list[tuple[str, Pass]], trace: PassTrace | None = None,

@@ -2,11 +2,14 @@
 for decode batches, wide for prefill; "fp8_gemm"),
 and `run_quantized_linear`, the one call a runtime needs to execute a quantized-linear IR node.
 
-Knobs: BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages (+ BLOCK_M for the GEMMs). `shapes` is
-{"M", "N", "K", "group"}. With SPLIT_K > 1 the launch accumulates into a zeroed float32 workspace and casts.
+Knobs: BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages (+ BLOCK_M for the GEMMs; TRANS and, for int4,
+SCALE_W for wq_gemm; BACKEND for codegen's fused qmatmul kernels). `shapes` is {"M", "N", "K", "group"}.
+With SPLIT_K > 1 the GEMM reduces its splits inside the kernel (`split_workspace`); the GEMV and the fp8 GEMM
+accumulate atomically into a zeroed float32 workspace and cast.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,8 @@ class QuantKernel(Kernel):
 
     extra: dict = field(default_factory=dict)  # M, N, K, strides and constexpr flags (BITS, GROUP, ...)
     scheme: str = ""
+    _workspaces: dict = field(default_factory=dict, repr=False)  # split-K scratch (see split_workspace)
+    aten: object = None  # codegen's plan for config BACKEND "aten" (dequantize, then cuBLAS), if it has one
 
     @property
     def key(self) -> str:
@@ -43,6 +48,10 @@ class QuantKernel(Kernel):
 
     def check_config(self, config: dict) -> None:
         """Raise QuantError naming the knob when a config cannot run this kernel."""
+        if config.get("BACKEND", "triton") not in ("triton", "aten") or (
+                config.get("BACKEND") == "aten" and self.aten is None):
+            raise QuantError(f"{self.name}: BACKEND={config.get('BACKEND')!r}: this kernel runs 'triton'"
+                             + (" or 'aten'" if self.aten is not None else ""))
         bk, group = config.get("BLOCK_K", 0), self.shapes.get("group", 0)
         for knob in ("BLOCK_N", "BLOCK_K") + (("BLOCK_M",) if self.template != "wq_gemv" else ()):
             v = config.get(knob)
@@ -58,6 +67,11 @@ class QuantKernel(Kernel):
                                  f"got BLOCK_K={bk}")
             if self.template == "wq_gemv" and max(bk, group) % min(bk, group):
                 raise QuantError(f"{self.name}: BLOCK_K={bk} and group size {group} must divide one another")
+        if self.info.get("fused") and self.template != "wq_gemm" and config.get("SPLIT_K", 1) != 1:
+            raise QuantError(f"{self.name}: a fused epilogue needs whole sums: SPLIT_K=1 (only the GEMM reduces "
+                             f"its splits before the epilogue), got SPLIT_K={config.get('SPLIT_K')}")
+        if config.get("TRANS") and self.template != "wq_gemm":
+            raise QuantError(f"{self.name}: TRANS (the weight tile as the left dot operand) is a GEMM knob")
         if config.get("SCALE_W") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm"):
             raise QuantError(f"{self.name}: SCALE_W (scale the weight tile before the dot) is an int4 GEMM knob")
         if self.template != "wq_gemv" and (config.get("BLOCK_M", 0) < 16 or config.get("BLOCK_N", 0) < 16
@@ -67,25 +81,82 @@ class QuantKernel(Kernel):
     def make_plan(self, config: dict) -> tuple:
         """The config checked once, and the problem's sizes and flags (`extra`) added to its constexprs."""
         self.check_config(config)
-        consts, opts, grid = super().make_plan(config)
+        consts, opts, grid = super().make_plan({k: v for k, v in config.items() if k != "BACKEND"})
         return {**self.extra, **consts}, {} if interpreting() else opts, grid
 
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
         config = self.config if config is None else config
         kwargs, opts, grid = self.plan(config)
+        if config.get("BACKEND") == "aten":
+            self.aten.run(args)
+            return
         out = args[-1]
         split = config.get("SPLIT_K", 1)
-        target = torch.zeros(out.shape, dtype=torch.float32, device=out.device) if split > 1 else out
-        self._fast.launch(self.fn, grid, [*args[:-1], target], {**kwargs, "stride_om": target.stride(0)}, opts)
-        if split > 1:
+        serial = self.template == "wq_gemm"  # reduces its splits in the kernel (wq_gemm.py); others use atomics
+        target = torch.zeros(out.shape, dtype=torch.float32, device=out.device) if split > 1 and not serial else out
+        stride_om = target.stride(-2) if target.dim() > 1 else 0  # (a fused epilogue stores by its own strides)
+        kwargs = {**kwargs, "stride_om": stride_om}
+        if serial:
+            kwargs["ws_ptr"], kwargs["cnt_ptr"] = self.split_workspace(config, grid, out.device)
+        self._fast.launch(self.fn, grid, [*args[:-1], target], kwargs, opts)
+        if split > 1 and not serial:
             out.copy_(target)
+
+    def split_workspace(self, config: dict, grid: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fp32 partial tiles, int32 arrival counters) of the GEMM's serial split-K, made once per grid, tile and
+        device: the counters start at zero and the last split of each tile resets its own. One launch at a time
+        per kernel object (the same stream), as the runtime launches."""
+        split = config.get("SPLIT_K", 1)
+        key = (str(device), grid, config.get("BLOCK_M"), config.get("BLOCK_N"))
+        ws = self._workspaces.get(key) if split > 1 else None
+        if ws is None and split > 1:
+            tiles = grid[0]
+            ws = self._workspaces[key] = (
+                torch.empty(split * tiles * config["BLOCK_M"] * config["BLOCK_N"], dtype=torch.float32,
+                            device=device), torch.zeros(tiles, dtype=torch.int32, device=device))
+        return ws or (_placeholder(device, torch.float32), _placeholder(device, torch.int32))
+
+    def __getstate__(self):  # workspaces stay in this process
+        return {**super().__getstate__(), "_workspaces": {}, "aten": None}
+
+
+_DEQUANT: list = []  # the dequantize kernel's jitted function, loaded once
+_SCRATCH: dict = {}  # (device, dtype) -> the largest dequantized-weight buffer so far (see dequantize_into)
+_KEEP: list = []  # buffers a larger one replaced: a captured CUDA graph may still write them
+
+
+def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torch.dtype) -> torch.Tensor:
+    """The weight [N, K] dequantized in `dtype` by one Triton kernel, into a scratch buffer shared by every
+    quantized matmul of that device and dtype (they run one after another on one stream), so the float weights
+    never all exist at once. Valid until the next call."""
+    from ..codegen.kernel import load_source
+
+    N = qweight.shape[0]
+    K = qweight.shape[1] * (2 if scheme == "int4_weight_only" else 1)
+    key = (str(qweight.device), dtype)
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.numel() < N * K:
+        if buf is not None:
+            _KEEP.append(buf)
+        buf = _SCRATCH[key] = torch.empty(N * K, dtype=dtype, device=qweight.device)
+    out = buf[:N * K].view(N, K)
+    if not _DEQUANT:
+        _DEQUANT.append(load_source((SRC_DIR / "dequant.py").read_text(), "dequant_kernel"))
+    bn, bk = (16, 32) if interpreting() else (32, 128 if scheme == "int8_weight_only" else min(group, 128))
+    z = zeros if zeros is not None else scales
+    _DEQUANT[0][(triton.cdiv(N, bn), triton.cdiv(K, bk))](
+        qweight, scales, z, out, N, K, BITS=BITS[scheme], GROUP=max(group, 1), BLOCK_N=bn, BLOCK_K=bk,
+        **({} if interpreting() else {"num_warps": 4}))
+    return out
 
 
 def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:
     """Heuristic config: the best points of bench/quant_linear.py on an H100 (cold-L2 GPU time, K=4096 and
     N=4096/11008; smaller tiles when interpreting). GEMV (M=1): 2 rows x 2048 K for int8 and 8 x 2048 for int4
-    (thousands of programs, each streaming 4-8 KB per step). Thin GEMMs (M <= 16): 16x32 tiles with 256-long K
-    chunks, 3 stages; int4 applies the group scales to the weight tile (SCALE_W) so a chunk can span groups."""
+    (thousands of programs, each streaming 4-8 KB per step). GEMMs, not measured yet in this form (set them
+    from bench/quant_linear.py): M <= 64 puts the weight tile on the dot's left (TRANS) with 64-wide N tiles,
+    256/128-long K chunks and split-K to about two programs per SM; larger M is a 128x128x64 bf16 tensor-core
+    GEMM. int4 applies the group scales to the weight tile (SCALE_W), so a chunk can span groups."""
     small = interpreting()
     if template == "wq_gemv":
         bm = _pow2(M)
@@ -105,23 +176,39 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
     if small:
         bm, bn = _clamp_pow2(M, 16, 32), _clamp_pow2(N, 16, 32)
         bk = min(group, 32) if scheme == "int4_weight_only" else 32
-        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1,
+                **({"TRANS": M <= 64} if scheme != "fp8" else {})}
     bm = _clamp_pow2(M, 16, 64)
     if scheme == "fp8":
         return {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 64 if M <= 64 else 128), "BLOCK_K": 128,
                 "SPLIT_K": 1, "num_warps": 4, "num_stages": 4}
-    if M <= 64:  # memory-bound: thin N tiles, long K chunks (int4: over several groups, scales on the tile)
-        cfg = {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 32), "BLOCK_K": _clamp_pow2(K, 16, 256),
-               "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}
-        if scheme == "int4_weight_only":
-            if K % cfg["BLOCK_K"] == 0 and cfg["BLOCK_K"] > group:
-                cfg["SCALE_W"] = True
-            else:
-                cfg["BLOCK_K"] = min(cfg["BLOCK_K"], group)
-        return cfg
-    bk = min(group, 64) if scheme == "int4_weight_only" else _clamp_pow2(K, 16, 128)
-    return {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 128), "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": 4,
-            "num_stages": 4}
+    if M <= 64:  # memory-bound: the weight tile is the dot's left operand (TRANS) and the wide dimension; K is
+        # split (reduced in the kernel) until there are about two programs per SM
+        bk = _clamp_pow2(K, 16, 256 if M <= 16 else 128)
+        bn = _clamp_pow2(N, 16, 64)
+        tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+        split = 1
+        while tiles * split < 2 * _sm_count() and split < (4 if M <= 16 else 2) and K >= 2 * split * bk:
+            split *= 2
+        # (8 warps when the dequantized tile is 64 x 256: about 64 weights per thread, no register spills)
+        cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split,
+               "num_warps": 8 if bn * bk > 64 * 128 else 4, "num_stages": 3, "TRANS": True}
+    else:  # compute-bound: a bf16 tensor-core GEMM on weight tiles dequantized in registers
+        cfg = {"BLOCK_M": 128 if M >= 128 else 64, "BLOCK_N": _clamp_pow2(N, 16, 128), "BLOCK_K": 64,
+               "SPLIT_K": 1, "num_warps": 8, "num_stages": 3, "TRANS": False}
+    if scheme == "int4_weight_only":  # group scales on the weight tile: the dot accumulates in place
+        if cfg["BLOCK_K"] > group and K % cfg["BLOCK_K"]:
+            cfg["BLOCK_K"] = group
+        cfg["SCALE_W"] = True
+    return cfg
+
+
+@functools.cache
+def _sm_count() -> int:
+    """Streaming multiprocessors of the current GPU (132 on an H100/H200 when there is none)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    return 132
 
 
 def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
@@ -130,8 +217,10 @@ def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
         return {"BLOCK_N": [2, 4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024, 2048, 4096],
                 "SPLIT_K": [1, 2, 4, 8], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
     bks = [32, 64, 128, 256, 512]  # int4: above the group size only with SCALE_W (check_config)
-    space = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4],
+    space = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4, 8],
              "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
+    if template == "wq_gemm":
+        space["TRANS"] = [False, True]  # the weight tile as the left or the right dot operand
     if scheme == "int4_weight_only":
         space["SCALE_W"] = [False, True]  # group scale on the dot's result (exact) or on the weight tile
     return space
@@ -188,6 +277,7 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
         extra["DOT_F32"] = dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
         extra["IEEE"] = dtype == torch.float32
         extra["SCALE_W"] = False  # int4: a config may set it (see wq_gemm.py)
+        extra["TRANS"] = False  # a config may set it (see wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,

@@ -8,13 +8,14 @@
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
 
 from ..ir import TensorType
 from ..ir.ops import op as register_ir_op
-from .formats import dequantize_tensors, quantize_fp8_activation
+from .formats import QuantError, dequantize_tensors, quantize_fp8_activation
 from .kernels import check_fp8_device, interpreting, run_quantized_linear
 
 
@@ -73,6 +74,10 @@ def _use_kernels(x: torch.Tensor) -> bool:
     return x.device.type == "cuda" or (x.device.type == "cpu" and interpreting())
 
 
+_WARNED: set = set()
+log = logging.getLogger("tilecraft")
+
+
 def _ir_ref(name: str):
     def ref(*inputs, **attrs):
         x = inputs[0]
@@ -80,7 +85,15 @@ def _ir_ref(name: str):
             check_fp8_device(x.device)  # pre-Hopper GPUs: a clear error (CPU: the eager reference below)
             return run_quantized_linear(name, list(inputs), attrs)
         if name != "fp8_linear" and _use_kernels(x):
-            return run_quantized_linear(name, list(inputs), attrs)
+            try:
+                return run_quantized_linear(name, list(inputs), attrs)
+            except QuantError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a kernel that does not compile here: the eager reference
+                if name not in _WARNED:
+                    _WARNED.add(name)
+                    log.warning("tilecraft: the %s kernel failed (%s: %s); it runs as dequantize-then-matmul in "
+                                "torch", name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         return CUSTOM_OPS[name](*inputs, **attrs)  # no Triton here: the eager reference
 
     ref.__name__ = f"{name}_ref"
@@ -92,9 +105,18 @@ def _infer(opdef, inputs, attrs):
     return [TensorType((*x.shape[:-1], w.shape[0]), x.dtype, None, x.device)]
 
 
+def _float_activations(node) -> bool:
+    """The qmatmul template takes float activations with at least one element."""
+    x = node.inputs[0].type
+    return x.dtype in (torch.float32, torch.float16, torch.bfloat16) and x.numel > 0
+
+
 for _name in CUSTOM_OPS:
+    # int8/int4: codegen's qmatmul template (fused epilogue); fp8 quantizes its activations in torch first, so
+    # it runs through this reference (the fp8 kernel) as a torch group
     register_ir_op(_name, "matmul", _ir_ref(_name), [f"tilecraft.{_name}.default"], infer_fn=_infer,
-                   doc="quantized linear; dequantization fused into the Triton kernel's weight loads")
+                   doc="quantized linear; dequantization fused into the Triton kernel's weight loads",
+                   **({} if _name == "fp8_linear" else {"template": "qmatmul", "accepts": _float_activations}))
 
 
 def _sample(name: str):

@@ -1,5 +1,16 @@
-"""`tilecraft.quantize(model, scheme)`: swap nn.Linear layers for QuantizedLinear and measure the damage."""
+"""Swap a model's nn.Linear layers for QuantizedLinear and measure the damage.
+
+* `quantize(model, scheme)` returns a NEW model and leaves `model` unchanged: every module is copied shallowly
+  (the copies share the original's parameters and buffers, so no weight memory is doubled) and the Linear
+  layers of the copy are QuantizedLinears. `tilecraft.compile(model, quantize=...)` uses it.
+* `quantize_(model, scheme)` rewrites `model` in place (torchao's naming) and returns it.
+
+Both take the scheme strings of `compile(quantize=...)`: "int8_weight_only", "int4_weight_only" (group size:
+the largest of 128/64/32 that divides every in_features), "int4_weight_only:64" (explicit group) or "fp8".
+"""
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn as nn
@@ -16,32 +27,49 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def quantize(model: nn.Module, scheme: str = "int8_weight_only", group_size: int = 128,
-             calibration_inputs=None, per_row: bool = True, skip: tuple[str, ...] = ()) -> nn.Module:
-    """Replace every nn.Linear (except names in `skip`) with a QuantizedLinear using `scheme`, in place.
+def parse_scheme(model: nn.Module, scheme: str, group_size: int | None) -> tuple[str, int]:
+    """(scheme name, int4 group size) from a scheme string such as "int4_weight_only:64"."""
+    if not isinstance(scheme, str):
+        raise QuantError(f"quantization scheme must be a string, got {type(scheme).__name__}")
+    name, _, group = scheme.partition(":")
+    if name not in SCHEMES:
+        raise QuantError(f"unknown quantization scheme {name!r}; known: {list(SCHEMES)} "
+                         f"(int4 takes a group size as 'int4_weight_only:64')")
+    if group:
+        if not group.isdigit() or name != "int4_weight_only":
+            raise QuantError(f"quantize={scheme!r}: only int4_weight_only takes a group size, as an integer "
+                             f"after ':' (one of {INT4_GROUP_SIZES})")
+        if group_size is not None and group_size != int(group):
+            raise QuantError(f"quantize={scheme!r} conflicts with group_size={group_size}")
+        group_size = int(group)
+    if group_size is None:
+        group_size = 128
+        if name == "int4_weight_only":  # the largest group size that every layer takes
+            ks = [m.in_features for m in model.modules() if isinstance(m, nn.Linear)]
+            fits = [g for g in sorted(INT4_GROUP_SIZES, reverse=True) if all(k % g == 0 for k in ks)]
+            group_size = fits[0] if fits else 128  # none fits: the check below names the layer that does not
+    return name, group_size
 
-    scheme: "int8_weight_only" | "int4_weight_only" (group_size 32/64/128) | "fp8" (Hopper only).
-    calibration_inputs: an input tuple (or a list of them) to measure per-layer relative error on; the report
-    is `model.tilecraft_quant_report` (print it for a table). Returns the model."""
-    if scheme not in SCHEMES:
-        raise QuantError(f"unknown quantization scheme {scheme!r}; known: {list(SCHEMES)}")
+
+def _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, skip):
+    """Check every target layer, then build {name: QuantizedLinear} and the accuracy report."""
     if not isinstance(model, nn.Module):
         raise QuantError(f"tilecraft.quantize expects an nn.Module, got {type(model).__name__}")
+    scheme, group_size = parse_scheme(model, scheme, group_size)
     if scheme == "int4_weight_only" and group_size not in INT4_GROUP_SIZES:
         raise QuantError(f"int4_weight_only: group_size must be one of {INT4_GROUP_SIZES}, got {group_size}")
     if scheme == "fp8":
         check_fp8_device(_device_of(model))
-    targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and name not in skip]
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and name not in skip]
     if not targets:
         raise QuantError(f"{type(model).__name__} has no nn.Linear layers to quantize")
-    for name, lin in targets:  # check every layer before changing any
+    for name, lin in targets:  # check every layer before quantizing any
         if scheme == "int4_weight_only":
             try:
                 check_int4_shape(lin.out_features, lin.in_features, group_size)
             except QuantError as e:
                 raise QuantError(f"layer {name!r}: {e}") from None
-    float_layers = {name: lin for name, lin in targets}
+    float_layers = dict(targets)
     quant_layers = {name: QuantizedLinear.from_float(lin, scheme, group_size, per_row) for name, lin in targets}
     report = QuantReport(scheme, group_size if scheme == "int4_weight_only" else 0)
     if calibration_inputs is not None:
@@ -49,6 +77,44 @@ def quantize(model: nn.Module, scheme: str = "int8_weight_only", group_size: int
     else:
         for name in quant_layers:
             report.add_weight_error(name, float_layers[name].weight, quant_layers[name].dequantized_weight())
+    return quant_layers, report
+
+
+def _share_copy(module: nn.Module, replace: dict[str, nn.Module], prefix: str = "", memo=None) -> nn.Module:
+    """A copy of the module tree whose modules are new objects (so swapping a child touches only the copy) but
+    whose parameters and buffers are the original tensors; modules named in `replace` are swapped in."""
+    memo = {} if memo is None else memo
+    if prefix in replace:
+        return replace[prefix]
+    if id(module) in memo:  # a module used twice stays one module
+        return memo[id(module)]
+    new = memo[id(module)] = copy.copy(module)  # shallow: the attribute dict is new, its values shared
+    new._parameters = dict(module._parameters)
+    new._buffers = dict(module._buffers)
+    new._modules = {name: None if child is None else
+                    _share_copy(child, replace, f"{prefix}.{name}" if prefix else name, memo)
+                    for name, child in module._modules.items()}
+    return new
+
+
+def quantize(model: nn.Module, scheme: str = "int8_weight_only", group_size: int | None = None,
+             calibration_inputs=None, per_row: bool = True, skip: tuple[str, ...] = ()) -> nn.Module:
+    """A new model whose nn.Linears (except names in `skip`) are QuantizedLinears; `model` is left unchanged
+    and shares its other parameters and buffers with the result (no copy of their memory).
+
+    scheme: "int8_weight_only" | "int4_weight_only[:group]" (group_size 32/64/128) | "fp8" (Hopper only).
+    calibration_inputs: an input tuple (or a list of them) to measure per-layer relative error on; the report
+    is `result.tilecraft_quant_report` (print it for a table)."""
+    quant_layers, report = _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, skip)
+    new = _share_copy(model, quant_layers)
+    new.tilecraft_quant_report = report
+    return new
+
+
+def quantize_(model: nn.Module, scheme: str = "int8_weight_only", group_size: int | None = None,
+              calibration_inputs=None, per_row: bool = True, skip: tuple[str, ...] = ()) -> nn.Module:
+    """Like `quantize`, but rewrites `model` in place (its Linear layers become QuantizedLinears); returns it."""
+    quant_layers, report = _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, skip)
     for name, q in quant_layers.items():
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

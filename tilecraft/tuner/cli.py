@@ -1,8 +1,11 @@
 """`tilecraft tune MODULE:FACTORY ...` and `tilecraft db show|export|import`."""
 from __future__ import annotations
 
-import argparse
+import json
+import os
+import sys
 import time
+from pathlib import Path
 
 
 def _sigterm_as_interrupt(signum, frame):
@@ -13,7 +16,6 @@ def cmd_tune(args) -> int:
     """Tune every kernel of a model (or a list of kernels) and write the schedule database."""
     import signal
 
-    import torch
 
     from .database import default_db_path
     from .device import DeviceInfo, lookup
@@ -27,7 +29,12 @@ def cmd_tune(args) -> int:
         return 2
     device = lookup(args.device) if args.device else DeviceInfo.detect()
     t0 = time.perf_counter()
-    kernels = collect_kernels(load_factory(args.factory)())
+    try:
+        factory_fn = load_factory(args.factory)
+    except ValueError as e:
+        print(f"tilecraft tune: {e}", file=sys.stderr)
+        return 2
+    kernels = collect_kernels(factory_fn())
     if not kernels:
         print(f"{args.factory}: the compiled model has no generated kernels to tune")
         return 1
@@ -39,12 +46,10 @@ def cmd_tune(args) -> int:
         rows = tune_kernels(kernels, db, args.budget, args.strategy, measurer_factory=factory, device_info=device,
                             plot_dir=args.plot, seed=args.seed, time_budget_s=args.seconds,
                             patience=args.patience, progress=not args.no_progress,
-                            total_seconds=args.total_seconds)
+                            total_seconds=args.total_seconds, prior_db=args.prior_db)
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(summary_table(rows))
-    if args.simulate or not torch.cuda.is_available():
-        print("times are SIMULATED (no GPU or --simulate); every candidate was still run and checked for correctness")
     distinct = len({(k.key, str(k.shapes), str(k.dtype)) for k in kernels})
     if rows.interrupted:
         print(f"INTERRUPTED after {len(rows)} of {distinct} kernels ({time.perf_counter() - t0:.1f}s); "
@@ -56,32 +61,76 @@ def cmd_tune(args) -> int:
     return 130 if rows.interrupted else 0
 
 
-def cmd_db(args) -> int:
-    """Show, export or import the schedule database."""
+def _fail(msg: str) -> int:
+    print(f"tilecraft db: {msg}", file=sys.stderr)
+    return 1
+
+
+def _existing_db(args):
+    """The database to read (it must exist: reading never creates one), or None after printing why."""
     from .database import ScheduleDB, default_db_path
 
+    path = args.db or default_db_path()
+    if not os.path.isfile(path):
+        _fail(f"no schedule database at {path}" + ("" if args.db else " (the default; run `tilecraft tune` first)"))
+        return None
+    return ScheduleDB(path)
+
+
+def cmd_db_show(args) -> int:
+    """List the best record of each tuned kernel."""
+    db = _existing_db(args)
+    if db is None:
+        return 1
+    with db:
+        recs = db.all()
+    best: dict[tuple, object] = {}
+    for r in recs:
+        if r.status != "ok":
+            continue
+        k = (r.kernel_key, r.shape_key, r.dtype, r.device, r.triton_version, r.simulated)
+        if k not in best or r.time_ms < best[k].time_ms:
+            best[k] = r
+    n_sim = sum(r.simulated for r in recs)
+    print(f"{db.path}: {len(recs)} records ({sum(r.status == 'failed' for r in recs)} failed"
+          f"{f', {n_sim} SIMULATED' if n_sim else ''}), {len(best)} tuned kernels")
+    for (key, shp, dt, dev, tv, sim), r in sorted(best.items()):
+        print(f"  {key} {r.template} [{shp}] {dt} on {dev} / Triton {tv}: {r.time_ms:.4f} ms"
+              f"{' (SIMULATED)' if sim else ''} {r.config}")
+    return 0
+
+
+def cmd_db_export(args) -> int:
+    """Write every record as JSON to FILE (`-`: standard output)."""
+    db = _existing_db(args)
+    if db is None:
+        return 1
+    with db:
+        text = db.export_text()
+    n = len(json.loads(text)["records"])
+    if args.file == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        Path(args.file).write_text(text)
+        print(f"exported {n} records from {db.path} to {args.file}")
+    return 0
+
+
+def cmd_db_import(args) -> int:
+    """Add the records of an exported JSON FILE (`-`: standard input) to the database (created if missing)."""
+    from .database import ScheduleDB, default_db_path
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    except OSError as e:
+        return _fail(f"cannot read {args.file}: {e.strerror or e}")
     with ScheduleDB(args.db or default_db_path()) as db:
-        if args.action == "show":
-            recs = db.all()
-            best: dict[tuple, object] = {}
-            for r in recs:
-                if r.status != "ok":
-                    continue
-                k = (r.kernel_key, r.shape_key, r.dtype, r.device, r.triton_version)
-                if k not in best or r.time_ms < best[k].time_ms:
-                    best[k] = r
-            print(f"{db.path}: {len(recs)} records ({sum(r.status == 'failed' for r in recs)} failed), "
-                  f"{len(best)} tuned kernels")
-            for (key, shp, dt, dev, tv), r in sorted(best.items()):
-                print(f"  {key} {r.template} [{shp}] {dt} on {dev} / Triton {tv}: {r.time_ms:.4f} ms {r.config}")
-        elif args.action == "export":
-            if not args.file:
-                raise SystemExit("tilecraft db export needs a FILE")
-            print(f"exported {db.export_json(args.file)} records to {args.file}")
-        else:
-            if not args.file:
-                raise SystemExit("tilecraft db import needs a FILE")
-            print(f"imported {db.import_json(args.file)} records from {args.file} into {db.path}")
+        try:
+            n = db.import_text(text, "standard input" if args.file == "-" else args.file)
+        except (ValueError, KeyError, TypeError) as e:
+            return _fail(str(e))
+        print(f"imported {n} records from {args.file} into {db.path}", file=sys.stderr if args.file == "-" else
+              sys.stdout)
     return 0
 
 
@@ -101,10 +150,17 @@ def register(subparsers) -> None:
     t.add_argument("--device", default=None, help="device preset name (default: detect)")
     t.add_argument("--simulate", action="store_true",
                    help="simulated timings (correctness still checked by running kernels); the default without GPU")
+    t.add_argument("--prior-db", default=None, metavar="DB",
+                   help="start from this database's records of the same kernels (e.g. made on another GPU)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=cmd_tune)
-    d = subparsers.add_parser("db", help=cmd_db.__doc__)
-    d.add_argument("action", choices=["show", "export", "import"])
-    d.add_argument("file", nargs="?", help="JSON file for export/import")
-    d.add_argument("--db", default=None)
-    d.set_defaults(fn=cmd_db)
+    d = subparsers.add_parser("db", help="show, export or import the schedule database")
+    actions = d.add_subparsers(dest="action", required=True, metavar="{show,export,import}")
+    for name, fn in [("show", cmd_db_show), ("export", cmd_db_export), ("import", cmd_db_import)]:
+        a = actions.add_parser(name, help=fn.__doc__)
+        if name != "show":
+            a.add_argument("file", metavar="FILE", help="JSON file; - for standard " +
+                           ("output" if name == "export" else "input"))
+        a.add_argument("--db", default=None, help="schedule database (default $TILECRAFT_SCHEDULES or "
+                                                  "~/.cache/tilecraft/schedules.sqlite)")
+        a.set_defaults(fn=fn)

@@ -12,10 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..codegen.kernel import interpreting
+from ..codegen.kernel import interpreting, own_kernels
 
 
-@triton.jit
 def _grouped_gemm(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm,
                   stride_cn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                   GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, UPCAST: tl.constexpr):
@@ -49,6 +48,10 @@ def _grouped_gemm(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk,
     c_ptrs = c_ptr + pid_k * stride_cs + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+with own_kernels():  # interpreted without CUDA, without setting TRITON_INTERPRET for the process
+    _grouped_gemm = triton.jit(_grouped_gemm)
 
 
 class ReferenceGemm:

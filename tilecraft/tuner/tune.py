@@ -12,7 +12,7 @@ import triton
 
 from .database import ScheduleDB, ScheduleRecord, shape_key
 from .device import DeviceInfo
-from .measure import Measurement, simulated_measurer_factory
+from .measure import Measurement, SimulatedMeasurer, simulated_measurer_factory
 from .search import TuneResult, search
 from .select import dtype_name
 from .spaces import space_for_kernel
@@ -33,6 +33,7 @@ class KernelSummary:
     template: str = ""
     shapes: str = ""
     dtype: str = ""
+    simulated: bool = False  # times from a simulated measurer (no GPU), not measured
 
     @property
     def speedup(self) -> float | None:
@@ -42,14 +43,31 @@ class KernelSummary:
 
 
 def load_factory(spec: str) -> Callable:
-    """`package.module:function` -> the function."""
+    """`package.module:function` -> the function. MODULE may be a module of the current directory (`mod.py`), as
+    with `python -m`, or a path to a .py file."""
+    import sys
+
     if ":" not in spec:
-        raise ValueError(f"expected MODULE:FACTORY (e.g. tilecraft.tuner.examples:mlp), got {spec!r}")
-    mod, name = spec.split(":", 1)
+        raise ValueError(f"expected MODULE:FACTORY (e.g. tilecraft.tuner.reference_kernels:tiny_gemms), got {spec!r}")
+    mod, name = spec.rsplit(":", 1)
+    if mod.endswith(".py"):
+        path = Path(mod).resolve()
+        if not path.exists():
+            raise ValueError(f"{spec}: no file {mod}")
+        sys.path.insert(0, str(path.parent))
+        mod = path.stem
+    elif os.getcwd() not in sys.path and "" not in sys.path:  # console scripts do not search the cwd
+        sys.path.insert(0, os.getcwd())
     try:
-        return getattr(importlib.import_module(mod), name)
+        module = importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        if e.name != mod.split(".")[0] and e.name != mod:
+            raise
+        raise ValueError(f"{spec}: no module {mod!r} in the current directory or on the Python path") from None
+    try:
+        return getattr(module, name)
     except AttributeError:
-        raise AttributeError(f"module {mod!r} has no factory {name!r}") from None
+        raise ValueError(f"{spec}: module {mod!r} has no factory {name!r}") from None
 
 
 def is_kernel(obj) -> bool:
@@ -90,25 +108,29 @@ def default_measurer_factory(device: DeviceInfo) -> Callable:
     return simulated_measurer_factory
 
 
-def plot_curve(result: TuneResult, path: str | os.PathLike, title: str) -> str:
-    """A PNG of best time so far vs measurements (and the default config's time)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_curve(result: TuneResult, path: str | os.PathLike, title: str, simulated: bool = False) -> str:
+    """A PNG of best time so far vs measurements (and the default config's time); simulated times say so in
+    the title. matplotlib is optional (`pip install tilecraft[plot]`); the figure is drawn on the Agg canvas,
+    without changing the process's matplotlib backend."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("tuning plots need matplotlib: pip install 'tilecraft[plot]'") from None
 
     curve = [c if math.isfinite(c) else float("nan") for c in result.curve()]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.plot(range(1, len(curve) + 1), curve, drawstyle="steps-post", label=f"best ({result.strategy})")
     if result.default and result.default.ok:
         ax.axhline(result.default.time_ms, color="gray", linestyle="--", label="default config")
     ax.set_xlabel("measurements")
-    ax.set_ylabel("time (ms)")
-    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("SIMULATED time (ms)" if simulated else "time (ms)")
+    ax.set_title(("SIMULATED (no GPU): " if simulated else "") + title, fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return str(path)
 
 
@@ -149,13 +171,15 @@ def tune_kernels(kernels: list, db_path: str, budget: int | str = 64, strategy: 
                  measurer_factory: Callable | None = None, device_info: DeviceInfo | None = None,
                  plot_dir: str | None = None, seed: int = 0, time_budget_s: float | None = None,
                  patience: int | None = None, progress: bool = True,
-                 total_seconds: float | None = None) -> TuneSummaries:
+                 total_seconds: float | None = None, prior_db: str | None = None) -> TuneSummaries:
     """Tune each distinct kernel (by key, shapes, dtype); every measurement is committed to the DB at once.
 
     `budget` is measurements per kernel or a preset name; `time_budget_s` caps seconds per kernel and
     `total_seconds` the whole run (the time left is shared among the kernels left, matmuls getting 3 shares).
     On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) the run stops and returns what it has:
-    the interrupted kernel's summary included, `interrupted` set; its measurements are already in the DB."""
+    the interrupted kernel's summary included, `interrupted` set; its measurements are already in the DB.
+    `prior_db`: a schedule database (e.g. made on another GPU or Triton version) whose records of the same
+    kernels start the guided search's cost model. Records say whether their times were simulated."""
     import time
 
     from tqdm import tqdm
@@ -186,20 +210,23 @@ def tune_kernels(kernels: list, db_path: str, budget: int | str = 64, strategy: 
                 fair = max(0.0, left) * shares[0] / sum(shares)
                 limit_s = fair if limit_s is None else min(limit_s, fair)
             bar = tqdm(total=n_budget, desc=f"tune {name}"[:40], unit="cfg", disable=not progress, leave=False)
+            measurer = measurer_factory(kernel, space)
+            simulated = isinstance(measurer, SimulatedMeasurer)
 
-            def record(m: Measurement, kernel=kernel, bar=bar) -> None:
+            def record(m: Measurement, kernel=kernel, bar=bar, simulated=simulated) -> None:
                 db.add(ScheduleRecord(kernel.key, kernel.template, shape_key(kernel.shapes), dtype_name(kernel.dtype),
                                       device.name, device.capability_str, triton.__version__, m.config, m.time_ms,
-                                      m.status, m.timestamp, m.error))
+                                      m.status, m.timestamp, m.error, simulated))
                 bar.update(1)
                 if m.ok:
                     bar.set_postfix_str(f"{m.time_ms:.4g} ms")
 
-            res = search(kernel, space, measurer_factory(kernel, space), strategy, budget=n_budget,
+            res = search(kernel, space, measurer, strategy, budget=n_budget,
                          time_budget_s=max(limit_s, 1e-3) if limit_s is not None else None, seed=seed,
-                         patience=patience, device_info=device, on_measure=record)
+                         patience=patience, device_info=device, on_measure=record,
+                         prior_records=prior_records(prior_db, kernel, device) if prior_db else None)
             bar.close()
-            summaries.append(summarize(kernel, res, plot_dir))
+            summaries.append(summarize(kernel, res, plot_dir, simulated))
             outer.update(1)
             if res.stopped == "interrupted":
                 summaries.interrupted = True
@@ -213,7 +240,7 @@ def tune_kernels(kernels: list, db_path: str, budget: int | str = 64, strategy: 
     return summaries
 
 
-def summarize(kernel, res: TuneResult, plot_dir: str | None = None) -> KernelSummary:
+def summarize(kernel, res: TuneResult, plot_dir: str | None = None, simulated: bool = False) -> KernelSummary:
     """One kernel's row of the summary table (and its tuning-curve PNG when `plot_dir` is given)."""
     best = res.best
     name = getattr(kernel, "name", kernel.key)
@@ -221,14 +248,63 @@ def summarize(kernel, res: TuneResult, plot_dir: str | None = None) -> KernelSum
     s = KernelSummary(name, kernel.key, desc, res.default.time_ms if res.default else None,
                       best.time_ms if best else None, res.measurements, sum(not m.ok for m in res.history),
                       best.config if best else None, res, template=kernel.template,
-                      shapes=format_shapes(kernel.shapes), dtype=dtype_name(kernel.dtype))
+                      shapes=format_shapes(kernel.shapes), dtype=dtype_name(kernel.dtype), simulated=simulated)
     if plot_dir:
         try:
             title = f"{name}: {kernel.template} {s.shapes} {s.dtype}"
-            s.plot = plot_curve(res, Path(plot_dir) / f"{name}_{kernel.key}.png", title[:90])
+            s.plot = plot_curve(res, Path(plot_dir) / f"{name}_{kernel.key}.png", title[:90], simulated)
         except Exception as e:  # a plot must never lose a tuning run
             s.plot = f"(plot failed: {type(e).__name__}: {e})"
     return s
+
+
+def prior_records(path: str, kernel, device: DeviceInfo) -> list:
+    """The ok records of this kernel (same key, shape, dtype) in another database, any device or Triton
+    version, as cost-model records: what guided search starts from."""
+    from .cost_model import Record
+    from .device import lookup
+
+    with ScheduleDB(path) as db:
+        recs = db._records("WHERE kernel_key=? AND shape_key=? AND dtype=? AND status='ok'",
+                           (kernel.key, shape_key(kernel.shapes), dtype_name(kernel.dtype)))
+    out = []
+    for r in recs:
+        try:
+            dev = lookup(r.device).to_dict()
+        except KeyError:  # a GPU without a preset: its knob features are what transfers
+            dev = device.to_dict()
+        out.append(Record(r.template, dict(kernel.shapes), r.dtype, r.config, dev, r.time_ms, r.status, r.kernel_key))
+    return out
+
+
+def autotune_db(options) -> str:
+    """Where max-autotune saves: the first schedule database given, else the default one (created if missing)."""
+    from .database import default_db_path
+
+    src = options.schedules
+    path = str((src if isinstance(src, (str, os.PathLike)) else (src[0] if src else None)) or default_db_path())
+    ScheduleDB(path).close()
+    return path
+
+
+def autotune_missing(kernels: list, options) -> list:
+    """`mode="max-autotune"`: tune the kernels whose config came from no database (within
+    `options.autotune_seconds` for all of them), save the records to the first schedule database (or the
+    default one), and give each tuned kernel its best config. Returns the kernels tuned."""
+    from .select import select_config
+
+    todo = [k for k in kernels if k.info.get("config_source") == "default"]
+    if not todo:
+        return []
+    src = options.schedules
+    db_path = autotune_db(options)
+    tune_kernels(todo, str(db_path), "small", progress=False, total_seconds=options.autotune_seconds)
+    sources = [db_path] + ([s for s in src if s != db_path] if isinstance(src, (list, tuple)) else [])
+    for k in todo:
+        config, source = select_config(k, sources)
+        k.config = dict(config)
+        k.info["config_source"] = "tuned now (max-autotune)" if source == "database" else source
+    return todo
 
 
 def format_shapes(shapes: dict) -> str:
@@ -242,6 +318,9 @@ def summary_table(rows: list[KernelSummary]) -> str:
     head = (f"{'kernel':<30} {'template':<9} {'shapes':<22} {'default ms':>10} {'tuned ms':>10} {'speedup':>8} "
             f"{'measured':>8} {'failed':>6}")
     lines = [head, "-" * len(head)]
+    if any(r.simulated for r in rows):
+        lines.insert(0, "SIMULATED times (no GPU or --simulate): a synthetic cost per config, not measurements; "
+                        "every candidate was still run and checked for correctness")
 
     def fmt(x, spec):
         return format(x, spec) if x is not None else format("-", f">{spec.split('.')[0]}")

@@ -1,26 +1,34 @@
-"""Weight-only quantized GEMM for prefill: tl.dot on tiles whose weight operand is dequantized on load.
-int8: dot(x, q) then the per-channel scale. int4: a BLOCK_K chunk lies inside one group (BLOCK_K <= GROUP), so
-dot(x, q - z) (exact small integers as dot operands) is scaled per group in float32.
-Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), SPLIT_K); M blocks of one N block are adjacent (weight reuse).
+"""Weight-only quantized GEMM: tl.dot on tiles whose weight operand is dequantized in registers on load.
+int8: dot(x, q) then the per-channel scale. int4: dot(x, (q - z) * s) with the group scales on the weight tile
+(SCALE_W; a chunk may then span several groups), or dot(x, q - z) (exact small integers) scaled per chunk in
+float32 (BLOCK_K <= GROUP). Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), SPLIT_K); M blocks of one N block are
+adjacent (weight reuse in L2).
 
-int4 layout trick: byte j of a weight row holds k = 2j (low nibble) and k = 2j + 1 (high nibble). The chunk's
-bytes are loaded once as [BLOCK_N, BLOCK_K/2] (the stored row order); `tl.join(lo, hi)` -> [BLOCK_N, BLOCK_K/2, 2]
-puts each pair side by side, `tl.reshape` -> [BLOCK_N, BLOCK_K] is then K order, and `tl.trans` gives the
-[BLOCK_K, BLOCK_N] B operand. So the activations are one contiguous [BLOCK_M, BLOCK_K] load, as for int8, and
-each chunk is ONE tl.dot with the full BLOCK_K (not two half-K dots on stride-2 gathers of x).
-SCALE_W (a tunable int4 knob): scale the weight tile before the dot instead of scaling each dot's result, so
-the dot accumulates in place (no per-chunk float32 rescale of the tile, fewer registers: 108 vs 162 per thread
-for a 64x64x64 fp16 tile on sm_90) at the cost of rounding (q - z) * s to the activation dtype once, as a
-dequantize-then-matmul would."""
+int4 loads: the [N, K/2] byte layout read as int32 words [N, K/8]: nibble i (bits 4i..4i+3) of word w holds
+k = 8w + i (byte j's low nibble is k = 2j, its high one k = 2j + 1). One 16-byte load per thread brings 32
+weights; `_unpack8` puts the 8 nibbles of each word side by side in K order with three rounds of tl.join (no
+data leaves its thread), so the activations stay one contiguous [BLOCK_M, BLOCK_K] load and each chunk is ONE
+tl.dot over the full BLOCK_K. Codes become floats by bit tricks (`_u4f`, `_i8f`), not int-to-float
+conversions (quarter-rate instructions on the GPU).
+
+TRANS (a knob): compute out^T = W x^T, the dequantized weight tile the LEFT operand (it can feed the tensor
+cores from registers; no round trip through shared memory) and the thin activation tile the right one. For
+small M the weight tile is then the big MMA dimension (BLOCK_N >= 64) and BLOCK_M = 16 the small one.
+
+SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
+tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
+resets the counter and runs the epilogue. So a fused epilogue still sees whole sums."""
 import triton
 import triton.language as tl
 
+from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8
+
 
 @triton.jit
-def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om,
+def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om, ws_ptr, cnt_ptr,
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr):
+                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     grid_m = tl.cdiv(M, BLOCK_M)
@@ -37,69 +45,90 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         dt = tl.float32
     else:
         dt = x_ptr.dtype.element_ty
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    PREC: tl.constexpr = "ieee" if IEEE else "tf32"  # (tf32 only matters for float32 operands)
+    if TRANS:
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if BITS == 8:
         for k0 in range(k_start, k_end, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_ok = offs_k < k_end
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :],
                         other=0.0).to(dt)
-            w = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None],
-                        other=0).to(dt)
-            if IEEE:
-                acc += tl.dot(x, w, input_precision="ieee")
+            if TRANS:  # [BLOCK_N, BLOCK_K] weight rows as stored, the left operand
+                w = _i8f(tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :],
+                                 mask=n_ok[:, None] & k_ok[None, :], other=0)).to(dt)
+                acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
             else:
-                acc += tl.dot(x, w)
+                w = _i8f(tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None],
+                                 mask=n_ok[None, :] & k_ok[:, None], other=0)).to(dt)
+                acc = tl.dot(x, w, acc, input_precision=PREC)
         scale = tl.load(s_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-        acc = acc * scale[None, :]
+        if TRANS:
+            acc = acc * scale[:, None]
+        else:
+            acc = acc * scale[None, :]
     else:
-        HALF: tl.constexpr = BLOCK_K // 2
-        PREC: tl.constexpr = "ieee" if IEEE else "tf32"  # (tf32 only matters for float32 operands)
+        WORDS: tl.constexpr = BLOCK_K // 8
         NGROUPS = K // GROUP
         NG: tl.constexpr = BLOCK_K // GROUP if BLOCK_K > GROUP else 1  # groups per chunk (> 1 needs SCALE_W)
+        w32 = w_ptr.to(tl.pointer_type(tl.int32))
         for k0 in range(k_start, k_end, BLOCK_K):  # BLOCK_K divides K (checked): no ragged chunk
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None],
                         other=0.0).to(dt)
-            # the weight chunk: [BLOCK_N, HALF] bytes, rows contiguous in memory as stored
-            offs_b = k0 // 2 + tl.arange(0, HALF)
-            packed = tl.load(w_ptr + offs_n[:, None] * (K // 2) + offs_b[None, :], mask=n_ok[:, None],
-                             other=0).to(tl.int32)
-            if NG > 1:  # several groups per chunk: each byte's group scale and zero, broadcast from [BLOCK_N, NG]
+            offs_w = k0 // 8 + tl.arange(0, WORDS)
+            words = tl.load(w32 + offs_n[:, None] * (K // 8) + offs_w[None, :], mask=n_ok[:, None], other=0)
+            q = _unpack8(words, BLOCK_N, WORDS)  # [BLOCK_N, BLOCK_K] codes, K order
+            if NG > 1:  # several groups per chunk: each value's group scale and zero, from [BLOCK_N, NG]
                 gs = k0 // GROUP + tl.arange(0, NG)
                 sg = tl.load(s_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=n_ok[:, None], other=0.0)
                 zg = tl.load(z_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=n_ok[:, None], other=0)
-                sb = tl.reshape(tl.broadcast_to(sg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP // 2)),
-                                (BLOCK_N, HALF))
-                zb = tl.reshape(tl.broadcast_to(zg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP // 2)),
-                                (BLOCK_N, HALF))
-                lo = (((packed & 15).to(tl.float32) - zb) * sb).to(dt)
-                hi = ((((packed >> 4) & 15).to(tl.float32) - zb) * sb).to(dt)
-                w = tl.trans(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)))
-                acc = tl.dot(x, w, acc, input_precision=PREC)
+                sb = tl.reshape(tl.broadcast_to(sg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP)),
+                                (BLOCK_N, BLOCK_K))
+                zb = tl.reshape(tl.broadcast_to(zg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP)),
+                                (BLOCK_N, BLOCK_K))
+                w = ((_u4f(q) - zb) * sb).to(dt)
+                if TRANS:
+                    acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
+                else:
+                    acc = tl.dot(x, tl.trans(w), acc, input_precision=PREC)
             else:  # the chunk lies inside one group
                 g = k0 // GROUP
-                g_ok = n_ok & (g < NGROUPS)
-                s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0.0).to(tl.float32)
-                z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=g_ok, other=0).to(tl.int32)
-                if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot then accumulates in place
-                    lo = (((packed & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
-                    hi = ((((packed >> 4) & 15) - z[:, None]).to(tl.float32) * s[:, None]).to(dt)
+                s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0.0).to(tl.float32)
+                z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0).to(tl.float32)
+                if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot accumulates in place
+                    w = ((_u4f(q) - z[:, None]) * s[:, None]).to(dt)
+                    if TRANS:
+                        acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
+                    else:
+                        acc = tl.dot(x, tl.trans(w), acc, input_precision=PREC)
                 else:  # exact small integers -15..15 in the dot dtype; the group scale goes on the dot's result
-                    lo = ((packed & 15) - z[:, None]).to(dt)
-                    hi = (((packed >> 4) & 15) - z[:, None]).to(dt)
-                # (converted before the join, so the join/reshape/trans move 16-bit values)
-                w = tl.trans(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)))  # [BLOCK_K, BLOCK_N], K order
-                if SCALE_W:
-                    acc = tl.dot(x, w, acc, input_precision=PREC)
-                else:
-                    acc += tl.dot(x, w, input_precision=PREC) * s[None, :]
+                    w = (_u4f(q) - z[:, None]).to(dt)
+                    if TRANS:
+                        acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
+                    else:
+                        acc += tl.dot(x, tl.trans(w), input_precision=PREC) * s[None, :]
+    if TRANS:
+        acc = tl.trans(acc)
+    if SPLIT_K > 1:  # serial split-K reduction (see the module doc); only the last split stores
+        tiles = tl.num_programs(0)
+        offs_t = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        tl.store(ws_ptr + (pid_k * tiles + pid) * (BLOCK_M * BLOCK_N) + offs_t, acc)
+        tl.debug_barrier()
+        count = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel")
+        last = count == SPLIT_K - 1
+        every = offs_t >= 0
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for j in range(SPLIT_K):
+            acc += tl.load(ws_ptr + (j * tiles + pid) * (BLOCK_M * BLOCK_N) + offs_t, mask=every & last, other=0.0,
+                           cache_modifier=".cg")
+        tl.store(cnt_ptr + pid, 0, mask=last)  # ready for the next launch
+        m_ok = m_ok & last
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-        acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]
+        acc += bias[None, :]
+    # EPILOGUE (codegen's qmatmul template replaces the rest with its fused ops and their stores)
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-    o_ok = m_ok[:, None] & n_ok[None, :]
-    if SPLIT_K == 1:
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=o_ok)
-    else:
-        tl.atomic_add(out_ptrs, acc, mask=o_ok)
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])

@@ -13,6 +13,8 @@ reduce per group, then scale) or lie inside one (BLOCK_K <= GROUP)."""
 import triton
 import triton.language as tl
 
+from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f
+
 
 @triton.jit
 def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om,
@@ -36,15 +38,15 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
             w = tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0,
                         eviction_policy="evict_first")  # streamed once: keep L2 for x
             x = tl.load(x_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)
-            acc2 += w.to(tl.float32) * x[None, :]
+            acc2 += _i8f(w) * x[None, :]
         scale = tl.load(s_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
         acc = (tl.sum(acc2, axis=1) * scale)[None, :]
     elif BITS == 8:
         for k0 in range(k_start, k_end, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_ok = offs_k < k_end
-            w = tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :],
-                        other=0).to(tl.float32)
+            w = _i8f(tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :],
+                             other=0))
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :],
                         other=0.0).to(tl.float32)
             acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
@@ -68,8 +70,8 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
             # the weight chunk: one [BLOCK_N, HALF] byte load, unpacked into K-ordered [BLOCK_N, BLOCK_K] codes
             packed = tl.load(w_ptr + offs_n[:, None] * (K // 2) + offs_b[None, :],
                              mask=n_ok[:, None] & b_ok[None, :], other=0, eviction_policy="evict_first").to(tl.int32)
-            lo = (packed & 15).to(tl.float32)
-            hi = ((packed >> 4) & 15).to(tl.float32)
+            lo = _u4f(packed & 15)
+            hi = _u4f((packed >> 4) & 15)
             q = tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K))
             gs = k0 // GROUP + tl.arange(0, NG)
             gm = n_ok[:, None] & (gs[None, :] < NGROUPS)
@@ -87,6 +89,7 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
         acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]
+    # EPILOGUE (codegen's qmatmul template replaces the rest with its fused ops and their stores)
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     o_ok = m_ok[:, None] & n_ok[None, :]
     if SPLIT_K == 1:

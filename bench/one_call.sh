@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Everything a session checks and times on the GPU, in one device call, most important first; each step runs under
+# its own time limit so one slow step cannot take the rest with it. Tables print last.
+#   bash bench/one_call.sh OUTDIR            (device machine, repo root; carry [".whl"] from scripts/fetch_gpu_wheels.sh)
+# Budgets (seconds) can be set: MODELS_S, QUANT_S, CHECK_S, BACKENDS_S, LAUNCH_S, FUZZ_S.
+set -uo pipefail
+out=${1:-${OUT:-bench/results/one_call}}
+mkdir -p "$out"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:$PWD
+fi
+export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1 TILECRAFT_CACHE=${TILECRAFT_CACHE:-/tmp/tilecraft-cache}
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
+step() {  # step NAME SECONDS CMD...: run under a limit, log to OUTDIR/NAME.log, show its tail
+  local name=$1 secs=$2; shift 2
+  echo "=== $(date +%T) $name (limit ${secs}s): $*"
+  timeout "$secs" "$@" > "$out/$name.log" 2>&1
+  echo "=== $name exit $?"
+  grep -v "Warning\|warn(\|^  " "$out/$name.log" | tail -${TAIL:-6}
+}
+# 1. whole models: eager, Inductor default, tilecraft defaults (the issue-12/13 numbers)
+step models "${MODELS_S:-330}" python3 bench/models.py --models "${MODELS:-gpt2,llama_b4,llama_b1,bert,qwen2,opt,neox}" \
+  --budget-s $(( ${MODELS_S:-330} - 60 )) --out "$out/models.json"
+# 2. quantized LLaMA steps (issue 15)
+step quant "${QUANT_S:-75}" python3 bench/models.py --models llama_b1,llama_b4 --backends none --quant int8,int4 \
+  --out "$out/models_quant.json"
+# 3. GPU-only behaviour: both GEMM backends, the CUDA-graph output rule
+step check "${CHECK_S:-40}" python3 bench/gpu_check.py --models "" --out "$out/gpu_check.json"
+# 4. the Hopper (persistent/TMA) matmul against cuBLAS on a few model shapes
+step backends "${BACKENDS_S:-60}" python3 bench/gemm_backends.py --only "${BACKENDS_ONLY:-fc1_gelu,gate_up}" \
+  --out "$out/gemm_backends.json"
+# 5. host time per launch without CUDA graphs
+[ -f bench/launch_overhead.py ] && step launch "${LAUNCH_S:-30}" python3 bench/launch_overhead.py --out "$out/launch.json"
+# 6. a short fuzz campaign on the GPU (generated kernels, three dtypes)
+step fuzz "${FUZZ_S:-35}" python3 -m tilecraft fuzz --device cuda --time 25s --out "$out/fuzz"
+echo "=== tables"
+TAIL=40 step table 60 python3 bench/models.py --table "$out/models.json" "$out/models_quant.json"
+exit 0

@@ -1,0 +1,118 @@
+"""The quantized-matmul template: quantized linears are `qmatmul` groups whose pointwise epilogue (bias,
+activation, residual add) fuses into the GEMV/GEMM kernel; configs come from the schedule database; the kernels
+show in the report and in explain. Checked against the quantized model's own dequantized reference."""
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import triton
+
+import tilecraft
+from tilecraft.testing import assert_close, seeded
+from tilecraft.tuner import DeviceInfo, ScheduleDB, ScheduleRecord, shape_key
+
+
+class GatedBlock(nn.Module):
+    """x + down(act(up(x))): bias + activation fuse into up's kernel, the residual add into down's."""
+
+    def __init__(self, d=64, h=128, act=F.silu):
+        super().__init__()
+        self.up, self.down, self.act = nn.Linear(d, h), nn.Linear(h, d, bias=False), act
+
+    def forward(self, x):
+        return x + self.down(self.act(self.up(x)))
+
+
+def _compile(model, scheme, x, **kw):
+    torch._dynamo.reset()
+    c = tilecraft.compile(model, quantize=scheme, **kw)
+    with torch.no_grad():
+        got, ref = c(x), c.model(x)  # ref: the custom ops' dequantize-then-matmul, eager
+    return c, got, ref
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only:32"])
+@pytest.mark.parametrize("shape,dtype,template", [((1, 64), torch.float32, "wq_gemv"),
+                                                  ((2, 3, 64), torch.float32, "wq_gemm"),
+                                                  ((1, 5, 64), torch.bfloat16, "wq_gemm")])
+def test_epilogue_fuses_into_the_quantized_kernel(scheme, shape, dtype, template):
+    torch.manual_seed(11)
+    model = GatedBlock().eval().to(dtype)
+    x = torch.randn(*shape, generator=seeded(12)).to(dtype)
+    c, got, ref = _compile(model, scheme, x)
+    assert_close(got, ref, msg=f"{scheme} {shape} {dtype}")
+    rec = c.report.graphs[0]
+    assert not rec.fallbacks and rec.program.groups[0].kind == "qmatmul"
+    assert not [s.kernel.name for s in rec.program.steps if getattr(s, "failed", False)]  # no kernel fell back
+    kinds = [(g.kind, [n.op for n in g.nodes if n.op != "cast"]) for g in rec.program.groups]  # (bf16 casts)
+    op = "wq_linear_int8" if scheme.startswith("int8") else "wq_linear_int4"
+    assert kinds == [("qmatmul", [op, "sigmoid", "mul"]), ("qmatmul", [op, "add"])], kinds  # silu decomposed
+    assert [k.template for k in rec.kernels] == [template, template]
+    assert all(k.info["config_source"] == "default" and k.config["SPLIT_K"] == 1 for k in rec.kernels)
+    assert c.report.summary().count(f": {template} (") == 2 and f"kernel k0_qmatmul_{op}_" in c.report.summary()
+    text = tilecraft.explain(c, x, print_result=False)
+    assert "qmatmul-epilogue" in text and "# EPILOGUE (fused by codegen)" in text and "tl.sigmoid" in text
+
+
+def test_quantized_kernel_config_comes_from_the_schedule_database(tmp_path):
+    torch.manual_seed(13)
+    model = GatedBlock().eval()
+    x = torch.randn(6, 64, generator=seeded(14))
+    c, got, ref = _compile(model, "int4_weight_only:32", x)
+    k = c.report.graphs[0].kernels[0]
+    tuned = dict(k.config, BLOCK_N=16, BLOCK_K=16)
+    assert tuned != k.config
+    k.check_config(tuned)
+    dev = DeviceInfo.detect()
+    with ScheduleDB(tmp_path / "s.sqlite") as db:
+        db.add(ScheduleRecord(k.key, k.template, shape_key(k.shapes), "float32", dev.name, dev.capability_str,
+                              triton.__version__, tuned, 0.01))
+    c2, got2, ref2 = _compile(model, "int4_weight_only:32", x, schedules=str(tmp_path / "s.sqlite"))
+    k2 = c2.report.graphs[0].kernels[0]
+    assert k2.key == k.key and k2.config == tuned and k2.info["config_source"] == "database"
+    assert_close(got2, ref2)
+    assert not [s.kernel.name for s in c2.report.graphs[0].program.steps if getattr(s, "failed", False)]
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only:32"])
+def test_split_k_reduces_in_the_kernel_before_the_fused_epilogue(scheme):
+    """The GEMM's serial split-K: each split stores a partial tile, the last one sums them and runs the epilogue
+    (a non-linear one, so partial sums must never reach it); twice, so the arrival counters were reset."""
+    torch.manual_seed(15)
+    model = GatedBlock(d=128, h=64).eval()
+    x = torch.randn(6, 128, generator=seeded(16))
+    c, got, ref = _compile(model, scheme, x)
+    prog = c.report.graphs[0].program
+    for k in prog.kernels:
+        k.config = dict(k.config, SPLIT_K=2 if k.shapes["K"] == 128 else 1, BLOCK_K=32)
+    with torch.no_grad():
+        for _ in range(2):
+            assert_close(c(x), ref)
+    assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]
+    gemv = tilecraft.quant.make_kernel("int8_weight_only", 1, 64, 128, torch.float32, template="wq_gemv")
+    gemv = dataclasses.replace(gemv, info={**gemv.info, "fused": True})  # (make_kernel's object is shared)
+    with pytest.raises(Exception, match="SPLIT_K=1"):  # the GEMV's split-K adds atomically: no fused epilogue
+        gemv.check_config(dict(gemv.default_config(), SPLIT_K=2))
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only:32"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_aten_backend_dequantizes_then_multiplies_then_runs_the_epilogue(scheme, dtype):
+    """BACKEND "aten" (the GPU default for M >= 256): one Triton kernel dequantizes the weight into a shared
+    scratch buffer, ATen multiplies (bias in addmm), the fused ops run as one generated pointwise kernel."""
+    torch.manual_seed(17)
+    model = GatedBlock().eval().to(dtype)
+    x = torch.randn(2, 5, 64, generator=seeded(18)).to(dtype)
+    c, got, ref = _compile(model, scheme, x)
+    prog = c.report.graphs[0].program
+    assert all(k.config["BACKEND"] == "triton" and k.aten is not None for k in prog.kernels)  # (interpreter)
+    for k in prog.kernels:
+        k.config = dict(k.config, BACKEND="aten")
+    with torch.no_grad():
+        assert_close(c(x), ref, msg=f"{scheme} {dtype}")
+    assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]
+    assert all(k.aten.epilogue is not None for k in prog.kernels)  # silu*, residual add: generated kernels
+    with pytest.raises(Exception, match="BACKEND='cublas'"):
+        prog.kernels[0].check_config(dict(prog.kernels[0].config, BACKEND="cublas"))

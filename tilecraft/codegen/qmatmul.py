@@ -1,0 +1,169 @@
+"""The quantized-matmul template: a `wq_linear_int8` / `wq_linear_int4` node and its pointwise epilogue as one
+kernel.
+
+The main loop is tilecraft.quant's static GEMV/GEMM source (chosen by M, as `make_kernel` does; the same
+`QuantKernel`, default configs and config space). Codegen replaces the source's store section (after the
+`# EPILOGUE` line, where `acc` holds the fp32 [BLOCK_M, BLOCK_N] result with its bias) with the group's fused
+ops and stores, emitted like the matmul template's epilogue; the activation's leading dims are the kernel's
+rows. The GEMM reduces its K splits before the epilogue; the GEMV's split-K adds atomically, so its fused
+kernels take SPLIT_K = 1.
+
+A second backend, config `BACKEND: "aten"` (as for matmul groups): dequantize the weight into a shared scratch
+buffer (one Triton kernel), multiply through ATen (cuBLAS; the bias in its epilogue), then run the group's other
+ops as one generated pointwise kernel. It is the default for M >= 256 on a GPU, where a tensor-core GEMM
+library beats a Triton GEMM that dequantizes each weight tile once per row block; the schedule database
+overrides it.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..ir import REGISTRY, Value
+from ..ir.types import contiguous_strides
+from ..passes.fusion import Group
+from .emit import Args, Emitter, Unsupported, decompose, interpreting, store
+from .kernel import ArgSpec
+from .pointwise import pointwise_kernel
+
+ATEN_MIN_M = 256  # from this many rows on a GPU, the default backend is "aten" (dequantize + cuBLAS)
+
+MARK = "    # EPILOGUE"
+SIGNATURE = "x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,"
+
+
+def row_stride(t) -> int | None:
+    """The stride between rows when the leading dims of `t` flatten into one (last dim contiguous), else None."""
+    if t.rank == 0 or (t.shape[-1] > 1 and t.strides[-1] != 1):
+        return None
+    dims = [(n, st) for n, st in zip(t.shape[:-1], t.strides[:-1]) if n != 1]
+    for (n0, s0), (n1, s1) in zip(dims, dims[1:]):
+        if s0 != s1 * n1:
+            return None
+    return dims[-1][1] if dims else t.shape[-1]
+
+
+def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool, has_bias: bool) -> str:
+    """The static kernel source with its tensor parameters x, w, s, [z], [b], `names` and its store section
+    replaced by `body`. An absent zero-point or bias parameter becomes an alias the kernel never reads."""
+    if SIGNATURE not in source or MARK not in source:
+        raise Unsupported("quantized kernel source lacks the epilogue markers")
+    params = "x_ptr, w_ptr, s_ptr, " + ("z_ptr, " if has_zeros else "") + ("b_ptr, " if has_bias else "")
+    src = source.replace(SIGNATURE, params + ", ".join(names) + ",", 1)
+    head, _ = src.split(MARK, 1)
+    alias = ([] if has_zeros else ["    z_ptr = w_ptr"]) + ([] if has_bias else ["    b_ptr = x_ptr"])
+    if alias:  # right after the kernel's (the last function's) signature
+        start = head.rindex("\ndef ")
+        at = start + re.search(r"\):\n", head[start:]).end()
+        head = head[:at] + "\n".join(alias) + "\n" + head[at:]
+    return head + MARK + " (fused by codegen)\n" + "\n".join(body) + "\n"
+
+
+def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
+    from ..quant.kernels import QuantKernel, make_kernel
+
+    qnodes = [n for n in group.nodes if REGISTRY[n.op].template == "qmatmul"]
+    if len(qnodes) != 1:
+        raise Unsupported(f"a qmatmul group holds one quantized linear, got {len(qnodes)}")
+    node = qnodes[0]
+    if node.op == "wq_linear_int4":
+        x, w, s, z, bias = node.inputs
+        scheme, gsize, K = "int4_weight_only", int(node.attrs["group_size"]), w.type.shape[1] * 2
+    else:
+        (x, w, s, bias), z = node.inputs, None
+        scheme, gsize, K = "int8_weight_only", 0, w.type.shape[1]
+    ids = {id(n) for n in group.nodes}
+    if any(isinstance(v, Value) and v.producer is not None and id(v.producer) in ids for v in node.inputs):
+        raise Unsupported("a quantized linear's operands must be stored tensors (no prologue)")
+    xt, out = x.type, node.out.type
+    sxm = row_stride(xt)
+    if sxm is None or xt.shape[-1] != K:
+        raise Unsupported(f"activation strides {xt.strides} do not flatten into rows of K={K}")
+    N, M = w.type.shape[0], xt.numel // K
+    base = make_kernel(scheme, M, N, K, xt.dtype, gsize, bias is not None, None, sxm)
+
+    args = Args()
+    em = Emitter(group.nodes, args, "omask")
+    em.zero = "om * 0 + on * 0"
+    em.scalars.update(("pid", "pid_n", "pid_m", "pid_k", "k_start", "k_end"))
+    em.line("om = offs_m[:, None]")
+    em.line("on = offs_n[None, :]")
+    em.line("omask = m_ok[:, None] & n_ok[None, :]")
+    lead = out.shape[:-1]
+    names = decompose(em, "om", list(range(len(lead))), lead, "r")
+    canon = tuple(names[d] for d in range(len(lead))) + ("on",)
+
+    def acc_value(idx):
+        if tuple(idx) != canon:
+            raise Unsupported("quantized matmul result read at another index")
+        return "acc"
+
+    em.special[id(node.out)] = acc_value
+    for v in outputs:
+        store(em, v, canon)
+    order = sorted(range(len(args.names)), key=lambda i: args.specs[i].is_output)  # loads, then stores
+    if not args.specs[order[-1]].is_output:
+        raise Unsupported("qmatmul group stores nothing")
+
+    operands = [x, w, s] + ([z] if z is not None else []) + ([bias] if bias is not None else [])
+    specs = [ArgSpec(xt.shape, xt.strides, xt.dtype)] + [
+        ArgSpec(v.type.shape, tuple(contiguous_strides(v.type.shape)), v.type.dtype) for v in operands[1:]]
+    src = fused_source(base.source, [args.names[i] for i in order], em.lines, z is not None, bias is not None)
+    values = operands + [args.values[i] for i in order]
+    aten = aten_plan(group, node, scheme, gsize, len(operands), values, outputs, name)
+    backend = "aten" if aten is not None and M >= ATEN_MIN_M and not interpreting() else "triton"
+    cfg = {**base.default, "BACKEND": backend}
+    k = QuantKernel(name=name, template=base.template, source=src, fn_name=base.fn_name,
+                    args=specs + [args.specs[i] for i in order], grid=base.grid, shapes=dict(base.shapes),
+                    dtype=base.dtype, config=dict(cfg), default=cfg,
+                    info={**base.info, "ops": [n.op for n in group.nodes], "rules": list(group.rules),
+                          "fused": True, "space": {**base.info["space"], "BACKEND": ["triton", "aten"]}},
+                    extra=dict(base.extra), scheme=scheme, aten=aten)
+    return k, values
+
+
+class DequantMatmul:
+    """The "aten" backend of a qmatmul group (see the module doc). Positions refer to the kernel's arguments."""
+
+    def __init__(self, node, scheme, group, n_operands, out_pos, epilogue, epi_args):
+        self.scheme, self.group, self.n_operands = scheme, group, n_operands
+        self.has_zeros, self.has_bias = scheme == "int4_weight_only", node.inputs[-1] is not None  # (bias last)
+        self.out_shape = node.out.type.shape
+        self.out_pos, self.epilogue, self.epi_args = out_pos, epilogue, epi_args
+
+    def run(self, tensors: list) -> None:
+        from ..quant.kernels import dequantize_into
+
+        x, w, s = tensors[:3]
+        z = tensors[3] if self.has_zeros else None
+        b = tensors[self.n_operands - 1] if self.has_bias else None
+        wd = dequantize_into(self.scheme, w, s, z, self.group, x.dtype)
+        x2 = x.reshape(-1, x.shape[-1])
+        out = tensors[self.out_pos].view(-1, wd.shape[0]) if self.out_pos is not None else None
+        r = torch.addmm(b, x2, wd.t(), out=out) if b is not None else torch.mm(x2, wd.t(), out=out)
+        if self.epilogue is not None:
+            r = r.view(self.out_shape)
+            self.epilogue.launch([r if i is None else tensors[i] for i in self.epi_args])
+
+
+def aten_plan(group, node, scheme, gsize, n_operands, values, outputs, name) -> DequantMatmul | None:
+    """The qmatmul group's "aten" backend, or None when its epilogue cannot be generated on its own."""
+    pos = {id(v): i for i, v in enumerate(values)}
+    out_pos = pos.get(id(node.out)) if any(v is node.out for v in outputs) else None
+    if out_pos is not None and values[out_pos].type.strides != tuple(contiguous_strides(node.out.type.shape)):
+        return None
+    rest = [n for n in group.nodes if n is not node]
+    epi_outs = [v for v in outputs if v is not node.out]
+    epilogue, epi_args = None, []
+    if epi_outs:
+        try:
+            epilogue, epi_values = pointwise_kernel(Group("pointwise", rest, node.out.type.shape), epi_outs,
+                                                    f"{name}_epilogue"[:60])
+        except Unsupported:
+            return None
+        if any(v is not node.out and id(v) not in pos for v in epi_values):
+            return None
+        epilogue.config = dict(epilogue.default)
+        epi_args = [None if v is node.out else pos[id(v)] for v in epi_values]
+    return DequantMatmul(node, scheme, gsize, n_operands, out_pos, epilogue, epi_args)
