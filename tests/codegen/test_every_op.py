@@ -37,8 +37,6 @@ RUNS_THROUGH_TORCH = {
     "var_mean": ("two-output welford not in fusion.REDUCTIONS (var and mean alone compile)", None),
     "any": ("the reduction template reduces bool inputs only", lambda ins: ins[0].dtype != torch.bool),
     "all": ("the reduction template reduces bool inputs only", lambda ins: ins[0].dtype != torch.bool),
-    "wq_linear_int8": ("quantized linear: its own Triton kernel behind a torch custom op (tilecraft.quant)", None),
-    "wq_linear_int4": ("quantized linear: its own Triton kernel behind a torch custom op (tilecraft.quant)", None),
     "fp8_linear": ("quantized linear: its own Triton kernel behind a torch custom op (tilecraft.quant)", None),
 }
 TRIALS = 4

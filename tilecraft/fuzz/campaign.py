@@ -269,7 +269,9 @@ class Campaign:
 
     def run(self) -> Summary:
         cfg = self.cfg
-        logging.getLogger("tilecraft").setLevel(logging.ERROR)  # per-node fallback lines would flood the bar
+        log = logging.getLogger("tilecraft")
+        level = log.level
+        log.setLevel(logging.ERROR)  # per-node fallback lines would flood the bar (restored at the end)
         bar = None
         if cfg.progress:
             from tqdm import tqdm
@@ -306,6 +308,7 @@ class Campaign:
             else:
                 self._run_parallel(pending, more, record)
         finally:
+            log.setLevel(level)
             if bar is not None:
                 bar.close()
             self.summary.failures = list(self.by_sig.values())

@@ -81,13 +81,12 @@ def cmd_fuzz(args) -> int:
 
 def replay(args) -> int:
     """Regenerate and re-check the model of one seed; print its program and verdict; reduce it if it fails."""
-    import logging
-
     from .case import run_seed
+    from .oracle import tilecraft_warnings
     from .reduce import Reducer, repro_test
 
-    logging.getLogger("tilecraft").setLevel(logging.ERROR)
-    model, res = run_seed(args.replay, args.backend, args.device, args.dtypes)
+    with tilecraft_warnings():  # fallback lines are part of the verdict, not printed (logger restored after)
+        model, res = run_seed(args.replay, args.backend, args.device, args.dtypes)
     print(res.source)
     if res.verdict is None:
         print(f"# seed {args.replay}: not checked: {res.skipped}")
@@ -96,7 +95,8 @@ def replay(args) -> int:
     print(f"# seed {args.replay}: {v.status} {v.message}")
     print(f"# rules: {dict(v.rules)}")
     if v.failed and not args.no_reduce:
-        red = Reducer(args.backend, seed=args.replay, device=args.device).reduce(res)
+        with tilecraft_warnings():
+            red = Reducer(args.backend, seed=args.replay, device=args.device).reduce(res)
         text = repro_test(red, args.backend, name=f"fuzz_seed_{args.replay}", device=args.device)
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, f"test_fuzz_seed_{args.replay}.py")
