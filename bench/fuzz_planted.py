@@ -53,13 +53,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.dry_run:
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    import logging
-
     import torch
 
     from tilecraft.fuzz import planted
 
-    logging.getLogger("tilecraft").setLevel(logging.ERROR)
     device = "cpu" if a.dry_run else (a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = a.faults.split(",") if a.faults else (["wrong_sub", "dropped_epilogue"] if a.dry_run
                                                    else list(planted.FAULTS))
