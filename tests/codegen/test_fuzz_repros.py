@@ -39,6 +39,13 @@ def batch_broadcast_into_bmm_epilogue(x0, x1, x2):
     return (torch.minimum(torch.bmm(x0, x1), x2),)
 
 
+def half_value_promoted_by_where(x0, x1, x2):
+    """A fused fp16 value (x1.to(fp16) + 0.01) that `where` promotes to float32 (its other branch is bf16) must be
+    rounded to fp16 first, as eager stores it; the kernel kept its fp32 precision (seed 91000056, found once
+    the generator mixed dtypes and integer / boolean conditions)."""
+    return (torch.where(x0 > 0, x1.to(torch.float16) + 0.01, x2),)
+
+
 CASES = [
     (bf16_cast_rounds, [((1,), torch.float32)], 33000207000),
     (expm1_precision, [((2, 3, 7, 2), torch.float32)] * 2, 58000043000),
@@ -47,6 +54,8 @@ CASES = [
     (constant_index_into_cat, [((2, 6, 1, 7), torch.float16), ((1, 1), torch.float16)], 1123000775000),
     (batch_broadcast_into_bmm_epilogue, [((4, 4, 5), torch.float16), ((4, 5, 6), torch.float16),
                                          ((4, 1, 1), torch.float16)], 777000050000),
+    (half_value_promoted_by_where, [((4, 5), torch.float32), ((4, 5), torch.float32), ((4, 5), torch.bfloat16)],
+     91000056000),
 ]
 
 

@@ -23,7 +23,9 @@ def test_campaign_finds_and_reduces_planted_fault(fault, tmp_path):
         summary = run_campaign(CampaignConfig(seed=3, out=str(tmp_path), backend=f.backend, time_s=60,
                                               max_models=25, progress=False, reduce_checks=150, reduce_seconds=45,
                                               stop_after_reduced=1))
-    assert summary.per_class["wrong_result"] > 0, summary.text()
+    # found: wrong numbers, NaN where eager has none, or (a broadcast mapped to a row the template cannot read)
+    # a kernel that no longer generates and falls back to torch
+    assert summary.outcomes["mismatched"] + summary.outcomes["fell_back"] > 0, summary.text()
     reduced = [x for x in summary.failures if x.reduced_nodes is not None]
     assert reduced, summary.text()
     best = min(reduced, key=lambda x: x.reduced_nodes)

@@ -416,6 +416,14 @@ class Emitter:
             return expr
         raise Unsupported(op)
 
+    def fused(self, v: Value) -> bool:
+        """Is v computed inside this kernel (so a fp16/bf16 v carries fp32 precision until rounded)?"""
+        p = v.producer
+        while p is not None and id(p) not in self.in_group and REGISTRY[p.op].category == "view" \
+                and p.op != "as_strided":
+            p = p.inputs[0].producer
+        return p is not None and id(p) in self.in_group
+
     def node_expr(self, node: Node, v: Value, idx: tuple) -> str:
         d = REGISTRY[node.op]
         out = node.out.type
@@ -433,7 +441,11 @@ class Emitter:
                 lead = out.rank - x.type.rank
                 xi = tuple("0" if s == 1 and out.shape[j + lead] != 1 else idx[j + lead]
                            for j, s in enumerate(x.type.shape))
-                ins.append(self.value(x, xi))
+                e = self.value(x, xi)
+                if x.type.dtype in (torch.float16, torch.bfloat16) and out.dtype != x.type.dtype and \
+                        node.op != "cast" and self.fused(x):  # promoted (e.g. to fp32): eager rounded x first
+                    e = self.tmp(round_to(e, x.type.dtype))
+                ins.append(e)
             else:
                 ins.append(literal(x))
         if node.op == "cast":

@@ -86,6 +86,18 @@ class CompileReport:
     graphs: list[GraphRecord] = field(default_factory=list)
     dynamo_graphs: int = 0  # graphs Dynamo handed to the backend (a dynamic-shape graph counts once)
 
+    def fell_back(self) -> list[tuple[str, str, str]]:
+        """What should have compiled but runs through torch, as (stage, what, why): "graph" (a whole graph),
+        "import" (an op the importer could not type), "codegen" / "compile" / "launch" (a group whose kernel
+        failed to generate, compile or launch; read it after a call, launches fail at run time)."""
+        out = []
+        for r in self.graphs:
+            if r.error:
+                out.append(("graph", "", r.error))
+            out += [("import", f, "") for f in r.fallbacks]
+            out += list(getattr(r.program, "fell_back", ()))
+        return out
+
     def summary(self) -> str:
         lines = []
         for i, r in enumerate(self.graphs):

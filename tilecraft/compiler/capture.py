@@ -164,14 +164,19 @@ def _alpha(imp, n, args, kwargs, src):
 
 
 def _to_copy(imp, n, args, kwargs, src):
-    """_to_copy that only changes dtype is a cast; a device or layout change goes through torch."""
+    """_to_copy that only changes dtype is a cast; a device or layout change goes through torch. non_blocking
+    (`x.to(dtype, non_blocking=True)`) changes no value: it used to reach the cast node's attributes, which its
+    reference cannot take (ExecutionError whenever the cast ran through torch: float64, codegen off)."""
     x = args[0]
-    extra = {k: v for k, v in kwargs.items() if k not in ("dtype", "memory_format") and v is not None}
+    extra = {k: v for k, v in kwargs.items() if k not in ("dtype", "memory_format", "non_blocking")
+             and v is not None}
+    if extra.get("pin_memory") is False:
+        extra.pop("pin_memory")
     if "device" in extra and torch.device(extra["device"]).type == x.type.device:
         extra.pop("device")
     extra.pop("layout", None) if kwargs.get("layout") in (None, torch.strided) else None
     if extra:
-        return None
+        return imp.fallback(n, args, kwargs, src, f"_to_copy with {sorted(extra)}")
     dtype = kwargs.get("dtype")
     if dtype is None or dtype == x.type.dtype:
         return imp.graph.add("copy", [x], name=n.name, source=src).out
@@ -220,7 +225,24 @@ def _sdpa(imp, n, args, kwargs, src):
     return (out,) + (None,) * (len(n.meta["val"]) - 1)
 
 
-REWRITES = {"add.Tensor": _alpha, "sub.Tensor": _alpha, "_to_copy.default": _to_copy,
+def _clamp_tensor(imp, n, args, kwargs, src):
+    """clamp(x, min_tensor, max_tensor) = minimum(maximum(x, min), max): pointwise ops that fuse (torch's own
+    decomposition; the dtype promotes over all three, as maximum / minimum do)."""
+    lo = args[1] if len(args) > 1 else kwargs.get("min")
+    hi = args[2] if len(args) > 2 else kwargs.get("max")
+    x, want = args[0], _val_types(n)
+    if want is None or not isinstance(x, Value):
+        return None
+    if lo is not None:
+        x = imp.graph.add("maximum", [x, lo], source=src).out
+    if hi is not None:
+        x = imp.graph.add("minimum", [x, hi], source=src).out
+    if (x.type.shape, x.type.dtype) != (want[0].shape, want[0].dtype):
+        raise CaptureError(f"clamp as maximum/minimum gives {x.type}, torch gives {want[0]}")
+    return x if x is not args[0] else imp.graph.add("copy", [x], name=n.name, source=src).out
+
+
+REWRITES = {"clamp.Tensor": _clamp_tensor, "add.Tensor": _alpha, "sub.Tensor": _alpha, "_to_copy.default": _to_copy,
             "split_with_sizes.default": _split, "split.Tensor": _split, "unbind.int": _split,
             **{f"_scaled_dot_product_{v}_attention.default": _sdpa for v in ("cudnn", "flash", "efficient")}}
 

@@ -115,6 +115,9 @@ class KernelProgram:
         self.static_inputs: tuple[int, ...] = ()  # sorted argument indices of parameters and buffers (backend)
         self._static_steps: set[int] | None = None  # steps computed from static inputs alone (see _plan_static)
         self._cache_key, self._cache = None, {}
+        # groups whose kernel failed to generate, compile or launch, as (stage "codegen" | "compile" | "launch",
+        # group or kernel, error): they run through torch; the fuzzer and tests read this, not the warnings
+        self.fell_back: list[tuple[str, str, str]] = []
         self.inference = False  # set by the backend for graphs that run without autograd (CUDA graphs by default)
         self._graphs: list[_GraphInstance] = []  # captured CUDA graphs (see _replay)
         self._graph_key, self._graph_refused = None, False
@@ -164,6 +167,7 @@ class KernelProgram:
                                                   options)
                 except Exception as e:  # noqa: BLE001 - any codegen gap falls back to torch for this group
                     log.warning("tilecraft: group %d (%s) runs through torch: %s", i, g.describe(), e)
+                    self.fell_back.append(("codegen", g.describe(), f"{type(e).__name__}: {e}"))
             if kernel is not None:
                 self._choose_config(kernel)
                 self.steps.append(KernelStep(g, kernel, values))
@@ -179,6 +183,9 @@ class KernelProgram:
         for s in self.steps:
             if isinstance(s, KernelStep) and id(s.kernel) in failed:
                 s.failed = True
+                e = failed[id(s.kernel)]
+                self.fell_back.append(("compile", s.kernel.name,
+                                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
 
     def _autotune_now(self) -> None:
         from ..tuner.tune import autotune_missing
@@ -336,8 +343,9 @@ class KernelProgram:
         generated again on the next call, and this call is redone step by step."""
         step = self.steps[i]
         step.failed = True
-        log.warning("tilecraft: kernel %s failed (%s: %s); its ops run through torch from now on",
-                    step.kernel.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        self.fell_back.append(("launch", step.kernel.name, why))
+        log.warning("tilecraft: kernel %s failed (%s); its ops run through torch from now on", step.kernel.name, why)
         self._lean, self._lean_source = None, None
         return self.run(*args)
 
@@ -405,12 +413,17 @@ class KernelProgram:
                 k.launch(tensors)
         except Exception as e:  # noqa: BLE001 - never crash on a kernel: fall back to torch, say so once
             step.failed = True
-            log.warning("tilecraft: kernel %s failed (%s: %s); its ops run through torch from now on",
-                        k.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self.fell_back.append(("launch", k.name, why))
+            log.warning("tilecraft: kernel %s failed (%s); its ops run through torch from now on", k.name, why)
             return
         for (v, _, keep), t in zip(items, tensors):
             if keep:
                 env[id(v)] = t
+
+    def torch_ops(self) -> list[str]:
+        """The ops that run through torch: template-less ones and those of groups that fell back."""
+        return [n.op for s in self.steps if isinstance(s, TorchStep) or s.failed for n in s.nodes]
 
     def explain(self) -> str:
         parts = ["---- fused groups ----", format_groups(self.groups), "---- kernels ----"]

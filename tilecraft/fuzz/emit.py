@@ -1,12 +1,13 @@
 """Emit an IR graph as a standalone, readable PyTorch program, and load such a program back.
 
 The program is an `nn.Module` whose forward uses plain torch calls (one line per IR node) plus a
-`make_inputs(seed, scale, positive)` recipe, so a failing case reproduces with torch alone.
+`make_inputs(seed, scale, positive, device)` recipe, so a failing case reproduces with torch alone.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import os
 import sys
 import tempfile
@@ -15,7 +16,6 @@ from types import ModuleType
 import torch
 
 from ..ir import Graph, Node, Value
-from .inputs import INPUTS_RECIPE
 
 UNARY_TORCH = {"neg", "abs", "exp", "exp2", "expm1", "log", "log2", "log1p", "sqrt", "rsqrt", "sin", "cos", "tanh",
                "sigmoid", "erf", "relu", "floor", "ceil", "sign", "reciprocal", "logical_not", "isnan",
@@ -97,11 +97,70 @@ def emit_node(node: Node, a: list[str]) -> str:
         "tril": lambda: f"torch.tril({x}, {at.get('diagonal', 0)})",
         "triu": lambda: f"torch.triu({x}, {at.get('diagonal', 0)})",
         "constant_pad_nd": lambda: f"F.pad({x}, {_lit(at['pad'])}, value={at.get('value', 0)!r})",
+        "arange": lambda: f"torch.arange({at.get('start', 0)!r}, {at['end']!r}, {at.get('step', 1)!r}, "
+                          f"dtype={_lit(at.get('dtype') or torch.int64)}, device=x0.device)",
+        "sdpa": lambda: f"F.scaled_dot_product_attention({a[0]}, {a[1]}, {a[2]}"
+                        + (f", attn_mask={a[3]}" if len(a) > 3 else "")
+                        + f", is_causal={at.get('is_causal', False)}, scale={at.get('scale')!r})",
     }
     f = simple.get(op)
     if f is None:
         raise EmitError(f"no torch emitter for IR op '{op}'")
     return f()
+
+
+def build_inputs(types, seed=0, scale=1.0, positive=False, device="cpu"):
+    """Seeded inputs for [(shape, dtype, layout)]: normal(0, scale) drawn in float64 on the CPU (|x| * scale + 0.1
+    when positive), then cast; bools are x > 0, integers round(4x). layout None is contiguous, ("perm", order)
+    is a permuted tensor (dim order[0] outermost in memory), ("step", k) every k-th element of a k-times
+    longer last dim. Built on the CPU, moved to `device` as a whole, then viewed, so strides are the same there."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for shape, dtype, *layout in types:
+        layout = layout[0] if layout else None
+        full = list(shape)
+        if layout and layout[0] == "perm":
+            full = [shape[d] for d in layout[1]]
+        elif layout and layout[0] == "step":
+            full[-1] *= layout[1]
+        t = torch.randn(full, generator=g, dtype=torch.float64)
+        if dtype == torch.bool:
+            t = t > 0
+        else:
+            t = t * scale
+            if positive:
+                t = t.abs() + 0.1
+            if not dtype.is_floating_point:
+                t = (t * 4).round()
+        t = t.to(dtype).to(device)
+        if layout and layout[0] == "perm":
+            t = t.permute([layout[1].index(d) for d in range(len(shape))])
+        elif layout and layout[0] == "step":
+            t = t[..., ::layout[1]]
+        out.append(t)
+    return out
+
+
+def input_layout(t) -> tuple | None:
+    """The build_inputs layout that gives a TensorType's strides (None: contiguous or anything else)."""
+    from ..ir.types import contiguous_strides
+
+    if not t.rank or tuple(t.strides) == tuple(contiguous_strides(t.shape)):
+        return None
+    order = sorted(range(t.rank), key=lambda d: -t.strides[d])
+    if tuple(contiguous_strides([t.shape[d] for d in order])) == tuple(t.strides[d] for d in order):
+        return ("perm", order)
+    k = t.strides[-1]
+    if k > 1 and tuple(t.strides) == tuple(contiguous_strides(t.shape[:-1] + (t.shape[-1] * k,))[:-1]) + (k,):
+        return ("step", k)
+    return None
+
+
+INPUTS_RECIPE = inspect.getsource(build_inputs) + '''
+
+def make_inputs(seed=0, scale=1.0, positive=False, device="cpu"):
+    return build_inputs(INPUT_TYPES, seed, scale, positive, device)
+'''
 
 
 def emit_source(graph: Graph, header: str = "", class_name: str = "FuzzModel") -> str:
@@ -132,7 +191,8 @@ def emit_source(graph: Graph, header: str = "", class_name: str = "FuzzModel") -
         body.append(f"        {lhs} = {emit_node(node, exprs)}  # {node.op}: {node.outputs[0].type}")
     rets = [names[id(v)] if isinstance(v, Value) else _lit(v) for v in graph.outputs]
     body.append(f"        return ({', '.join(rets)},)")
-    types = ",\n    ".join(f"({tuple(v.type.shape)!r}, {dtype_expr(v.type.dtype)})" for v in graph.inputs)
+    types = ",\n    ".join(f"({tuple(v.type.shape)!r}, {dtype_expr(v.type.dtype)}"
+                           + (f", {input_layout(v.type)!r})" if input_layout(v.type) else ")") for v in graph.inputs)
     lines = [f'"""{header or "a tilecraft.fuzz model"}\n\nStandalone: needs only torch. '
              f'{len(graph.nodes)} ops, {len(graph.inputs)} inputs."""',
              "import torch",

@@ -4,7 +4,10 @@ Every node is added with `Graph.add`, which infers and checks its type, so a gen
 construction. Shapes are chosen so that operands agree (broadcast partners, matmuls with matching inner dims,
 views that keep the element count). The growth is biased toward what the passes rewrite: pointwise chains
 around reductions and matmuls, permute -> matmul, norm patterns written as ops, linear + bias + activation,
-residual adds. The same seed always gives the same graph.
+residual adds, two GEMMs of one input (the dual-GEMM rule), attention (masked softmax between two bmm's, and
+SDPA), broadcasting epilogues, reductions over non-last dims, integer and boolean tensors, strided and permuted
+inputs, and sizes that are not powers of two. Models mix float32, bfloat16 and float16. The same seed always
+gives the same graph.
 """
 from __future__ import annotations
 
@@ -15,10 +18,13 @@ import torch
 
 from ..ir import Graph, TensorType, Value, verify
 from ..ir.ops import OpError, broadcast_shapes
+from ..ir.types import contiguous_strides
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-MAX_NUMEL = 2048
+INT_DTYPES = (torch.int32, torch.int64)
+MAX_NUMEL = 4096
 MAX_DIM = 8
+ODD_SIZES = (3, 5, 7, 17, 31, 33, 65, 100, 127, 129, 257, 300)  # not powers of two; several blocks / loops
 
 SAFE_UNARY = ["neg", "abs", "exp", "sin", "cos", "tanh", "sigmoid", "relu", "silu", "gelu", "leaky_relu", "clamp",
               "pow_scalar", "erf", "expm1", "exp2"]
@@ -36,6 +42,7 @@ class FuzzModel:
     seed: int
     graph: Graph
     patterns: list[str] = field(default_factory=list)
+    dtype: torch.dtype = torch.float32  # the float dtype it was grown in
 
     def source(self) -> str:
         from .emit import emit_source
@@ -63,8 +70,23 @@ class Builder:
         self.n = 0
 
     # -- basic adds
-    def input(self, shape, dtype=None) -> Value:
-        v = self.g.add_input(TensorType(tuple(shape), dtype or self.dtype), f"x{len(self.g.inputs)}")
+    def input(self, shape, dtype=None, layout: str | None = None) -> Value:
+        """A new graph input; layout "perm" / "step" (or by chance) makes it a permuted or strided tensor."""
+        shape = tuple(shape)
+        u = self.r.random()
+        layout = layout or ("perm" if u < 0.12 else "step" if u < 0.2 else None)
+        strides = None
+        if layout == "perm" and len(shape) >= 2:
+            order = list(range(len(shape)))
+            self.r.shuffle(order)
+            inner = contiguous_strides([shape[d] for d in order])
+            strides = [0] * len(shape)
+            for pos, d in enumerate(order):
+                strides[d] = inner[pos]
+        elif layout == "step" and shape:
+            strides = list(contiguous_strides(shape[:-1] + (shape[-1] * 2,)))
+            strides[-1] = 2
+        v = self.g.add_input(TensorType(shape, dtype or self.dtype, strides), f"x{len(self.g.inputs)}")
         self.pool.append(v)
         return v
 
@@ -88,7 +110,14 @@ class Builder:
 
     def shape(self, rank=None) -> tuple[int, ...]:
         rank = self.r.randint(1, 4) if rank is None else rank
-        return tuple(self.r.randint(1, MAX_DIM) for _ in range(rank))
+        shape = [self.r.randint(1, MAX_DIM) for _ in range(rank)]
+        if self.r.random() < 0.3:  # one long, odd dim: masks, several blocks, looped reductions
+            d = self.r.randrange(rank)
+            rest = _numel(shape) // shape[d]
+            odd = [n for n in ODD_SIZES if n * rest <= MAX_NUMEL]
+            if odd:
+                shape[d] = self.r.choice(odd)
+        return tuple(shape)
 
     def partner_shape(self, shape) -> tuple[int, ...]:
         """A shape that broadcasts to `shape`: drop leading dims, set some dims to 1."""
@@ -352,16 +381,122 @@ def p_where(b: Builder) -> Value:
     return b.add("where", [cond, x, y])
 
 
+def p_dual_gemm(b: Builder) -> Value:
+    """Two GEMMs of the same input (SwiGLU's gate and up projections): silu(x @ W1) * (x @ W2), or a sum."""
+    a = _as_2d(b, b.pick(lambda v: v.type.rank >= 1))
+    k, n = a.type.shape[1], b.r.choice([b.r.randint(1, MAX_DIM), b.r.choice(ODD_SIZES[:6])])
+    ws = [b.add("permute", [b.input((n, k), a.type.dtype)], {"dims": [1, 0]}) if b.r.random() < 0.5
+          else b.input((k, n), a.type.dtype) for _ in range(2)]
+    g, u = b.add("mm", [a, ws[0]]), b.add("mm", [a, ws[1]])
+    if b.r.random() < 0.6:
+        return b.add("mul", [b.add(b.r.choice(["silu", "gelu", "sigmoid"]), [g]), u])
+    return b.add(b.r.choice(["add", "sub", "maximum"]), [g, u])
+
+
+def p_attention(b: Builder) -> Value:
+    """softmax(q @ k^T * scale + mask) @ v with an additive mask or a causal mask from index comparisons."""
+    r = b.r
+    bs, m, d = r.randint(1, 4), r.choice([r.randint(1, MAX_DIM), 17, 33]), r.choice([4, 8, 16, 5])
+    dt = b.dtype
+    q = b.input((bs, m, d), dt)
+    k = b.input((bs, m, d), dt, layout="perm" if r.random() < 0.3 else None)
+    v = b.input((bs, m, d), dt)
+    s = b.add("mul", [b.add("bmm", [q, b.add("permute", [k], {"dims": [0, 2, 1]})]), 1.0 / d ** 0.5])
+    if r.random() < 0.5:
+        s = b.add("add", [s, b.input(r.choice([(bs, m, m), (1, m, m), (m,)]), dt)])  # additive mask, broadcast
+    else:
+        i = b.add("arange", [], {"start": 0, "end": m, "step": 1, "dtype": torch.int64})
+        causal = b.add("ge", [b.add("unsqueeze", [i], {"dim": 1}), b.add("unsqueeze", [i], {"dim": 0})], keep=False)
+        s = b.add("where", [causal, s, -1e4])
+    p = b.add("softmax", [s], {"dim": -1, "half_to_float": False})
+    return b.add("bmm", [p, v])
+
+
+def p_sdpa(b: Builder) -> Value:
+    """torch's scaled_dot_product_attention (the IR's sdpa op), causal or with a float mask."""
+    r = b.r
+    shape = (r.randint(1, 2), r.randint(1, 3), r.choice([r.randint(1, MAX_DIM), 17]), r.choice([8, 16]))
+    q, k, v = (b.input(shape, b.dtype) for _ in range(3))
+    ins, causal = [q, k, v], r.random() < 0.5
+    if not causal and r.random() < 0.5:
+        ins.append(b.input((shape[2], shape[2]), b.dtype))
+    return b.add("sdpa", ins, {"is_causal": causal, "scale": r.choice([None, 0.25])})
+
+
+def p_broadcast_epilogue(b: Builder) -> Value:
+    """A matmul whose epilogue reads per-row / per-column / per-batch operands ([M,1], [1,N], [B,1,N], ...)."""
+    x = b.pick(lambda v: v.type.rank in (2, 3))
+    dt = x.type.dtype
+    if x.type.rank == 3:
+        bs, m, k = x.type.shape
+        n = b.r.randint(1, MAX_DIM)
+        y = b.add("bmm", [x, b.input((bs, k, n), dt)])
+        shapes = [(bs, 1, n), (1, m, 1), (bs, 1, 1), (n,), (m, 1)]
+    else:
+        m, k = x.type.shape
+        n = b.r.choice([b.r.randint(1, MAX_DIM), 33])
+        y = b.add("mm", [x, b.input((k, n), dt)])
+        shapes = [(m, 1), (1, n), (n,), (1, 1)]
+    for _ in range(b.r.randint(1, 2)):
+        y = b.add(b.r.choice(["add", "mul", "sub"]), [y, b.input(b.r.choice(shapes), dt)])
+    return b.add(b.r.choice(ACTIVATIONS), [y]) if b.r.random() < 0.5 else y
+
+
+def p_reduce_inner(b: Builder) -> Value:
+    """A reduction (or softmax) over a dim that is not the last: strided rows."""
+    x = b.pick(lambda v: v.type.rank >= 2)
+    d = b.r.randrange(x.type.rank - 1)
+    if b.r.random() < 0.3:
+        return b.add(b.r.choice(["softmax", "log_softmax"]), [x], {"dim": d, "half_to_float": False})
+    name = b.r.choice(["sum", "mean", "amax", "amin", "var"])
+    attrs = {"dim": [d], "keepdim": b.r.random() < 0.5}
+    if name == "var":
+        attrs["correction"] = 0
+    return b.add(name, [x], attrs)
+
+
+def p_int(b: Builder) -> Value:
+    """Integer and boolean tensors: integer arithmetic and bit ops, comparisons, logical ops, an integer sum,
+    and back into the float chain through a cast or a where."""
+    r = b.r
+    x = b.pick()
+    dt = r.choice(INT_DTYPES)
+    i = b.input(b.partner_shape(x.type.shape) if r.random() < 0.7 else x.type.shape, dt)
+    other = b.input(i.type.shape, dt) if r.random() < 0.6 else r.choice([3, -2, 1])
+    ops = ["add", "sub", "mul", "bitwise_and", "bitwise_or", "bitwise_xor"] + (
+        ["maximum", "minimum"] if isinstance(other, Value) else [])
+    j = b.add(r.choice(ops), [i, other], keep=False)
+    u = r.random()
+    if u < 0.3:  # integer reduction (exact)
+        s = b.add("sum", [j], {"dim": [-1], "keepdim": True}, keep=False)
+        return b.add("add", [x, b.add("cast", [s], {"dtype": x.type.dtype}, keep=False)])
+    cond = b.add(r.choice(["gt", "lt", "ge", "le", "eq", "ne"]), [j, r.choice([0, 1, -1])], keep=False)
+    if r.random() < 0.5:  # with a comparison of x, or with a boolean input
+        other = b.add(r.choice(["gt", "lt"]), [x, 0.0], keep=False) if r.random() < 0.6 else b.input(
+            b.partner_shape(x.type.shape), torch.bool)
+        cond = b.add(r.choice(["logical_and", "logical_or", "logical_xor"]), [cond, other], keep=False)
+    if r.random() < 0.3:
+        cond = b.add("logical_not", [cond], keep=False)
+    if r.random() < 0.5:
+        return b.add("where", [cond, x, b.partner(x)])
+    return b.add("mul", [x, b.add("cast", [cond], {"dtype": x.type.dtype}, keep=False)])
+
+
 PATTERNS = {p_unary: 14, p_binary: 14, p_reduce: 9, p_softmax: 5, p_layernorm: 4, p_rmsnorm: 4, p_linear: 8,
-            p_bmm: 3, p_view: 9, p_cast: 3, p_residual: 4, p_where: 2}
+            p_bmm: 3, p_view: 9, p_cast: 3, p_residual: 4, p_where: 2, p_dual_gemm: 3, p_attention: 3, p_sdpa: 1,
+            p_broadcast_epilogue: 3, p_reduce_inner: 4, p_int: 4}
 
 
-def generate(seed: int, max_nodes: int | None = None, dtype: torch.dtype | None = None) -> FuzzModel:
-    """A random valid model; the same seed always gives the same model."""
+def generate(seed: int, max_nodes: int | None = None, dtype: torch.dtype | None = None,
+             dtypes=None) -> FuzzModel:
+    """A random valid model; the same seed always gives the same model. Its float dtype is `dtype`, else one of
+    `dtypes` (default: float32 0.4, float16 0.3, bfloat16 0.3)."""
     r = random.Random(seed)
-    if dtype is None:
-        u = r.random()
-        dtype = torch.float32 if u < 0.7 else torch.float16 if u < 0.85 else torch.bfloat16
+    u = r.random()
+    if dtype is None and dtypes:
+        dtype = list(dtypes)[int(u * len(dtypes))]
+    elif dtype is None:
+        dtype = torch.float32 if u < 0.4 else torch.float16 if u < 0.7 else torch.bfloat16
     max_nodes = max_nodes if max_nodes is not None else r.randint(3, 16)
     b = Builder(r, dtype)
     for _ in range(r.randint(1, 2)):
@@ -386,7 +521,7 @@ def generate(seed: int, max_nodes: int | None = None, dtype: torch.dtype | None 
     _set_outputs(b)
     _drop_unused_inputs(b.g)
     verify(b.g)
-    return FuzzModel(seed, b.g, patterns)
+    return FuzzModel(seed, b.g, patterns, dtype)
 
 
 def _set_outputs(b: Builder) -> None:

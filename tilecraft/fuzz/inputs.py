@@ -14,6 +14,7 @@ import torch
 from ..ir import REGISTRY, Graph, Node, Value
 from ..ir.interpreter import call_node
 from ..ir.interpreter import evaluate as ir_evaluate
+from .emit import build_inputs, input_layout
 
 # The fuzzer's own copy of each op's meaning, taken at import: planted faults patch the registry that the
 # compiler runs, and must not change what the fuzzer believes is correct.
@@ -37,31 +38,15 @@ class InputSet:
     notes: list[str] = field(default_factory=list)
 
 
-# The input recipe, as source: emitted programs carry it verbatim (fuzz/emit.py) and make_inputs runs the same
-# text, so a case reproduces from its program alone.
-INPUTS_RECIPE = '''
-def make_inputs(seed=0, scale=1.0, positive=False):
-    """Seeded inputs: normal(0, scale), or |normal| * scale + 0.1 when positive; drawn in float64, then cast."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for shape, dtype in INPUT_TYPES:
-        t = torch.randn(shape, generator=g, dtype=torch.float64) * scale
-        if positive:
-            t = t.abs() + 0.1
-        out.append(t.to(dtype))
-    return out
-'''
+def make_inputs(types, seed: int = 0, scale: float = 1.0, positive: bool = False,
+                device: str = "cpu") -> list[torch.Tensor]:
+    """Exactly the emitted program's `make_inputs` recipe (the same function), for [(shape, dtype, layout)]."""
+    return build_inputs(types, seed, scale, positive, device)
 
 
-def make_inputs(types, seed: int = 0, scale: float = 1.0, positive: bool = False) -> list[torch.Tensor]:
-    """The emitted program's `make_inputs` (INPUTS_RECIPE), for a list of (shape, dtype)."""
-    namespace = {"torch": torch, "INPUT_TYPES": types}
-    exec(INPUTS_RECIPE, namespace)  # noqa: S102 - our own constant source, shared with emitted programs
-    return namespace["make_inputs"](seed, scale, positive)
-
-
-def input_types(graph: Graph) -> list[tuple[tuple[int, ...], torch.dtype]]:
-    return [(tuple(v.type.shape), v.type.dtype) for v in graph.inputs]
+def input_types(graph: Graph) -> list[tuple]:
+    """(shape, dtype, layout) of each graph input, as build_inputs takes them."""
+    return [(tuple(v.type.shape), v.type.dtype, input_layout(v.type)) for v in graph.inputs]
 
 
 def _f64(dtype: torch.dtype) -> torch.dtype:
@@ -106,7 +91,9 @@ def problems(graph: Graph, tensors) -> list[str]:
                 t = e[id(o)]
                 if t.dtype.is_floating_point and not torch.isfinite(t).all():
                     out.append(f"{node.op} -> %{o.name}{tag} is not finite")
-        if node.op in COMPARISONS or node.op in STEPS:
+        x0 = node.inputs[0] if node.inputs else None
+        if (node.op in COMPARISONS or node.op in STEPS) and not (
+                isinstance(x0, Value) and not x0.type.dtype.is_floating_point):  # integer steps are exact
             margin = _margin(node.inputs[0].type.dtype if isinstance(node.inputs[0], Value) else torch.float32)
             a = env64[id(node.inputs[0])]
             if node.op in COMPARISONS:

@@ -1,8 +1,15 @@
 """The differential oracle: compile a program with a backend, run it, compare with eager, classify failures.
 
-Tolerances are by dtype (tilecraft.testing) and calibrated against a float64 reference: a compiled output is
-wrong only where it is outside the dtype tolerance of eager AND farther from float64 than K times eager's own
-error, so a backend that is more (or about as) accurate as eager never counts as wrong.
+Tolerances are by dtype (tilecraft.testing) and calibrated against a float64 reference of the same program
+from the same (rounded) inputs: a compiled output is wrong only where it is outside the dtype tolerance of
+eager AND farther from float64 than K times eager's own largest error on that output (plus the tolerance).
+Eager's error grows with reduction length and dtype exactly as a correct kernel's does, so long fp16/bf16 sums
+and matmuls are judged against what their precision allows, and a backend about as accurate as eager never
+counts as wrong. Integer and boolean outputs must be equal.
+
+Every verdict falls in one of four outcomes: matched (in generated kernels), mismatched, crashed, and fell
+back (a group whose kernel failed to generate or launch, an op the importer could not type, or a whole graph,
+ran through torch: read from `CompileReport.fell_back()`, the runtime's structured record, not from logs).
 """
 from __future__ import annotations
 
@@ -18,7 +25,10 @@ import torch
 
 from ..testing import tolerance
 
-CLASSES = ("compile_error", "runtime_crash", "wrong_result", "nan_inf_mismatch", "shape_dtype_mismatch")
+CLASSES = ("compile_error", "runtime_crash", "wrong_result", "nan_inf_mismatch", "shape_dtype_mismatch", "fell_back")
+OUTCOMES = {"ok": "matched", "wrong_result": "mismatched", "nan_inf_mismatch": "mismatched",
+            "shape_dtype_mismatch": "mismatched", "compile_error": "crashed", "runtime_crash": "crashed",
+            "fell_back": "fell_back"}
 K_EAGER_ERROR = 3.0
 
 
@@ -38,6 +48,11 @@ class Verdict:
     @property
     def failed(self) -> bool:
         return self.status != "ok"
+
+    @property
+    def outcome(self) -> str:
+        """matched | mismatched | crashed | fell_back."""
+        return OUTCOMES[self.status]
 
     @property
     def key(self) -> str:
@@ -103,6 +118,8 @@ def compare(got, eager, ref64=None) -> tuple[str, str, float]:
         return "shape_dtype_mismatch", f"{len(got)} outputs, eager gives {len(eager)}", 0.0
     worst = 0.0
     for i, (g, e, f) in enumerate(zip(got, eager, ref64)):
+        dev = f.device if isinstance(f, torch.Tensor) else "cpu"  # compare where the reference lives
+        g, e = (x.to(dev) if isinstance(x, torch.Tensor) else x for x in (g, e))
         if not isinstance(g, torch.Tensor):
             return "shape_dtype_mismatch", f"output {i} is a {type(g).__name__}, eager gives a tensor", 0.0
         if g.shape != e.shape or g.dtype != e.dtype:
@@ -245,24 +262,45 @@ def tilecraft_warnings():
 
 
 # ------------------------------------------------------------------------------------------------ the check
+def clone_strided(x: torch.Tensor) -> torch.Tensor:
+    """A copy with the same strides, also for a view with gaps (every other element), which clone() would
+    make contiguous: the fuzzer's strided inputs must reach the compiled program as they are."""
+    if x._base is None or x.is_contiguous():
+        return x.clone()
+    return x._base.clone().as_strided(x.size(), x.stride(), x.storage_offset())
+
+
+def fell_back_message(entries) -> tuple[str, str]:
+    """(exception type, message) of the first fallback in `CompileReport.fell_back()`; what the reducer keeps."""
+    stage, what, why = entries[0]
+    exc = why.split(":", 1)[0] if stage in ("codegen", "compile", "launch") and ":" in why else stage
+    return exc, f"{stage} fell back to torch: {why or what}" + (f"\n  in {what}" if why and what else "")
+
+
 def check(source: str, inputs: list[torch.Tensor], backend="tilecraft", ref64=None,
-          ops: list[str] | None = None) -> Verdict:
-    """Run program `source` eagerly and compiled with `backend` on `inputs`; classify any difference."""
+          ops: list[str] | None = None, device: str = "cpu") -> Verdict:
+    """Run program `source` eagerly and compiled with `backend` on `inputs` (moved to `device`); classify any
+    difference. A tilecraft run whose report shows a fallback is "fell_back" unless its numbers are wrong."""
     from .emit import load_model
 
     t0 = time.perf_counter()
     model, _ = load_model(source)
+    inputs = [x.to(device) for x in inputs]
     with torch.no_grad(), tilecraft_warnings() as warnings:
-        eager = model(*[x.clone() for x in inputs])
+        eager = model(*[clone_strided(x) for x in inputs])
         report = None
         try:
             compiled, report = compile_with(model, backend)
-            got = compiled(*[x.clone() for x in inputs])
+            got = compiled(*[clone_strided(x) for x in inputs])
         except Exception as e:  # noqa: BLE001 - classifying failures is the point
             root = _root(e)
             status = "compile_error" if _is_compile_error(e) else "runtime_crash"
             return Verdict(status, f"{type(root).__name__}: {root}", type(root).__name__, 0.0, list(ops or []),
                            rule_coverage(report, warnings), time.perf_counter() - t0, list(warnings))
     status, msg, err = compare(got, eager, ref64)
-    return Verdict(status, msg, "", err, list(ops or []), rule_coverage(report, warnings),
+    exc = ""
+    fell = report.fell_back() if report is not None and hasattr(report, "fell_back") else []
+    if status == "ok" and fell:
+        status, (exc, msg) = "fell_back", fell_back_message(fell)
+    return Verdict(status, msg, exc, err, list(ops or []), rule_coverage(report, warnings),
                    time.perf_counter() - t0, list(warnings))

@@ -120,7 +120,7 @@ def dropped_epilogue() -> Iterator[None]:
 
     original = matmul.matmul_kernel
 
-    def faulty(group, outputs, name):
+    def faulty(group, outputs, name, *options):  # (matmul_kernel also takes the compile options)
         inside = {id(n) for n in group.nodes}
         for n in reversed(group.nodes[1:]):
             x = n.inputs[0] if n.inputs else None
@@ -130,9 +130,9 @@ def dropped_epilogue() -> Iterator[None]:
                     and not any(n.out is u for m in group.nodes for u in m.input_values())):
                 g2 = Group(group.kind, [m for m in group.nodes if m is not n], group.shape, group.dims,
                            list(group.rules))
-                k, values = original(g2, [x if o is n.out else o for o in outputs], name)
+                k, values = original(g2, [x if o is n.out else o for o in outputs], name, *options)
                 return k, [n.out if v is x and a.is_output else v for v, a in zip(values, k.args)]
-        return original(group, outputs, name)
+        return original(group, outputs, name, *options)
 
     with patched(matmul, "matmul_kernel", faulty):
         yield

@@ -36,8 +36,10 @@ class Reduction:
 class Reducer:
     """Delta debugging for one failing graph under one backend, with a budget of oracle checks and seconds."""
 
-    def __init__(self, backend="tilecraft", max_checks: int = 300, max_seconds: float = 120.0, seed: int = 0):
+    def __init__(self, backend="tilecraft", max_checks: int = 300, max_seconds: float = 120.0, seed: int = 0,
+                 device: str = "cpu"):
         self.backend, self.max_checks, self.max_seconds, self.seed = backend, max_checks, max_seconds, seed
+        self.device = device
         self.checks = 0
         self.t0 = 0.0
 
@@ -48,7 +50,7 @@ class Reducer:
         if g is None or not g.nodes or self.out_of_budget():
             return None
         self.checks += 1
-        res = check_graph(g, self.backend, self.seed)
+        res = check_graph(g, self.backend, self.seed, device=self.device)
         if res.verdict is not None and res.verdict.key == key:
             return res
         return None
@@ -157,7 +159,7 @@ def _docsafe(text: str) -> str:
     return text.replace(chr(92), "/").replace(chr(34) * 3, "'")
 
 
-def repro_test(red: Reduction, backend="tilecraft", name: str = "fuzz_repro") -> str:
+def repro_test(red: Reduction, backend="tilecraft", name: str = "fuzz_repro", device: str = "cpu") -> str:
     """A pytest file: the reduced program (self-contained torch source) and an eager-vs-compiled check."""
     case = red.reduced
     inp = case.inputs
@@ -179,10 +181,13 @@ def test_{name}():
 
     torch._dynamo.reset()
     model = FuzzModel().eval()
-    inputs = make_inputs(seed={inp.seed}, scale={inp.scale!r}, positive={inp.positive!r})
+    device = {device!r} if torch.cuda.is_available() else "cpu"
+    inputs = make_inputs(seed={inp.seed}, scale={inp.scale!r}, positive={inp.positive!r}, device=device)
     with torch.no_grad():
         expected = model(*[x.clone() for x in inputs])
         {compile_line}
         got = compiled(*[x.clone() for x in inputs])
     assert_close(got, expected, msg="compiled vs eager")
+    fell_back = getattr(getattr(compiled, "report", None), "fell_back", lambda: [])()
+    assert not fell_back, f"kernels fell back to torch: {{fell_back}}"
 '''

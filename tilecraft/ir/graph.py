@@ -119,7 +119,8 @@ def copy_graph(graph: Graph, outputs: list[Value] | None = None, fresh: set[int]
 
     def new_input(v: Value) -> Value:
         t = retype(v.type)
-        nv = g.add_input(TensorType(t.shape, t.dtype, None, t.device), f"x{len(g.inputs)}")
+        strides = t.strides if t.shape == v.type.shape and v.producer is None else None  # a strided input stays so
+        nv = g.add_input(TensorType(t.shape, t.dtype, strides, t.device), f"x{len(g.inputs)}")
         env[id(v)] = nv
         return nv
 

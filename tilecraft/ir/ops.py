@@ -388,7 +388,9 @@ pointwise("remainder", torch.remainder, "{0} - tl.floor({0} / {1}) * {1}", ["rem
 for _n, _sym in [("eq", "=="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">=")]:
     pointwise(_n, getattr(torch, _n), "{0} %s {1}" % _sym, [f"{_n}.Tensor", f"{_n}.Scalar"], "ALWAYS_BOOL")
 for _n, _sym in [("logical_and", "&"), ("logical_or", "|"), ("logical_xor", "^")]:
-    pointwise(_n, getattr(torch, _n), "({0} != 0) %s ({1} != 0)" % _sym, [f"{_n}.default"], "ALWAYS_BOOL")
+    # int8 operands: Triton's interpreter cannot combine a scalar (broadcast) int1 with a block of them
+    pointwise(_n, getattr(torch, _n), "(({0} != 0).to(tl.int8) %s ({1} != 0).to(tl.int8)) != 0" % _sym,
+              [f"{_n}.default"], "ALWAYS_BOOL")
 for _n, _sym in [("bitwise_and", "&"), ("bitwise_or", "|"), ("bitwise_xor", "^")]:
     pointwise(_n, getattr(torch, _n), "{0} %s {1}" % _sym, [f"{_n}.Tensor", f"{_n}.Scalar"])
 pointwise("where", torch.where, "tl.where({0}, {1}, {2})", ["where.self"], "NO_OPMATH",
