@@ -23,20 +23,20 @@ step() {  # step NAME SECONDS CMD...: run under a limit, log to OUTDIR/NAME.log,
   grep -v "Warning\|warn(\|^  " "$out/$name.log" | tail -${TAIL:-6}
 }
 # 1. whole models: eager, Inductor default, tilecraft defaults (the issue-12/13 numbers)
-step models "${MODELS_S:-370}" python3 bench/models.py --models "${MODELS:-gpt2,llama_b4,llama_b1,bert,qwen2,opt,neox}" \
-  --budget-s $(( ${MODELS_S:-370} - 50 )) --out "$out/models.json"
+step models "${MODELS_S:-360}" python3 bench/models.py --models "${MODELS:-gpt2,llama_b4,llama_b1,bert,qwen2,opt,neox}" \
+  --budget-s $(( ${MODELS_S:-360} - 50 )) --out "$out/models.json"
 # 2. quantized LLaMA steps (issue 15)
-step quant "${QUANT_S:-65}" python3 bench/models.py --models llama_b1,llama_b4 --backends none --quant int8,int4 \
+step quant "${QUANT_S:-60}" python3 bench/models.py --models llama_b1,llama_b4 --backends none --quant int8,int4 \
   --out "$out/models_quant.json"
 # 3. GPU-only behaviour: both GEMM backends, the CUDA-graph output rule
-step check "${CHECK_S:-30}" python3 bench/gpu_check.py --models "" --out "$out/gpu_check.json"
+step check "${CHECK_S:-25}" python3 bench/gpu_check.py --models "" --out "$out/gpu_check.json"
 # 4. the Hopper (persistent/TMA) matmul against cuBLAS on a few model shapes
 step backends "${BACKENDS_S:-45}" python3 bench/gemm_backends.py --only "${BACKENDS_ONLY:-fc1_gelu}" \
   --out "$out/gemm_backends.json"
 # 5. host time per launch without CUDA graphs
 [ -f bench/launch_overhead.py ] && step launch "${LAUNCH_S:-30}" python3 bench/launch_overhead.py --out "$out/launch.json"
 # 6. a short fuzz campaign on the GPU (generated kernels, three dtypes)
-step fuzz "${FUZZ_S:-25}" python3 -m tilecraft fuzz --device cuda --time 15s --out "$out/fuzz"
+step fuzz "${FUZZ_S:-40}" python3 -m tilecraft fuzz --device cuda --jobs 8 --time 25s --reduce-seconds 5 --out "$out/fuzz"
 echo "=== tables"
 TAIL=40 step table 15 python3 bench/models.py --table "$out/models.json" "$out/models_quant.json"
 tar czf "$dest/one_call.tgz" -C /tmp one_call && ls -la "$dest"
