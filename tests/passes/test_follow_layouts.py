@@ -4,11 +4,12 @@ import torch
 import transformers as T
 
 import tilecraft
-from tilecraft.passes import default_passes, follow_input_layouts, fuse_attention
+from tilecraft.passes import default_passes, follow_input_layouts, fuse_attention, materialize_reshapes
 from tilecraft.testing import assert_close
 
 CPU = {"fuse_attention": lambda g: fuse_attention(g, ("cpu",)),
-       "follow_input_layouts": lambda g: follow_input_layouts(g, ("cpu",))}
+       "follow_input_layouts": lambda g: follow_input_layouts(g, ("cpu",)),
+       "materialize_reshapes": lambda g: materialize_reshapes(g, ("cpu",))}
 PASSES = [(n, CPU.get(n, f)) for n, f in default_passes()]
 
 
@@ -31,3 +32,27 @@ def test_rope_keeps_the_transposed_layout_and_matches_eager():
         q = sdpa[0].inputs[0].type  # RoPE's result: [b, h, t, d] laid out as [b, t, h, d]
         assert q.shape == (2, 4, 16, 16) and q.strides == (1024, 16, 64, 1), q
         assert not c.report.graphs[0].program.copies  # no kernel input needed a layout copy
+
+
+def test_gqa_repeat_is_copied_by_a_generated_kernel():
+    """LLaMA's GQA repeat_kv (k, v expanded over the query heads and merged into the head dim) cannot be a view:
+    a generated copy makes it, so the attention op reads a plain tensor and no ATen copy runs."""
+    torch.manual_seed(0)
+    m = T.LlamaForCausalLM(T.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
+                                         use_cache=False)).eval()
+    ids = torch.randint(0, 100, (2, 16))
+    c = tilecraft.compile(m, passes=PASSES)
+    with torch.no_grad():
+        assert_close(c(input_ids=ids)[0], m(input_ids=ids)[0])
+    g = c.report.graphs[0].graph
+    sdpa = [n for n in g.nodes if n.op == "sdpa"]
+    for n in sdpa:
+        for kv in n.inputs[1:3]:
+            v = kv
+            while v.producer.op == "view":
+                v = v.producer.inputs[0]
+            assert v.producer.op == "copy", [kv.producer.op, v.producer.op]
+    kernels = c.report.graphs[0].kernels
+    assert sum(k.info["ops"].count("copy") for k in kernels) == 2 * len(sdpa)  # k and v of each layer
+    assert not c.report.graphs[0].program.copies

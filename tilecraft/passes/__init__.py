@@ -2,7 +2,7 @@
 from .attention import fuse_attention
 from .cleanup import canonicalize, cse, dce
 from .conv import fold_batchnorm
-from .layout import channels_last, follow_input_layouts, pad_matmuls, sink_views
+from .layout import channels_last, follow_input_layouts, materialize_reshapes, pad_matmuls, sink_views
 from .manager import PassTrace, run_passes
 from .quantize import fold_dequant_matmul
 
@@ -13,8 +13,8 @@ def default_passes(options=None) -> list:
     return [("canonicalize", canonicalize), ("fold_dequant_matmul", fold_dequant_matmul),
             ("fold_batchnorm", fold_batchnorm), ("sink_views", sink_views),
             ("follow_input_layouts", follow_input_layouts), ("fuse_attention", fuse_attention),
-            ("pad_matmuls", pad_matmuls),
+            ("materialize_reshapes", materialize_reshapes), ("pad_matmuls", pad_matmuls),
             ("channels_last", lambda g: channels_last(g, cl)), ("cse", cse), ("dce", dce)]
 
 
-__all__ = ["canonicalize", "cse", "dce", "fold_batchnorm", "fold_dequant_matmul", "sink_views", "fuse_attention", "pad_matmuls", "follow_input_layouts", "channels_last", "run_passes", "PassTrace", "default_passes"]
+__all__ = ["canonicalize", "cse", "dce", "fold_batchnorm", "fold_dequant_matmul", "sink_views", "fuse_attention", "pad_matmuls", "follow_input_layouts", "materialize_reshapes", "channels_last", "run_passes", "PassTrace", "default_passes"]
