@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..ir import Graph, Node, TensorType, Value
-from .layout import _dense_order
+from .layout import _dense_order, _strides_in_order
 
 _PASS = ("view", "cast", "alias", "copy")  # ops that change neither the values (beyond rounding) nor the math
 
@@ -137,11 +137,8 @@ def fuse_attention(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
         att = graph.make_node("sdpa", inputs, {"is_causal": False, "scale": scale}, source=n.source)
         order = _dense_order(q.type)
         if order is not None:  # the fused kernels lay their output out like the query
-            t, strides, acc = att.out.type, [0] * 4, 1
-            for d in reversed(order):
-                strides[d] = acc
-                acc *= t.shape[d]
-            att.out.type = TensorType(t.shape, t.dtype, tuple(strides), t.device)
+            t = att.out.type
+            att.out.type = TensorType(t.shape, t.dtype, _strides_in_order(t.shape, order), t.device)
         new.append(att)
         out = att.out
         if out.type.dtype != n.out.type.dtype:

@@ -200,6 +200,15 @@ def _dense_order(t) -> list[int] | None:
     return order
 
 
+def _strides_in_order(shape, order: list[int]) -> tuple[int, ...]:
+    """Dense strides of `shape` with its dims laid out in `order` (outermost first)."""
+    strides, acc = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d] = acc
+        acc *= shape[d]
+    return tuple(strides)
+
+
 def follow_input_layouts(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
     """A pointwise op whose first full-shape operand is dense in a permuted order produces its result in that
     order, as eager's TensorIterator does. So RoPE applied to `q.view(b, t, h, d).transpose(1, 2)` stays [b, t, h,
@@ -219,11 +228,7 @@ def follow_input_layouts(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> 
         order = _dense_order(first.type) if first is not None else None
         if order is None:
             continue
-        strides, acc = [0] * t.rank, 1
-        for d in reversed(order):
-            strides[d] = acc
-            acc *= t.shape[d]
-        n.out.type = TensorType(t.shape, t.dtype, tuple(strides), t.device)
+        n.out.type = TensorType(t.shape, t.dtype, _strides_in_order(t.shape, order), t.device)
     return graph
 
 
