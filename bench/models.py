@@ -187,7 +187,7 @@ def profile(fn, n: int = 5) -> tuple[float, float, list]:
             by_name[e.name] = by_name.get(e.name, 0.0) + e.device_time_total / n
             count += 1
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:8]
-    return sum(by_name.values()) / 1e3, count / n, [(k[:80], round(v, 1)) for k, v in top]
+    return sum(by_name.values()) / 1e3, count / n, [(k[:160], round(v, 1)) for k, v in top]
 
 
 def torch_ops(report) -> dict[str, int]:
