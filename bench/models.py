@@ -170,24 +170,11 @@ def wall_ms(fn, cuda: bool) -> float:
 
 def profile(fn, n: int = 5) -> tuple[float, float, list]:
     """(GPU ms per call, device ops per call, top kernels [(name, µs per call)]) by the torch profiler."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
+    from tilecraft.testing import gpu_profile
 
-    fn()
-    torch.cuda.synchronize()
-    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    by_name: dict[str, float] = {}
-    count = 0
-    for e in prof.events():
-        if e.device_type == DeviceType.CUDA:
-            by_name[e.name] = by_name.get(e.name, 0.0) + e.device_time_total / n
-            count += 1
-    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:8]
-    return sum(by_name.values()) / 1e3, count / n, [(k[:160], round(v, 1)) for k, v in top]
+    rows = gpu_profile(fn, n, counts=True)
+    return (sum(us for _, us, _ in rows) / 1e3, sum(c for _, _, c in rows),
+            [(k[:160], round(us, 1)) for k, us, _ in rows[:8]])
 
 
 def torch_ops(report) -> dict[str, int]:

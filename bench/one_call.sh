@@ -29,7 +29,7 @@ step models "${MODELS_S:-360}" python3 bench/models.py --models "${MODELS:-gpt2,
 step quant "${QUANT_S:-60}" python3 bench/models.py --models llama_b1,llama_b4 --backends none --quant int8,int4 \
   --out "$out/models_quant.json"
 # 3. GPU-only behaviour: both GEMM backends, the CUDA-graph output rule
-step check "${CHECK_S:-25}" python3 bench/gpu_check.py --models "" --out "$out/gpu_check.json"
+step check "${CHECK_S:-25}" python3 bench/gpu_check.py --out "$out/gpu_check.json"
 # 4. the Hopper (persistent/TMA) matmul against cuBLAS on a few model shapes
 step backends "${BACKENDS_S:-45}" python3 bench/gemm_backends.py --only "${BACKENDS_ONLY:-fc1_gelu}" \
   --out "$out/gemm_backends.json"

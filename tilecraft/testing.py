@@ -80,9 +80,10 @@ def randn(*shape, dtype=torch.float32, seed: int | None = None, gen: torch.Gener
     return torch.randn(*shape, generator=gen).to(dtype)
 
 
-def gpu_profile(fn, n: int = 10) -> list[tuple[str, float]]:
+def gpu_profile(fn, n: int = 10, counts: bool = False) -> list[tuple]:
     """(kernel name, mean µs per call) of the GPU kernels one call of fn launches, largest first (CUDA only).
-    Their sum is the call's GPU time, free of the CPU's launch cost."""
+    Their sum is the call's GPU time, free of the CPU's launch cost. `counts`: a third field, how many times
+    per call the kernel (or memset, copy) ran."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -91,5 +92,6 @@ def gpu_profile(fn, n: int = 10) -> list[tuple[str, float]]:
         for _ in range(n):
             fn()
         torch.cuda.synchronize()
-    rows = [(e.key, e.device_time_total / n) for e in prof.key_averages() if e.device_time_total > 0]
+    rows = [(e.key, e.device_time_total / n) + ((e.count / n,) if counts else ())
+            for e in prof.key_averages() if e.device_time_total > 0]
     return sorted(rows, key=lambda r: -r[1])

@@ -28,8 +28,7 @@ import torch
 import triton
 
 from ..ir import Value, base_value
-from ..ir.interpreter import run_node
-from ..ir.ops import REGISTRY
+from ..ir.ops import REGISTRY, get_op
 from ..ir.types import contiguous_strides
 from ..passes.fusion import Group, is_matmul
 from .emit import Args, Emitter, Unsupported, header, interpreting, ir_comment, map_view, needs_int64, store
@@ -451,11 +450,13 @@ class AtenPlan:
 
     @staticmethod
     def _chain(x: Value, pos: dict):
-        """(argument position, view nodes from that argument to x, in order)."""
+        """(argument position, the view functions from that argument to x, in order): each view's torch
+        reference bound to its attributes once, not looked up on every launch."""
         views = []
         while id(x) not in pos:
-            views.append(x.producer)
-            x = x.producer.inputs[0]
+            p = x.producer
+            views.append(functools.partial(_view_fn, get_op(p.op).ref, tuple(p.inputs[1:]), dict(p.attrs)))
+            x = p.inputs[0]
         return pos[id(x)], views[::-1]
 
     def run(self, tensors: list) -> None:
@@ -464,8 +465,8 @@ class AtenPlan:
             ins = []
             for i, views in operands:
                 t = tensors[i]
-                for v in views:
-                    t = run_node(v, {id(v.inputs[0]): t})[0]
+                for view in views:
+                    t = view(t)
                 ins.append(t)
             out = tensors[out_pos] if out_pos is not None else None
             if node.op == "addmm":
@@ -475,6 +476,10 @@ class AtenPlan:
             results.append(r)
         if self.epilogue is not None:
             self.epilogue.launch([results[i] if kind == "mm" else tensors[i] for kind, i in self.epi_args])
+
+
+def _view_fn(ref, extra: tuple, attrs: dict, t):
+    return ref(t, *extra, **attrs)
 
 
 def aten_plan(group: Group, mms, outputs: list[Value], values: list[Value], name: str) -> AtenPlan | None:
