@@ -200,11 +200,8 @@ class Kernel:
         return consts, opts, self.grid(config)
 
     def compile_units(self) -> list["Kernel"]:
-        """The generated kernels a launch with the current config runs (compiled ahead by codegen/compile.py): this
-        one, or, for a kernel whose `BACKEND` is "aten", the generated epilogue of its ATen plan, if any."""
-        if self.config.get("BACKEND") == "aten":
-            epilogue = getattr(getattr(self, "aten", None), "epilogue", None)
-            return [epilogue] if epilogue is not None else []
+        """The generated kernels a launch with the current config runs (compiled ahead by codegen/compile.py):
+        this one; a kernel with other backends (matmul, qmatmul: `BACKEND="aten"`) says which of its own."""
         return [self]
 
     def launches_nothing(self, config: dict | None = None) -> bool:

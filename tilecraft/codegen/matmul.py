@@ -23,9 +23,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 
 import torch
 import triton
+from triton.runtime import _allocation
 
 from ..ir import Value, base_value
 from ..ir.ops import REGISTRY, get_op
@@ -73,13 +75,17 @@ def _alloc(size: int, alignment: int, stream):
     return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
+_ALLOCATOR_SET = threading.local()
+
+
 def ensure_allocator() -> None:
     """Device-side tensor descriptors need a global scratch buffer per launch: give Triton an allocator unless
     someone already set one (Triton keeps it in a ContextVar, so each thread checks once)."""
-    from triton.runtime import _allocation
-
+    if getattr(_ALLOCATOR_SET, "done", False):
+        return
     if _allocation._allocator.get() is _allocation._NULL_ALLOCATOR:
         triton.set_allocator(_alloc)
+    _ALLOCATOR_SET.done = True
 
 
 class MatmulKernel(Kernel):
@@ -96,10 +102,11 @@ class MatmulKernel(Kernel):
         self.grouped = grouped  # the grouped variant's heuristic config
 
     def make_plan(self, config: dict) -> tuple:
-        config = {**VARIANT_KNOBS, **config}
-        consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS and k != "BACKEND"}
-        opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
-        return {**consts, "NUM_SMS": num_sms()}, opts, self.grid(config)
+        consts, opts, grid = super().make_plan({k: v for k, v in {**VARIANT_KNOBS, **config}.items() if k != "BACKEND"})
+        return {**consts, "NUM_SMS": num_sms()}, opts, grid
+
+    def compile_units(self) -> list[Kernel]:
+        return self.aten.kernels() if self.config.get("BACKEND") == "aten" and self.aten is not None else [self]
 
     def launch(self, args: list, config: dict | None = None) -> None:
         cfg = self.config if config is None else config
@@ -283,7 +290,7 @@ class _Gemm:
             return None
         if names[-1] == "pid_b" or dims[-1][2] != 1:
             return None
-        if any(s <= 0 or s * _itemsize(t.dtype) % 16 for _, _, s in dims[:-1]):
+        if any(s <= 0 or s * t.dtype.itemsize % 16 for _, _, s in dims[:-1]):
             return None
         return v, dims
 
@@ -368,10 +375,6 @@ class _Gemm:
         em.scopes.pop()
 
 
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def _grid(M: int, N: int, BT: int, c: dict) -> tuple:
     """Launch grid: a program per tile (grouped), or one per SM at most (persistent). Module-level, so that a
     kernel pickles (benchmarks compile configs in worker processes)."""
@@ -392,8 +395,9 @@ def matmul_kernel(group: Group, outputs: list[Value], name: str, options=None):
     # the persistent variant is the tuner's to choose until bench/gemm_backends.py has measured it on a Hopper GPU;
     # TILECRAFT_PERSISTENT_MATMUL=1 makes it the default there
     hopper = is_hopper(g.out.device) and os.environ.get("TILECRAFT_PERSISTENT_MATMUL") == "1"
-    cfg = {**default_config(M, N, Kd, g.dt, dual=g.dual, hopper=hopper), "BACKEND": backend}
     grouped_cfg = {**default_config(M, N, Kd, g.dt, dual=g.dual), "BACKEND": "triton"}
+    cfg = {**(default_config(M, N, Kd, g.dt, dual=g.dual, hopper=True) if hopper else grouped_cfg),
+           "BACKEND": backend}
 
     k = MatmulKernel(name, "matmul", src, name, list(g.args.specs), grid=functools.partial(_grid, M, N, BT),
                      shapes={"B": BT, "M": M, "N": N, "K": Kd, **({"G": 2} if g.dual else {})}, dtype=g.dt,
@@ -458,6 +462,10 @@ class AtenPlan:
             views.append(functools.partial(_view_fn, get_op(p.op).ref, tuple(p.inputs[1:]), dict(p.attrs)))
             x = p.inputs[0]
         return pos[id(x)], views[::-1]
+
+    def kernels(self) -> list[Kernel]:
+        """The generated kernels this plan launches (cuBLAS needs no compile)."""
+        return [self.epilogue] if self.epilogue is not None else []
 
     def run(self, tensors: list) -> None:
         results = []

@@ -132,6 +132,10 @@ class DequantMatmul:
         self.out_shape = node.out.type.shape
         self.out_pos, self.epilogue, self.epi_args = out_pos, epilogue, epi_args
 
+    def kernels(self) -> list:
+        """The generated epilogue this plan launches (the dequantize kernel compiles at its first launch)."""
+        return [self.epilogue] if self.epilogue is not None else []
+
     def run(self, tensors: list) -> None:
         from ..quant.kernels import dequantize_into
 

@@ -84,12 +84,15 @@ class QuantKernel(Kernel):
         consts, opts, grid = super().make_plan({k: v for k, v in config.items() if k != "BACKEND"})
         return {**self.extra, **consts}, {} if interpreting() else opts, grid
 
+    def compile_units(self) -> list[Kernel]:
+        return self.aten.kernels() if self.config.get("BACKEND") == "aten" and self.aten is not None else [self]
+
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
         config = self.config if config is None else config
-        kwargs, opts, grid = self.plan(config)
-        if config.get("BACKEND") == "aten":
+        if config.get("BACKEND") == "aten" and self.aten is not None:  # no Triton plan to look up
             self.aten.run(args)
             return
+        kwargs, opts, grid = self.plan(config)  # checks the config (an "aten" one without a plan raises here)
         out = args[-1]
         split = config.get("SPLIT_K", 1)
         serial = self.template == "wq_gemm"  # reduces its splits in the kernel (wq_gemm.py); others use atomics
