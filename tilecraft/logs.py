@@ -52,3 +52,9 @@ fusion_log = _tl.getArtifactLogger("tilecraft", "tilecraft_fusion")
 kernels_log = _tl.getArtifactLogger("tilecraft", "tilecraft_kernels")
 configs_log = _tl.getArtifactLogger("tilecraft", "tilecraft_configs")
 log = logging.getLogger("tilecraft")
+
+
+def describe_error(e: BaseException) -> str:
+    """`Type: first line of the message`, for one-line warnings about a kernel or a capture that failed."""
+    text = str(e)
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"

@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from ..logs import describe_error
 from .kernel import Kernel, interpreting
 
 log = logging.getLogger("tilecraft")
@@ -150,6 +151,6 @@ def compile_kernels(kernels: list[Kernel], devices) -> dict[int, BaseException]:
             continue
         for k in jobs[i].kernels:
             failed[id(k)] = e
-            log.warning("tilecraft: kernel %s failed to compile (%s: %s); its ops run through torch", k.name,
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            log.warning("tilecraft: kernel %s failed to compile (%s); its ops run through torch", k.name,
+                        describe_error(e))
     return failed

@@ -32,6 +32,7 @@ from triton.runtime import _allocation
 from ..ir import Value, base_value
 from ..ir.ops import REGISTRY, get_op
 from ..ir.types import contiguous_strides
+from ..logs import describe_error
 from ..passes.fusion import Group, is_matmul
 from .emit import Args, Emitter, Unsupported, header, interpreting, ir_comment, map_view, needs_int64, store
 from .kernel import LAUNCH_KEYS, Kernel
@@ -125,8 +126,8 @@ class MatmulKernel(Kernel):
         except Exception as e:  # noqa: BLE001 - a runtime launch keeps working on the grouped variant
             if config is not None or not cfg.get("PERSISTENT") or self.grouped is None:
                 raise
-            log.warning("tilecraft: kernel %s: the persistent variant failed (%s: %s); using the grouped one",
-                        self.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            log.warning("tilecraft: kernel %s: the persistent variant failed (%s); using the grouped one",
+                        self.name, describe_error(e))
             self.config = dict(self.grouped)
             super().launch(args, self.config)
 

@@ -76,7 +76,7 @@ class ShapeSpecialized:
             except Exception as e:  # noqa: BLE001 - a graph make_fx cannot re-trace still runs, through torch
                 log.warning("tilecraft: cannot specialize the dynamic-shape graph for shapes %s (%s: %s); "
                             "it runs through torch", shapes, type(e).__name__, e)
-                entry = self.programs[key] = (self.gm.forward, list(range(len(args))))
+                self.programs[key] = (self.gm.forward, list(range(len(args))))
                 return self.gm.forward(*args)
             log.info("tilecraft: specializing a dynamic-shape graph for input shapes %s", shapes)
             prog = self.compile_fn(traced)

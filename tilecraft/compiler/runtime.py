@@ -10,7 +10,7 @@ from torch._logging import LazyString
 
 from ..ir import Graph, Node, Value, interpret, is_view
 from ..ir.interpreter import run_node
-from ..logs import configs_log, fusion_log, kernels_log
+from ..logs import configs_log, describe_error, fusion_log, kernels_log
 from ..passes.fusion import Group, format_groups, partition
 
 log = logging.getLogger("tilecraft")
@@ -183,9 +183,7 @@ class KernelProgram:
         for s in self.steps:
             if isinstance(s, KernelStep) and id(s.kernel) in failed:
                 s.failed = True
-                e = failed[id(s.kernel)]
-                self.fell_back.append(("compile", s.kernel.name,
-                                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+                self.fell_back.append(("compile", s.kernel.name, describe_error(failed[id(s.kernel)])))
 
     def _autotune_now(self) -> None:
         from ..tuner.tune import autotune_missing
@@ -244,8 +242,8 @@ class KernelProgram:
                 except Exception as e:  # noqa: BLE001 - capture is impossible (a host sync, say): run plainly
                     self._graph_refused = True
                     self._graphs = []
-                    log.warning("tilecraft: CUDA graph capture failed (%s: %s); running the kernels one by one",
-                                type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                    log.warning("tilecraft: CUDA graph capture failed (%s); running the kernels one by one",
+                                describe_error(e))
             elif mode and not getattr(self, "_said_no_cuda", False):
                 self._said_no_cuda = True
                 log.warning("tilecraft: cuda_graphs=True needs CUDA inputs; running the kernels one by one")
@@ -341,11 +339,7 @@ class KernelProgram:
     def _lean_failed(self, i: int, e: Exception, args):
         """Kernel step i failed at launch in the lean wrapper: it runs through torch from now on, the wrapper is
         generated again on the next call, and this call is redone step by step."""
-        step = self.steps[i]
-        step.failed = True
-        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        self.fell_back.append(("launch", step.kernel.name, why))
-        log.warning("tilecraft: kernel %s failed (%s); its ops run through torch from now on", step.kernel.name, why)
+        self._kernel_failed(self.steps[i], e)
         self._lean, self._lean_source = None, None
         return self.run(*args)
 
@@ -412,14 +406,18 @@ class KernelProgram:
             if not empty:
                 k.launch(tensors)
         except Exception as e:  # noqa: BLE001 - never crash on a kernel: fall back to torch, say so once
-            step.failed = True
-            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            self.fell_back.append(("launch", k.name, why))
-            log.warning("tilecraft: kernel %s failed (%s); its ops run through torch from now on", k.name, why)
+            self._kernel_failed(step, e)
             return
         for (v, _, keep), t in zip(items, tensors):
             if keep:
                 env[id(v)] = t
+
+    def _kernel_failed(self, step: KernelStep, e: BaseException) -> None:
+        """A kernel failed at launch: its ops run through torch from now on; recorded and said once."""
+        step.failed = True
+        why = describe_error(e)
+        self.fell_back.append(("launch", step.kernel.name, why))
+        log.warning("tilecraft: kernel %s failed (%s); its ops run through torch from now on", step.kernel.name, why)
 
     def torch_ops(self) -> list[str]:
         """The ops that run through torch: template-less ones and those of groups that fell back."""

@@ -12,11 +12,25 @@ def next_pow2(n: int) -> int:
 
 
 def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for size in reversed(shape):
-        strides.append(acc)
-        acc *= max(size, 1)
-    return tuple(reversed(strides))
+    return dense_strides(shape, range(len(shape)))
+
+
+def dense_strides(shape: tuple[int, ...], order) -> tuple[int, ...]:
+    """Strides of a dense tensor of `shape` whose dims lie in memory in `order` (outermost first)."""
+    strides, acc = [0] * len(shape), 1
+    for d in reversed(list(order)):
+        strides[d] = acc
+        acc *= max(shape[d], 1)
+    return tuple(strides)
+
+
+def dense_order(t: "TensorType") -> list[int] | None:
+    """The dims of t from outermost to innermost when t is dense in a permuted (not row-major) order, else None."""
+    if t.rank < 2 or t.is_contiguous:
+        return None
+    order = sorted(range(t.rank), key=lambda d: (-t.strides[d], d))
+    return order if all(a == b for a, b, n in zip(t.strides, dense_strides(t.shape, order), t.shape) if n != 1) \
+        else None
 
 
 @dataclass(frozen=True)

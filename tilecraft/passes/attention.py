@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 
 from ..ir import Graph, Node, TensorType, Value
-from .layout import _dense_order, _strides_in_order
+from ..ir.types import dense_order, dense_strides
 
 _PASS = ("view", "cast", "alias", "copy")  # ops that change neither the values (beyond rounding) nor the math
+_THROUGH = _PASS + ("expand",)  # and a same-rank broadcast
 
 
 def _scalar_of(n: Node) -> float | None:
@@ -43,11 +44,11 @@ def _operand(v: Value, transposed: bool) -> tuple[Value, float] | None:
             if dims != [0, 1, 3, 2] or swapped:
                 return None if dims != [0, 1, 2, 3] else (p.inputs[0], scale)
             swapped = True
-        elif p.op in ("view", "cast", "alias", "copy", "expand"):
+        elif p.op in _THROUGH:
             if p.op == "expand" and p.inputs[0].type.rank != v.type.rank:
                 return None
-        elif _scalar_of(p) is not None:
-            scale *= _scalar_of(p)
+        elif (c := _scalar_of(p)) is not None:
+            scale *= c
             v = next(x for x in p.inputs if isinstance(x, Value))
             continue
         else:
@@ -57,8 +58,8 @@ def _operand(v: Value, transposed: bool) -> tuple[Value, float] | None:
         v = p.inputs[0]
 
 
-def _back(v: Value, ops=_PASS + ("expand",)) -> Value:
-    while v.producer is not None and v.producer.op in ops:
+def _back(v: Value) -> Value:
+    while v.producer is not None and v.producer.op in _THROUGH:
         v = v.producer.inputs[0]
     return v
 
@@ -83,8 +84,8 @@ def _match(bmm2: Node):
     scores, mask, scale = _back(p.inputs[0]), None, 1.0
     while scores.producer is not None and scores.producer.op != "bmm":
         s = scores.producer
-        if _scalar_of(s) is not None:
-            scale *= _scalar_of(s)
+        if (c := _scalar_of(s)) is not None:
+            scale *= c
             scores = _back(next(x for x in s.inputs if isinstance(x, Value)))
         elif s.op == "add" and mask is None and all(isinstance(x, Value) for x in s.inputs):
             a, b = s.inputs
@@ -135,10 +136,10 @@ def fuse_attention(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
                 mask = new[-1].out
             inputs.append(mask)
         att = graph.make_node("sdpa", inputs, {"is_causal": False, "scale": scale}, source=n.source)
-        order = _dense_order(q.type)
+        order = dense_order(q.type)
         if order is not None:  # the fused kernels lay their output out like the query
             t = att.out.type
-            att.out.type = TensorType(t.shape, t.dtype, _strides_in_order(t.shape, order), t.device)
+            att.out.type = TensorType(t.shape, t.dtype, dense_strides(t.shape, order), t.device)
         new.append(att)
         out = att.out
         if out.type.dtype != n.out.type.dtype:

@@ -15,6 +15,7 @@ import torch
 
 from ..ir import TensorType
 from ..ir.ops import op as register_ir_op
+from ..logs import describe_error
 from .formats import QuantError, dequantize_tensors, quantize_fp8_activation
 from .kernels import check_fp8_device, interpreting, run_quantized_linear
 
@@ -92,8 +93,8 @@ def _ir_ref(name: str):
             except Exception as e:  # noqa: BLE001 - a kernel that does not compile here: the eager reference
                 if name not in _WARNED:
                     _WARNED.add(name)
-                    log.warning("tilecraft: the %s kernel failed (%s: %s); it runs as dequantize-then-matmul in "
-                                "torch", name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                    log.warning("tilecraft: the %s kernel failed (%s); it runs as dequantize-then-matmul in "
+                                "torch", name, describe_error(e))
         return CUSTOM_OPS[name](*inputs, **attrs)  # no Triton here: the eager reference
 
     ref.__name__ = f"{name}_ref"

@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..ir.types import next_pow2
+
 log = logging.getLogger("tilecraft.tuner")
 
 SCHEMA = """
@@ -65,8 +67,7 @@ def parse_shape_key(key: str) -> dict:
 
 def shape_bucket(shapes: dict) -> str:
     """The shape bucket of a problem: every size rounded up to the next power of two."""
-    return shape_key({k: 1 << max(0, int(v) - 1).bit_length() if isinstance(v, int) else v
-                      for k, v in shapes.items()})
+    return shape_key({k: (next_pow2(v) if v else 1) if isinstance(v, int) else v for k, v in shapes.items()})
 
 
 _WARNED: set = set()
