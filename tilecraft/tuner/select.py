@@ -47,7 +47,8 @@ def select_config(kernel, schedules=None, device_info: DeviceInfo | None = None)
     device = device_info or DeviceInfo.detect()
     simulated_ok = device.name == "cpu-interpreter"
     ident = (shape_key(kernel.shapes), dtype_name(kernel.dtype), device.name, triton.__version__)
-    for path in paths:
+    bucket = None  # the first database's bucket match, used only when no database has an exact one
+    for path in paths:  # each database opened once
         with ScheduleDB(path) as db:
             rec = _upgrade(db.best(kernel.key, *ident, device.capability_str, simulated_ok=simulated_ok), default)
             if rec is not None and set(rec.config) != set(default):
@@ -56,12 +57,13 @@ def select_config(kernel, schedules=None, device_info: DeviceInfo | None = None)
                 rec = None
             if rec is not None:
                 return dict(rec.config), "database"
-    for path in paths:
-        with ScheduleDB(path) as db:
-            rec = db.bucket_best(kernel.template, kernel.shapes, ident[1], device.name, triton.__version__,
-                                 device.capability_str, set(default), simulated_ok=simulated_ok)
-        if rec is not None and _runs(kernel, rec.config):
-            return dict(rec.config), f"database (bucket {shape_bucket(kernel.shapes)})"
+            if bucket is None:
+                rec = db.bucket_best(kernel.template, kernel.shapes, ident[1], device.name, triton.__version__,
+                                     device.capability_str, set(default), simulated_ok=simulated_ok)
+                if rec is not None and _runs(kernel, rec.config):
+                    bucket = dict(rec.config)
+    if bucket is not None:
+        return bucket, f"database (bucket {shape_bucket(kernel.shapes)})"
     return default, "default"
 
 
