@@ -81,6 +81,21 @@ def checks() -> list[str]:
         m.o.weight.mul_(0.5)  # in place: the next replay sees it (a new capture)
         assert_close(c(x), m(x), msg="after an in-place weight change")
         done.append("CUDA graphs: dropped outputs reuse an instance; in-place weight change seen")
+        prog = c.report.graphs[0].program
+        xs = torch.randn_like(x)
+        for _ in range(3):  # the same input tensor again: a direct instance (no copy in)
+            assert_close(c(xs), m(xs), msg="same input again")
+        assert any(g.direct for g in prog._graphs), "no direct instance for a repeated input"
+        xs.mul_(-1)  # changed in place: the direct replay reads it
+        assert_close(c(xs), m(xs), msg="direct instance after an in-place input change")
+        o1 = c(xs)
+        o2 = c(xs)  # o1 held: o2 must come from another instance or a plain run
+        assert_close(o1, m(xs), msg="held direct output")
+        assert_close(o2, m(xs), msg="second direct output")
+        y = torch.randn_like(x)  # another tensor: a copying instance, results right
+        assert_close(c(y), m(y), msg="new input after direct replays")
+        done.append(f"CUDA graphs: repeated inputs replay without copies ({sum(g.direct for g in prog._graphs)} "
+                    "direct instances), in-place input change seen, held outputs intact")
     return done
 
 

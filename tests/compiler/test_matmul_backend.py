@@ -132,11 +132,12 @@ def test_graph_outputs_a_caller_holds_are_never_reused(monkeypatch):
     outputs; with every instance held, a call runs without a graph."""
     captured = []
 
-    def capture(cls, prog, args, static, warm):
-        static_in = [a if i in static or not isinstance(a, torch.Tensor) else a.clone() for i, a in enumerate(args)]
+    def capture(cls, prog, args, static, warm, direct=False):
+        static_in = [a if direct or i in static or not isinstance(a, torch.Tensor) else a.clone()
+                     for i, a in enumerate(args)]
         out = prog.run(*static_in)
-        captured.append(1)
-        return cls(_NoGraph(), static_in, out, [], set())
+        captured.append(direct)
+        return cls(_NoGraph(), static_in, out, [i for i in range(len(args)) if i not in static], set(), direct)
 
     monkeypatch.setattr(runtime._GraphInstance, "capture", classmethod(capture))
     monkeypatch.setattr(runtime.KernelProgram, "__call__", lambda self, *a: self._replay(a))
@@ -154,12 +155,48 @@ def test_graph_outputs_a_caller_holds_are_never_reused(monkeypatch):
         assert len(captured) == runtime.MAX_GRAPHS
 
 
+def test_repeated_inputs_replay_a_direct_instance(monkeypatch):
+    """A caller passing the same input tensors again gets an instance captured on them (no copy in); other
+    tensors get a copying instance; a direct instance replays only for tensors at its inputs' addresses."""
+    captured = []
+
+    def capture(cls, prog, args, static, warm, direct=False):
+        static_in = [a if direct or i in static or not isinstance(a, torch.Tensor) else a.clone()
+                     for i, a in enumerate(args)]
+        captured.append(direct)
+        return cls(_NoGraph(), static_in, prog.run(*static_in), [i for i in range(len(args)) if i not in static],
+                   set(), direct)
+
+    monkeypatch.setattr(runtime._GraphInstance, "capture", classmethod(capture))
+    monkeypatch.setattr(runtime.KernelProgram, "__call__", lambda self, *a: self._replay(a))
+    m = Mixed().eval()
+    c = tilecraft.compile(m, cuda_graphs=True)
+    x, r = torch.randn(2, 8, 32), torch.randn(2, 8, 48)
+    with torch.no_grad():
+        assert_close(c(x, r), m(x, r))  # first call: a copying instance
+        assert captured == [False]
+        assert_close(c(x, r), m(x, r))  # the same tensors again: a direct instance on them
+        assert captured == [False, True]
+        prog = c.report.graphs[0].program
+        (d,) = [g for g in prog._graphs if g.direct]
+        assert any(t is x for t in d.static_in) and any(t is r for t in d.static_in)  # read in place
+        c(x, r)
+        assert captured == [False, True]  # replayed, not captured again
+        y = torch.randn(2, 8, 32)
+        args = list(d.static_in)
+        assert d.fits(args)
+        for other in (y, x.clone()):  # another tensor, or the same values elsewhere: not the captured tensor
+            assert not d.fits([other if t is x else t for t in args])
+        c(y, r)  # another tensor: the copying instance (it fits any input)
+        assert captured == [False, True]
+
+
 def test_a_failed_capture_falls_back_to_plain_launches(monkeypatch, caplog):
     """A graph that cannot be captured (a host sync, say) runs its kernels one by one from then on, with one
     warning, and its results stay right."""
     calls = []
 
-    def capture(cls, prog, args, static, warm):
+    def capture(cls, prog, args, static, warm, direct=False):
         calls.append(1)
         raise RuntimeError("operation not permitted when stream is capturing")
 

@@ -63,9 +63,12 @@ MAX_GRAPHS = 3  # CUDA graph instances per program (see KernelProgram._replay)
 class _GraphInstance:
     """One captured CUDA graph of a program, with its input and output buffers."""
 
-    def __init__(self, graph, static_in, static_out, copy_in, clone_out):
+    def __init__(self, graph, static_in, static_out, copy_in, clone_out, direct=False):
         self.graph, self.static_in, self.static_out = graph, static_in, static_out
         self.copy_in = copy_in  # argument positions copied into static_in before each replay
+        # direct: captured on the caller's own input tensors (held here, so their memory stays theirs); replayed
+        # only while the caller passes tensors at those addresses with those strides, with no copy in
+        self.direct = direct
         self.clone_out = clone_out  # output positions that alias an input buffer: always cloned
         self.refs = self._counts()  # reference counts while only this instance holds the outputs
 
@@ -77,9 +80,15 @@ class _GraphInstance:
         """Does nobody but this instance hold the outputs of its last replay?"""
         return self._counts() == self.refs
 
+    def fits(self, args) -> bool:
+        """Can this instance replay for `args`? (Static inputs were checked by the program's graph key.)"""
+        return not self.direct or all(args[i].data_ptr() == self.static_in[i].data_ptr()
+                                      and args[i].stride() == self.static_in[i].stride() for i in self.copy_in)
+
     @classmethod
-    def capture(cls, prog, args, static: set, warm: bool):
-        static_in = [a if i in static or not isinstance(a, torch.Tensor) else a.clone() for i, a in enumerate(args)]
+    def capture(cls, prog, args, static: set, warm: bool, direct: bool = False):
+        static_in = [a if direct or i in static or not isinstance(a, torch.Tensor) else a.clone()
+                     for i, a in enumerate(args)]
         if warm:  # compile every kernel and settle every lazy plan before capture
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -95,10 +104,10 @@ class _GraphInstance:
         clone_out = {j for j, o in enumerate(static_out)
                      if isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() in ins}
         copy_in = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and i not in static]
-        return cls(graph, static_in, static_out, copy_in, clone_out)
+        return cls(graph, static_in, static_out, copy_in, clone_out, direct)
 
     def replay(self, args) -> list:
-        for i in self.copy_in:
+        for i in () if self.direct else self.copy_in:
             self.static_in[i].copy_(args[i])
         self.graph.replay()
         return [o.clone() if j in self.clone_out else o for j, o in enumerate(self.static_out)]
@@ -121,6 +130,7 @@ class KernelProgram:
         self.inference = False  # set by the backend for graphs that run without autograd (CUDA graphs by default)
         self._graphs: list[_GraphInstance] = []  # captured CUDA graphs (see _replay)
         self._graph_key, self._graph_refused = None, False
+        self._last_ptrs = None  # (address, strides) of the last call's non-static tensor inputs (see _replay)
         self._lean, self._lean_source = None, None  # the generated wrapper (see run) and its source
         self.copies: set = set()  # (kernel, shape, strides given, strides expected) of inputs copied to fit
         self.groups = partition(graph)
@@ -256,12 +266,31 @@ class KernelProgram:
         Outputs are the graph's own buffers, not copies. A caller must never see them change, so a replay only
         reuses an instance whose previous outputs nobody holds any more (no reference to the tensors or their
         storage besides ours); otherwise another instance is captured (a decode loop that keeps the last
-        logits alternates between two); when `MAX_GRAPHS` instances are all held, the call runs without a graph."""
+        logits alternates between two); when `MAX_GRAPHS` instances are all held, the call runs without a graph.
+
+        Copying the inputs in costs GPU time (as much as the program's own kernels for a memory-bound program on
+        large inputs). A caller that passes the same input tensors again (a benchmark loop, static input buffers
+        refilled in place) gets a "direct" instance captured on those tensors: it holds them and replays with no
+        copy while the caller's inputs have the same addresses and strides (in-place changes are seen, as eager
+        sees them)."""
         static = [i for i in self.static_inputs if i < len(args) and isinstance(args[i], torch.Tensor)]
         key = self._static_key(args) or tuple(args[i].data_ptr() for i in static)
         if key != self._graph_key:
             self._graphs, self._graph_key = [], key
-        inst = next((g for g in self._graphs if g.free()), None)
+        ptrs = tuple((a.data_ptr(), a.stride()) for i, a in enumerate(args)
+                     if isinstance(a, torch.Tensor) and i not in static)
+        again, self._last_ptrs = ptrs == self._last_ptrs, ptrs
+        inst = next((g for g in self._graphs if g.free() and g.fits(args) and (g.direct or not again)), None)
+        if inst is None and again:  # the same inputs twice: a direct instance, in place of a free one if full
+            full = len(self._graphs) >= MAX_GRAPHS
+            spare = next((g for g in self._graphs if g.free()), None) if full else None
+            if not full or spare is not None:
+                if spare is not None:
+                    self._graphs.remove(spare)
+                inst = _GraphInstance.capture(self, args, set(static), warm=not self._graphs, direct=True)
+                self._graphs.append(inst)
+                return inst.replay(args)
+            inst = next((g for g in self._graphs if g.free() and g.fits(args)), None)
         if inst is None and len(self._graphs) >= MAX_GRAPHS:
             return self.run(*args)  # every instance's outputs are held: fresh buffers, kernels one by one
         if inst is None:
