@@ -46,6 +46,12 @@ def test_attention_patterns_become_one_sdpa_node(make, masked):
         assert_close(c(**kw)[0], m(**kw)[0], msg="fresh inputs")
     ops = c.report.graphs[0].ops
     assert ops.get("sdpa") == 2 and "bmm" not in ops and "softmax" not in ops, ops
+    sdpas = [n for n in c.report.graphs[0].graph.nodes if n.op == "sdpa"]
+    gqa = make is _llama  # GQA: k/v read grouped, never expanded
+    assert all(bool(n.attrs.get("enable_gqa")) == gqa for n in sdpas)
+    if gqa:
+        assert all(n.inputs[1].type.shape[1] == 2 and n.inputs[2].type.shape[1] == 2 for n in sdpas)
+        assert not [n for n in c.report.graphs[0].graph.nodes if n.op == "expand" and n.out.type.rank == 5]
 
 
 def test_default_pipeline_leaves_cpu_attention_alone():

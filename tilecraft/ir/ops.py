@@ -600,12 +600,19 @@ op("batch_norm", "opaque", lambda x, weight=None, bias=None, running_mean=None, 
    infer_fn=lambda d, ins, at: [ins[0].type.with_shape(ins[0].type.shape)] + [_bn_stats_type(ins[0].type)] * 2)
 
 
-def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None):
+_NO_GQA: set[str] = set()  # attention variants found not to take grouped k/v (they get k/v expanded)
+
+
+def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None, enable_gqa=False):
     """The captured CUDA attention kernel itself when the graph named one (`variant`), so that its inputs reach it
     exactly as they reached it in eager (F.scaled_dot_product_attention may pick another kernel and convert or
-    copy the mask first); F.scaled_dot_product_attention elsewhere."""
+    copy the mask first); F.scaled_dot_product_attention elsewhere. `enable_gqa`: k/v have fewer heads than q
+    (each serves q.shape[1] // k.shape[1] query heads); a variant that refuses them gets them expanded."""
     if variant is None or not q.is_cuda:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
+                                              **({"enable_gqa": True} if enable_gqa else {}))
+    if enable_gqa and variant in _NO_GQA:
+        k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
     op = getattr(torch.ops.aten, variant).default
     kw = {"query": q, "key": k, "value": v, "is_causal": is_causal, "scale": scale}
     names = {a.name for a in op._schema.arguments}
@@ -613,7 +620,13 @@ def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None):
         kw["attn_bias"] = attn_mask
     if "compute_log_sumexp" in names:
         kw["compute_log_sumexp"] = False
-    return op(**kw)[0]
+    try:
+        return op(**kw)[0]
+    except RuntimeError:
+        if not enable_gqa or variant in _NO_GQA:
+            raise
+        _NO_GQA.add(variant)
+        return _sdpa(q, k, v, attn_mask, is_causal, scale, variant, enable_gqa)
 
 
 op("sdpa", "opaque", _sdpa, (),
