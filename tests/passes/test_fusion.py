@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import tilecraft
+
 from tilecraft.models import RMSNorm
 from tilecraft.testing import assert_matmul_configs_agree, seeded
 from tilecraft.testing import compile_and_check as run
@@ -31,6 +33,23 @@ def test_rmsnorm_as_torch_ops_is_one_kernel():
                                 lambda x: torch.softmax(x * 0.5 + 1, 1)])
 def test_softmax_is_one_kernel(fn):
     run(fn, r(6, 29), n_kernels=1, templates=["reduction"])
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_row_result_broadcast_along_columns_is_not_a_reduction_epilogue(n):
+    """A squeezed row sum [R] read by an [R, C] op is indexed by the column (broadcasting aligns from the right):
+    it cannot be the reduction's epilogue, at R == C either (GPU fuzz repro 53e4f96380 fell back to torch)."""
+    def f(x0, x1):
+        return (x0 - torch.sum(x1, dim=1)).unsqueeze(0), x1 - torch.sum(x1, dim=1, keepdim=True)
+
+    c = tilecraft.compile(f)
+    x0, x1 = r(n, n), r(n, n, seed=1)
+    with torch.no_grad():
+        for got, want in zip(c(x0, x1), f(x0, x1)):
+            torch.testing.assert_close(got, want)
+    assert not c.report.fell_back(), c.report.fell_back()
+    rules = [k.info["rules"] for k in c.report.graphs[0].kernels]
+    assert any("reduction-epilogue" in x for x in rules)  # the keepdim row result still fuses
 
 
 def test_softmax_written_as_ops_is_one_kernel():

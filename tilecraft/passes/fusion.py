@@ -82,6 +82,24 @@ def _trivial_path(v: Value, group_values: set) -> bool:
     return True
 
 
+def _reads_own_rows(node: Node, g: Group, inside: set) -> bool:
+    """Does a full-shape node read each per-row value of reduction group g at its own row? Broadcasting aligns
+    shapes from the right, so a squeezed row value ([R]) read by a [R, C] node is indexed by the column: such a
+    node cannot be the reduction's epilogue (each program holds only its rows' results)."""
+    full = [d for d, s in enumerate(g.shape) if s != 1]
+    kept = [d for d in full if d not in g.dims]
+    for v in node.input_values():
+        if id(base_value(v)) not in inside:
+            continue
+        while v.producer is not None and v.producer.op == "expand":  # an explicit broadcast, also right-aligned
+            v = v.producer.inputs[0]
+        lead = len(g.shape) - v.type.rank
+        pos = [d + lead for d, s in enumerate(v.type.shape) if s != 1]
+        if pos != full and pos != kept:
+            return False
+    return True
+
+
 class Partitioner:
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -116,7 +134,7 @@ class Partitioner:
             if not direct:
                 return None
             if g.kind == "reduction" and out in (g.shape, g.reduced_shape, self._squeezed(g)):
-                return "reduction-epilogue"
+                return "reduction-epilogue" if out != g.shape or _reads_own_rows(node, g, inside) else None
             if g.kind == "matmul" and out == g.shape and not self._feeds_only_reductions(node):
                 return "matmul-epilogue"
             if g.kind == "qmatmul" and out == g.shape and not self._feeds_only_reductions(node):
