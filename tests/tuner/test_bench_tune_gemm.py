@@ -4,7 +4,8 @@ from ..benches import run_bench
 
 def test_bench_dry_run(tmp_path, capsys):
     out = tmp_path / "r.json"
-    text, res = run_bench("tune_gemm", ["--dry-run", "--max-configs", "8", "--seeds", "2", "--budget", "6"], out, capsys)
+    argv = ["--dry-run", "--max-configs", "8", "--seeds", "2", "--budget", "6"]
+    text, res = run_bench("tune_gemm", argv, out, capsys)
     assert "(b) measurements to reach within 5%" in text and text.rstrip().splitlines()[-1].startswith("total")
     assert len(res["search"]) >= 5 and len(res["cublas"]) == 4
     for r in res["search"]:
