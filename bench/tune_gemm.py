@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))  # bench/peaks.py, also when loaded by path
 
+from tuning_device import tuning_device  # noqa: E402 - bench/tuning_device.py
+
 BATCH = 4  # guided search measures this many configs per model update
 SHAPES = [(4096, 4096, 4096), (1024, 1024, 1024), (16, 4096, 4096), (128, 4096, 11008), (2048, 5632, 2048),
           (512, 512, 8192)]
@@ -200,20 +202,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-codegen", action="store_true", help="skip (c), the codegen matmul kernel")
     args = p.parse_args(argv)
     dry = args.dry_run
-    if dry:
-        os.environ["TRITON_INTERPRET"] = "1"
+    device = tuning_device(dry)
+    if device is None:
+        return 2
     import torch
 
-    from tilecraft.tuner.device import PRESETS, DeviceInfo
-    from tilecraft.tuner.measure import GPUMeasurer, SimulatedMeasurer, roofline_gemm_ms
+    from tilecraft.tuner.device import PRESETS
+    from tilecraft.tuner.measure import GPUMeasurer, ReplayMeasurer, SimulatedMeasurer, roofline_gemm_ms
     from tilecraft.tuner.reference_kernels import ReferenceGemm
     from tilecraft.tuner.search import search, to_record
-    from tilecraft.tuner.measure import ReplayMeasurer
 
-    if not dry and not torch.cuda.is_available():
-        print("no CUDA device: run with --dry-run on CPU")
-        return 2
-    device = PRESETS["cpu-interpreter"] if dry else DeviceInfo.detect()
     if not dry:  # this device's measured peaks (bench/peaks.py), not a preset's or the unknown-GPU default
         import dataclasses
 

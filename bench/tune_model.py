@@ -27,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # bench/tuning_device.py, also when loaded by path
+
+from tuning_device import tuning_device  # noqa: E402
 
 INDUCTOR_MAX_AUTOTUNE_S = 123.0  # shared/ANCHORS.md, block_b8_t1024_d1024, compile seconds
 ANCHOR_MS = {"eager": 0.4875, "inductor_default": 0.4888, "inductor_max_autotune": 0.4710, "floor": 0.3191}
@@ -108,24 +111,20 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     dry = args.dry_run
-    if dry:
-        os.environ["TRITON_INTERPRET"] = "1"
+    device = tuning_device(dry)
+    if device is None:
+        return 2
     import torch
 
     from tilecraft.testing import gpu_profile
-    from tilecraft.tuner.device import PRESETS, DeviceInfo
     from tilecraft.tuner.measure import GPUMeasurer, simulated_measurer_factory
     from tilecraft.tuner.tune import summary_table, tune_kernels
 
-    if not dry and not torch.cuda.is_available():
-        print("no CUDA device: run with --dry-run on CPU")
-        return 2
     budget = args.budget or ("4" if dry else "16" if args.quick else "48")
     tune_s = args.tune_seconds if args.tune_seconds is not None else (60.0 if args.quick or dry else 150.0)
     tmp = tempfile.mkdtemp(prefix="tune_model_")
     os.environ["TILECRAFT_SCHEDULES"] = os.path.join(tmp, "no-default-db.sqlite")  # "default" = no DB at all
     db = args.db or os.path.join(tmp, "schedules.sqlite")
-    device = PRESETS["cpu-interpreter"] if dry else DeviceInfo.detect()
     t_start = time.perf_counter()
     res: dict = {"device": device.to_dict(), "dry_run": dry, "quick": args.quick, "budget": budget,
                  "tune_seconds_cap": tune_s, "torch": torch.__version__}

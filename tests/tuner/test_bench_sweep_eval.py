@@ -1,10 +1,7 @@
 """bench/gemm_sweep.py (dry run: interpreter-checked configs) and bench/eval_cost_model.py (real XGBoost) on a
 small synthetic sweep: leave-one-shape-out metrics, search replays, rule check, and the retrained default model."""
-import importlib.util
 import json
 import random
-import sys
-from pathlib import Path
 
 import torch
 
@@ -14,21 +11,14 @@ from tilecraft.tuner.measure import roofline_gemm_ms
 from tilecraft.tuner.reference_kernels import ReferenceGemm
 from tilecraft.tuner.spaces import space_for
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..benches import load_bench
+
 H100 = PRESETS["H100"]
-
-
-def _bench(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")  # workers import it by name
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_gemm_sweep_dry_run_writes_checked_records(tmp_path, capsys):
     out = tmp_path / "sweep.json"
-    assert _bench("gemm_sweep").main(["--dry-run", "--configs", "3", "--rejected", "1", "--workers", "2",
+    assert load_bench("gemm_sweep").main(["--dry-run", "--configs", "3", "--rejected", "1", "--workers", "2",
                                       "--matmul", "aten", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     # the compile pool rebuilt each codegen kernel in its workers with the same key (same Triton cache entries)
@@ -74,7 +64,7 @@ def _synthetic_sweep(path):
 def test_eval_cost_model_on_a_synthetic_sweep_and_the_default_model(tmp_path, capsys, monkeypatch):
     sweep, model_path, out = tmp_path / "sweep.json", tmp_path / "model.json", tmp_path / "eval.json"
     _synthetic_sweep(sweep)
-    assert _bench("eval_cost_model").main([str(sweep), "--seeds", "1", "--save-default", "--save", str(model_path),
+    assert load_bench("eval_cost_model").main([str(sweep), "--seeds", "1", "--save-default", "--save", str(model_path),
                                            "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     s = res["summary"]

@@ -1,20 +1,12 @@
 """bench/tune_gemm.py --dry-run runs on CPU (interpreter correctness, simulated timings) and writes its JSON."""
-import importlib.util
-import json
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..benches import run_bench
 
 
 def test_bench_dry_run(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_tune_gemm", ROOT / "bench" / "tune_gemm.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     out = tmp_path / "r.json"
-    assert mod.main(["--dry-run", "--max-configs", "8", "--seeds", "2", "--budget", "6", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    argv = ["--dry-run", "--max-configs", "8", "--seeds", "2", "--budget", "6"]
+    text, res = run_bench("tune_gemm", argv, out, capsys)
     assert "(b) measurements to reach within 5%" in text and text.rstrip().splitlines()[-1].startswith("total")
-    res = json.loads(out.read_text())
     assert len(res["search"]) >= 5 and len(res["cublas"]) == 4
     for r in res["search"]:
         assert r["failed"] == 0 and 1 <= r["guided_n"] <= r["configs"] and 1 <= r["random_n"] <= r["configs"]

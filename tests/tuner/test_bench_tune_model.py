@@ -1,22 +1,12 @@
 """bench/tune_model.py --dry-run: tunes every kernel of a tiny transformer block on CPU (interpreter-checked
 candidates, simulated times), recompiles with the DB (every config from it, still correct) and writes its JSON."""
-import importlib.util
-import json
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..benches import run_bench
 
 
 def test_bench_tune_model_dry_run(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_tune_model", ROOT / "bench" / "tune_model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = tmp_path / "r.json"
-    assert mod.main(["--dry-run", "--no-progress", "--budget", "3", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    text, res = run_bench("tune_model", ["--dry-run", "--no-progress", "--budget", "3"], tmp_path / "r.json", capsys)
     assert "whole block" in text and "tilecraft tuned" in text and "Inductor max-autotune" in text
     assert text.rstrip().splitlines()[-1].startswith("total")
-    res = json.loads(out.read_text())
     m = res["model"]
     assert m["tilecraft_default"]["correct"] and m["tilecraft_tuned"]["correct"]
     n = m["tilecraft_default"]["kernels"]

@@ -12,24 +12,24 @@ def _fail(msg: str) -> int:
     return 1
 
 
-def _existing_db(args):
-    """The database to read (it must exist: reading never creates one), or None after printing why."""
+def _read_db(args, read):
+    """(path, read(db)) of the database to read (it must exist: reading never creates one), or (None, None)
+    after printing why."""
     from .database import ScheduleDB, default_db_path
 
     path = args.db or default_db_path()
     if not os.path.isfile(path):
         _fail(f"no schedule database at {path}" + ("" if args.db else " (the default; run `tilecraft tune` first)"))
-        return None
-    return ScheduleDB(path)
+        return None, None
+    with ScheduleDB(path) as db:
+        return db.path, read(db)
 
 
 def cmd_db_show(args) -> int:
     """List the best record of each tuned kernel."""
-    db = _existing_db(args)
-    if db is None:
+    path, recs = _read_db(args, lambda db: db.all())
+    if path is None:
         return 1
-    with db:
-        recs = db.all()
     best: dict[tuple, object] = {}
     for r in recs:
         if r.status != "ok":
@@ -38,7 +38,7 @@ def cmd_db_show(args) -> int:
         if k not in best or r.time_ms < best[k].time_ms:
             best[k] = r
     n_sim = sum(r.simulated for r in recs)
-    print(f"{db.path}: {len(recs)} records ({sum(r.status == 'failed' for r in recs)} failed"
+    print(f"{path}: {len(recs)} records ({sum(r.status == 'failed' for r in recs)} failed"
           f"{f', {n_sim} SIMULATED' if n_sim else ''}), {len(best)} tuned kernels")
     for (key, shp, dt, dev, tv, sim), r in sorted(best.items()):
         print(f"  {key} {r.template} [{shp}] {dt} on {dev} / Triton {tv}: {r.time_ms:.4f} ms"
@@ -48,17 +48,15 @@ def cmd_db_show(args) -> int:
 
 def cmd_db_export(args) -> int:
     """Write every record as JSON to FILE (`-`: standard output)."""
-    db = _existing_db(args)
-    if db is None:
+    path, text = _read_db(args, lambda db: db.export_text())
+    if path is None:
         return 1
-    with db:
-        text = db.export_text()
     n = len(json.loads(text)["records"])
     if args.file == "-":
         sys.stdout.write(text + "\n")
     else:
         Path(args.file).write_text(text)
-        print(f"exported {n} records from {db.path} to {args.file}")
+        print(f"exported {n} records from {path} to {args.file}")
     return 0
 
 

@@ -4,6 +4,8 @@ Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), SPLIT_K)."""
 import triton
 import triton.language as tl
 
+from tilecraft.quant.triton.tiles import add_bias_once, gemm_tile, split_k_range, store_or_add
+
 
 @triton.jit
 def fp8_gemm_kernel(x_ptr, w_ptr, xs_ptr, ws_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om,
@@ -11,16 +13,8 @@ def fp8_gemm_kernel(x_ptr, w_ptr, xs_ptr, ws_ptr, b_ptr, out_ptr, M, N, K, strid
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
-    grid_m = tl.cdiv(M, BLOCK_M)
-    pid_m = pid % grid_m
-    pid_n = pid // grid_m
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = offs_m < M
-    n_ok = offs_n < N
-    k_per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K
-    k_start = pid_k * k_per
-    k_end = tl.minimum(K, k_start + k_per)
+    offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
+    k_start, k_end = split_k_range(pid_k, K, BLOCK_K, SPLIT_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -38,12 +32,5 @@ def fp8_gemm_kernel(x_ptr, w_ptr, xs_ptr, ws_ptr, b_ptr, out_ptr, M, N, K, strid
     else:
         ws = tl.load(ws_ptr + offs_n * 0)
     acc = acc * xs[:, None] * ws[None, :]
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-        acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-    o_ok = m_ok[:, None] & n_ok[None, :]
-    if SPLIT_K == 1:
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=o_ok)
-    else:
-        tl.atomic_add(out_ptrs, acc, mask=o_ok)
+    acc = add_bias_once(acc, b_ptr, offs_n, n_ok, pid_k, HAS_BIAS)
+    store_or_add(out_ptr, acc, offs_m, offs_n, m_ok, n_ok, stride_om, SPLIT_K)

@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8
+from tilecraft.quant.triton.tiles import gemm_tile, split_k_range
 
 
 @triton.jit
@@ -31,16 +32,8 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                    SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
-    grid_m = tl.cdiv(M, BLOCK_M)
-    pid_m = pid % grid_m
-    pid_n = pid // grid_m
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = offs_m < M
-    n_ok = offs_n < N
-    k_per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K
-    k_start = pid_k * k_per
-    k_end = tl.minimum(K, k_start + k_per)
+    offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
+    k_start, k_end = split_k_range(pid_k, K, BLOCK_K, SPLIT_K)
     if DOT_F32:
         dt = tl.float32
     else:

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f
+from tilecraft.quant.triton.tiles import add_bias_once, split_k_range, store_or_add
 
 
 @triton.jit
@@ -26,9 +27,7 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     offs_m = tl.arange(0, BLOCK_M)
     n_ok = offs_n < N
     m_ok = offs_m < M
-    k_per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K
-    k_start = pid_k * k_per
-    k_end = tl.minimum(K, k_start + k_per)
+    k_start, k_end = split_k_range(pid_k, K, BLOCK_K, SPLIT_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if BITS == 8 and BLOCK_M == 1:  # one row: a [BLOCK_N, BLOCK_K] accumulator, reduced once after the loop
         acc2 = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
@@ -86,13 +85,6 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                 part = tl.sum((p - sx[None, :] * z) * s, axis=1)  # [BLOCK_N]
                 acc_t += tl.where(offs_m[None, :] == mi, part[:, None], 0.0)
         acc = tl.trans(acc_t)
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-        acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]
+    acc = add_bias_once(acc, b_ptr, offs_n, n_ok, pid_k, HAS_BIAS)
     # EPILOGUE (codegen's qmatmul template replaces the rest with its fused ops and their stores)
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-    o_ok = m_ok[:, None] & n_ok[None, :]
-    if SPLIT_K == 1:
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=o_ok)
-    else:
-        tl.atomic_add(out_ptrs, acc, mask=o_ok)
+    store_or_add(out_ptr, acc, offs_m, offs_n, m_ok, n_ok, stride_om, SPLIT_K)
