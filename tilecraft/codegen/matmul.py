@@ -444,10 +444,12 @@ class AtenPlan:
     seen through views), then the group's other nodes as one generated pointwise kernel (None when the
     matmul results are all the group stores)."""
 
-    def __init__(self, mms, values: list[Value], epilogue, epi_values: list[Value]):
+    def __init__(self, mms, values: list[Value], epilogue, epi_values: list[Value], residual=None):
         pos = {id(v): i for i, v in enumerate(values)}
         self.mms = [(n, [self._chain(x, pos) for x in n.input_values()],
                      pos.get(id(n.out))) for n in mms]
+        # a folded residual add (see residual_add): (its operand's chain, the add's output position)
+        self.residual = None if residual is None else (self._chain(residual[0], pos), pos[id(residual[1])])
         self.epilogue = epilogue
         mm_ids = {id(n.out): j for j, n in enumerate(mms)}
         # each epilogue argument: ("arg", position in the matmul kernel's args) or ("mm", which matmul)
@@ -478,6 +480,13 @@ class AtenPlan:
                     t = view(t)
                 ins.append(t)
             out = tensors[out_pos] if out_pos is not None else None
+            if self.residual is not None:  # out = residual + a @ b, the add in cuBLAS's epilogue (beta = 1)
+                (i, views), out_pos = self.residual
+                r = tensors[i]
+                for view in views:
+                    r = view(r)
+                (torch.baddbmm if node.op == "bmm" else torch.addmm)(r, *ins, out=tensors[out_pos])
+                return
             if node.op == "addmm":
                 r = torch.addmm(*ins, beta=node.attrs.get("beta", 1), alpha=node.attrs.get("alpha", 1), out=out)
             else:
@@ -485,6 +494,30 @@ class AtenPlan:
             results.append(r)
         if self.epilogue is not None:
             self.epilogue.launch([results[i] if kind == "mm" else tensors[i] for kind, i in self.epi_args])
+
+
+def residual_add(mms, rest, outputs: list[Value], values: list[Value], in_group: set):
+    """(r, the add's result) when the group is `mm(a, b) + r` (or bmm) and stores only the sum: r a kernel
+    argument seen through views, of the result's dtype and broadcastable to it, the sum row-major. ATen then
+    computes it as `addmm(r, a, b)` (`baddbmm` for bmm): cuBLAS adds r in its epilogue, so no generated
+    epilogue kernel reads the product back (LLaMA's residual adds after o_proj and down_proj). cuBLAS adds in
+    fp32 before the one rounding; eager rounds the product first: the same within the dtype's tolerance."""
+    if len(mms) != 1 or mms[0].op not in ("mm", "bmm") or len(rest) != 1 or rest[0].op != "add":
+        return None
+    mm, add = mms[0], rest[0]
+    if add.attrs.get("alpha", 1) != 1 or len(outputs) != 1 or outputs[0] is not add.out:
+        return None
+    ins = add.inputs
+    if len(ins) != 2 or not all(isinstance(v, Value) for v in ins) or sum(v is mm.out for v in ins) != 1:
+        return None
+    r, out = ins[1] if ins[0] is mm.out else ins[0], add.out.type
+    b = base_value(r)
+    if id(b) not in {id(v) for v in values} or (b.producer is not None and id(b.producer) in in_group):
+        return None
+    if r.type.dtype != out.dtype or out.dtype != mm.out.type.dtype or not out.is_contiguous or \
+            torch.broadcast_shapes(r.type.shape, out.shape) != tuple(out.shape):
+        return None
+    return r, add.out
 
 
 def _view_fn(ref, extra: tuple, attrs: dict, t):
@@ -506,6 +539,9 @@ def aten_plan(group: Group, mms, outputs: list[Value], values: list[Value], name
     epi_outs = [v for v in outputs if not any(v is n.out for n in mms)]
     if any(n.out.type.shape != mms[0].out.type.shape for n in rest):
         return None  # a prologue node of another shape
+    residual = residual_add(mms, rest, outputs, values, in_group)
+    if residual is not None:
+        return AtenPlan(mms, values, None, [], residual)
     epilogue, epi_values = None, []
     if epi_outs:
         try:
