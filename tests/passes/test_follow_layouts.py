@@ -1,5 +1,6 @@
 """follow_input_layouts: a pointwise result takes the permuted layout of its first full-shape operand, as eager's
 TensorIterator does (RoPE on a transposed q stays [b, t, h, d] in memory), and results stay the same."""
+import pytest
 import torch
 import transformers as T
 
@@ -56,3 +57,37 @@ def test_gqa_repeat_is_copied_by_a_generated_kernel():
     kernels = c.report.graphs[0].kernels
     assert sum(k.info["ops"].count("copy") for k in kernels) == 2 * len(sdpa)  # k and v of each layer
     assert not c.report.graphs[0].program.copies
+
+
+@pytest.mark.parametrize("arch", ["Llama", "Qwen2"])
+def test_gqa_model_in_bf16_on_the_aten_backend(arch):
+    """A LLaMA-/Qwen2-style bf16 model as the GPU runs it (cuBLAS backend, layout passes on): no ATen copy runs
+    before the attention op (k's RoPE kernel writes the expanded k itself, v is expanded by one generated copy),
+    the residual adds after o_proj/down_proj fold into cuBLAS's addmm (no epilogue kernel; the RMSNorm after
+    them casts to fp32 as it loads), and the logits match eager."""
+    torch.manual_seed(0)
+    cfg = getattr(T, f"{arch}Config")(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=100, use_cache=False)
+    m = getattr(T, f"{arch}ForCausalLM")(cfg).to(torch.bfloat16).eval()
+    ids = torch.randint(0, 100, (2, 16))
+    c = tilecraft.compile(m, passes=PASSES, matmul="aten")
+    with torch.no_grad():
+        assert_close(c(input_ids=ids)[0], m(input_ids=ids)[0])
+        ids2 = torch.randint(0, 100, (2, 16))
+        assert_close(c(input_ids=ids2)[0], m(input_ids=ids2)[0])
+    prog = c.report.graphs[0].program
+    assert not prog.copies and "copy" not in prog.torch_ops() and prog.torch_ops().count("sdpa") == 2
+    steps = [s for s in prog.steps if hasattr(s, "kernel")]
+    copies = [s for s in steps if "copy" in s.kernel.info.get("ops", [])]
+    expanded = (2, 2, 2, 16, 16)  # [b, kv heads, repeats, t, head dim]
+    rope_k = [s for s in copies if "cat" in s.kernel.info["ops"]]
+    assert len(rope_k) == 2 and all([v.type.shape for v in s.outputs] == [expanded] for s in rope_k)
+    v_copy = [s for s in copies if s.kernel.info["ops"] == ["copy"]]
+    assert len(v_copy) == 2 and all([v.type.shape for v in s.outputs] == [expanded] for s in v_copy)
+    mms = [s.kernel for s in steps if s.kernel.template == "matmul" and s.kernel.config["BACKEND"] == "aten"]
+    folded = [k for k in mms if k.aten.residual is not None]
+    assert len(folded) >= 2 and all(k.info["ops"] == ["mm", "add"] and k.aten.epilogue is None for k in folded)
+    # no GEMM stores an fp32 copy of the residual stream for the norm: the norms read bf16 and cast
+    assert all(v.type.dtype == torch.bfloat16 for s in steps if s.kernel.template == "matmul" for v in s.outputs)
+    norms = [s.kernel.info["ops"] for s in steps if s.kernel.template == "reduction"]
+    assert len(norms) == 5 and all(ops[:2] == ["cast", "pow_scalar"] for ops in norms[1:]), norms
