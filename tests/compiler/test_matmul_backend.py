@@ -273,3 +273,45 @@ def test_residual_add_after_a_biased_linear_keeps_its_epilogue():
         assert_close(c(x, y), m(x, y))
     (lin,) = [k for k in c.report.graphs[0].kernels if "addmm" in k.info["ops"]]
     assert lin.aten.residual is None and lin.aten.epilogue is not None
+
+
+class Donor(nn.Module):
+    """A residual computed by a kernel: dead after the add (`later=False`), or read again after it."""
+
+    def __init__(self, later: bool, d=32):
+        super().__init__()
+        self.proj, self.later = nn.Linear(d, d, bias=False), later
+
+    def forward(self, x, z):
+        h = x * 2
+        n = h.mean(-1)  # h is stored (a reduction reads it too), not recomputed in the matmul's kernel
+        y = h + self.proj(z)
+        return (y, n, (y * h).sum(-1)) if self.later else (y, n)  # (y * h).sum: a kernel after the matmul
+
+@pytest.mark.parametrize("later", [False, True])
+def test_folded_residual_writes_into_a_dead_residual_buffer_only(later):
+    """A residual that nothing reads after the add gives its buffer to the sum (in-place addmm_, no copy of it);
+    one read later, or a graph input (the caller's tensor), keeps its own; results match eager either way."""
+    m = Donor(later).to(torch.bfloat16).eval()
+    x, z = torch.randn(2, 8, 32, dtype=torch.bfloat16), torch.randn(2, 8, 32, dtype=torch.bfloat16)
+    x0, z0 = x.clone(), z.clone()
+    c = tilecraft.compile(m, matmul="aten")
+    with torch.no_grad():
+        for _ in range(2):
+            assert_close(c(x, z), m(x, z))
+    assert torch.equal(x, x0) and torch.equal(z, z0)
+    (step,) = [s for s in c.report.graphs[0].program.steps if getattr(s, "kernel", None) is not None
+               and s.kernel.template == "matmul"]
+    assert step.kernel.aten.residual is not None and step.kernel.aten.donation is not None
+    assert (step.plan[2] is None) == later
+
+
+def test_graph_input_residual_is_never_written():
+    m = Residual().to(torch.bfloat16).eval()
+    x, y = torch.randn(2, 8, 32, dtype=torch.bfloat16), torch.randn(2, 32, 32, dtype=torch.bfloat16)
+    x0 = x.clone()
+    c = tilecraft.compile(m, matmul="aten")
+    with torch.no_grad():
+        assert_close(c(x, y), m(x0, y))
+    assert torch.equal(x, x0)
+    assert all(s.plan[2] is None for s in c.report.graphs[0].program.steps if getattr(s, "plan", None))

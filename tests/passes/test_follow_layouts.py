@@ -87,6 +87,9 @@ def test_gqa_model_in_bf16_on_the_aten_backend(arch):
     mms = [s.kernel for s in steps if s.kernel.template == "matmul" and s.kernel.config["BACKEND"] == "aten"]
     folded = [k for k in mms if k.aten.residual is not None]
     assert len(folded) >= 2 and all(k.info["ops"] == ["mm", "add"] and k.aten.epilogue is None for k in folded)
+    # each folded add after layer 0's o_proj writes into the dead residual's buffer (in-place addmm_, no copy)
+    donated = [s for s in steps if s.kernel in folded and s.plan[2] is not None]
+    assert len(donated) >= len(folded) - 1, [s.kernel.name for s in steps if s.kernel in folded]
     # no GEMM stores an fp32 copy of the residual stream for the norm: the norms read bf16 and cast
     assert all(v.type.dtype == torch.bfloat16 for s in steps if s.kernel.template == "matmul" for v in s.outputs)
     norms = [s.kernel.info["ops"] for s in steps if s.kernel.template == "reduction"]

@@ -109,6 +109,14 @@ class MatmulKernel(Kernel):
     def compile_units(self) -> list[Kernel]:
         return self.aten.kernels() if self.config.get("BACKEND") == "aten" and self.aten is not None else [self]
 
+    def donation(self) -> tuple[int, int] | None:
+        """(output position, input position) when the launch may write its output into that input's buffer (the
+        runtime decides whether the input is dead by then): a folded residual add on the ATen backend, which
+        then runs as an in-place `addmm_` with no copy of the residual into a fresh output."""
+        if self.config.get("BACKEND") != "aten" or self.aten is None:
+            return None
+        return self.aten.donation
+
     def launch(self, args: list, config: dict | None = None) -> None:
         cfg = self.config if config is None else config
         if cfg.get("BACKEND") == "aten":
@@ -450,6 +458,14 @@ class AtenPlan:
                      pos.get(id(n.out))) for n in mms]
         # a folded residual add (see residual_add): (its operand's chain, the add's output position)
         self.residual = None if residual is None else (self._chain(residual[0], pos), pos[id(residual[1])])
+        self.donation = None  # (output, input) positions: r's buffer can hold the sum, element for element
+        if residual is not None:
+            (i, _), out_pos = self.residual
+            r, out, arg = residual[0].type, residual[1].type, values[i].type
+            if r.shape == out.shape and r.strides == out.strides and arg.is_contiguous and \
+                    arg.numel == out.numel and arg.dtype == out.dtype and base_value(residual[0]) is values[i] \
+                    and not any(base_value(x) is values[i] for x in mms[0].input_values()):  # cuBLAS reads them
+                self.donation = (out_pos, i)
         self.epilogue = epilogue
         mm_ids = {id(n.out): j for j, n in enumerate(mms)}
         # each epilogue argument: ("arg", position in the matmul kernel's args) or ("mm", which matmul)
@@ -482,10 +498,13 @@ class AtenPlan:
             out = tensors[out_pos] if out_pos is not None else None
             if self.residual is not None:  # out = residual + a @ b, the add in cuBLAS's epilogue (beta = 1)
                 (i, views), out_pos = self.residual
-                r = tensors[i]
+                r, out = tensors[i], tensors[out_pos]
                 for view in views:
                     r = view(r)
-                (torch.baddbmm if node.op == "bmm" else torch.addmm)(r, *ins, out=tensors[out_pos])
+                if r.data_ptr() == out.data_ptr() and r.stride() == out.stride():  # the runtime gave out r's buffer
+                    r.baddbmm_(*ins) if node.op == "bmm" else r.addmm_(*ins)
+                else:
+                    (torch.baddbmm if node.op == "bmm" else torch.addmm)(r, *ins, out=out)
                 return
             if node.op == "addmm":
                 r = torch.addmm(*ins, beta=node.attrs.get("beta", 1), alpha=node.attrs.get("alpha", 1), out=out)
