@@ -453,7 +453,8 @@ class KernelProgram:
         if d is None:
             return None
         v, i = step.values[d[1]], self.steps.index(step)
-        made = [j for j, s in enumerate(self.steps) if isinstance(s, KernelStep) and any(v is o for o in s.outputs)]
+        made = [j for j, s in enumerate(self.steps) if isinstance(s, KernelStep) and not s.failed and
+                any(v is o for o in s.outputs)]
         torch_read = any(base_value(x) is v for s in self.steps if not isinstance(s, KernelStep) or s.failed
                          for n in s.nodes for x in n.input_values())
         if len(made) != 1 or made[0] in (self._static_steps or ()) or torch_read or id(v) not in self.frees[i]:
