@@ -519,9 +519,9 @@ def residual_add(mms, rest, outputs: list[Value], values: list[Value], in_group:
     """(r, the add's result) when the group is `mm(a, b) + r` (or bmm) and stores only the sum: r a kernel
     argument seen through views, of the result's dtype and broadcastable to it, the sum row-major. ATen then
     computes it as `addmm(r, a, b, out=...)` (`baddbmm` for bmm): no generated epilogue kernel reads the
-    product back (LLaMA's residual adds after o_proj and down_proj). On CUDA, ATen copies r into the output
-    first (a plain 2-in-1 copy, cheaper than the epilogue's 3 tensors) and cuBLAS adds it with beta = 1; writing
-    into r's own buffer would drop that copy but needs the runtime to hand a dead input's buffer to the output.
+    product back (LLaMA's residual adds after o_proj and down_proj). When the runtime gives the output r's own
+    buffer (r dead after this, see MatmulKernel.donation) it is an in-place `addmm_`; otherwise ATen on CUDA
+    copies r into the output first (one read and one write, less than the epilogue's two reads and a write).
     cuBLAS adds in fp32 before the one rounding; eager rounds the product first: equal within bf16 tolerance."""
     if len(mms) != 1 or mms[0].op not in ("mm", "bmm") or len(rest) != 1 or rest[0].op != "add":
         return None
