@@ -515,17 +515,18 @@ class AtenPlan:
             self.epilogue.launch([results[i] if kind == "mm" else tensors[i] for kind, i in self.epi_args])
 
 
-def residual_add(mms, rest, outputs: list[Value], values: list[Value], in_group: set):
-    """(r, the add's result) when the group is `mm(a, b) + r` (or bmm) and stores only the sum: r a kernel
+def residual_add(mm, rest, outputs: list[Value], values: list[Value], in_group: set):
+    """(r, the add's result) when the group is `mm(a, b) + r` and stores only the sum (mm: the group's one
+    matmul, whose op the caller has checked: mm, bmm, a bias-free quantized linear): r a kernel
     argument seen through views, of the result's dtype and broadcastable to it, the sum row-major. ATen then
     computes it as `addmm(r, a, b, out=...)` (`baddbmm` for bmm): no generated epilogue kernel reads the
     product back (LLaMA's residual adds after o_proj and down_proj). When the runtime gives the output r's own
     buffer (r dead after this, see MatmulKernel.donation) it is an in-place `addmm_`; otherwise ATen on CUDA
     copies r into the output first (one read and one write, less than the epilogue's two reads and a write).
     cuBLAS adds in fp32 before the one rounding; eager rounds the product first: equal within bf16 tolerance."""
-    if len(mms) != 1 or mms[0].op not in ("mm", "bmm") or len(rest) != 1 or rest[0].op != "add":
+    if len(rest) != 1 or rest[0].op != "add":
         return None
-    mm, add = mms[0], rest[0]
+    add = rest[0]
     if add.attrs.get("alpha", 1) != 1 or len(outputs) != 1 or outputs[0] is not add.out:
         return None
     ins = add.inputs
@@ -560,7 +561,8 @@ def aten_plan(group: Group, mms, outputs: list[Value], values: list[Value], name
     epi_outs = [v for v in outputs if not any(v is n.out for n in mms)]
     if any(n.out.type.shape != mms[0].out.type.shape for n in rest):
         return None  # a prologue node of another shape
-    residual = residual_add(mms, rest, outputs, values, in_group)
+    residual = residual_add(mms[0], rest, outputs, values, in_group) if len(mms) == 1 and \
+        mms[0].op in ("mm", "bmm") else None
     if residual is not None:
         return AtenPlan(mms, values, None, [], residual)
     epilogue, epi_values = None, []
