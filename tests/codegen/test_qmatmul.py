@@ -101,7 +101,8 @@ def test_split_k_reduces_in_the_kernel_before_the_fused_epilogue(scheme):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_aten_backend_dequantizes_then_multiplies_then_runs_the_epilogue(scheme, dtype):
     """BACKEND "aten" (the GPU default for M >= 256): one Triton kernel dequantizes the weight into a shared
-    scratch buffer, ATen multiplies (bias in addmm), the fused ops run as one generated pointwise kernel."""
+    scratch buffer, ATen multiplies (bias in addmm), the fused ops run as one generated pointwise kernel; a
+    residual add alone is addmm's added operand instead (no epilogue kernel)."""
     torch.manual_seed(17)
     model = GatedBlock().eval().to(dtype)
     x = torch.randn(2, 5, 64, generator=seeded(18)).to(dtype)
@@ -113,6 +114,8 @@ def test_aten_backend_dequantizes_then_multiplies_then_runs_the_epilogue(scheme,
     with torch.no_grad():
         assert_close(c(x), ref, msg=f"{scheme} {dtype}")
     assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]
-    assert all(k.aten.epilogue is not None for k in prog.kernels)  # silu*, residual add: generated kernels
+    up, down = prog.kernels  # up: bias in addmm, silu as a generated epilogue; down: x + ... as addmm(x, ...)
+    assert up.aten.epilogue is not None and up.aten.residual is None
+    assert down.info["ops"][-1] == "add" and down.aten.epilogue is None and down.aten.residual is not None
     with pytest.raises(Exception, match="BACKEND='cublas'"):
         prog.kernels[0].check_config(dict(prog.kernels[0].config, BACKEND="cublas"))

@@ -232,3 +232,86 @@ def test_compile_ahead_warms_what_each_backend_launches():
             on_aten = [k for k in mm if k.config["BACKEND"] == "aten"]
             assert on_aten and not any(k in units for k in on_aten)
             assert all(k.aten.epilogue in units for k in on_aten if k.aten.epilogue is not None)
+
+
+class Residual(nn.Module):
+    """Residual adds after a projection (LLaMA's o_proj/down_proj) and after a bmm."""
+
+    def __init__(self, d=32, bias=False):
+        super().__init__()
+        self.proj = nn.Linear(d, d, bias=bias)
+
+    def forward(self, x, y):
+        return x + self.proj(x), torch.bmm(x, y) + x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_residual_add_folds_into_addmm_without_an_epilogue_kernel(dtype):
+    """On the ATen backend `mm(a, b) + r` runs as addmm(r, a, b) (baddbmm for bmm): one cuBLAS call writes the
+    sum, no generated epilogue kernel runs, and the results match eager."""
+    m = Residual().to(dtype).eval()
+    x, y = torch.randn(2, 8, 32, dtype=dtype), torch.randn(2, 32, 32, dtype=dtype)
+    c = tilecraft.compile(m, matmul="aten")
+    with torch.no_grad():
+        assert_close(c(x, y), m(x, y))
+        x2, y2 = torch.randn_like(x), torch.randn_like(y)
+        assert_close(c(x2, y2), m(x2, y2))
+    kernels = c.report.graphs[0].kernels
+    assert [k.template for k in kernels] == ["matmul", "matmul"], [k.name for k in kernels]
+    for k in kernels:
+        assert k.info["ops"][-1] == "add" and k.config["BACKEND"] == "aten"
+        assert k.aten.residual is not None and k.aten.epilogue is None and k.compile_units() == []
+    assert {n.op for n, _, _ in (k.aten.mms[0] for k in kernels)} == {"mm", "bmm"}
+
+
+def test_residual_add_after_a_biased_linear_keeps_its_epilogue():
+    """addmm already holds the bias: the residual add stays a generated epilogue (and matches eager)."""
+    m = Residual(bias=True).eval()
+    x, y = torch.randn(2, 8, 32), torch.randn(2, 32, 32)
+    c = tilecraft.compile(m, matmul="aten")
+    with torch.no_grad():
+        assert_close(c(x, y), m(x, y))
+    (lin,) = [k for k in c.report.graphs[0].kernels if "addmm" in k.info["ops"]]
+    assert lin.aten.residual is None and lin.aten.epilogue is not None
+
+
+class Donor(nn.Module):
+    """A residual computed by a kernel: dead after the add (`later=False`), or read again after it."""
+
+    def __init__(self, later: bool, d=32):
+        super().__init__()
+        self.proj, self.later = nn.Linear(d, d, bias=False), later
+
+    def forward(self, x, z):
+        h = x * 2
+        n = h.mean(-1)  # h is stored (a reduction reads it too), not recomputed in the matmul's kernel
+        y = h + self.proj(z)
+        return (y, n, (y * h).sum(-1)) if self.later else (y, n)  # (y * h).sum: a kernel after the matmul
+
+@pytest.mark.parametrize("later", [False, True])
+def test_folded_residual_writes_into_a_dead_residual_buffer_only(later):
+    """A residual that nothing reads after the add gives its buffer to the sum (in-place addmm_, no copy of it);
+    one read later, or a graph input (the caller's tensor), keeps its own; results match eager either way."""
+    m = Donor(later).to(torch.bfloat16).eval()
+    x, z = torch.randn(2, 8, 32, dtype=torch.bfloat16), torch.randn(2, 8, 32, dtype=torch.bfloat16)
+    x0, z0 = x.clone(), z.clone()
+    c = tilecraft.compile(m, matmul="aten")
+    with torch.no_grad():
+        for _ in range(2):
+            assert_close(c(x, z), m(x, z))
+    assert torch.equal(x, x0) and torch.equal(z, z0)
+    (step,) = [s for s in c.report.graphs[0].program.steps if getattr(s, "kernel", None) is not None
+               and s.kernel.template == "matmul"]
+    assert step.kernel.aten.residual is not None and step.kernel.aten.donation is not None
+    assert (step.plan[2] is None) == later
+
+
+def test_graph_input_residual_is_never_written():
+    m = Residual().to(torch.bfloat16).eval()
+    x, y = torch.randn(2, 8, 32, dtype=torch.bfloat16), torch.randn(2, 32, 32, dtype=torch.bfloat16)
+    x0 = x.clone()
+    c = tilecraft.compile(m, matmul="aten")
+    with torch.no_grad():
+        assert_close(c(x, y), m(x0, y))
+    assert torch.equal(x, x0)
+    assert all(s.plan[2] is None for s in c.report.graphs[0].program.steps if getattr(s, "plan", None))

@@ -49,6 +49,39 @@ def test_broadcast_that_depends_on_leading_dims_blocks_the_move():
     assert before == after
 
 
+def _upcast_graph(then_gelu: bool):
+    """bf16 x @ w + residual viewed to 3-D, cast to fp32 (RMSNorm's upcast), then its mean square, or gelu."""
+    g = Graph()
+    x = g.add_input(TensorType((6, 8), torch.bfloat16), "x")
+    w = g.add_input(TensorType((8, 5), torch.bfloat16), "w")
+    res = g.add_input(TensorType((2, 3, 5), torch.bfloat16), "res")
+    v = g.add("view", [g.add("mm", [x, w]).out], {"size": [2, 3, 5]}).out
+    h = g.add("add", [v, res]).out
+    up = g.add("cast", [h], {"dtype": torch.float32}).out
+    if then_gelu:
+        g.outputs = [h, g.add("gelu", [up]).out]
+    else:  # the square feeds only a reduction: it stays where it is
+        sq = g.add("pow_scalar", [up], {"exponent": 2}).out
+        g.outputs = [h, g.add("mean", [sq], {"dim": [2], "keepdim": True}).out]
+    return g
+
+
+def test_a_widening_cast_no_moved_op_reads_stays_on_the_view():
+    """The add moves below the view (it joins the matmul epilogue); the fp32 upcast goes back on the 3-D view,
+    where the consumer casts as it loads, unless a moved op (gelu here) reads it."""
+    gen = seeded(2)
+    inputs = [torch.randn(6, 8, generator=gen).bfloat16(), torch.randn(8, 5, generator=gen).bfloat16(),
+              torch.randn(2, 3, 5, generator=gen).bfloat16()]
+    for then_gelu in (False, True):
+        expected = interpret(_upcast_graph(then_gelu), inputs)
+        g = dce(sink_views(_upcast_graph(then_gelu)))
+        verify(g)
+        assert_close(interpret(g, inputs), expected)
+        shape = {n.op: n.out.type.shape for n in g.nodes}
+        assert shape["add"] == (6, 5)
+        assert shape["cast"] == ((6, 5) if then_gelu else (2, 3, 5)), then_gelu
+
+
 # --------------------------------------------------------------------- end to end: no copy kernels
 import tilecraft  # noqa: E402
 from tilecraft.models import ConvBNReLU  # noqa: E402

@@ -109,6 +109,14 @@ class MatmulKernel(Kernel):
     def compile_units(self) -> list[Kernel]:
         return self.aten.kernels() if self.config.get("BACKEND") == "aten" and self.aten is not None else [self]
 
+    def donation(self) -> tuple[int, int] | None:
+        """(output position, input position) when the launch may write its output into that input's buffer (the
+        runtime decides whether the input is dead by then): a folded residual add on the ATen backend, which
+        then runs as an in-place `addmm_` with no copy of the residual into a fresh output."""
+        if self.config.get("BACKEND") != "aten" or self.aten is None:
+            return None
+        return self.aten.donation
+
     def launch(self, args: list, config: dict | None = None) -> None:
         cfg = self.config if config is None else config
         if cfg.get("BACKEND") == "aten":
@@ -444,10 +452,20 @@ class AtenPlan:
     seen through views), then the group's other nodes as one generated pointwise kernel (None when the
     matmul results are all the group stores)."""
 
-    def __init__(self, mms, values: list[Value], epilogue, epi_values: list[Value]):
+    def __init__(self, mms, values: list[Value], epilogue, epi_values: list[Value], residual=None):
         pos = {id(v): i for i, v in enumerate(values)}
         self.mms = [(n, [self._chain(x, pos) for x in n.input_values()],
                      pos.get(id(n.out))) for n in mms]
+        # a folded residual add (see residual_add): (its operand's chain, the add's output position)
+        self.residual = None if residual is None else (self._chain(residual[0], pos), pos[id(residual[1])])
+        self.donation = None  # (output, input) positions: r's buffer can hold the sum, element for element
+        if residual is not None:
+            (i, _), out_pos = self.residual
+            r, out, arg = residual[0].type, residual[1].type, values[i].type
+            if r.shape == out.shape and r.strides == out.strides and arg.is_contiguous and \
+                    arg.numel == out.numel and arg.dtype == out.dtype and base_value(residual[0]) is values[i] \
+                    and not any(base_value(x) is values[i] for x in mms[0].input_values()):  # cuBLAS reads them
+                self.donation = (out_pos, i)
         self.epilogue = epilogue
         mm_ids = {id(n.out): j for j, n in enumerate(mms)}
         # each epilogue argument: ("arg", position in the matmul kernel's args) or ("mm", which matmul)
@@ -478,6 +496,16 @@ class AtenPlan:
                     t = view(t)
                 ins.append(t)
             out = tensors[out_pos] if out_pos is not None else None
+            if self.residual is not None:  # out = residual + a @ b, the add in cuBLAS's epilogue (beta = 1)
+                (i, views), out_pos = self.residual
+                r, out = tensors[i], tensors[out_pos]
+                for view in views:
+                    r = view(r)
+                if r.data_ptr() == out.data_ptr() and r.stride() == out.stride():  # the runtime gave out r's buffer
+                    r.baddbmm_(*ins) if node.op == "bmm" else r.addmm_(*ins)
+                else:
+                    (torch.baddbmm if node.op == "bmm" else torch.addmm)(r, *ins, out=out)
+                return
             if node.op == "addmm":
                 r = torch.addmm(*ins, beta=node.attrs.get("beta", 1), alpha=node.attrs.get("alpha", 1), out=out)
             else:
@@ -485,6 +513,33 @@ class AtenPlan:
             results.append(r)
         if self.epilogue is not None:
             self.epilogue.launch([results[i] if kind == "mm" else tensors[i] for kind, i in self.epi_args])
+
+
+def residual_add(mm, rest, outputs: list[Value], values: list[Value], in_group: set):
+    """(r, the add's result) when the group is `mm(a, b) + r` and stores only the sum (mm: the group's one
+    matmul, whose op the caller has checked: mm, bmm, a bias-free quantized linear): r a kernel
+    argument seen through views, of the result's dtype and broadcastable to it, the sum row-major. ATen then
+    computes it as `addmm(r, a, b, out=...)` (`baddbmm` for bmm): no generated epilogue kernel reads the
+    product back (LLaMA's residual adds after o_proj and down_proj). When the runtime gives the output r's own
+    buffer (r dead after this, see MatmulKernel.donation) it is an in-place `addmm_`; otherwise ATen on CUDA
+    copies r into the output first (one read and one write, less than the epilogue's two reads and a write).
+    cuBLAS adds in fp32 before the one rounding; eager rounds the product first: equal within bf16 tolerance."""
+    if len(rest) != 1 or rest[0].op != "add":
+        return None
+    add = rest[0]
+    if add.attrs.get("alpha", 1) != 1 or len(outputs) != 1 or outputs[0] is not add.out:
+        return None
+    ins = add.inputs
+    if len(ins) != 2 or not all(isinstance(v, Value) for v in ins) or sum(v is mm.out for v in ins) != 1:
+        return None
+    r, out = ins[1] if ins[0] is mm.out else ins[0], add.out.type
+    b = base_value(r)
+    if id(b) not in {id(v) for v in values} or (b.producer is not None and id(b.producer) in in_group):
+        return None
+    if r.type.dtype != out.dtype or out.dtype != mm.out.type.dtype or not out.is_contiguous or \
+            torch.broadcast_shapes(r.type.shape, out.shape) != tuple(out.shape):
+        return None
+    return r, add.out
 
 
 def _view_fn(ref, extra: tuple, attrs: dict, t):
@@ -506,6 +561,10 @@ def aten_plan(group: Group, mms, outputs: list[Value], values: list[Value], name
     epi_outs = [v for v in outputs if not any(v is n.out for n in mms)]
     if any(n.out.type.shape != mms[0].out.type.shape for n in rest):
         return None  # a prologue node of another shape
+    residual = residual_add(mms[0], rest, outputs, values, in_group) if len(mms) == 1 and \
+        mms[0].op in ("mm", "bmm") else None
+    if residual is not None:
+        return AtenPlan(mms, values, None, [], residual)
     epilogue, epi_values = None, []
     if epi_outs:
         try:

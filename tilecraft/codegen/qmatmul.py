@@ -25,6 +25,7 @@ from ..ir.types import contiguous_strides
 from ..passes.fusion import Group
 from .emit import Args, Emitter, Unsupported, decompose, interpreting, store
 from .kernel import ArgSpec
+from .matmul import residual_add
 from .pointwise import pointwise_kernel
 
 ATEN_MIN_M = 256  # from this many rows on a GPU, the default backend is "aten" (dequantize + cuBLAS)
@@ -126,11 +127,12 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
 class DequantMatmul:
     """The "aten" backend of a qmatmul group (see the module doc). Positions refer to the kernel's arguments."""
 
-    def __init__(self, node, scheme, group, n_operands, out_pos, epilogue, epi_args):
+    def __init__(self, node, scheme, group, n_operands, out_pos, epilogue, epi_args, residual=None):
         self.scheme, self.group, self.n_operands = scheme, group, n_operands
         self.has_zeros, self.has_bias = scheme == "int4_weight_only", node.inputs[-1] is not None  # (bias last)
         self.out_shape = node.out.type.shape
         self.out_pos, self.epilogue, self.epi_args = out_pos, epilogue, epi_args
+        self.residual = residual  # (r's position, the sum's position): `addmm(r, x, w.t())`, no epilogue
 
     def kernels(self) -> list:
         """The generated epilogue this plan launches (the dequantize kernel compiles at its first launch)."""
@@ -144,6 +146,10 @@ class DequantMatmul:
         b = tensors[self.n_operands - 1] if self.has_bias else None
         wd = dequantize_into(self.scheme, w, s, z, self.group, x.dtype)
         x2 = x.reshape(-1, x.shape[-1])
+        if self.residual is not None:
+            r, out = (tensors[i].view(-1, wd.shape[0]) for i in self.residual)
+            torch.addmm(r, x2, wd.t(), out=out)
+            return
         out = tensors[self.out_pos].view(-1, wd.shape[0]) if self.out_pos is not None else None
         r = torch.addmm(b, x2, wd.t(), out=out) if b is not None else torch.mm(x2, wd.t(), out=out)
         if self.epilogue is not None:
@@ -159,6 +165,11 @@ def aten_plan(group, node, scheme, gsize, n_operands, values, outputs, name) -> 
         return None
     rest = [n for n in group.nodes if n is not node]
     epi_outs = [v for v in outputs if v is not node.out]
+    found = residual_add(node, rest, outputs, values, {id(n) for n in group.nodes}) \
+        if node.inputs[-1] is None else None  # (a bias already takes addmm's added operand)
+    if found is not None and id(found[0]) in pos and found[0].type.is_contiguous:
+        return DequantMatmul(node, scheme, gsize, n_operands, None, None, [],
+                             (pos[id(found[0])], pos[id(found[1])]))
     epilogue, epi_args = None, []
     if epi_outs:
         try:

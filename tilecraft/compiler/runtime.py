@@ -8,7 +8,7 @@ import sys
 import torch
 from torch._logging import LazyString
 
-from ..ir import Graph, Node, Value, interpret, is_view
+from ..ir import Graph, Node, Value, base_value, interpret, is_view
 from ..ir.interpreter import run_node
 from ..logs import configs_log, describe_error, fusion_log, kernels_log
 from ..passes.fusion import Group, format_groups, partition
@@ -410,8 +410,9 @@ class KernelProgram:
         if step.plan is None:  # shapes are static: work out once what each call only repeats
             empty = not all(n > 0 for n in k.grid(k.config)) or any(
                 len(a.shape) and 0 in a.shape for a in k.args)
-            step.plan = (empty, [(v, a, any(v is o for o in step.outputs)) for v, a in zip(step.values, k.args)])
-        empty, items = step.plan
+            step.plan = (empty, [(v, a, any(v is o for o in step.outputs)) for v, a in zip(step.values, k.args)],
+                         self._donor(step))
+        empty, items, donor = step.plan
         tensors, device = [], None
         for v, spec, _ in items:
             if spec.is_output:
@@ -430,7 +431,9 @@ class KernelProgram:
             device = self.graph.inputs[0].type.device if self.graph.inputs else "cpu"
         for i, (_, spec, _) in enumerate(items):
             if spec.is_output:
-                tensors[i] = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=device)
+                tensors[i] = torch.empty_strided(spec.shape, spec.strides, dtype=spec.dtype, device=device) \
+                    if donor is None or donor[0] != i or not tensors[donor[1]].is_contiguous() \
+                    else tensors[donor[1]].view(spec.shape)
         try:
             if not empty:
                 k.launch(tensors)
@@ -440,6 +443,23 @@ class KernelProgram:
         for (v, _, keep), t in zip(items, tensors):
             if keep:
                 env[id(v)] = t
+
+    def _donor(self, step: KernelStep) -> tuple[int, int] | None:
+        """(output, input) positions when this step's output may take over the input's buffer (see the kernel's
+        `donation`): the input is a generated kernel's fresh result, not a graph input or output, not cached
+        across calls (a static step's), read by no torch op (whose result could alias it) and by nothing after
+        this step."""
+        d = step.kernel.donation() if hasattr(step.kernel, "donation") else None
+        if d is None:
+            return None
+        v, i = step.values[d[1]], self.steps.index(step)
+        made = [j for j, s in enumerate(self.steps) if isinstance(s, KernelStep) and not s.failed and
+                any(v is o for o in s.outputs)]
+        torch_read = any(base_value(x) is v for s in self.steps if not isinstance(s, KernelStep) or s.failed
+                         for n in s.nodes for x in n.input_values())
+        if len(made) != 1 or made[0] in (self._static_steps or ()) or torch_read or id(v) not in self.frees[i]:
+            return None
+        return d
 
     def _kernel_failed(self, step: KernelStep, e: BaseException) -> None:
         """A kernel failed at launch: its ops run through torch from now on; recorded and said once."""

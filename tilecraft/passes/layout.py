@@ -3,7 +3,10 @@
 `sink_views`: a pointwise op applied to `view(a)`, where the view only regroups leading dims (the last dim is
 unchanged, as when nn.Linear runs on a 3-D input: addmm → view → gelu), is rewritten to apply to `a` directly,
 followed by the view. The op then sits next to its producer and fuses into it (e.g. as a matmul epilogue),
-and the view becomes free index arithmetic.
+and the view becomes free index arithmetic. A widening cast (bf16 -> fp32, as RMSNorm's upcast of the residual
+stream) that no moved op reads is put back above its view: moved, it would join the matmul epilogue and make it
+store a second, twice as wide copy of the result for the norm to read (and keep the residual add from folding
+into cuBLAS's addmm); left on the view, the norm's kernel casts as it loads.
 """
 from __future__ import annotations
 
@@ -43,9 +46,16 @@ def _only_feeds_reductions(v: Value, users) -> bool:
     return bool(out) and all(REGISTRY[u.op].template == "reduction" for u in out)
 
 
+def _widening_cast(n: Node) -> bool:
+    t, x = n.out.type, n.inputs[0].type
+    return n.op == "cast" and t.dtype.is_floating_point and x.dtype.is_floating_point and \
+        t.dtype.itemsize > x.dtype.itemsize
+
+
 def sink_views(graph: Graph) -> Graph:
     nodes: list[Node] = []
     users = graph.users()
+    casts: list[tuple[Node, Node]] = []  # widening casts moved, with their view back
     for n in graph.nodes:
         nodes.append(n)
         if REGISTRY[n.op].category != "pointwise" or len(n.outputs) != 1 or _only_feeds_reductions(n.out, users):
@@ -84,8 +94,27 @@ def sink_views(graph: Graph) -> Graph:
         back = graph.make_node("view", [moved.out], {"size": list(out.shape)}, source=n.source)
         nodes[-1:] = pre + [moved, back]
         graph.replace_all_uses(n.out, back.out)
+        if _widening_cast(moved):
+            casts.append((moved, back))
     graph.nodes = nodes
+    _unsink_casts(graph, casts)
     return graph
+
+
+def _unsink_casts(graph: Graph, casts: list[tuple[Node, Node]]) -> None:
+    """A moved widening cast read only by its view back goes back on the view: cast(view(x)), not
+    view(cast(x)) (see the module doc)."""
+    users = graph.users()
+    outputs = {id(v) for v in graph.outputs if isinstance(v, Value)}
+    for moved, back in casts:
+        if [id(u) for u in users.get(moved.out, [])] != [id(back)] or id(moved.out) in outputs:
+            continue
+        view = graph.make_node("view", [moved.inputs[0]], dict(back.attrs), source=back.source)
+        cast = graph.make_node("cast", [view.out], dict(moved.attrs), name=moved.out.name, source=moved.source)
+        i = graph.nodes.index(back)
+        graph.nodes[i:i + 1] = [view, cast]
+        graph.nodes.remove(moved)
+        graph.replace_all_uses(back.out, cast.out)
 
 
 def _cl_strides(shape) -> tuple[int, ...]:
