@@ -19,13 +19,18 @@ class Graph:
         self.nodes: list[Node] = []
         self.outputs: list[Value] = []
         self._names: set[str] = set()
+        self._suffix: dict[str, int] = {}  # hint -> the last suffix fresh() gave it (names are never freed)
 
     def fresh(self, hint: str = "v") -> str:
+        """An unused value name: hint, else hint_1, hint_2, ... (the first free one; the search resumes where the
+        last one for this hint ended, so naming n values alike costs O(n), not O(n^2))."""
         hint = "".join(c if c.isalnum() or c == "_" else "_" for c in hint) or "v"
-        name, i = hint, 0
+        i = self._suffix.get(hint, 0)
+        name = f"{hint}_{i}" if i else hint
         while name in self._names:
             i += 1
             name = f"{hint}_{i}"
+        self._suffix[hint] = i
         self._names.add(name)
         return name
 

@@ -148,16 +148,53 @@ class OpDef:
     dim_attr: str | None = None  # its `dim` attribute: "dims" (a list; None: all) or "dim" (one dim)
 
     def infer(self, inputs: list, attrs: dict) -> list[TensorType]:
-        """Output types of this op applied to `inputs` (Values or scalars) with `attrs`."""
-        if self.infer_fn is not None:
-            return self.infer_fn(self, inputs, attrs)
-        return infer_by_meta(self, inputs, attrs)
+        """Output types of this op applied to `inputs` (Values or scalars) with `attrs`. Memoized on the op,
+        the input types and the plain-data arguments (see `_infer_key`): the importer, every pass and the
+        verifier after each pass infer each node again, and identical layers repeat the same inferences."""
+        key = _infer_key(self.name, inputs, attrs)
+        hit = _INFERRED.get(key) if key is not None else None
+        if hit is not None:
+            return list(hit)
+        out = self.infer_fn(self, inputs, attrs) if self.infer_fn is not None else infer_by_meta(self, inputs, attrs)
+        if key is not None:
+            if len(_INFERRED) >= 100_000:
+                _INFERRED.clear()
+            _INFERRED[key] = tuple(out)
+        return out
 
     def __call__(self, *inputs, **attrs):
         return self.ref(*inputs, **attrs)
 
 
 REGISTRY: dict[str, OpDef] = {}
+_INFERRED: dict[tuple, tuple] = {}  # OpDef.infer's memo: (op, input key, attrs key) -> output types
+
+
+class _NoKey(Exception):
+    """An argument `_plain` cannot key by value (a tensor, a callable, ...): that inference is not memoized."""
+
+
+def _plain(x):
+    """A hashable key equal only for arguments inference cannot tell apart: a Value by its type (inference sees
+    nothing else of it), plain data by type and value (floats by repr: -0.0, nan)."""
+    if isinstance(x, Value):
+        return x.type
+    if x is None or isinstance(x, (bool, int, str, torch.dtype, torch.device, torch.memory_format, torch.layout)):
+        return (type(x), x)
+    if isinstance(x, float):
+        return (float, repr(x))
+    if isinstance(x, (list, tuple)):
+        return (type(x), tuple(_plain(y) for y in x))
+    if isinstance(x, dict):
+        return (dict, tuple((k, _plain(v)) for k, v in sorted(x.items())))
+    raise _NoKey
+
+
+def _infer_key(name: str, inputs, attrs) -> tuple | None:
+    try:
+        return (name, _plain(inputs), _plain(attrs))
+    except (_NoKey, TypeError):  # TypeError: attr names that do not sort
+        return None
 ATEN_TO_OP: dict[str, str] = {}
 
 

@@ -64,7 +64,11 @@ class TensorType:
 
     @property
     def is_contiguous(self) -> bool:
-        return all(s == c for s, c, n in zip(self.strides, contiguous_strides(self.shape), self.shape) if n != 1)
+        c = self.__dict__.get("_contiguous")  # worked out once per type (codegen and printing ask a lot)
+        if c is None:
+            c = all(s == c for s, c, n in zip(self.strides, contiguous_strides(self.shape), self.shape) if n != 1)
+            object.__setattr__(self, "_contiguous", c)
+        return c
 
     @property
     def itemsize(self) -> int:
@@ -82,8 +86,11 @@ class TensorType:
         return torch.empty_strided(self.shape, self.strides, dtype=self.dtype, device="meta")
 
     def __str__(self) -> str:
-        dt = str(self.dtype).replace("torch.", "")
-        s = f"{dt}[{','.join(map(str, self.shape))}]"
-        if not self.is_contiguous:
-            s += f"{{{','.join(map(str, self.strides))}}}"
+        s = self.__dict__.get("_str")  # formatted once per type: the pass trace prints the graph after each pass
+        if s is None:
+            dt = str(self.dtype).replace("torch.", "")
+            s = f"{dt}[{','.join(map(str, self.shape))}]"
+            if not self.is_contiguous:
+                s += f"{{{','.join(map(str, self.strides))}}}"
+            object.__setattr__(self, "_str", s)
         return s

@@ -11,6 +11,17 @@ class VerifyError(ValueError):
     """A malformed graph; the message names the offending node."""
 
 
+class _Where:
+    """Names a node in an error message; formatted only when a message is (verify runs after every pass, and
+    formatting every node each time cost more than the checks)."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def __str__(self):
+        return f"node `{format_node(self.node)}`" + (f" (from {self.node.source})" if self.node.source else "")
+
+
 def verify(graph: Graph) -> Graph:
     defined: set[int] = {id(v) for v in graph.inputs}
     names: set[str] = set()
@@ -19,7 +30,7 @@ def verify(graph: Graph) -> Graph:
             raise VerifyError(f"value name %{v.name} defined twice")
         names.add(v.name)
     for node in graph.nodes:
-        where = f"node `{format_node(node)}`" + (f" (from {node.source})" if node.source else "")
+        where = _Where(node)
         opdef = REGISTRY.get(node.op)
         if opdef is None:
             raise VerifyError(f"{where}: unknown op '{node.op}'")

@@ -37,7 +37,9 @@ def cse(graph: Graph) -> Graph:
     """Merge nodes that apply the same op to the same inputs with the same attributes."""
     seen: dict = {}
     nodes = []
+    repl: dict[int, Value] = {}  # id(merged output) -> the kept node's output
     for node in graph.nodes:
+        _rewrite_inputs(node, repl)
         if node.op in ("torch_op",):  # may be random or effectful
             nodes.append(node)
             continue
@@ -48,14 +50,30 @@ def cse(graph: Graph) -> Graph:
             nodes.append(node)
             continue
         for old, new in zip(node.outputs, prev.outputs):
-            graph.replace_all_uses(old, new)
+            repl[id(old)] = new
+    _rewrite_outputs(graph, repl)
     graph.nodes = nodes
     return graph
 
 
+def _rewrite_inputs(node, repl: dict) -> None:
+    """Replace node's inputs as `repl` ({id(old value): new value}) says. Passes that replace many values visit
+    nodes in order and rewrite each one's inputs as they reach it: the same result as `graph.replace_all_uses`
+    per value (producers come first, so every replacement is known by then), in one sweep, not one per value."""
+    if repl and any(isinstance(v, Value) and id(v) in repl for v in node.inputs):
+        node.inputs = [repl.get(id(v), v) if isinstance(v, Value) else v for v in node.inputs]
+
+
+def _rewrite_outputs(graph: Graph, repl: dict) -> None:
+    if repl:
+        graph.outputs = [repl.get(id(v), v) if isinstance(v, Value) else v for v in graph.outputs]
+
+
 def canonicalize(graph: Graph) -> Graph:
     """Normalize attributes (non-negative dims) and drop identity views and casts."""
+    repl: dict[int, Value] = {}  # id(output of a dropped identity) -> its input
     for node in list(graph.nodes):
+        _rewrite_inputs(node, repl)
         x = node.inputs[0] if node.inputs and isinstance(node.inputs[0], Value) else None
         if x is None:
             continue
@@ -71,5 +89,6 @@ def canonicalize(graph: Graph) -> Graph:
                     node.out.type.strides == x.type.strides or
                     node.op == "permute" and list(node.attrs["dims"]) == list(range(rank)))
         if identity and not any(node.out is o for o in graph.outputs):
-            graph.replace_all_uses(node.out, x)
+            repl[id(node.out)] = x
+    _rewrite_outputs(graph, repl)
     return dce(graph)
