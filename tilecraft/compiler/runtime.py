@@ -133,6 +133,7 @@ class KernelProgram:
         self._last_ptrs = None  # (address, strides) of the last call's non-static tensor inputs (see _replay)
         self._lean, self._lean_source = None, None  # the generated wrapper (see run) and its source
         self.copies: set = set()  # (kernel, shape, strides given, strides expected) of inputs copied to fit
+        self._configs: dict = {}  # select_config's answers, by what it reads of a kernel (see _choose_config)
         self.groups = partition(graph)
         group_of = {id(n): g for g in self.groups for n in g.nodes}
         needed: dict[int, list[Value]] = {id(g): [] for g in self.groups}
@@ -215,7 +216,14 @@ class KernelProgram:
         from ..tuner import select_config
 
         schedules = getattr(self.options, "schedules", None)
-        config, source = select_config(kernel, schedules)
+        # identical layers give kernels alike in all select_config reads: look each up once per program (each
+        # lookup opens every schedule database)
+        key = (kernel.template, kernel.key, tuple(sorted(kernel.shapes.items())), kernel.dtype,
+               tuple(sorted(kernel.default_config().items())),
+               tuple((a.shape, a.strides, a.dtype, a.is_output) for a in kernel.args))
+        if key not in self._configs:
+            self._configs[key] = select_config(kernel, schedules)
+        config, source = self._configs[key]
         kernel.config = dict(config)
         kernel.info["config_source"] = source
 
