@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -124,6 +125,30 @@ def from_triton_compiler(e: BaseException) -> bool:
     return False
 
 
+_PREWARM: list = []  # the thread prewarm_triton_key started, once per process
+
+
+def prewarm_triton_key() -> None:
+    """Start working out Triton's cache key in a background thread, once per process. Every Triton compile,
+    cache hits included, needs `triton_key()`, which hashes libtriton.so (about 400 MB: a fixed cost of 0.3-2 s
+    per process, paid at the first kernel otherwise). Hashing and reading release the GIL, so started when a
+    model is compiled it overlaps Dynamo's tracing. Only where kernels compile for CUDA, not on the
+    interpreter; any failure is left to the compile that needs the key (it computes it again)."""
+    if _PREWARM or interpreting() or not torch.cuda.is_available():
+        return
+
+    def work():
+        try:
+            from triton.runtime.cache import triton_key
+
+            triton_key()
+        except Exception as e:  # noqa: BLE001 - the first compile computes it again and reports any error
+            log.debug("tilecraft: prewarming Triton's cache key failed (%s)", e)
+
+    _PREWARM.append(threading.Thread(target=work, name="tilecraft-triton-key", daemon=True))
+    _PREWARM[0].start()
+
+
 def compile_kernels(kernels: list[Kernel], devices) -> dict[int, BaseException]:
     """Compile the distinct kernels of a program concurrently when it runs on CUDA (`devices`: where its inputs
     live, e.g. "cuda"); returns {id(kernel): error} for kernels whose compile failed (logged once each)."""
@@ -132,6 +157,8 @@ def compile_kernels(kernels: list[Kernel], devices) -> dict[int, BaseException]:
     jobs = plan_jobs(kernels)
     if not jobs:
         return {}
+    for t in _PREWARM:  # wait for the key rather than hash libtriton.so again alongside (lru_cache does not lock)
+        t.join()
     index = torch.cuda.current_device()
     for job in jobs:  # import each source and make its per-device cache here, not racing in the threads
         fn = job.kernels[0].fn

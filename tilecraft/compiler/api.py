@@ -156,8 +156,11 @@ def make_backend(options: Options | None = None, report: CompileReport | None = 
     A graph with symbolic sizes is compiled per concrete input shape at call time (see `dynamic.py`)."""
     from .dynamic import ShapeSpecialized, is_symbolic
 
+    from ..codegen.compile import prewarm_triton_key
+
     options = options or Options()
     report = report if report is not None else CompileReport()
+    prewarm_triton_key()  # overlaps Dynamo's tracing (see its docstring)
 
     def fw_compiler(gm, example_inputs, inference: bool = False):
         report.dynamo_graphs += 1
