@@ -39,7 +39,7 @@ def cse(graph: Graph) -> Graph:
     nodes = []
     repl: dict[int, Value] = {}  # id(merged output) -> the kept node's output
     for node in graph.nodes:
-        _rewrite_inputs(node, repl)
+        rewrite_inputs(node, repl)
         if node.op in ("torch_op",):  # may be random or effectful
             nodes.append(node)
             continue
@@ -51,12 +51,12 @@ def cse(graph: Graph) -> Graph:
             continue
         for old, new in zip(node.outputs, prev.outputs):
             repl[id(old)] = new
-    _rewrite_outputs(graph, repl)
+    rewrite_outputs(graph, repl)
     graph.nodes = nodes
     return graph
 
 
-def _rewrite_inputs(node, repl: dict) -> None:
+def rewrite_inputs(node, repl: dict) -> None:
     """Replace node's inputs as `repl` ({id(old value): new value}) says. Passes that replace many values visit
     nodes in order and rewrite each one's inputs as they reach it: the same result as `graph.replace_all_uses`
     per value (producers come first, so every replacement is known by then), in one sweep, not one per value."""
@@ -64,7 +64,7 @@ def _rewrite_inputs(node, repl: dict) -> None:
         node.inputs = [repl.get(id(v), v) if isinstance(v, Value) else v for v in node.inputs]
 
 
-def _rewrite_outputs(graph: Graph, repl: dict) -> None:
+def rewrite_outputs(graph: Graph, repl: dict) -> None:
     if repl:
         graph.outputs = [repl.get(id(v), v) if isinstance(v, Value) else v for v in graph.outputs]
 
@@ -73,7 +73,7 @@ def canonicalize(graph: Graph) -> Graph:
     """Normalize attributes (non-negative dims) and drop identity views and casts."""
     repl: dict[int, Value] = {}  # id(output of a dropped identity) -> its input
     for node in list(graph.nodes):
-        _rewrite_inputs(node, repl)
+        rewrite_inputs(node, repl)
         x = node.inputs[0] if node.inputs and isinstance(node.inputs[0], Value) else None
         if x is None:
             continue
@@ -90,5 +90,5 @@ def canonicalize(graph: Graph) -> Graph:
                     node.op == "permute" and list(node.attrs["dims"]) == list(range(rank)))
         if identity and not any(node.out is o for o in graph.outputs):
             repl[id(node.out)] = x
-    _rewrite_outputs(graph, repl)
+    rewrite_outputs(graph, repl)
     return dce(graph)

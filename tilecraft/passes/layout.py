@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..ir import Graph, Node, Value, is_view
 from ..ir.ops import REGISTRY
+from .cleanup import rewrite_inputs, rewrite_outputs
 
 
 def _leading_reshape(v: Value) -> Value | None:
@@ -56,7 +57,9 @@ def sink_views(graph: Graph) -> Graph:
     nodes: list[Node] = []
     users = graph.users()
     casts: list[tuple[Node, Node]] = []  # widening casts moved, with their view back
+    repl: dict[int, Value] = {}  # id(output of a moved node) -> the view back of its moved copy
     for n in graph.nodes:
+        rewrite_inputs(n, repl)
         nodes.append(n)
         if REGISTRY[n.op].category != "pointwise" or len(n.outputs) != 1 or _only_feeds_reductions(n.out, users):
             continue
@@ -93,9 +96,10 @@ def sink_views(graph: Graph) -> Graph:
             continue
         back = graph.make_node("view", [moved.out], {"size": list(out.shape)}, source=n.source)
         nodes[-1:] = pre + [moved, back]
-        graph.replace_all_uses(n.out, back.out)
+        repl[id(n.out)] = back.out
         if _widening_cast(moved):
             casts.append((moved, back))
+    rewrite_outputs(graph, repl)
     graph.nodes = nodes
     _unsink_casts(graph, casts)
     return graph
