@@ -14,6 +14,7 @@ import torch._dynamo
 from torch._decomp import core_aten_decompositions
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from ..ir import Graph
 from ..passes import PassTrace, default_passes, run_passes
@@ -120,15 +121,18 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, report: CompileRep
     t0 = time.perf_counter()
     trace = PassTrace()
     try:
-        graph, fallbacks = import_fx(gm)
-        passes = options.passes if options.passes is not None else default_passes(options)
-        graph = run_passes(graph, passes, trace, check=options.verify)
-        if graphs_log.isEnabledFor(logging.DEBUG):
-            for name, text, secs in trace.steps:
-                graphs_log.debug("tilecraft IR after %s (%.1f ms):\n%s", name, secs * 1000, text)
-            if trace.unchanged:
-                graphs_log.debug("tilecraft passes that changed nothing: %s", ", ".join(trace.unchanged))
-        program = build_program(graph, options)
+        # AOT calls its compiler under its FakeTensorMode: every torch call of ours (type inference on meta
+        # tensors, dtype promotion, ...) would go through fake-tensor dispatch, ~200x slower; we need real tensors
+        with unset_fake_temporarily():
+            graph, fallbacks = import_fx(gm)
+            passes = options.passes if options.passes is not None else default_passes(options)
+            graph = run_passes(graph, passes, trace, check=options.verify)
+            if graphs_log.isEnabledFor(logging.DEBUG):
+                for name, text, secs in trace.steps:
+                    graphs_log.debug("tilecraft IR after %s (%.1f ms):\n%s", name, secs * 1000, text)
+                if trace.unchanged:
+                    graphs_log.debug("tilecraft passes that changed nothing: %s", ", ".join(trace.unchanged))
+            program = build_program(graph, options)
     except CaptureError as e:
         log.warning("tilecraft: %s; this graph runs through torch", e)
         report.graphs.append(GraphRecord(Graph(), {}, [], time.perf_counter() - t0, trace, None, str(e)))
