@@ -69,3 +69,26 @@ def test_promotion_with_scalars_and_zero_dim():
     assert g.add("mul", [i, 2.5]).out.type.dtype == torch.float32  # but it does promote ints
     assert g.add("div", [i, i]).out.type.dtype == torch.float32  # true division
     assert g.add("lt", [h, 0]).out.type.dtype == torch.bool
+
+
+def test_memoized_inference_tells_alike_arguments_apart():
+    """OpDef.infer memoizes by argument types and values: arguments equal in Python (True == 1 == 1.0) or of one
+    shape but other strides must still give torch's own types, in any order and when asked again."""
+    cases = [
+        ("add", [torch.zeros(3, dtype=torch.bool), True], {}),
+        ("add", [torch.zeros(3, dtype=torch.bool), 1], {}),
+        ("add", [torch.zeros(3, dtype=torch.bool), 1.0], {}),
+        ("add", [torch.zeros(3, dtype=torch.int32), 1.0], {}),
+        ("add", [torch.zeros(3, dtype=torch.int32), 1], {}),
+        ("permute", [torch.zeros(2, 3)], {"dims": [1, 0]}),
+        ("permute", [torch.zeros(3, 2).t()], {"dims": [1, 0]}),
+        ("sum", [torch.zeros(2, 3)], {"dim": [1], "keepdim": True}),
+        ("sum", [torch.zeros(2, 3)], {"dim": [1], "keepdim": False}),
+    ]
+    for _ in range(2):
+        for name, inputs, attrs in cases:
+            expected = REGISTRY[name].ref(*inputs, **attrs)
+            g, _ = _build(name, inputs, attrs)
+            got = g.outputs[0].type
+            assert (got.shape, got.dtype, got.strides) == (tuple(expected.shape), expected.dtype,
+                                                           tuple(expected.stride())), (name, inputs, attrs)
