@@ -130,7 +130,9 @@ def main() -> int:
     ids = torch.randint(0, vocab, (b, t), device=device)
     kw = {} if args.model == "bert" else {"use_cache": False}
     print(f"{args.model} {b}x{t} {dtype} on {device}; imports {t_import:.2f}s")
-    results = []
+    with torch.no_grad():
+        expected = model(input_ids=ids, **kw)[0]
+    results, correct = [], []
     for run in range(args.runs):
         TIMES.clear()
         COUNTS.clear()
@@ -141,12 +143,20 @@ def main() -> int:
         if prof:
             prof.enable()
         with torch.no_grad():
-            compiled(input_ids=ids, **kw)
+            got = compiled(input_ids=ids, **kw)[0]
         if device == "cuda":
             torch.cuda.synchronize()
         total = time.perf_counter() - t0
         if prof:
             prof.disable()
+        if not args.skip_kernels:
+            from tilecraft.testing import assert_close
+
+            try:
+                assert_close(got, expected, scale=1.0 if dtype == torch.float32 else 3.0)
+                correct.append(True)
+            except AssertionError:
+                correct.append(False)
         phases = dict(TIMES)
         phases["Dynamo (trace, guards; rest)"] = total - sum(TIMES.values())
         kernels = [k for g in compiled.report.graphs for k in g.kernels]
@@ -163,7 +173,8 @@ def main() -> int:
     for n in sorted(names, key=lambda n: -results[-1][1].get(n, 0)):
         print(f"{n:<32}" + "".join(f"{r[1].get(n, 0):>12.3f}" for r in results) + f"   {results[-1][2].get(n, '')}")
     print(f"{'TOTAL (compile + first call)':<32}" + "".join(f"{r[0]:>12.3f}" for r in results))
-    print(f"kernels {results[-1][3]}, distinct sources {results[-1][4]}")
+    print(f"kernels {results[-1][3]}, distinct sources {results[-1][4]}, matches eager: "
+          f"{'not checked (--skip-kernels)' if args.skip_kernels else 'yes' if all(correct) else 'NO'}")
     return 0
 
 
