@@ -40,7 +40,8 @@ def test_row_result_broadcast_along_columns_is_not_a_reduction_epilogue(n):
     """A squeezed row sum [R] read by an [R, C] op is indexed by the column (broadcasting aligns from the right):
     it cannot be the reduction's epilogue, at R == C either (GPU fuzz repro 53e4f96380 fell back to torch)."""
     def f(x0, x1):
-        return (x0 - torch.sum(x1, dim=1)).unsqueeze(0), x1 - torch.sum(x1, dim=1, keepdim=True)
+        return ((x0 - torch.sum(x1, dim=1)).unsqueeze(0), x1 - torch.sum(x1, dim=1, keepdim=True),
+                x0 - torch.sum(x0, dim=1))  # the last: joins as a sibling reading the same x0 (the GPU repro)
 
     c = tilecraft.compile(f)
     x0, x1 = r(n, n), r(n, n, seed=1)

@@ -259,7 +259,8 @@ class Partitioner:
                 if g.kind == "torch" or self.would_cycle(node, g):
                     continue
                 if kind == "pointwise" and g.kind in ("pointwise", "reduction") and \
-                        node.outputs[0].type.shape == g.shape:
+                        node.outputs[0].type.shape == g.shape and (
+                        g.kind == "pointwise" or _reads_own_rows(node, g, self.group_values(g))):
                     rule = "horizontal"
                 elif kind == "reduction" and g.kind == "reduction" and node.inputs[0].type.shape == g.shape \
                         and reduction_dims(node) == g.dims:
