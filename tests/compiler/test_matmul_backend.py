@@ -127,20 +127,27 @@ class _NoGraph:
         pass
 
 
-def test_graph_outputs_a_caller_holds_are_never_reused(monkeypatch):
-    """The liveness rule of KernelProgram._replay, on the CPU: an instance is reused only once nobody holds its
-    outputs; with every instance held, a call runs without a graph."""
+def _graphs_without_replay(monkeypatch) -> list:
+    """Make KernelProgram._replay capture _NoGraph instances (every call goes through it, CPU inputs too);
+    returns the list that records each capture's `direct` flag."""
     captured = []
 
     def capture(cls, prog, args, static, warm, direct=False):
         static_in = [a if direct or i in static or not isinstance(a, torch.Tensor) else a.clone()
                      for i, a in enumerate(args)]
-        out = prog.run(*static_in)
         captured.append(direct)
-        return cls(_NoGraph(), static_in, out, [i for i in range(len(args)) if i not in static], set(), direct)
+        return cls(_NoGraph(), static_in, prog.run(*static_in), [i for i in range(len(args)) if i not in static],
+                   set(), direct)
 
     monkeypatch.setattr(runtime._GraphInstance, "capture", classmethod(capture))
     monkeypatch.setattr(runtime.KernelProgram, "__call__", lambda self, *a: self._replay(a))
+    return captured
+
+
+def test_graph_outputs_a_caller_holds_are_never_reused(monkeypatch):
+    """The liveness rule of KernelProgram._replay, on the CPU: an instance is reused only once nobody holds its
+    outputs; with every instance held, a call runs without a graph."""
+    captured = _graphs_without_replay(monkeypatch)
     m = Mixed().eval()
     c = tilecraft.compile(m, cuda_graphs=True)
     x, r = torch.randn(2, 8, 32), torch.randn(2, 8, 48)
@@ -158,17 +165,7 @@ def test_graph_outputs_a_caller_holds_are_never_reused(monkeypatch):
 def test_repeated_inputs_replay_a_direct_instance(monkeypatch):
     """A caller passing the same input tensors again gets an instance captured on them (no copy in); other
     tensors get a copying instance; a direct instance replays only for tensors at its inputs' addresses."""
-    captured = []
-
-    def capture(cls, prog, args, static, warm, direct=False):
-        static_in = [a if direct or i in static or not isinstance(a, torch.Tensor) else a.clone()
-                     for i, a in enumerate(args)]
-        captured.append(direct)
-        return cls(_NoGraph(), static_in, prog.run(*static_in), [i for i in range(len(args)) if i not in static],
-                   set(), direct)
-
-    monkeypatch.setattr(runtime._GraphInstance, "capture", classmethod(capture))
-    monkeypatch.setattr(runtime.KernelProgram, "__call__", lambda self, *a: self._replay(a))
+    captured = _graphs_without_replay(monkeypatch)
     m = Mixed().eval()
     c = tilecraft.compile(m, cuda_graphs=True)
     x, r = torch.randn(2, 8, 32), torch.randn(2, 8, 48)
