@@ -185,6 +185,10 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
     if scheme == "fp8":
         return {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 64 if M <= 64 else 128), "BLOCK_K": 128,
                 "SPLIT_K": 1, "num_warps": 4, "num_stages": 4}
+    if M <= 16 and scheme == "int8_weight_only":  # measured best on an H100 (bench/quant_linear.py, 2026-11-23:
+        # 10.8 us cold at 4096x4096, cuBLAS bf16 15.7); the TRANS/split-K guess below took 12.7 us in ANCHORS
+        return {"BLOCK_M": 16, "BLOCK_N": _clamp_pow2(N, 16, 32), "BLOCK_K": _clamp_pow2(K, 16, 256), "SPLIT_K": 1,
+                "num_warps": 4, "num_stages": 3, "TRANS": False}
     if M <= 64:  # memory-bound: the weight tile is the dot's left operand (TRANS) and the wide dimension; K is
         # split (reduced in the kernel) until there are about two programs per SM
         bk = _clamp_pow2(K, 16, 256 if M <= 16 else 128)
