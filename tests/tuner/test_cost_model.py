@@ -161,3 +161,10 @@ def test_the_shipped_default_model_loads_with_the_current_features(monkeypatch):
     sp = space_for("matmul", {"M": 2048, "N": 2048, "K": 2048}, "float16", PRESETS["H200"])
     scores = m.predict("matmul", {"M": 2048, "N": 2048, "K": 2048}, "float16", sp.enumerate()[:50], PRESETS["H200"])
     assert np.isfinite(scores).all() and np.ptp(scores) > 0
+    # the tuner's guided search starts from it for GEMM kernels only (it never saw another family)
+    from types import SimpleNamespace
+
+    from tilecraft.tuner.tune import shipped_prior
+
+    assert shipped_prior(SimpleNamespace(template="matmul", shapes={"M": 64, "N": 64, "K": 64})).trained
+    assert shipped_prior(SimpleNamespace(template="reduction", shapes={"rows": 64, "cols": 64})) is None
