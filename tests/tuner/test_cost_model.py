@@ -112,3 +112,59 @@ def test_roofline_surface_refuses_configs_past_the_shared_memory_limit():
     assert roofline_gemm_ms(shapes, ok, H100) > 0
     with pytest.raises(RuntimeError, match="out of resources: shared memory 262144 B > 232448 B"):
         roofline_gemm_ms(shapes, dict(ok, num_stages=5), H100)
+
+
+def test_the_analytic_prior_is_the_hand_computed_estimate_and_prefers_unpadded_tiles():
+    import math
+
+    from tilecraft.tuner.features import featurize
+
+    cfg = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
+    f = featurize("matmul", {"M": 4096, "N": 4096, "K": 4096}, "float16", cfg, H100)
+    # 512 tiles, one resident per SM (a 128-register accumulator x 256 threads fills the register file): 4 waves of
+    # 64 K steps, each the largest of its MMA time, its L2 loads ((128 + 256) x 64 fp16 at 2.5 x 3 TB/s over 132
+    # SMs) and the 0.8 us latency over 2 loads in flight; over the compute floor 2*4096^3 / 700 TFLOP/s
+    step = max(2 * 128 * 256 * 64 / (700e12 / 132), (128 + 256) * 64 * 2 / (3000e9 * 2.5 / 132), 0.8e-6 / 2)
+    assert f["blocks_per_sm"] == 1 and f["waves"] == pytest.approx(512 / 132)
+    assert f["analytic_log"] == pytest.approx(math.log2(4 * 64 * step / (2 * 4096 ** 3 / 700e12)), rel=1e-6)
+    # M=16 (memory bound): a 64-row tile loads 4x the rows of A for nothing (measured 1.75x slower on the H200)
+    small = {"M": 16, "N": 4096, "K": 4096}
+    cfg = {"BLOCK_N": 64, "BLOCK_K": 256, "GROUP_M": 1, "num_warps": 4, "num_stages": 4}
+    est = {bm: featurize("matmul", small, "float16", {**cfg, "BLOCK_M": bm}, H100)["analytic_log"] for bm in (16, 64)}
+    assert est[16] < est[64]
+
+
+def test_relevance_orders_every_pair_and_the_model_starts_from_the_prior():
+    from tilecraft.tuner.cost_model import prior_margin, relevance
+
+    assert relevance([1.0, 2.0, None, 4.0]) == pytest.approx([0.0, -1.0, -3.0, -2.0])  # failed: below the slowest
+    recs = _records(_shapes(random.Random(5), 3), 20, 6)
+    m = XGBoostCostModel(num_rounds=1, params={"eta": 1e-6}).fit(recs)  # trees that add ~nothing
+    x = np.asarray([r.features() for r in recs], dtype=np.float32)
+    prior = prior_margin(x)
+    assert np.ptp(prior) > 1.0 and np.allclose(prior, -x[:, list(m.booster.feature_names).index("analytic_log")])
+    scores = m.predict_records(recs)
+    assert np.allclose(scores - scores[0], prior - prior[0], atol=1e-3)
+
+
+def test_the_shipped_default_model_loads_with_the_current_features(monkeypatch):
+    """bench/eval_cost_model.py --save-default writes it from the H200 sweep; a feature change must retrain it."""
+    import json
+
+    from tilecraft.tuner.cost_model import default_model_path, load_default_model
+    from tilecraft.tuner.features import FEATURE_NAMES
+
+    monkeypatch.delenv("TILECRAFT_COST_MODEL", raising=False)
+    assert json.loads(default_model_path().read_text())["features"] == FEATURE_NAMES, "retrain the default model"
+    m = load_default_model()
+    assert m is not None and m.trained and m.base is not None and m.n_train >= 600
+    sp = space_for("matmul", {"M": 2048, "N": 2048, "K": 2048}, "float16", PRESETS["H200"])
+    scores = m.predict("matmul", {"M": 2048, "N": 2048, "K": 2048}, "float16", sp.enumerate()[:50], PRESETS["H200"])
+    assert np.isfinite(scores).all() and np.ptp(scores) > 0
+    # the tuner's guided search starts from it for GEMM kernels only (it never saw another family)
+    from types import SimpleNamespace
+
+    from tilecraft.tuner.tune import shipped_prior
+
+    assert shipped_prior(SimpleNamespace(template="matmul", shapes={"M": 64, "N": 64, "K": 64})).trained
+    assert shipped_prior(SimpleNamespace(template="reduction", shapes={"rows": 64, "cols": 64})) is None

@@ -64,6 +64,30 @@ def test_enumerate_sample_neighbors_mutate_are_valid_and_consistent():
                 assert sp.valid(n) and sum(n[k] != c[k] for k in c) == 1
 
 
+
+def test_a_sparse_subset_space_samples_and_enumerates_its_configs_without_walking_the_product():
+    """bench/eval_cost_model.py replays searches on ~60 recorded configs of a ~10^5 knob product: sampling must
+    draw from those (rejection sampling nearly never hits one) and enumeration must list exactly them."""
+    import time
+
+    from tilecraft.tuner.spaces import ConfigSpace, config_key, subset_space
+
+    base = space_for("matmul", {"M": 4096, "N": 4096, "K": 4096}, torch.float16, H100)
+    flags = {k: [0, 1] for k in ("PERSISTENT", "TMA", "EPILOGUE_SUBTILE", "FLATTEN")}  # as a recorded sweep has
+    sp = ConfigSpace("matmul", {**base.knobs, **flags}, base.rule)
+    assert sp.raw_size() > 50_000
+    rng = random.Random(0)
+    picked = [sp.sample(rng) for _ in range(40)]
+    picked.append({**picked[0], "BLOCK_K": 4096})  # not valid in the space: left out
+    sub = subset_space(sp, picked)
+    keys = {config_key(c) for c in picked[:40]}
+    t0 = time.perf_counter()
+    draws = [sub.sample(rng) for _ in range(200)]
+    assert time.perf_counter() - t0 < 2.0
+    assert {config_key(c) for c in draws} <= keys and len({config_key(c) for c in draws}) > 20
+    assert [config_key(c) for c in sub.enumerate()] == list(dict.fromkeys(config_key(c) for c in picked[:40]))
+    assert all(sub.valid(sub.mutate(c, rng)) for c in draws[:10])
+
 def test_reduction_single_pass_and_pointwise_limits():
     sp = space_for("reduction", {"rows": 64, "cols": 1000}, torch.float32, H100)
     assert max(sp.knobs["RBLOCK"]) == 8192

@@ -19,12 +19,16 @@ def test_tune_cli_on_reference_kernels_then_select_config_uses_the_db(tmp_path, 
     assert rc == 0 and "speedup" in out and "gemm_32x32x64_float16" in out
     with ScheduleDB(db) as d:
         recs = d.all()
-    assert len(recs) == 20 and all(r.status == "ok" for r in recs)
+    # the synthetic surface fails a hashed few configs ("simulated out of resources"); which ones the guided
+    # search meets depends on its model (the shipped prior): they are recorded as failed, never selected
+    assert len(recs) == 20 and all(r.status == "ok" or "simulated out of resources" in r.error for r in recs)
+    assert sum(r.status == "ok" for r in recs) >= 16
     pngs = sorted(os.listdir(plots))
     assert len(pngs) == 2 and all(open(os.path.join(plots, p), "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in pngs)
     for k in tiny_gemms():
         cfg, src = select_config(k, db, PRESETS["cpu-interpreter"])
-        best = min((r for r in recs if r.shape_key.endswith(f"M={k.M},N={k.N}") and r.dtype in str(k.dtype)),
+        best = min((r for r in recs if r.shape_key.endswith(f"M={k.M},N={k.N}") and r.dtype in str(k.dtype)
+                    and r.status == "ok"),
                    key=lambda r: r.time_ms)
         assert src == "database" and cfg == best.config
         args = k.make_args("cpu", 7)  # the selected config computes the right answer

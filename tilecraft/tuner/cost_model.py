@@ -1,5 +1,9 @@
 """The XGBoost ranking cost model (objective rank:pairwise, one group per kernel problem), its records and metrics.
 
+The trees learn a correction to an analytic prior: each config's score starts from minus its GEMM time estimate
+over the roofline floor (`features.gemm_analytic_log`, XGBoost's base margin; 0 for other families), so ranking
+on a problem unlike the training ones falls back to the physics instead of to the nearest training shape.
+
 A measurement record is a plain JSON object:
     {"template": "matmul", "shapes": {"M": 512, "N": 512, "K": 512}, "dtype": "float16",
      "config": {"BLOCK_M": 64, ...}, "device": "H100" | {DeviceInfo fields}, "time_ms": 0.021, "status": "ok"}
@@ -129,13 +133,25 @@ def save_records(records: list[Record], path: str | os.PathLike) -> None:
             fh.write(json.dumps(r.to_json(), sort_keys=True) + "\n")
 
 
-def relevance(times: list[float | None]) -> list[int]:
-    """Integer relevance per config of one group: 30 for the best, -1 per 7% (log2/10) slower, 0 for failed."""
+def relevance(times: list[float | None]) -> list[float]:
+    """Relevance per config of one group: -log2(time / the group's best), so every pair of different times is
+    ordered (a floor would tie the slow tail, half of a large GEMM's configs); a failed config ranks 1 below the
+    slowest one."""
     ok = [t for t in times if t is not None and t > 0]
     if not ok:
-        return [0] * len(times)
+        return [0.0] * len(times)
     best = min(ok)
-    return [0 if (t is None or t <= 0) else int(max(1, 30 - round(10 * math.log2(t / best)))) for t in times]
+    worst = -math.log2(max(ok) / best)
+    return [worst - 1.0 if (t is None or t <= 0) else -math.log2(t / best) for t in times]
+
+
+PRIOR_FEATURE = "analytic_log"  # the base margin: minus this feature (log2 of estimate / floor), 0 where missing
+_PRIOR_COL = FEATURE_NAMES.index(PRIOR_FEATURE)
+
+
+def prior_margin(x: np.ndarray) -> np.ndarray:
+    """The analytic prior score of feature rows (higher = predicted faster)."""
+    return -np.nan_to_num(np.asarray(x, dtype=np.float32)[:, _PRIOR_COL], nan=0.0)
 
 
 class CostModel(Protocol):
@@ -155,12 +171,14 @@ class CostModel(Protocol):
 
 
 class XGBoostCostModel:
-    """XGBoost rank:pairwise over `features.featurize` rows (one group per kernel problem). A loaded model is a
-    prior: `fit` then adds trees on top of it instead of starting over (transfer from the sweeps it was made on)."""
+    """XGBoost rank:pairwise over `features.featurize` rows (one group per kernel problem, every pair of its
+    configs), on top of the analytic prior (`prior_margin`). A loaded model is a prior too: `fit` then adds trees
+    on top of it instead of starting over (transfer from the sweeps it was made on)."""
 
     def __init__(self, num_rounds: int = 80, params: dict | None = None):
         self.num_rounds = num_rounds
-        self.params = {"objective": "rank:pairwise", "eta": 0.15, "max_depth": 6, "min_child_weight": 1,
+        self.params = {"objective": "rank:pairwise", "lambdarank_pair_method": "topk",
+                       "lambdarank_num_pair_per_sample": 256, "eta": 0.15, "max_depth": 6, "min_child_weight": 1,
                        "tree_method": "hist", "seed": 0, "nthread": 2, "verbosity": 0, **(params or {})}
         self.booster: xgb.Booster | None = None
         self.base: xgb.Booster | None = None  # set by load(): fit continues from it
@@ -185,8 +203,9 @@ class XGBoostCostModel:
             sizes.append(len(rs))
         if not sizes:
             raise ValueError("the cost model needs at least one kernel problem with >= 2 measured configs")
-        dm = xgb.DMatrix(np.asarray(rows, dtype=np.float32), label=np.asarray(labels, dtype=np.float32),
-                         feature_names=FEATURE_NAMES, missing=np.nan)
+        x = np.asarray(rows, dtype=np.float32)
+        dm = xgb.DMatrix(x, label=np.asarray(labels, dtype=np.float32), feature_names=FEATURE_NAMES, missing=np.nan,
+                         base_margin=prior_margin(x))
         dm.set_group(sizes)
         if self.base is not None:
             self.booster = xgb.train(self.params, dm, num_boost_round=max(10, self.num_rounds // 4),
@@ -199,7 +218,8 @@ class XGBoostCostModel:
     def _predict_rows(self, x: np.ndarray) -> np.ndarray:
         if self.booster is None:
             raise RuntimeError("the cost model is not trained yet (call fit or load)")
-        return self.booster.predict(xgb.DMatrix(x, feature_names=FEATURE_NAMES, missing=np.nan))
+        return self.booster.predict(xgb.DMatrix(x, feature_names=FEATURE_NAMES, missing=np.nan,
+                                                base_margin=prior_margin(x)))
 
     def predict(self, template: str, shapes: dict, dtype, configs: list[dict], device: DeviceInfo) -> np.ndarray:
         """Scores for configs of one problem (higher = predicted faster)."""

@@ -2,8 +2,10 @@
 
 Raw knobs (log2; the matmul variant flags 0/1), problem sizes (log2), derived quantities (tiles, waves over
 the SM count, wave efficiency, arithmetic intensity, shared-memory bytes, register and occupancy estimates,
-padding waste) and device properties (SM count, L2, bandwidth, peak rate, capability), so that a model trained
-on one GPU can rank configs on another. Missing features are NaN (XGBoost treats them as missing).
+padding waste), a GEMM's analytic time estimate over its roofline floor (`gemm_analytic_log`, which the cost
+model also uses as its prior score) and device properties (SM count, L2, bandwidth, peak rate, capability), so
+that a model trained on one GPU can rank configs on another. Missing features are NaN (XGBoost treats them as
+missing).
 
 No template is named here: a template's family (gemm | reduction | pointwise) and weight bytes come from its
 declaration (`spaces.register_template`); a template that adds knobs appends their names to `KNOBS` or `FLAGS`.
@@ -23,13 +25,41 @@ FAMILIES = ["gemm", "reduction", "pointwise"]
 DERIVED = ["weight_itemsize", "log_M", "log_N", "log_K", "log_B", "log_rows", "log_cols", "log_numel", "itemsize",
            "programs_log", "waves", "wave_eff", "tail_frac", "tile_ai", "global_ai_log", "smem_kb", "smem_frac",
            "regs_per_thread", "blocks_per_sm", "occupancy", "pad_waste", "k_iters_log", "elems_per_thread_log",
-           "single_pass", "chunks_log", "floor_compute_us_log", "floor_memory_us_log", "compute_bound"]
+           "single_pass", "chunks_log", "floor_compute_us_log", "floor_memory_us_log", "compute_bound", "analytic_log"]
 DEVICE = ["dev_sm_count", "dev_l2_mb", "dev_bw_tbs", "dev_peak_tflops", "dev_cc", "dev_smem_kb"]
 FEATURE_NAMES = [f"knob_{k}" for k in KNOBS + FLAGS] + [f"family_{t}" for t in FAMILIES] + DERIVED + DEVICE
 
 
 def _log2(x: float) -> float:
     return math.log2(x) if x and x > 0 else float("nan")
+
+
+L2_OVER_DRAM = 2.5  # L2 read bandwidth / DRAM bandwidth (Hopper: ~10 TB/s vs ~4 TB/s)
+LOAD_LATENCY_S = 0.8e-6  # a global load's latency under load; num_stages - 1 loads in flight hide it
+
+
+def gemm_analytic_log(shapes: dict, config: dict, isz: int, wsz: int, blocks: int, device: DeviceInfo,
+                      peak_tflops: float, floor_s: float, dram_bytes: float) -> float:
+    """log2(estimated time / roofline floor) of one GEMM config: the tiles run in waves of `blocks` programs per
+    SM, each K step of a tile costs the largest of its MMA time (full tensor-core rate only with Hopper's wgmma:
+    >= 4 warps and BLOCK_M a multiple of 64; half otherwise), its operand loads from L2 (shared by the SM's
+    programs) and the load latency over the num_stages - 1 loads in flight; never below the DRAM traffic time.
+    Crude on purpose: it orders tile shapes by waves, padding, per-step cost and pipelining depth across problems,
+    and the trees learn what it misses (the cost model uses it as the prior score)."""
+    M, N, K = shapes.get("M", 1), shapes["N"], shapes["K"]
+    B, G = shapes.get("B", 1), shapes.get("G", 1)
+    bm, bn, bk = config.get("BLOCK_M", min(16, M)), config["BLOCK_N"], config["BLOCK_K"]
+    split, warps = config.get("SPLIT_K", 1), config.get("num_warps", 4)
+    sms = device.sm_count
+    tiles = math.ceil(M / bm) * math.ceil(N / bn) * split * B
+    res = max(1, min(blocks, math.ceil(tiles / sms)))  # programs resident on a busy SM
+    waves = math.ceil(tiles / (sms * res))
+    rate = 1.0 if warps >= 4 and bm % 64 == 0 else 0.5
+    t_mma = 2.0 * bm * bn * bk * G * res / (peak_tflops * 1e12 / sms * rate)
+    t_load = (bm * isz + G * bn * wsz) * bk * res / (device.bandwidth_gbps * 1e9 * L2_OVER_DRAM / sms)
+    t_wait = LOAD_LATENCY_S / max(1, config.get("num_stages", 2) - 1)
+    t = waves * math.ceil(K / (bk * split)) * max(t_mma, t_load, t_wait)
+    return math.log2(max(t, dram_bytes / (device.bandwidth_gbps * 1e9)) / floor_s)
 
 
 def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceInfo) -> dict[str, float]:
@@ -64,7 +94,8 @@ def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceIn
         smem = gemm_smem_bytes({**config, "BLOCK_M": bm}, isz, wsz, gemms=G)
         regs = gemm_acc_regs_per_thread({**config, "BLOCK_M": bm}, G)
         flops = 2.0 * M * N * K * B * G
-        bytes_ = (M * K * isz + G * K * N * wsz) * B + M * N * isz * B * (1 + (split > 1) * 2 * split)
+        min_bytes = (M * K * isz + G * K * N * wsz + M * N * isz) * B  # each operand read, the output written once
+        bytes_ = min_bytes + M * N * isz * B * (split > 1) * 2 * split  # split-K: partial sums written and read
         f.update(log_M=_log2(M), log_N=_log2(N), log_K=_log2(K), log_B=_log2(B),
                  tile_ai=2.0 * bm * bn * bk / ((bm * bk * isz + bk * bn * wsz)),
                  global_ai_log=_log2(flops / bytes_), smem_kb=smem / 1024, smem_frac=smem / device.smem_per_block,
@@ -78,6 +109,8 @@ def featurize(template: str, shapes: dict, dtype, config: dict, device: DeviceIn
         blocks = max(0, min(blocks_by_smem, blocks_by_threads, blocks_by_regs, 32))
         if config.get("PERSISTENT"):  # one program per SM loops over the tiles: waves of tiles over the SMs
             blocks = min(blocks, 1)
+        f["analytic_log"] = gemm_analytic_log(shapes, config, isz, wsz, blocks, device, peak,
+                                              max(flops / (peak * 1e12), min_bytes / (bw * 1e9)), bytes_)
     elif info.family == "reduction":
         rows, cols = shapes["rows"], shapes["cols"]
         xb, rb = config["XBLOCK"], config["RBLOCK"]

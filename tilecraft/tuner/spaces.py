@@ -66,7 +66,9 @@ class ConfigSpace:
         return {**config, **self.fixed}
 
     def enumerate(self, limit: int | None = None) -> list[Config]:
-        """All valid configs in a fixed order (product of knob values, filtered)."""
+        """All valid configs in a fixed order (product of knob values, filtered; cached by `valid_configs`)."""
+        if limit is None and self._valid is not None:
+            return [dict(c) for c in self._valid]
         out = []
         names = list(self.knobs)
         for vals in itertools.product(*(self.knobs[n] for n in names)):
@@ -95,9 +97,9 @@ class ConfigSpace:
         return self._valid
 
     def sample(self, rng: random.Random, tries: int = 1000) -> Config:
-        """A uniformly drawn valid config (from the cached valid set when the knob product is small, else by
-        rejection sampling that falls back to enumeration)."""
-        if self.raw_size() <= 50_000:
+        """A uniformly drawn valid config (from the cached valid set when the knob product is small or the set is
+        known, else by rejection sampling that falls back to enumerating it once: a sparse subset space)."""
+        if self._valid is not None or self.raw_size() <= 50_000:
             allc = self.valid_configs()
             if not allc:
                 raise ValueError(f"{self.template} config space has no valid config")
@@ -106,10 +108,10 @@ class ConfigSpace:
             c = self._complete({k: rng.choice(v) for k, v in self.knobs.items()})
             if self.rule(c) is None:
                 return c
-        allc = self.enumerate()
+        allc = self.valid_configs()
         if not allc:
             raise ValueError(f"{self.template} config space has no valid config")
-        return rng.choice(allc)
+        return dict(rng.choice(allc))
 
     def neighbors(self, config: Config) -> list[Config]:
         """Valid configs one step away: one knob moved to an adjacent candidate value."""
@@ -353,14 +355,22 @@ def restrict(space: ConfigSpace, **values: list) -> ConfigSpace:
 
 
 def subset_space(space: ConfigSpace, configs: list[Config]) -> ConfigSpace:
-    """The space limited to the given configs (a bounded set that strategies share, e.g. in benchmarks)."""
+    """The space limited to the given configs (a bounded set that strategies share, e.g. in benchmarks); it
+    enumerates them in the given order."""
     allowed = {config_key(c) for c in configs}
     rule = space.rule
 
     def subset_rule(c: Config) -> str | None:
         return rule(c) or (None if config_key(c) in allowed else "not in the bounded subset")
 
-    return ConfigSpace(space.template, space.knobs, subset_rule, dict(space.fixed))
+    sub = ConfigSpace(space.template, space.knobs, subset_rule, dict(space.fixed))
+    valid: dict[str, Config] = {}
+    for c in configs:  # the valid set is known: sampling and enumeration need not walk the knob product
+        c = sub._complete(c)
+        if sub.rule(c) is None:
+            valid.setdefault(config_key(c), c)
+    sub._valid = list(valid.values())
+    return sub
 
 
 def space_for_kernel(kernel, device_info: DeviceInfo) -> ConfigSpace:

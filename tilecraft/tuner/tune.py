@@ -20,7 +20,7 @@ from .device import DeviceInfo
 from .measure import Measurement, SimulatedMeasurer, simulated_measurer_factory
 from .search import TuneResult, search
 from .select import dtype_name
-from .spaces import space_for_kernel
+from .spaces import space_for_kernel, template_info
 
 
 @dataclass
@@ -173,7 +173,7 @@ def tune_kernels(kernels: list, db_path: str, budget: int | str = 64, strategy: 
                 if m.ok:
                     bar.set_postfix_str(f"{m.time_ms:.4g} ms")
 
-            model = load_default_model() if strategy == "guided" else None  # the shipped prior, if any
+            model = shipped_prior(kernel) if strategy == "guided" else None
             res = search(kernel, space, measurer, strategy, budget=n_budget,
                          time_budget_s=max(limit_s, 1e-3) if limit_s is not None else None, seed=seed,
                          patience=patience, device_info=device, on_measure=record, model=model,
@@ -191,6 +191,13 @@ def tune_kernels(kernels: list, db_path: str, budget: int | str = 64, strategy: 
         db.close()
         summaries.seconds = time.perf_counter() - t_start
     return summaries
+
+
+def shipped_prior(kernel):
+    """The shipped default cost model as the guided search's prior for a GEMM kernel, if there is one. It is
+    trained on GEMM sweeps only: a reduction or pointwise kernel starts from a fresh model, which learns its own
+    family in full rounds instead of adding a few trees to one that never saw it."""
+    return load_default_model() if template_info(kernel.template, kernel.shapes).family == "gemm" else None
 
 
 def summarize(kernel, res: TuneResult, plot_dir: str | None = None, simulated: bool = False) -> KernelSummary:
