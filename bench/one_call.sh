@@ -4,7 +4,10 @@
 #   bash bench/one_call.sh OUTDIR            (device machine, repo root; carry [".whl"] from scripts/fetch_gpu_wheels.sh)
 # Results and logs are written under /tmp/one_call and packed into OUTDIR/one_call.tgz (one file: the device tool
 # brings back at most 8).
-# Budgets (seconds) can be set: MODELS_S, QUANT_S, CHECK_S, BACKENDS_S, LAUNCH_S, FUZZ_S.
+# Budgets (seconds) can be set: MODELS_S, QUANT_S, CHECK_S, BACKENDS_S, LAUNCH_S, FUZZ_S, COMPILE_S (0: a step is
+# skipped only where said; set a budget of 1 to skip another). Next session's issue-13/14 call, for example:
+#   MODELS_S=1 QUANT_S=1 CHECK_S=1 BACKENDS_S=1 LAUNCH_S=1 FUZZ_S=230 FUZZ_JOBS=15 FUZZ_MODELS=3000 COMPILE_S=300 \
+#     bash bench/one_call.sh $OUT
 set -uo pipefail
 dest=${1:-${OUT:-bench/results}}
 out=/tmp/one_call
@@ -35,8 +38,12 @@ step backends "${BACKENDS_S:-45}" python3 bench/gemm_backends.py --only "${BACKE
   --out "$out/gemm_backends.json"
 # 5. host time per launch without CUDA graphs
 [ -f bench/launch_overhead.py ] && step launch "${LAUNCH_S:-30}" python3 bench/launch_overhead.py --out "$out/launch.json"
-# 6. a short fuzz campaign on the GPU (generated kernels, three dtypes)
-step fuzz "${FUZZ_S:-40}" python3 -m tilecraft fuzz --device cuda --jobs 8 --time 25s --reduce-seconds 5 --out "$out/fuzz"
+# 6. a fuzz campaign on the GPU (generated kernels, three dtypes); FUZZ_MODELS=3000 FUZZ_S=220 for issue 14's run
+step fuzz "${FUZZ_S:-40}" python3 -m tilecraft fuzz --device cuda --jobs "${FUZZ_JOBS:-8}" --time "$(( ${FUZZ_S:-40} > 20 ? ${FUZZ_S:-40} - 15 : 5 ))s" \
+  --max-models "${FUZZ_MODELS:-100000}" --seed "${FUZZ_SEED:-14}" --reduce-seconds 5 --no-progress --out "$out/fuzz"
+# 7. compile time, cold and warm caches, against Inductor (issue 13); off unless COMPILE_S is set (~280 s for three)
+[ "${COMPILE_S:-0}" -gt 0 ] && step compile "$COMPILE_S" python3 bench/compile_time.py --models "${COMPILE_MODELS:-gpt2,llama,bert}" \
+  --budget-s $(( COMPILE_S - 40 )) --out "$out/compile_time.json"
 echo "=== tables"
 TAIL=40 step table 15 python3 bench/models.py --table "$out/models.json" "$out/models_quant.json"
 tar czf "$dest/one_call.tgz" -C /tmp one_call && ls -la "$dest"
