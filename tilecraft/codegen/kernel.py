@@ -199,10 +199,23 @@ class Kernel:
         opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
         return consts, opts, self.grid(config)
 
+    def aten_plan(self):
+        """The ATen-backend plan the current config runs (matmul and qmatmul kernels with `BACKEND="aten"` have
+        one: cuBLAS plus generated epilogue kernels), else None."""
+        plan = getattr(self, "aten", None)
+        return plan if plan is not None and self.config.get("BACKEND") == "aten" else None
+
     def compile_units(self) -> list["Kernel"]:
         """The generated kernels a launch with the current config runs (compiled ahead by codegen/compile.py):
-        this one; a kernel with other backends (matmul, qmatmul: `BACKEND="aten"`) says which of its own."""
-        return [self]
+        this one, or its ATen plan's."""
+        plan = self.aten_plan()
+        return plan.kernels() if plan is not None else [self]
+
+    def donation(self) -> tuple[int, int] | None:
+        """(output position, input position) when the launch may write its output into that input's buffer (the
+        runtime decides whether the input is dead by then): a residual add folded into an ATen plan's cuBLAS
+        call, which then runs as an in-place `addmm_` with no copy of the residual into a fresh output."""
+        return getattr(self.aten_plan(), "donation", None)
 
     def launches_nothing(self, config: dict | None = None) -> bool:
         """Is a launch with this config a no-op: an empty grid, or an empty tensor argument?"""

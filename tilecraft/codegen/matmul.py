@@ -35,7 +35,7 @@ from ..ir.types import contiguous_strides
 from ..logs import describe_error
 from ..passes.fusion import Group, is_matmul
 from .emit import Args, Emitter, Unsupported, header, interpreting, ir_comment, map_view, needs_int64, store
-from .kernel import LAUNCH_KEYS, Kernel
+from .kernel import Kernel
 from .pointwise import pointwise_kernel
 
 log = logging.getLogger("tilecraft")
@@ -105,17 +105,6 @@ class MatmulKernel(Kernel):
     def make_plan(self, config: dict) -> tuple:
         consts, opts, grid = super().make_plan({k: v for k, v in {**VARIANT_KNOBS, **config}.items() if k != "BACKEND"})
         return {**consts, "NUM_SMS": num_sms()}, opts, grid
-
-    def compile_units(self) -> list[Kernel]:
-        return self.aten.kernels() if self.config.get("BACKEND") == "aten" and self.aten is not None else [self]
-
-    def donation(self) -> tuple[int, int] | None:
-        """(output position, input position) when the launch may write its output into that input's buffer (the
-        runtime decides whether the input is dead by then): a folded residual add on the ATen backend, which
-        then runs as an in-place `addmm_` with no copy of the residual into a fresh output."""
-        if self.config.get("BACKEND") != "aten" or self.aten is None:
-            return None
-        return self.aten.donation
 
     def launch(self, args: list, config: dict | None = None) -> None:
         cfg = self.config if config is None else config
@@ -521,7 +510,7 @@ def residual_add(mm, rest, outputs: list[Value], values: list[Value], in_group: 
     argument seen through views, of the result's dtype and broadcastable to it, the sum row-major. ATen then
     computes it as `addmm(r, a, b, out=...)` (`baddbmm` for bmm): no generated epilogue kernel reads the
     product back (LLaMA's residual adds after o_proj and down_proj). When the runtime gives the output r's own
-    buffer (r dead after this, see MatmulKernel.donation) it is an in-place `addmm_`; otherwise ATen on CUDA
+    buffer (r dead after this, see Kernel.donation) it is an in-place `addmm_`; otherwise ATen on CUDA
     copies r into the output first (one read and one write, less than the epilogue's two reads and a write).
     cuBLAS adds in fp32 before the one rounding; eager rounds the product first: equal within bf16 tolerance."""
     if len(rest) != 1 or rest[0].op != "add":

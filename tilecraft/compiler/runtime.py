@@ -290,15 +290,12 @@ class KernelProgram:
         again, self._last_ptrs = ptrs == self._last_ptrs, ptrs
         inst = next((g for g in self._graphs if g.free() and g.fits(args) and (g.direct or not again)), None)
         if inst is None and again:  # the same inputs twice: a direct instance, in place of a free one if full
-            full = len(self._graphs) >= MAX_GRAPHS
-            spare = next((g for g in self._graphs if g.free()), None) if full else None
-            if not full or spare is not None:
-                if spare is not None:
+            spare = next((g for g in self._graphs if g.free()), None)
+            if len(self._graphs) < MAX_GRAPHS or spare is not None:
+                if len(self._graphs) >= MAX_GRAPHS:
                     self._graphs.remove(spare)
                 inst = _GraphInstance.capture(self, args, set(static), warm=not self._graphs, direct=True)
                 self._graphs.append(inst)
-                return inst.replay(args)
-            inst = next((g for g in self._graphs if g.free() and g.fits(args)), None)
         if inst is None and len(self._graphs) >= MAX_GRAPHS:
             return self.run(*args)  # every instance's outputs are held: fresh buffers, kernels one by one
         if inst is None:
@@ -457,7 +454,7 @@ class KernelProgram:
         `donation`): the input is a generated kernel's fresh result, not a graph input or output, not cached
         across calls (a static step's), read by no torch op (whose result could alias it) and by nothing after
         this step."""
-        d = step.kernel.donation() if hasattr(step.kernel, "donation") else None
+        d = step.kernel.donation()
         if d is None:
             return None
         v, i = step.values[d[1]], self.steps.index(step)

@@ -245,10 +245,8 @@ def follow_input_layouts(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> 
 
 def _viewable(src, size) -> bool:
     """Would torch's reshape of a tensor of type `src` to `size` be a view (no copy)?"""
-    import torch
-
     try:
-        torch.empty_strided(src.shape, src.strides, dtype=src.dtype, device="meta").view(size)
+        src.meta().view(size)
         return True
     except (RuntimeError, ValueError):  # meta tensors say ValueError
         return False
@@ -259,7 +257,7 @@ def materialize_reshapes(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> 
     whose result an op run through torch reads (the attention kernel) is preceded by a generated copy kernel: the
     runtime would otherwise make the copy with ATen's strided copy (0.25 ms per call of LLaMA-style b4x512 on an
     H200). The reshape of the copy is then a view. Generated kernels read such reshapes as index arithmetic and
-    are left alone."""
+    are left alone. (An attention that takes grouped k/v reads no such reshape: `use_sdpa_gqa` runs first.)"""
     from ..ir.types import TensorType
 
     users = graph.users()

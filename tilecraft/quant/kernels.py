@@ -84,9 +84,6 @@ class QuantKernel(Kernel):
         consts, opts, grid = super().make_plan({k: v for k, v in config.items() if k != "BACKEND"})
         return {**self.extra, **consts}, {} if interpreting() else opts, grid
 
-    def compile_units(self) -> list[Kernel]:
-        return self.aten.kernels() if self.config.get("BACKEND") == "aten" and self.aten is not None else [self]
-
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
         config = self.config if config is None else config
         if config.get("BACKEND") == "aten" and self.aten is not None:  # no Triton plan to look up
