@@ -65,6 +65,10 @@ def cold_gpu_us(make_fn, nbytes: int, rounds: int = 2) -> float:
     return sum(t for _, t in gpu_profile(sweep, n=rounds)) / copies
 
 
+def wb_itemsize(dtype) -> int:
+    return torch.empty(0, dtype=dtype).element_size()
+
+
 def rel_err(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-30))
 
@@ -83,12 +87,15 @@ def curated_configs(template: str, M: int, scheme: str = "") -> list[dict]:
                 for bn, bk, w in [(16, 256, 4), (8, 512, 4)]]
     sw = {"SCALE_W": True} if scheme == "int4_weight_only" else {}
     # (tiles keep about 64 dequantized weights per thread: BLOCK_N x BLOCK_K / (32 num_warps))
-    if template == "wq_gemm" and M <= 16:  # the weight tile on the dot's left (TRANS), split-K reduced in-kernel
+    if template == "wq_gemm" and M <= 16:  # thin N tiles (the H100's best at 4096x4096) with split-K to fill the
+        # device on a model's smaller weights (2048x512: 16 tiles of 32); the weight tile on the dot's left (TRANS)
         return [{"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
                  "TRANS": tr, **sw}
-                for bn, bk, sk, tr, w, st in [(128, 128, 4, True, 8, 3), (64, 256, 2, True, 8, 4),
-                                              (32, 256, 1, False, 4, 3), (64, 128, 4, True, 4, 4),
-                                              (128, 128, 2, True, 8, 3), (64, 512, 2, True, 8, 2)]]
+                for bn, bk, sk, tr, w, st in [(32, 256, 2, False, 4, 3), (32, 256, 4, False, 4, 3),
+                                              (16, 256, 4, False, 4, 3), (32, 128, 8, False, 4, 3),
+                                              (32, 256, 1, False, 4, 3), (64, 256, 4, True, 8, 3),
+                                              (64, 128, 4, True, 4, 4), (128, 128, 4, True, 8, 3),
+                                              (16, 512, 2, False, 4, 3), (64, 256, 2, True, 8, 4)]]
     if template == "wq_gemm" and M <= 64:
         return [{"BLOCK_M": 64, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
                  "TRANS": tr, **sw}
@@ -127,8 +134,38 @@ def sample_configs(kernel, n: int, seed: int) -> list[dict]:
     return out
 
 
+def precompile(kernel, args, configs, dry: bool) -> None:
+    """Launch every config once from a thread pool, so Triton compiles them concurrently (ptxas runs outside the
+    GIL) before the timed loop, which then only checks and times. Each thread writes its own output; failures
+    are left to the loop, which reports them."""
+    if dry or len(configs) < 2:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(cfg):
+        try:
+            kernel.launch([*args[:-1], torch.empty_like(args[-1])], cfg)
+        except Exception:  # noqa: BLE001 - the timed loop runs this config again and counts the failure
+            pass
+
+    one(configs[0])  # the kernel's per-device caches are made here, not racing in the threads
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(one, configs[1:]))
+    torch.cuda.synchronize()
+
+
+def dequant_tiles_us(scheme, qw, group, dtype, tiles: list) -> dict:
+    """Cold GPU µs of the 'aten' backend's dequantize kernel alone, per (BLOCK_N, BLOCK_K) tile choice."""
+    from tilecraft.quant.kernels import dequantize_into
+
+    nbytes = qw.qweight.numel()
+    return {f"{bn}x{bk}": cold_gpu_us(lambda i, t=(bn, bk): (lambda q: (
+        lambda: dequantize_into(scheme, q, qw.scales, qw.zeros, group, dtype, t)))(qw.qweight.clone()), nbytes)
+        for bn, bk in tiles}
+
+
 def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth, inductor=True,
-                cold_top=4) -> dict:
+                cold_top=4, dequant_tiles=()) -> dict:
     g = torch.Generator(device="cpu").manual_seed(M * 7 + N)
     w = (torch.randn(N, K, generator=g) * 0.02)
     x = torch.randn(M, K, generator=g).to(dtype).to(dev)
@@ -161,7 +198,10 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
         per = max(1, n_cfg // len(templates)) if len(templates) > 1 else n_cfg
         if template == "wq_gemv" and M > 2:  # a multi-row GEMV: only its curated points (slow to compile)
             per = 1 + len(curated_configs(template, M, scheme))
-        for cfg in sample_configs(k, per if time.perf_counter() < deadline else 1, seed=zlib.crc32(f'{scheme}/{template}/{M}'.encode())):
+        configs = sample_configs(k, per if time.perf_counter() < deadline else 1,
+                                 seed=zlib.crc32(f'{scheme}/{template}/{M}'.encode()))
+        precompile(k, args, configs, dry)
+        for cfg in configs:
             tried += 1
             try:
                 out.zero_()
@@ -220,6 +260,10 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
         row["dequant_mm_rel_err"] = rel_err(deq_mm(qw.qweight)(), ref)
         if not dry:
             row["dequant_mm_cold_us"] = cold_gpu_us(lambda i: deq_mm(qw.qweight.clone()), qw.qweight.numel())
+            # the dequantize kernel alone against its floor (read the packed weight, write the float one)
+            row["dequant_floor_us"] = (qw.qweight.numel() + N * K * wb_itemsize(dtype)) / bandwidth * 1e6
+            if dequant_tiles:
+                row["dequant_tiles_us"] = dequant_tiles_us(scheme, qw, group, dtype, dequant_tiles)
     # ---- Inductor on the plain dequantize-then-matmul code
     if not dry and scheme != "fp8" and inductor:
         try:
@@ -370,6 +414,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-inductor", action="store_true", help="skip the Inductor column (compiles per row)")
     ap.add_argument("--quick", action="store_true", help="int8,int4 only, 3 configs a row, no Inductor, no conv")
     ap.add_argument("--budget-s", type=float, default=240.0, help="after this, only default configs are timed")
+    ap.add_argument("--dequant-tiles", default="", help="M >= 256: also time the dequantize kernel alone for these "
+                    "BLOCK_NxBLOCK_K tiles, e.g. 32x128,64x128,64x256 (the default tiles: DEQUANT_TILES)")
     args = ap.parse_args(argv)
     if args.quick:
         args.schemes, args.sweep, args.no_inductor, args.no_conv = "int8,int4", min(args.sweep, 3), True, True
@@ -398,7 +444,8 @@ def main(argv=None) -> int:
             for M in ms_list:
                 t0 = time.perf_counter()
                 row = linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth,
-                                  not args.no_inductor, 2 if args.quick else 4)
+                                  not args.no_inductor, 2 if args.quick else 4,
+                                  [tuple(int(v) for v in t.split("x")) for t in args.dequant_tiles.split(",") if t])
                 row["bench_s"] = time.perf_counter() - t0
                 rows.append(row)
                 print(f"done {scheme} M={M} K={K} N={N} in {row['bench_s']:.1f}s", flush=True)
@@ -426,6 +473,11 @@ def main(argv=None) -> int:
               f"{fmt(r.get('tilecraft_us')):>8} "
               f"{fmt(r['cublas_us']):>7} {fmt(r.get('inductor_us')):>8} {fmt(r.get('rel_err'), '.1e'):>8}  "
               f"{r.get('template', '-')} {short_config(r.get('config'))}")
+    for r in rows:
+        if r.get("dequant_floor_us"):
+            tiles = ", ".join(f"{t} {us:.1f}" for t, us in r.get("dequant_tiles_us", {}).items())
+            print(f"dequantize {r['scheme'].split('_')[0]} {r['K']}x{r['N']}: floor {r['dequant_floor_us']:.1f} us"
+                  + (f"; cold us by tile: {tiles}" if tiles else ""))
     c = conv
     if c:
         print(f"\n{c['workload']}: eager {fmt(c['eager_ms'], '.4f')} ms, Inductor {fmt(c.get('inductor_ms'), '.4f')} ms, "

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in as few device calls as they fit. Usage (on the device machine, repo root; .whl carried):
-#   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model] [models] [backends] [launch] [sweep]  (none named: the first four)
+#   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model] [models] [backends] [launch] [sweep] [llamaquant]
+#   (none named: the first four)
 # Each part runs under `timeout ${BUDGET:-170}`; logs and JSON land in OUTDIR. `models` (bench/models.py, whole HF
 # models; ~8 min for all) runs under `timeout ${MODELS_S:-560}`, starts no model after ${MODELS_BUDGET:-420} s and
 # takes MODELS_ARGS (e.g. "--models gpt2,llama_b4 --quant int8,int4"); give it its own device call. `backends`
@@ -28,6 +29,14 @@ for part in $parts; do
     launch) run bench/launch_overhead.py --out "$out/launch_overhead.json" ;;
     backends) BUDGET=${BACKENDS_S:-280} run bench/gemm_backends.py --out "$out/gemm_backends.json" ;;
     eco) run bench/ecosystem.py --out "$out/ecosystem.json" ;;
+    llamaquant)  # issue 15 on LLaMA-492M's own weight shapes: decode M=16 config sweep, prefill dequantize tiles,
+      # then the whole model at b1x16 / b4x512 in bf16, int8, int4 (~6 min)
+      BUDGET=200 TAIL=30 run bench/quant_linear.py --schemes int8,int4 --ms 16 --sweep 11 --no-inductor --no-conv \
+        --shapes 2048x2048,2048x512,2048x5632,5632x2048,2048x32000 --budget-s 170 --out "$out/quant_m16.json"
+      BUDGET=90 TAIL=12 run bench/quant_linear.py --schemes int8,int4 --ms 2048 --sweep 1 --no-inductor --no-conv \
+        --shapes 2048x5632,5632x2048 --dequant-tiles 32x128,64x128,64x256,128x128,32x256 --out "$out/quant_m2048.json"
+      BUDGET=200 TAIL=30 run bench/models.py --models llama_b1,llama_b4 --backends tilecraft --quant int8,int4 \
+        --budget-s 150 --out "$out/models_quant.json" ;;
     sweep) BUDGET=${SWEEP_TIMEOUT:-470} run bench/gemm_sweep.py --budget-s ${SWEEP_S:-420} --out "$out/gemm_sweep.json" ;;
     *) echo "unknown part $part" ;;
   esac

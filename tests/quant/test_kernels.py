@@ -137,3 +137,17 @@ def test_ir_reference_falls_back_to_eager_when_a_kernel_cannot_run(monkeypatch, 
         ref(x, qw.qweight, qw.scales, bias)
     assert_close(got, _reference(x, qw, bias))
     assert sum("wq_linear_int8 kernel failed" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("scheme,group,K,N", CASES)
+@pytest.mark.parametrize("tiles", [None, (32, 64), (8, 128)])
+def test_dequantize_into_matches_the_reference_dequantization(scheme, group, K, N, tiles):
+    """The "aten" backend's first step: the whole weight in the activation dtype, for any tile shape (int4: a
+    BLOCK_K above the group size is capped to it, so each tile reads one scale and zero point per row)."""
+    from tilecraft.quant.kernels import dequantize_into
+
+    qw = quantize_weight(torch.randn(N, K, generator=seeded(K * 31 + N)), scheme, group)
+    for dtype in (torch.float32, torch.bfloat16):
+        got = dequantize_into(scheme, qw.qweight, qw.scales, qw.zeros, group, dtype, tiles)
+        assert got.shape == (N, K) and got.dtype == dtype
+        assert_close(got, dequantize(qw).to(dtype))

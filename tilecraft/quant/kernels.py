@@ -125,10 +125,15 @@ _SCRATCH: dict = {}  # (device, dtype) -> the largest dequantized-weight buffer 
 _KEEP: list = []  # buffers a larger one replaced: a captured CUDA graph may still write them
 
 
-def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torch.dtype) -> torch.Tensor:
+DEQUANT_TILES = {"int8_weight_only": (64, 128), "int4_weight_only": (64, 128)}  # (BLOCK_N, BLOCK_K) on a GPU
+
+
+def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torch.dtype,
+                    tiles: tuple[int, int] | None = None) -> torch.Tensor:
     """The weight [N, K] dequantized in `dtype` by one Triton kernel, into a scratch buffer shared by every
     quantized matmul of that device and dtype (they run one after another on one stream), so the float weights
-    never all exist at once. Valid until the next call."""
+    never all exist at once. Valid until the next call. `tiles`: (BLOCK_N, BLOCK_K) instead of DEQUANT_TILES
+    (int4: BLOCK_K is capped at the group size)."""
     from ..codegen.kernel import load_source
 
     N = qweight.shape[0]
@@ -142,7 +147,9 @@ def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torc
     out = buf[:N * K].view(N, K)
     if not _DEQUANT:
         _DEQUANT.append(load_source((SRC_DIR / "dequant.py").read_text(), "dequant_kernel"))
-    bn, bk = (16, 32) if interpreting() else (32, 128 if scheme == "int8_weight_only" else min(group, 128))
+    bn, bk = tiles or ((16, 32) if interpreting() else DEQUANT_TILES[scheme])
+    if scheme == "int4_weight_only":
+        bk = min(bk, group)  # a tile inside one group (group sizes are powers of two, see formats.py)
     z = zeros if zeros is not None else scales
     _DEQUANT[0][(triton.cdiv(N, bn), triton.cdiv(K, bk))](
         qweight, scales, z, out, N, K, BITS=BITS[scheme], GROUP=max(group, 1), BLOCK_N=bn, BLOCK_K=bk,

@@ -1,6 +1,8 @@
 """Dequantize a whole int8/int4 weight [N, K] into a float matrix (the activation dtype): the first step of
 the quantized matmul's "aten" backend (then cuBLAS), for large M where a tensor-core GEMM library wins.
-Grid: (cdiv(N, BLOCK_N), cdiv(K, BLOCK_K)). int4: BLOCK_K divides K (K is a multiple of the group size)."""
+Grid: (cdiv(N, BLOCK_N), cdiv(K, BLOCK_K)). int4: BLOCK_K divides the group size, so a tile lies inside one
+group and its scales and zero points are one value per row (loaded as [BLOCK_N] vectors, not gathered per
+element: that gather made this kernel 5x its memory floor)."""
 import triton
 import triton.language as tl
 
@@ -23,8 +25,8 @@ def dequant_kernel(w_ptr, s_ptr, z_ptr, out_ptr, N, K, BITS: tl.constexpr, GROUP
         words = tl.load(w_ptr.to(tl.pointer_type(tl.int32)) + offs_n[:, None] * (K // 8) + offs_w[None, :],
                         mask=n_ok[:, None] & (offs_w < K // 8)[None, :], other=0)
         q = u4f(unpack8(words, BLOCK_N, WORDS))
-        g = offs_n[:, None] * (K // GROUP) + (offs_k // GROUP)[None, :]
-        s = tl.load(s_ptr + g, mask=ok, other=0.0).to(tl.float32)
-        z = tl.load(z_ptr + g, mask=ok, other=0).to(tl.float32)
-        w = (q - z) * s
+        g = offs_n * (K // GROUP) + (tl.program_id(1) * BLOCK_K) // GROUP  # the tile's group, per row
+        s = tl.load(s_ptr + g, mask=n_ok, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + g, mask=n_ok, other=0).to(tl.float32)
+        w = (q - z[:, None]) * s[:, None]
     tl.store(out_ptr + offs_n[:, None] * K + offs_k[None, :], w.to(out_ptr.dtype.element_ty), mask=ok)
