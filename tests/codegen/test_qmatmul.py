@@ -119,3 +119,43 @@ def test_aten_backend_dequantizes_then_multiplies_then_runs_the_epilogue(scheme,
     assert down.info["ops"][-1] == "add" and down.aten.epilogue is None and down.aten.residual is not None
     with pytest.raises(Exception, match="BACKEND='cublas'"):
         prog.kernels[0].check_config(dict(prog.kernels[0].config, BACKEND="cublas"))
+
+
+class ResidualThenRMSNorm(nn.Module):
+    """LLaMA's seam: h = x + o_proj(a), then RMSNorm(h) casts h to float32; h is also the next residual."""
+
+    def __init__(self, d=64):
+        super().__init__()
+        self.o_proj, self.w = nn.Linear(d, d, bias=False), nn.Parameter(torch.randn(d) * 0.1 + 1)
+
+    def forward(self, a, x):
+        h = x + self.o_proj(a)
+        h32 = h.to(torch.float32)
+        normed = h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return h, self.w * normed.to(h.dtype)
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only:32"])
+def test_widening_cast_of_the_residual_stays_with_its_readers(scheme):
+    """The fp32 cast of a stored residual sum is not fused into the quantized matmul's epilogue (that stores the
+    sum twice, once in fp32, and keeps the bias-free `x + q(a)` out of addmm): the matmul group is linear + add,
+    its "aten" backend one addmm with x, and RMSNorm's reduction casts on load. Both backends match eager."""
+    torch.manual_seed(3)
+    model = ResidualThenRMSNorm().eval().to(torch.bfloat16)
+    a, x = (torch.randn(2, 5, 64, generator=seeded(i)).to(torch.bfloat16) for i in (4, 5))
+    torch._dynamo.reset()
+    c = tilecraft.compile(model, quantize=scheme)
+    with torch.no_grad():
+        ref = c.model(a, x)
+        for backend in ("triton", "aten"):
+            if backend == "aten":
+                q.config = dict(q.config, BACKEND=backend)
+            got = c(a, x)
+            prog = c.report.graphs[0].program
+            (q,) = [k for k in prog.kernels if k.template in ("wq_gemm", "wq_gemv")]
+            assert q.info["ops"][-1] == "add" and "cast" not in q.info["ops"], q.info["ops"]
+            for g, r in zip(got, ref):
+                assert_close(g, r, msg=f"{scheme} {backend}")
+            assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]
+    assert q.aten.residual is not None and q.aten.epilogue is None
+    assert any(k.template == "reduction" and "cast" in k.info.get("ops", []) for k in prog.kernels)

@@ -151,3 +151,22 @@ def test_dequantize_into_matches_the_reference_dequantization(scheme, group, K, 
         got = dequantize_into(scheme, qw.qweight, qw.scales, qw.zeros, group, dtype, tiles)
         assert got.shape == (N, K) and got.dtype == dtype
         assert_close(got, dequantize(qw).to(dtype))
+
+
+@pytest.mark.parametrize("scheme,group", [("int8_weight_only", 0), ("int4_weight_only", 128)])
+def test_gpu_decode_default_splits_k_and_matches_the_reference(monkeypatch, scheme, group):
+    """The GPU default at M=16 (thin N tiles, K split 4 ways and reduced in the kernel while the N tiles are
+    few), run as is on the interpreter: whole sums, twice (the split counters reset themselves)."""
+    from tilecraft.quant import kernels as qk
+
+    M, N, K = 16, 64, 2048
+    monkeypatch.setattr(qk, "interpreting", lambda: False)
+    cfg = qk.default_config("wq_gemm", scheme, M, N, K, group)
+    monkeypatch.undo()
+    assert (cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"], cfg["TRANS"]) == (32, 256, 4, False)
+    assert cfg.get("SCALE_W", False) == (scheme == "int4_weight_only")
+    g = seeded(29)
+    qw = quantize_weight(torch.randn(N, K, generator=g), scheme, group)
+    x = torch.randn(M, K, generator=g)
+    for _ in range(2):
+        assert_close(_run(scheme, x, qw, None, "wq_gemm", cfg), _reference(x, qw, None), scale=10)  # K=2048 sums

@@ -135,10 +135,9 @@ class Partitioner:
                 return None
             if g.kind == "reduction" and out in (g.shape, g.reduced_shape, self._squeezed(g)):
                 return "reduction-epilogue" if out != g.shape or _reads_own_rows(node, g, inside) else None
-            if g.kind == "matmul" and out == g.shape and not self._feeds_only_reductions(node):
-                return "matmul-epilogue"
-            if g.kind == "qmatmul" and out == g.shape and not self._feeds_only_reductions(node):
-                return "qmatmul-epilogue"
+            if g.kind in ("matmul", "qmatmul") and out == g.shape and not self._feeds_only_reductions(node) \
+                    and not self._widens_a_stored_value(node):
+                return f"{g.kind}-epilogue"
             return None
         if kind == "reduction":
             x = node.inputs[0]
@@ -149,6 +148,17 @@ class Partitioner:
             if g.kind == "reduction" and reduction_dims(node) == g.dims:
                 return "multi-reduction"
         return None
+
+    def _widens_a_stored_value(self, node: Node) -> bool:
+        """A widening cast (bf16 -> fp32) of a value that is stored anyway: in the epilogue it would add a store
+        of twice the bytes, and hold a bias-free `mm + r` back from cuBLAS's addmm (LLaMA's residual add, then
+        RMSNorm's fp32 cast). Its readers cast on load instead."""
+        if node.op != "cast" or not node.inputs or not isinstance(node.inputs[0], Value):
+            return False
+        src = node.inputs[0]
+        if node.outputs[0].type.dtype.itemsize <= src.type.dtype.itemsize:
+            return False
+        return self._escapes(src) or any(u is not node for u in self._uses(src))
 
     def _feeds_only_reductions(self, node: Node) -> bool:
         """Cheaper recomputed in the reduction's prologue than written out by a matmul and read back."""

@@ -125,7 +125,9 @@ _SCRATCH: dict = {}  # (device, dtype) -> the largest dequantized-weight buffer 
 _KEEP: list = []  # buffers a larger one replaced: a captured CUDA graph may still write them
 
 
-DEQUANT_TILES = {"int8_weight_only": (64, 128), "int4_weight_only": (64, 128)}  # (BLOCK_N, BLOCK_K) on a GPU
+# (BLOCK_N, BLOCK_K) on a GPU: measured best on an H200 (2048x5632 and 5632x2048, cold: int8 8.3 us for a
+# floor of 8.1; int4 7.4-7.6 for 6.8; `bash bench/run_gpu.sh OUT llamaquant`)
+DEQUANT_TILES = {"int8_weight_only": (64, 128), "int4_weight_only": (32, 128)}
 
 
 def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torch.dtype,
@@ -160,8 +162,8 @@ def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torc
 def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:
     """Heuristic config: the best points of bench/quant_linear.py on an H100 (cold-L2 GPU time, K=4096 and
     N=4096/11008; smaller tiles when interpreting). GEMV (M=1): 2 rows x 2048 K for int8 and 8 x 2048 for int4
-    (thousands of programs, each streaming 4-8 KB per step). GEMMs, not measured yet in this form (set them
-    from bench/quant_linear.py): M <= 64 puts the weight tile on the dot's left (TRANS) with 64-wide N tiles,
+    (thousands of programs, each streaming 4-8 KB per step). M <= 16: measured on an H200 (below). GEMMs at
+    16 < M <= 64, not measured yet in this form (set them from bench/quant_linear.py): they put the weight tile on the dot's left (TRANS) with 64-wide N tiles,
     256/128-long K chunks and split-K to about two programs per SM; larger M is a 128x128x64 bf16 tensor-core
     GEMM. int4 applies the group scales to the weight tile (SCALE_W), so a chunk can span groups."""
     small = interpreting()
@@ -189,10 +191,21 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
     if scheme == "fp8":
         return {"BLOCK_M": bm, "BLOCK_N": _clamp_pow2(N, 16, 64 if M <= 64 else 128), "BLOCK_K": 128,
                 "SPLIT_K": 1, "num_warps": 4, "num_stages": 4}
-    if M <= 16 and scheme == "int8_weight_only":  # measured best on an H100 (bench/quant_linear.py, 2026-11-23:
-        # 10.8 us cold at 4096x4096, cuBLAS bf16 15.7); the TRANS/split-K guess below took 12.7 us in ANCHORS
-        return {"BLOCK_M": 16, "BLOCK_N": _clamp_pow2(N, 16, 32), "BLOCK_K": _clamp_pow2(K, 16, 256), "SPLIT_K": 1,
-                "num_warps": 4, "num_stages": 3, "TRANS": False}
+    if M <= 16:  # decode batches, int8 and int4 alike: thin N tiles, K split 4 ways (reduced in the kernel) while
+        # the N tiles alone would not fill the device twice. Measured best, cold weights, on an H200 at M=16 for
+        # LLaMA-492M's weights (`bash bench/run_gpu.sh OUT llamaquant`, 2026-12-02): 2048x2048 5.2/5.3 us
+        # (int8/int4), 2048x512 3.8/4.2, 5632x2048 7.9/9.7, 2048x5632 -/10.2, 2048x32000 (no split) 23.3/33.2;
+        # cuBLAS bf16 5.6, 5.3, 10.2, 7.8, 34.2 us. (H100, 4096x4096: 16x32x256 without split, 10.8 us.)
+        bk = _clamp_pow2(K, 16, 256)
+        bn = _clamp_pow2(N, 16, 32)
+        split = 4 if triton.cdiv(N, bn) < 2 * _sm_count() and K >= 8 * bk else 1
+        cfg = {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": 4, "num_stages": 3,
+               "TRANS": False}
+        if scheme == "int4_weight_only":
+            cfg["SCALE_W"] = True
+            if bk > group and K % bk:
+                cfg["BLOCK_K"] = group
+        return cfg
     if M <= 64:  # memory-bound: the weight tile is the dot's left operand (TRANS) and the wide dimension; K is
         # split (reduced in the kernel) until there are about two programs per SM
         bk = _clamp_pow2(K, 16, 256 if M <= 16 else 128)
