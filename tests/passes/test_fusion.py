@@ -201,3 +201,59 @@ def test_dual_never_takes_a_matmul_whose_operand_needs_the_other():
     # mm(x, relu(x @ w1) * w2): same A and shapes, but B is computed from the first matmul's result
     ks = run(lambda x: (x @ w1) * (x @ (torch.relu(x @ w1) * w2)), x, n_kernels=2)
     assert not any("matmul-dual" in k.info["rules"] for k in ks)
+
+
+def _biased_linear_residual_norm(device: str):
+    """IR of `h = addmm(b, x, w) + r; (h, layer_norm(h))`, GPT-2's residual seam, with values on `device`."""
+    from tilecraft.ir import Graph, TensorType
+
+    g = Graph()
+    t = lambda *shape: TensorType(shape, torch.bfloat16, None, device)  # noqa: E731
+    x, w, b, r, lw, lb = (g.add_input(t(*s), n) for s, n in [((8, 16), "x"), ((16, 16), "w"), ((16,), "b"),
+                                                           ((8, 16), "r"), ((16,), "lw"), ((16,), "lb")])
+    mm = g.add("addmm", [b, x, w], {"beta": 1, "alpha": 1}).out
+    h = g.add("add", [mm, r]).out
+    norm = g.add("layer_norm", [h, lw, lb], {"normalized_shape": [16], "eps": 1e-5}).outputs[0]
+    g.outputs = [h, norm]
+    return g
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_residual_after_a_biased_matmul_goes_to_the_norm_on_cuda(device):
+    """On CUDA (cuBLAS runs the addmm, its bias in the added operand) the residual add joins the LayerNorm's
+    prologue: one kernel adds on load and stores the sum and the norm, no epilogue kernel reads the product back.
+    On the CPU/interpreter (Triton template) the add stays the matmul's epilogue."""
+    from tilecraft.passes.fusion import partition
+
+    groups = [[n.op for n in grp.nodes] for grp in partition(_biased_linear_residual_norm(device))]
+    if device == "cuda":
+        assert groups == [["addmm"], ["add", "layer_norm"]], groups
+    else:
+        assert groups == [["addmm", "add"], ["layer_norm"]], groups
+
+
+def test_residual_in_the_norm_prologue_matches_eager():
+    """The CUDA-side grouping (add + layer_norm as one reduction kernel after the matmul) gives eager's numbers:
+    the same graph compiled with the rule on for CPU values, both outputs checked."""
+    from tilecraft.passes import fusion
+
+    class Seam(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj, self.ln = nn.Linear(16, 16), nn.LayerNorm(16)
+
+        def forward(self, x, r):
+            h = self.proj(x) + r
+            return h, self.ln(h)
+
+    m = Seam().eval()
+    orig = fusion.Partitioner._residual_for_a_norm
+    fusion.Partitioner._residual_for_a_norm = lambda self, node, g: orig(self, node, g) or (
+        node.op == "add" and [n.op for n in g.nodes] == ["addmm"] and any(
+            fusion.is_reduction(u) for u in self._uses(node.outputs[0])))
+    try:
+        ks = run(m, r(2, 4, 16), r(2, 4, 16, seed=1), n_kernels=2)
+    finally:
+        fusion.Partitioner._residual_for_a_norm = orig
+    assert [k.template for k in ks] == ["matmul", "reduction"] and "add" in ks[1].info["ops"], \
+        [(k.template, k.info.get("ops")) for k in ks]

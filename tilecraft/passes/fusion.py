@@ -136,7 +136,7 @@ class Partitioner:
             if g.kind == "reduction" and out in (g.shape, g.reduced_shape, self._squeezed(g)):
                 return "reduction-epilogue" if out != g.shape or _reads_own_rows(node, g, inside) else None
             if g.kind in ("matmul", "qmatmul") and out == g.shape and not self._feeds_only_reductions(node) \
-                    and not self._widens_a_stored_value(node):
+                    and not self._widens_a_stored_value(node) and not self._residual_for_a_norm(node, g):
                 return f"{g.kind}-epilogue"
             return None
         if kind == "reduction":
@@ -148,6 +148,16 @@ class Partitioner:
             if g.kind == "reduction" and reduction_dims(node) == g.dims:
                 return "multi-reduction"
         return None
+
+    def _residual_for_a_norm(self, node: Node, g: Group) -> bool:
+        """On CUDA a matmul runs in cuBLAS (the "aten" backend) and its epilogue as a kernel of its own. A residual
+        add right after an addmm, whose bias already takes cuBLAS's added operand, would cost that kernel a full
+        pass (read the product and r, write the sum) before the next LayerNorm reads the sum again; read by a
+        reduction, the add goes into the reduction's prologue instead (one kernel adds on load, stores the sum and
+        the norm: GPT-2, OPT, BERT, NeoX). Elsewhere (the Triton template) the epilogue is the cheaper place."""
+        if node.op != "add" or [n.op for n in g.nodes] != ["addmm"] or node.outputs[0].type.device != "cuda":
+            return False
+        return any(is_reduction(u) for u in self._uses(node.outputs[0]))
 
     def _widens_a_stored_value(self, node: Node) -> bool:
         """A widening cast (bf16 -> fp32) of a value that is stored anyway: in the epilogue it would add a store
