@@ -165,7 +165,7 @@ def dequant_tiles_us(scheme, qw, group, dtype, tiles: list) -> dict:
 
 
 def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth, inductor=True,
-                cold_top=4, dequant_tiles=()) -> dict:
+                cold_top=4, dequant_tiles=(), dequant_chunks=()) -> dict:
     g = torch.Generator(device="cpu").manual_seed(M * 7 + N)
     w = (torch.randn(N, K, generator=g) * 0.02)
     x = torch.randn(M, K, generator=g).to(dtype).to(dev)
@@ -252,10 +252,10 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
     if not dry:
         row["cublas_cold_us"] = cold_gpu_us(lambda i: (lambda wc: (lambda: x @ wc.t()))(wb.clone()), wb.numel() * 2)
     if M >= 256 and scheme != "fp8":  # the compiled qmatmul's "aten" backend: dequantize, then cuBLAS
-        from tilecraft.quant.kernels import dequantize_into
+        from tilecraft.quant.kernels import dequant_matmul
 
-        def deq_mm(q):
-            return lambda: x @ dequantize_into(scheme, q, qw.scales, qw.zeros, group, dtype).t()
+        def deq_mm(q, chunk=None):
+            return lambda: dequant_matmul(scheme, x, q, qw.scales, qw.zeros, group, chunk_bytes=chunk)
 
         row["dequant_mm_rel_err"] = rel_err(deq_mm(qw.qweight)(), ref)
         if not dry:
@@ -264,6 +264,9 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
             row["dequant_floor_us"] = (qw.qweight.numel() + N * K * wb_itemsize(dtype)) / bandwidth * 1e6
             if dequant_tiles:
                 row["dequant_tiles_us"] = dequant_tiles_us(scheme, qw, group, dtype, dequant_tiles)
+            for mb in dequant_chunks:  # in blocks of weight rows of about mb MB as floats (L2-sized)
+                row.setdefault("dequant_mm_chunk_us", {})[str(mb)] = cold_gpu_us(
+                    lambda i, c=int(mb * 2**20): deq_mm(qw.qweight.clone(), c), qw.qweight.numel())
     # ---- Inductor on the plain dequantize-then-matmul code
     if not dry and scheme != "fp8" and inductor:
         try:
@@ -414,6 +417,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-inductor", action="store_true", help="skip the Inductor column (compiles per row)")
     ap.add_argument("--quick", action="store_true", help="int8,int4 only, 3 configs a row, no Inductor, no conv")
     ap.add_argument("--budget-s", type=float, default=240.0, help="after this, only default configs are timed")
+    ap.add_argument("--dequant-chunks", default="", help="M >= 256: also time dequantize+cuBLAS in blocks of "
+                    "weight rows of these many MB as floats, e.g. 4,8,16 (see tilecraft.quant.kernels.dequant_matmul)")
     ap.add_argument("--dequant-tiles", default="", help="M >= 256: also time the dequantize kernel alone for these "
                     "BLOCK_NxBLOCK_K tiles, e.g. 32x128,64x128,64x256 (the default tiles: DEQUANT_TILES)")
     args = ap.parse_args(argv)
@@ -445,7 +450,8 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 row = linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth,
                                   not args.no_inductor, 2 if args.quick else 4,
-                                  [tuple(int(v) for v in t.split("x")) for t in args.dequant_tiles.split(",") if t])
+                                  [tuple(int(v) for v in t.split("x")) for t in args.dequant_tiles.split(",") if t],
+                                  [float(c) for c in args.dequant_chunks.split(",") if c])
                 row["bench_s"] = time.perf_counter() - t0
                 rows.append(row)
                 print(f"done {scheme} M={M} K={K} N={N} in {row['bench_s']:.1f}s", flush=True)
@@ -476,8 +482,11 @@ def main(argv=None) -> int:
     for r in rows:
         if r.get("dequant_floor_us"):
             tiles = ", ".join(f"{t} {us:.1f}" for t, us in r.get("dequant_tiles_us", {}).items())
-            print(f"dequantize {r['scheme'].split('_')[0]} {r['K']}x{r['N']}: floor {r['dequant_floor_us']:.1f} us"
-                  + (f"; cold us by tile: {tiles}" if tiles else ""))
+            chunks = ", ".join(f"{c} MB {us:.1f}" for c, us in r.get("dequant_mm_chunk_us", {}).items())
+            print(f"dequantize {r['scheme'].split('_')[0]} M={r['M']} {r['K']}x{r['N']}: floor "
+                  f"{r['dequant_floor_us']:.1f} us" + (f"; cold us by tile: {tiles}" if tiles else "")
+                  + f"; dequantize+cuBLAS {r['dequant_mm_cold_us']:.1f} us (cuBLAS bf16 {r['cublas_cold_us']:.1f})"
+                  + (f", in row blocks: {chunks}" if chunks else ""))
     c = conv
     if c:
         print(f"\n{c['workload']}: eager {fmt(c['eager_ms'], '.4f')} ms, Inductor {fmt(c.get('inductor_ms'), '.4f')} ms, "

@@ -34,7 +34,7 @@ for part in $parts; do
       BUDGET=200 TAIL=30 run bench/quant_linear.py --schemes int8,int4 --ms 16 --sweep 11 --no-inductor --no-conv \
         --shapes 2048x2048,2048x512,2048x5632,5632x2048,2048x32000 --budget-s 170 --out "$out/quant_m16.json"
       BUDGET=90 TAIL=12 run bench/quant_linear.py --schemes int8,int4 --ms 2048 --sweep 1 --no-inductor --no-conv \
-        --shapes 2048x5632,5632x2048 --dequant-tiles 32x128,64x128,64x256,128x128,32x256 --out "$out/quant_m2048.json"
+        --shapes 2048x2048,2048x5632,5632x2048 --dequant-chunks ${DEQUANT_CHUNKS:-4,8,16} --out "$out/quant_m2048.json"
       BUDGET=200 TAIL=30 run bench/models.py --models llama_b1,llama_b4 --backends tilecraft --quant int8,int4 \
         --budget-s 150 --out "$out/models_quant.json" ;;
     sweep) BUDGET=${SWEEP_TIMEOUT:-470} run bench/gemm_sweep.py --budget-s ${SWEEP_S:-420} --out "$out/gemm_sweep.json" ;;

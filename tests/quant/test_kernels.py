@@ -170,3 +170,27 @@ def test_gpu_decode_default_splits_k_and_matches_the_reference(monkeypatch, sche
     x = torch.randn(M, K, generator=g)
     for _ in range(2):
         assert_close(_run(scheme, x, qw, None, "wq_gemm", cfg), _reference(x, qw, None), scale=10)  # K=2048 sums
+
+
+@pytest.mark.parametrize("scheme,group", [("int8_weight_only", 0), ("int4_weight_only", 32)])
+def test_dequant_matmul_in_row_blocks_matches_the_whole_weight(scheme, group):
+    """The "aten" backend in blocks of weight rows (each dequantized, then multiplied into its columns of out):
+    with a bias, with a residual (into another buffer, and in place in the residual's own), and plain; 600 rows
+    in blocks of 256, 256 and 88."""
+    from tilecraft.quant.kernels import dequant_matmul
+
+    N, K, M = 600, 64, 5
+    g = seeded(41)
+    qw = quantize_weight(torch.randn(N, K, generator=g), scheme, group)
+    x, b, r = torch.randn(M, K, generator=g), torch.randn(N, generator=g), torch.randn(M, N, generator=g)
+    ref = x @ dequantize(qw).t()
+    args = (scheme, x, qw.qweight, qw.scales, qw.zeros, group)
+    for chunk in (0, 1):  # 0: the whole weight; 1 byte: the smallest block, 256 rows
+        assert_close(dequant_matmul(*args, chunk_bytes=chunk), ref, scale=4)
+        assert_close(dequant_matmul(*args, bias=b, chunk_bytes=chunk), ref + b, scale=4)
+        out = torch.empty(M, N)
+        assert dequant_matmul(*args, out=out, residual=r, chunk_bytes=chunk) is out
+        assert_close(out, ref + r, scale=4)
+        r2 = r.clone()
+        dequant_matmul(*args, out=r2, residual=r2, chunk_bytes=chunk)
+        assert_close(r2, ref + r, scale=4)

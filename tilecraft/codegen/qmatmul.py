@@ -139,19 +139,18 @@ class DequantMatmul:
         return [self.epilogue] if self.epilogue is not None else []
 
     def run(self, tensors: list) -> None:
-        from ..quant.kernels import dequantize_into
+        from ..quant.kernels import dequant_matmul
 
         x, w, s = tensors[:3]
         z = tensors[3] if self.has_zeros else None
         b = tensors[self.n_operands - 1] if self.has_bias else None
-        wd = dequantize_into(self.scheme, w, s, z, self.group, x.dtype)
-        x2 = x.reshape(-1, x.shape[-1])
-        if self.residual is not None:
-            r, out = (tensors[i].view(-1, wd.shape[0]) for i in self.residual)
-            torch.addmm(r, x2, wd.t(), out=out)
+        x2, N = x.reshape(-1, x.shape[-1]), w.shape[0]
+        if self.residual is not None:  # (in place when the runtime gave the sum r's own buffer)
+            r, out = (tensors[i].view(-1, N) for i in self.residual)
+            dequant_matmul(self.scheme, x2, w, s, z, self.group, out=out, residual=r)
             return
-        out = tensors[self.out_pos].view(-1, wd.shape[0]) if self.out_pos is not None else None
-        r = torch.addmm(b, x2, wd.t(), out=out) if b is not None else torch.mm(x2, wd.t(), out=out)
+        out = tensors[self.out_pos].view(-1, N) if self.out_pos is not None else None
+        r = dequant_matmul(self.scheme, x2, w, s, z, self.group, bias=b, out=out)
         if self.epilogue is not None:
             r = r.view(self.out_shape)
             self.epilogue.launch([r if i is None else tensors[i] for i in self.epi_args])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +157,41 @@ def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torc
     _DEQUANT[0][(triton.cdiv(N, bn), triton.cdiv(K, bk))](
         qweight, scales, z, out, N, K, BITS=BITS[scheme], GROUP=max(group, 1), BLOCK_N=bn, BLOCK_K=bk,
         **({} if interpreting() else {"num_warps": 4}))
+    return out
+
+
+# float weight bytes per block of rows in dequant_matmul (0: the whole weight at once); TILECRAFT_DEQUANT_CHUNK_MB
+DEQUANT_CHUNK_BYTES = int(float(os.environ.get("TILECRAFT_DEQUANT_CHUNK_MB", "0")) * 2**20)
+
+
+def dequant_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias=None, out=None, residual=None,
+                   chunk_bytes: int | None = None) -> torch.Tensor:
+    """x2 [M, K] @ dequantize(w).t() (+ bias, or + residual: cuBLAS's added operand) into out [M, N] (made when
+    None; out may be residual's own buffer: then in place): the quantized matmul's "aten" backend. With
+    `chunk_bytes` (default DEQUANT_CHUNK_BYTES) the weight goes in blocks of rows whose float copy is about
+    that size, each dequantized and multiplied into its columns of out, so the dequantized block can still be
+    in L2 when cuBLAS reads it (instead of a whole float weight written to DRAM and read back)."""
+    N = qweight.shape[0]
+    K = x2.shape[1]
+    if out is None:
+        out = torch.empty(x2.shape[0], N, dtype=x2.dtype, device=x2.device)
+    chunk = DEQUANT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    rows = N if not chunk else max(256, chunk // (K * x2.element_size()) // 256 * 256)
+    inplace = residual is not None and residual.data_ptr() == out.data_ptr() and residual.stride() == out.stride()
+    for n0 in range(0, N, rows):
+        n1 = min(N, n0 + rows)
+        wd = dequantize_into(scheme, qweight[n0:n1], scales[n0:n1], None if zeros is None else zeros[n0:n1], group,
+                             x2.dtype).t()
+        o = out if rows >= N else out[:, n0:n1]
+        if residual is not None:
+            if inplace:
+                o.addmm_(x2, wd)
+            else:
+                torch.addmm(residual if rows >= N else residual[:, n0:n1], x2, wd, out=o)
+        elif bias is not None:
+            torch.addmm(bias[n0:n1], x2, wd, out=o)
+        else:
+            torch.mm(x2, wd, out=o)
     return out
 
 
