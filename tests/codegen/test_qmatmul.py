@@ -159,3 +159,34 @@ def test_widening_cast_of_the_residual_stays_with_its_readers(scheme):
             assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]
     assert q.aten.residual is not None and q.aten.epilogue is None
     assert any(k.template == "reduction" and "cast" in k.info.get("ops", []) for k in prog.kernels)
+
+
+def test_folded_residual_takes_a_dead_residual_buffer_in_place():
+    """`h + o_proj(a)` with h a generated kernel's result read by nothing later: the "aten" backend's sum is
+    written into h's own buffer (Kernel.donation, then `addmm_`), no copy of h into a fresh output first."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.o_proj = nn.Linear(64, 64, bias=False)
+
+        def forward(self, a, x):
+            h = x * 2
+            n = h.mean(-1)  # h is stored (a reduction reads it too), not recomputed in the matmul's kernel
+            return h + self.o_proj(a), n
+
+    torch.manual_seed(6)
+    model = M().eval()
+    a, x = torch.randn(2, 5, 64, generator=seeded(7)), torch.randn(2, 5, 64, generator=seeded(8))
+    torch._dynamo.reset()
+    c = tilecraft.compile(model, quantize="int8_weight_only")
+    with torch.no_grad():
+        ref = c.model(a, x)
+        c(a, x)
+        prog = c.report.graphs[0].program
+        (step,) = [s for s in prog.steps if getattr(s, "kernel", None) is not None and s.kernel.template == "wq_gemm"]
+        step.kernel.config = dict(step.kernel.config, BACKEND="aten")
+        step.plan = None  # (the launch plan, donor included, is worked out again for the new config)
+        assert step.kernel.donation() is not None and prog._donor(step) is not None
+        for _ in range(2):  # again: the donated buffer is a fresh one each call
+            assert_close(c(a, x), ref)
+    assert step.plan[2] is not None  # (the runtime handed the sum h's buffer)

@@ -127,12 +127,16 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
 class DequantMatmul:
     """The "aten" backend of a qmatmul group (see the module doc). Positions refer to the kernel's arguments."""
 
-    def __init__(self, node, scheme, group, n_operands, out_pos, epilogue, epi_args, residual=None):
+    def __init__(self, node, scheme, group, n_operands, out_pos, epilogue, epi_args, residual=None,
+                 donate=False):
         self.scheme, self.group, self.n_operands = scheme, group, n_operands
         self.has_zeros, self.has_bias = scheme == "int4_weight_only", node.inputs[-1] is not None  # (bias last)
         self.out_shape = node.out.type.shape
         self.out_pos, self.epilogue, self.epi_args = out_pos, epilogue, epi_args
         self.residual = residual  # (r's position, the sum's position): `addmm(r, x, w.t())`, no epilogue
+        # (output, input) positions when the sum may take r's buffer (Kernel.donation; the runtime checks r is
+        # dead): then an in-place addmm_, not ATen's copy of r into a fresh output before the GEMM
+        self.donation = (residual[1], residual[0]) if residual is not None and donate else None
 
     def kernels(self) -> list:
         """The generated epilogue this plan launches (the dequantize kernel compiles at its first launch)."""
@@ -167,8 +171,10 @@ def aten_plan(group, node, scheme, gsize, n_operands, values, outputs, name) -> 
     found = residual_add(node, rest, outputs, values, {id(n) for n in group.nodes}) \
         if node.inputs[-1] is None else None  # (a bias already takes addmm's added operand)
     if found is not None and id(found[0]) in pos and found[0].type.is_contiguous:
-        return DequantMatmul(node, scheme, gsize, n_operands, None, None, [],
-                             (pos[id(found[0])], pos[id(found[1])]))
+        r, total = found
+        donate = r.type.shape == total.type.shape and r.type.strides == total.type.strides and r is not node.inputs[0]
+        return DequantMatmul(node, scheme, gsize, n_operands, None, None, [], (pos[id(r)], pos[id(total)]),
+                             donate)
     epilogue, epi_args = None, []
     if epi_outs:
         try:

@@ -13,6 +13,7 @@ import torch
 
 from ..ir import Graph, Node, TensorType, Value
 from ..ir.types import dense_order, dense_strides
+from .cleanup import canonicalize
 
 _PASS = ("view", "cast", "alias", "copy")  # ops that change neither the values (beyond rounding) nor the math
 _THROUGH = _PASS + ("expand",)  # and a same-rank broadcast
@@ -189,4 +190,7 @@ def fuse_attention(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
         graph.replace_all_uses(n.out, new[-1].out)
     graph.nodes = nodes
     use_sdpa_gqa(graph, devices)
-    return graph
+    # the math path's fp32 result is cast back to the inputs' dtype: with the sdpa in that dtype, the pair of
+    # casts around it is an exact round trip that canonicalize removes (else a matmul reading it takes the cast
+    # as a prologue and cannot run in cuBLAS: BERT's attention output projection)
+    return canonicalize(graph)

@@ -69,11 +69,42 @@ def rewrite_outputs(graph: Graph, repl: dict) -> None:
         graph.outputs = [repl.get(id(v), v) if isinstance(v, Value) else v for v in graph.outputs]
 
 
+def _exact_round_trip(node) -> tuple[Value, list] | None:
+    """(y, views) when node = cast(T)(views(cast(W)(y))) with y of dtype T and W a wider float type: every T
+    value is exact in W, so the pair of casts is the identity (BERT's attention, fused into a bf16 SDPA, cast to
+    the math path's fp32 and straight back)."""
+    if node.op != "cast" or not isinstance(node.inputs[0], Value):
+        return None
+    views, v = [], node.inputs[0]
+    while v.producer is not None and REGISTRY[v.producer.op].category == "view":
+        views.append(v.producer)
+        v = v.producer.inputs[0]
+    p, t = v.producer, node.attrs["dtype"]
+    if p is None or p.op != "cast" or not isinstance(p.inputs[0], Value) or p.inputs[0].type.dtype != t:
+        return None
+    w = v.type.dtype
+    if not (t.is_floating_point and w.is_floating_point and w.itemsize > t.itemsize):
+        return None
+    return p.inputs[0], views[::-1]
+
+
 def canonicalize(graph: Graph) -> Graph:
-    """Normalize attributes (non-negative dims) and drop identity views and casts."""
+    """Normalize attributes (non-negative dims) and drop identity views and casts (also an exact round trip
+    through a wider float type, whose views are then taken of the original value)."""
     repl: dict[int, Value] = {}  # id(output of a dropped identity) -> its input
+    nodes = []
     for node in list(graph.nodes):
         rewrite_inputs(node, repl)
+        nodes.append(node)
+        trip = _exact_round_trip(node)
+        if trip is not None and not any(node.out is o for o in graph.outputs):
+            y, views = trip
+            for view in views:
+                nodes.append(graph.make_node(view.op, [y] + list(view.inputs[1:]), dict(view.attrs),
+                                             source=view.source))
+                y = nodes[-1].out
+            repl[id(node.out)] = y
+            continue
         x = node.inputs[0] if node.inputs and isinstance(node.inputs[0], Value) else None
         if x is None:
             continue
@@ -90,5 +121,6 @@ def canonicalize(graph: Graph) -> Graph:
                     node.op == "permute" and list(node.attrs["dims"]) == list(range(rank)))
         if identity and not any(node.out is o for o in graph.outputs):
             repl[id(node.out)] = x
+    graph.nodes = nodes
     rewrite_outputs(graph, repl)
     return dce(graph)

@@ -58,6 +58,12 @@ def is_matmul(node: Node) -> bool:
     return REGISTRY[node.op].template == "matmul"
 
 
+def cublas_gemms(v: Value) -> bool:
+    """Do matmuls on v's device run through cuBLAS by default (codegen's "aten" backend, on CUDA), their
+    epilogue as a kernel of its own? (Elsewhere the Triton template fuses it.)"""
+    return v.type.device == "cuda"
+
+
 def reduction_dims(node: Node) -> tuple[int, ...]:
     x, reduce = node.inputs[0].type, REGISTRY[node.op].reduce
     if reduce.dims is not None:
@@ -155,7 +161,7 @@ class Partitioner:
         pass (read the product and r, write the sum) before the next LayerNorm reads the sum again; read by a
         reduction, the add goes into the reduction's prologue instead (one kernel adds on load, stores the sum and
         the norm: GPT-2, OPT, BERT, NeoX). Elsewhere (the Triton template) the epilogue is the cheaper place."""
-        if node.op != "add" or [n.op for n in g.nodes] != ["addmm"] or node.outputs[0].type.device != "cuda":
+        if node.op != "add" or [n.op for n in g.nodes] != ["addmm"] or not cublas_gemms(node.outputs[0]):
             return False
         return any(is_reduction(u) for u in self._uses(node.outputs[0]))
 

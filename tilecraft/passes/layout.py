@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..ir import Graph, Node, Value, is_view
 from ..ir.ops import REGISTRY
+from . import fusion
 from .cleanup import rewrite_inputs, rewrite_outputs
 
 
@@ -34,17 +35,32 @@ def _trailing_broadcast(v: Value, last: int) -> bool:
     return all(d == 1 for d in s[:-1]) and (not s or s[-1] in (1, last))
 
 
-def _only_feeds_reductions(v: Value, users) -> bool:
-    """Its consumers (through views) are all reductions: keep it in the reduction's shape, to fuse there."""
-    out = []
-    stack = [v]
+def _readers(v: Value, users) -> list[Node]:
+    """The nodes that read v, through views."""
+    out, stack = [], [v]
     while stack:
         for u in users.get(stack.pop(), []):
             if REGISTRY[u.op].category == "view":
                 stack.append(u.outputs[0])
             else:
                 out.append(u)
+    return out
+
+
+def _only_feeds_reductions(v: Value, users) -> bool:
+    """Its consumers (through views) are all reductions: keep it in the reduction's shape, to fuse there."""
+    out = _readers(v, users)
     return bool(out) and all(REGISTRY[u.op].template == "reduction" for u in out)
+
+
+def _residual_for_a_norm(n: Node, base: Value, users) -> bool:
+    """On CUDA, a residual add after a biased addmm that a reduction (the next LayerNorm) reads stays in the
+    norm's shape: cuBLAS runs the addmm (its bias in the added operand, so the residual cannot ride there too)
+    and the add goes into the norm's prologue (see passes/fusion.py `_residual_for_a_norm`), which needs the
+    same shape; moved to the matmul's shape it would be a kernel of its own (GPT-2, OPT, NeoX)."""
+    if n.op != "add" or base.producer.op != "addmm" or not fusion.cublas_gemms(n.out):
+        return False
+    return any(REGISTRY[u.op].template == "reduction" for u in _readers(n.out, users))
 
 
 def _widening_cast(n: Node) -> bool:
@@ -70,7 +86,7 @@ def sink_views(graph: Graph) -> Graph:
             if a is not None and v.type.shape == out.shape:
                 base = a
                 break
-        if base is None:
+        if base is None or _residual_for_a_norm(n, base, users):
             continue
         target, new_inputs, ok, pre = base.type.shape, [], True, []
         for v in n.inputs:
