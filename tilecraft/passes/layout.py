@@ -291,9 +291,19 @@ def follow_input_layouts(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> 
     from ..ir.types import TensorType, dense_strides
 
     outputs = {id(v) for v in graph.outputs if isinstance(v, Value)}
+    changed: set[int] = set()  # values whose strides this pass changed: views of them are typed again
     for n in graph.nodes:
+        if REGISTRY[n.op].category == "view" and n.inputs and id(n.inputs[0]) in changed:
+            t = REGISTRY[n.op].infer(n.inputs, n.attrs)[0]
+            if t != n.out.type:
+                n.out.type = t
+                changed.add(id(n.out))
+            continue
         if n.op == "sdpa" and n.out.type.device in devices and id(n.out) not in outputs:
+            before = n.out.type
             _sdpa_layout(n)
+            if n.out.type != before:
+                changed.add(id(n.out))
             continue
         if REGISTRY[n.op].category != "pointwise" and n.op != "cat" or n.op == "copy" or len(n.outputs) != 1 \
                 or id(n.out) in outputs:
@@ -306,6 +316,7 @@ def follow_input_layouts(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> 
         if order is None:
             continue
         n.out.type = TensorType(t.shape, t.dtype, dense_strides(t.shape, order), t.device)
+        changed.add(id(n.out))
     return graph
 
 
