@@ -650,6 +650,18 @@ def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None, en
                                               **({"enable_gqa": True} if enable_gqa else {}))
     if enable_gqa and variant in _NO_GQA:
         k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
+    try:
+        return sdpa_variant(variant, q, k, v, attn_mask, is_causal, scale)
+    except RuntimeError:
+        if not enable_gqa or variant in _NO_GQA:
+            raise
+        _NO_GQA.add(variant)
+        return _sdpa(q, k, v, attn_mask, is_causal, scale, variant, enable_gqa)
+
+
+def sdpa_variant(variant: str, q, k, v, attn_mask=None, is_causal=False, scale=None):
+    """The attention output of ATen's kernel `variant` (e.g. `_scaled_dot_product_cudnn_attention`); on meta
+    tensors, the layout that kernel gives (passes/layout.py `_sdpa_layout`)."""
     op = getattr(torch.ops.aten, variant).default
     kw = {"query": q, "key": k, "value": v, "is_causal": is_causal, "scale": scale}
     names = {a.name for a in op._schema.arguments}
@@ -657,13 +669,7 @@ def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None, en
         kw["attn_bias"] = attn_mask
     if "compute_log_sumexp" in names:
         kw["compute_log_sumexp"] = False
-    try:
-        return op(**kw)[0]
-    except RuntimeError:
-        if not enable_gqa or variant in _NO_GQA:
-            raise
-        _NO_GQA.add(variant)
-        return _sdpa(q, k, v, attn_mask, is_causal, scale, variant, enable_gqa)
+    return op(**kw)[0]
 
 
 op("sdpa", "opaque", _sdpa, (),

@@ -188,6 +188,9 @@ def fuse_attention(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
         new.append(graph.make_node("view", [out], {"size": list(n.out.type.shape)}, source=n.source))
         nodes[-1:] = [n] + new  # the old bmm stays until DCE removes the dead pattern
         graph.replace_all_uses(n.out, new[-1].out)
+        for u in graph.users().get(new[-1].out, []):  # bmm's [B*H, T, D] viewed back to [B, H, T, D]: the result
+            if u.op == "view" and u.out.type.shape == out.type.shape:  # itself, which a [b, t, h, d]-ordered one
+                graph.replace_all_uses(u.out, out)  # cannot pass through [B*H, T, D] as a view (a copy)
     graph.nodes = nodes
     use_sdpa_gqa(graph, devices)
     # the math path's fp32 result is cast back to the inputs' dtype: with the sdpa in that dtype, the pair of
