@@ -65,10 +65,6 @@ def cold_gpu_us(make_fn, nbytes: int, rounds: int = 2) -> float:
     return sum(t for _, t in gpu_profile(sweep, n=rounds)) / copies
 
 
-def wb_itemsize(dtype) -> int:
-    return torch.empty(0, dtype=dtype).element_size()
-
-
 def rel_err(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-30))
 
@@ -261,7 +257,7 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
         if not dry:
             row["dequant_mm_cold_us"] = cold_gpu_us(lambda i: deq_mm(qw.qweight.clone()), qw.qweight.numel())
             # the dequantize kernel alone against its floor (read the packed weight, write the float one)
-            row["dequant_floor_us"] = (qw.qweight.numel() + N * K * wb_itemsize(dtype)) / bandwidth * 1e6
+            row["dequant_floor_us"] = (qw.qweight.numel() + N * K * dtype.itemsize) / bandwidth * 1e6
             if dequant_tiles:
                 row["dequant_tiles_us"] = dequant_tiles_us(scheme, qw, group, dtype, dequant_tiles)
             for mb in dequant_chunks:  # in blocks of weight rows of about mb MB as floats (L2-sized)

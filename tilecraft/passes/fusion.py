@@ -64,6 +64,18 @@ def cublas_gemms(v: Value) -> bool:
     return v.type.device == "cuda"
 
 
+def residual_for_a_norm(add: Node, mm_op: str, readers: list[Node]) -> bool:
+    """On CUDA a matmul runs in cuBLAS (the "aten" backend) and its epilogue as a kernel of its own. A residual
+    add right after an addmm, whose bias already takes cuBLAS's added operand, would cost that kernel a full
+    pass (read the product and r, write the sum) before the next LayerNorm reads the sum again; read by a
+    reduction (`readers`: the add's readers through views), the add goes into the reduction's prologue instead
+    (one kernel adds on load, stores the sum and the norm: GPT-2, OPT, BERT, NeoX). So the partitioner keeps it
+    out of the matmul's epilogue and sink_views keeps it in the norm's shape. Elsewhere (the Triton template)
+    the epilogue is the cheaper place."""
+    return add.op == "add" and mm_op == "addmm" and cublas_gemms(add.outputs[0]) and any(
+        is_reduction(u) for u in readers)
+
+
 def reduction_dims(node: Node) -> tuple[int, ...]:
     x, reduce = node.inputs[0].type, REGISTRY[node.op].reduce
     if reduce.dims is not None:
@@ -156,14 +168,9 @@ class Partitioner:
         return None
 
     def _residual_for_a_norm(self, node: Node, g: Group) -> bool:
-        """On CUDA a matmul runs in cuBLAS (the "aten" backend) and its epilogue as a kernel of its own. A residual
-        add right after an addmm, whose bias already takes cuBLAS's added operand, would cost that kernel a full
-        pass (read the product and r, write the sum) before the next LayerNorm reads the sum again; read by a
-        reduction, the add goes into the reduction's prologue instead (one kernel adds on load, stores the sum and
-        the norm: GPT-2, OPT, BERT, NeoX). Elsewhere (the Triton template) the epilogue is the cheaper place."""
-        if node.op != "add" or [n.op for n in g.nodes] != ["addmm"] or not cublas_gemms(node.outputs[0]):
-            return False
-        return any(is_reduction(u) for u in self._uses(node.outputs[0]))
+        """(see residual_for_a_norm) node would be the first epilogue op of a group holding one addmm."""
+        return node.op == "add" and len(g.nodes) == 1 and residual_for_a_norm(node, g.nodes[0].op,
+                                                                                   self._uses(node.outputs[0]))
 
     def _widens_a_stored_value(self, node: Node) -> bool:
         """A widening cast (bf16 -> fp32) of a value that is stored anyway: in the epilogue it would add a store

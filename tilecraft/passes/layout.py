@@ -53,16 +53,6 @@ def _only_feeds_reductions(v: Value, users) -> bool:
     return bool(out) and all(REGISTRY[u.op].template == "reduction" for u in out)
 
 
-def _residual_for_a_norm(n: Node, base: Value, users) -> bool:
-    """On CUDA, a residual add after a biased addmm that a reduction (the next LayerNorm) reads stays in the
-    norm's shape: cuBLAS runs the addmm (its bias in the added operand, so the residual cannot ride there too)
-    and the add goes into the norm's prologue (see passes/fusion.py `_residual_for_a_norm`), which needs the
-    same shape; moved to the matmul's shape it would be a kernel of its own (GPT-2, OPT, NeoX)."""
-    if n.op != "add" or base.producer.op != "addmm" or not fusion.cublas_gemms(n.out):
-        return False
-    return any(REGISTRY[u.op].template == "reduction" for u in _readers(n.out, users))
-
-
 def _widening_cast(n: Node) -> bool:
     t, x = n.out.type, n.inputs[0].type
     return n.op == "cast" and t.dtype.is_floating_point and x.dtype.is_floating_point and \
@@ -86,7 +76,7 @@ def sink_views(graph: Graph) -> Graph:
             if a is not None and v.type.shape == out.shape:
                 base = a
                 break
-        if base is None or _residual_for_a_norm(n, base, users):
+        if base is None or n.op == "add" and fusion.residual_for_a_norm(n, base.producer.op, _readers(n.out, users)):
             continue
         target, new_inputs, ok, pre = base.type.shape, [], True, []
         for v in n.inputs:

@@ -199,9 +199,9 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
     """Heuristic config: the best points of bench/quant_linear.py on an H100 (cold-L2 GPU time, K=4096 and
     N=4096/11008; smaller tiles when interpreting). GEMV (M=1): 2 rows x 2048 K for int8 and 8 x 2048 for int4
     (thousands of programs, each streaming 4-8 KB per step). M <= 16: measured on an H200 (below). GEMMs at
-    16 < M <= 64, not measured yet in this form (set them from bench/quant_linear.py): they put the weight tile on the dot's left (TRANS) with 64-wide N tiles,
-    256/128-long K chunks and split-K to about two programs per SM; larger M is a 128x128x64 bf16 tensor-core
-    GEMM. int4 applies the group scales to the weight tile (SCALE_W), so a chunk can span groups."""
+    16 < M <= 64, not measured yet in this form (set them from bench/quant_linear.py), put the weight tile on
+    the dot's left (TRANS) with 64-wide N tiles, 256/128-long K chunks and split-K to about two programs per
+    SM; larger M is a 128x128x64 bf16 tensor-core GEMM. int4 applies the group scales to the weight tile (SCALE_W), so a chunk can span groups."""
     small = interpreting()
     if template == "wq_gemv":
         bm = _pow2(M)
