@@ -23,3 +23,13 @@ def test_gpt2_residual_adds_join_the_next_layer_norm():
     groups = _groups("gpt2")
     assert groups.count("reduction add layer_norm") == 4, groups  # ln_2 of both layers, ln_1 of the 2nd, ln_f
     assert "pointwise add" not in groups and "matmul addmm add" not in groups, groups
+
+
+def test_opt_residual_adds_join_norms_and_query_scale_folds_into_sdpa():
+    """OPT flattens to [b*t, d] before one norm and views back to [b, t, d] before the next: each residual add
+    moves to the shape its norm reads and joins it (no add-only kernel); q_proj(x) * scaling becomes the SDPA's
+    scale (no epilogue kernel on q)."""
+    groups = _groups("opt")
+    assert groups.count("torch sdpa") == 2, groups
+    assert groups.count("reduction add layer_norm") == 4, groups  # both norms of layer 1, layer 0's 2nd, final
+    assert "pointwise add" not in groups and "matmul addmm mul" not in groups, groups

@@ -1,6 +1,7 @@
 """Generated kernels against eager (interpreter): each reduction and edge case of the templates, looped and
 single-pass paths, tile configs that must agree, and the kernel source cache.
 """
+import math
 import os
 
 import pytest
@@ -158,3 +159,33 @@ def test_fast_launch_is_not_turned_off_by_triton_s_empty_hook_chain():
             assert launch_hooks_active()
         finally:
             rt.launch_enter_hook.remove(hook)
+
+
+def test_reshape_index_maps_run_by_run():
+    """A view's index maps per run of dims with equal products (short offsets, no division for a split), and
+    every element it names is the one torch's view holds, for splits, merges, mixed runs and size-1 dims."""
+    import itertools
+    import random
+
+    from tilecraft.codegen.emit import map_view
+    from tilecraft.ir import Graph, TensorType
+
+    def mapped(src, out):
+        g = Graph()
+        x = g.add_input(TensorType(src, torch.float32), "x")
+        node = g.make_node("view", [x], {"size": list(out)})
+        names = tuple(f"i{d}" for d in range(len(out)))
+        return map_view(node, names)
+
+    assert mapped((16, 32), (2, 8, 4, 8)) == ("(i0 * 8 + i1)", "(i2 * 8 + i3)")
+    rng = random.Random(0)
+    cases = [((16, 32), (2, 8, 4, 8)), ((2, 8, 4, 8), (16, 32)), ((6, 4), (3, 8)), ((1, 12, 1), (3, 1, 4)),
+             ((4, 6), (24,)), ((24,), (2, 3, 4)), ((2, 3, 4), (4, 6))]
+    for src, out in cases:
+        t = torch.arange(math.prod(src)).reshape(src)
+        v = t.reshape(out)
+        exprs = mapped(src, out)
+        for idx in rng.sample(list(itertools.product(*[range(s) for s in out])), min(40, v.numel())):
+            env = {f"i{d}": i for d, i in enumerate(idx)}
+            src_idx = tuple(eval(e, {}, env) for e in exprs)
+            assert t[src_idx] == v[idx], (src, out, idx, exprs)

@@ -61,3 +61,28 @@ def test_default_pipeline_leaves_cpu_attention_alone():
         c(input_ids=torch.randint(0, 100, (2, 16)))
     ops = c.report.graphs[0].ops
     assert "sdpa" not in ops and ops.get("bmm") == 4
+
+
+def test_opt_query_scaling_becomes_the_sdpa_scale(monkeypatch):
+    """OPT scales q_proj's output by head_dim**-0.5 and runs attention with scale 1: the multiply folds into the
+    fused attention's scale (no pass over q), residual adds move to the shape their norm reads (cuBLAS rule on
+    for CPU values), and the logits match eager on fresh inputs."""
+    from tilecraft.passes import fusion
+
+    monkeypatch.setattr(fusion, "cublas_gemms", lambda v: True)
+    torch.manual_seed(0)
+    m = T.OPTForCausalLM(T.OPTConfig(hidden_size=64, num_attention_heads=4, ffn_dim=128, num_hidden_layers=2,
+                                     vocab_size=100, max_position_embeddings=64, word_embed_proj_dim=64,
+                                     attn_implementation="eager")).eval()
+    c = tilecraft.compile(m, passes=PASSES)
+    with torch.no_grad():
+        for seed in (1, 2):
+            ids = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(seed))
+            assert_close(c(input_ids=ids, use_cache=False).logits, m(input_ids=ids, use_cache=False).logits)
+    g = c.report.graphs[0].graph
+    sdpas = [n for n in g.nodes if n.op == "sdpa"]
+    assert len(sdpas) == 2 and all(n.attrs["scale"] == pytest.approx(16 ** -0.5) for n in sdpas), sdpas
+    assert not [n for n in g.nodes if n.op == "mul" and any(
+        getattr(v.producer, "op", None) == "addmm" for v in n.input_values())]
+    ops = [k.info.get("ops") for k in c.report.graphs[0].kernels]
+    assert sum(o[:2] == ["add", "layer_norm"] for o in ops) == 4, ops

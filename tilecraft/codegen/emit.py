@@ -110,18 +110,50 @@ def map_view(node: Node, idx: tuple) -> tuple:
         if [s for s in src.shape if s != 1] == [s for s in out.shape if s != 1]:  # only size-1 dims change
             it = iter(i for i, s in zip(idx, out.shape) if s != 1)
             return tuple("0" if s == 1 else next(it) for s in src.shape)
-        cs_out = contiguous_strides(out.shape)
-        terms = [i if c == 1 else f"{_p(i)} * {c}" for i, c, s in zip(idx, cs_out, out.shape) if s != 1]
-        lin = " + ".join(terms) or "0"
-        res = []
-        for d, (s, c) in enumerate(zip(src.shape, contiguous_strides(src.shape))):
-            if s == 1:
-                res.append("0")
-                continue
-            e = _p(lin) if c == 1 else f"{_p(lin)} // {c}"
-            res.append(e if d == 0 or c * s >= out.numel else f"{_p(e)} % {s}")
+        groups = _reshape_groups(src.shape, out.shape)
+        if groups is None:  # zero-size tensors: the whole index through one linear offset
+            groups = [(list(range(src.rank)), list(range(out.rank)))]
+        res = ["0"] * src.rank
+        for a, b in groups:  # a run of input dims holding the same elements as a run of output dims
+            cs_b = contiguous_strides([out.shape[j] for j in b])
+            terms = [idx[j] if c == 1 else f"{_p(idx[j])} * {c}" for j, c in zip(b, cs_b) if out.shape[j] != 1]
+            lin = " + ".join(terms) or "0"
+            cs_a = contiguous_strides([src.shape[d] for d in a])
+            for k, (d, c) in enumerate(zip(a, cs_a)):
+                if src.shape[d] == 1:
+                    continue
+                e = _p(lin) if c == 1 else f"{_p(lin)} // {c}"
+                res[d] = e if k == 0 or all(src.shape[x] == 1 for x in a[:k]) else f"{_p(e)} % {src.shape[d]}"
         return tuple(res)
     raise Unsupported(f"view op {op}")
+
+
+def _reshape_groups(src: tuple, out: tuple) -> list[tuple[list[int], list[int]]] | None:
+    """Split a reshape into runs of input dims and output dims with equal products ([16, 32] -> [2, 8, 4, 8]:
+    ([0], [0, 1]), ([1], [2, 3])), so an index maps run by run without one linear index over the whole tensor
+    (short offsets that Triton sees as contiguous). None for zero-size shapes."""
+    if 0 in src or 0 in out:
+        return None
+    groups, i, j = [], 0, 0
+    while i < len(src) and j < len(out):
+        a, b, ps, po = [i], [j], src[i], out[j]
+        i, j = i + 1, j + 1
+        while ps != po:
+            if ps < po:
+                a.append(i)
+                ps *= src[i]
+                i += 1
+            else:
+                b.append(j)
+                po *= out[j]
+                j += 1
+        groups.append((a, b))
+    if groups:  # trailing size-1 dims join the last run
+        groups[-1][0].extend(range(i, len(src)))
+        groups[-1][1].extend(range(j, len(out)))
+    else:
+        groups = [(list(range(len(src))), list(range(len(out))))]
+    return groups
 
 
 def is_dense(t) -> bool:

@@ -9,11 +9,13 @@ its kernel on the real tensors. Applied on CUDA only: on the CPU the fused kerne
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..ir import Graph, Node, TensorType, Value
 from ..ir.types import dense_order, dense_strides
-from .cleanup import canonicalize
+from .cleanup import canonicalize, dce
 
 _PASS = ("view", "cast", "alias", "copy")  # ops that change neither the values (beyond rounding) nor the math
 _THROUGH = _PASS + ("expand",)  # and a same-rank broadcast
@@ -156,6 +158,33 @@ def use_sdpa_gqa(graph: Graph, devices: tuple[str, ...]) -> None:
         n.attrs = {**n.attrs, "enable_gqa": True}
 
 
+def fold_query_scale(graph: Graph) -> Graph:
+    """`sdpa(view(q * c), k, v, scale=s)` -> `sdpa(view(q), k, v, scale=s * c)`: HF's OPT (and the BART family)
+    scale the query projection and call SDPA with scale=1; the multiply is a pass over q of its own (on CUDA,
+    where the projection runs in cuBLAS, a kernel) that the attention kernel does for free. Only when the
+    scaled q is read by nothing else, through pure views (reshapes, permutes)."""
+    users = graph.users()
+    for n in graph.nodes:
+        if n.op != "sdpa" or not isinstance(n.inputs[0], Value):
+            continue
+        reader, v = n, n.inputs[0]
+        while v.producer is not None and v.producer.op in ("view", "permute", "alias") \
+                and len(users.get(v, [])) == 1:
+            reader, v = v.producer, v.producer.inputs[0]
+        p = v.producer
+        if p is None or len(users.get(v, [])) != 1 or (c := _scalar_of(p)) is None or p.op != "mul":
+            continue
+        x = next(a for a in p.inputs if isinstance(a, Value))
+        if x.type.shape != v.type.shape or x.type.dtype != v.type.dtype or x.type.strides != v.type.strides:
+            continue
+        scale = n.attrs.get("scale")
+        scale = 1.0 / math.sqrt(n.inputs[0].type.shape[-1]) if scale is None else scale
+        reader.inputs = [x if a is v else a for a in reader.inputs]
+        n.attrs = {**n.attrs, "scale": scale * c}
+        users = graph.users()
+    return graph
+
+
 def fuse_attention(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
     """Replace each matched attention by an `sdpa` node (see the module docstring); GQA's expanded k/v are read
     grouped (`use_sdpa_gqa`)."""
@@ -193,6 +222,7 @@ def fuse_attention(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
                 graph.replace_all_uses(u.out, out)  # cannot pass through [B*H, T, D] as a view (a copy)
     graph.nodes = nodes
     use_sdpa_gqa(graph, devices)
+    fold_query_scale(dce(graph))  # (the dead bmm patterns still read the scaled q)
     # the math path's fp32 result is cast back to the inputs' dtype: with the sdpa in that dtype, the pair of
     # casts around it is an exact round trip that canonicalize removes (else a matmul reading it takes the cast
     # as a prologue and cannot run in cuBLAS: BERT's attention output projection)

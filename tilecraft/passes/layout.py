@@ -10,7 +10,9 @@ into cuBLAS's addmm); left on the view, the norm's kernel casts as it loads.
 """
 from __future__ import annotations
 
-from ..ir import Graph, Node, Value, is_view
+import math
+
+from ..ir import Graph, Node, Value, base_value, is_view
 from ..ir.ops import REGISTRY
 from . import fusion
 from .cleanup import rewrite_inputs, rewrite_outputs
@@ -59,6 +61,23 @@ def _widening_cast(n: Node) -> bool:
         t.dtype.itemsize > x.dtype.itemsize
 
 
+def _norm_shape(add: Node, users) -> tuple | None:
+    """The shape a LayerNorm reads this residual add in, when the add is one for the norm's prologue
+    (fusion.residual_for_a_norm): the add moves to that shape (GPT-2 reads it as computed, [b, t, d]; OPT
+    flattens to [b*t, d] before one norm and back to [b, t, d] before the next), so the norm fuses it."""
+    if add.op != "add" or not any(base_value(v).producer is not None and base_value(v).producer.op == "addmm"
+                                  for v in add.input_values()):
+        return None
+    readers = _readers(add.out, users)
+    if not fusion.residual_for_a_norm(add, "addmm", readers):
+        return None
+    shapes = {u.inputs[0].type.shape for u in readers if fusion.is_reduction(u)}
+    shape = shapes.pop() if len(shapes) == 1 else None
+    t = add.out.type
+    ok = shape and shape[-1] == t.shape[-1] and math.prod(shape) == t.numel
+    return shape if ok else t.shape  # a norm in another shape: the add stays (the norm may still fuse it)
+
+
 def sink_views(graph: Graph) -> Graph:
     nodes: list[Node] = []
     users = graph.users()
@@ -67,18 +86,17 @@ def sink_views(graph: Graph) -> Graph:
     for n in graph.nodes:
         rewrite_inputs(n, repl)
         nodes.append(n)
-        if REGISTRY[n.op].category != "pointwise" or len(n.outputs) != 1 or _only_feeds_reductions(n.out, users):
+        if REGISTRY[n.op].category != "pointwise" or len(n.outputs) != 1:
             continue
         out = n.out.type
-        base = None
-        for v in n.input_values():
+        target = _norm_shape(n, users)
+        for v in n.input_values() if target is None and not _only_feeds_reductions(n.out, users) else ():
             a = _leading_reshape(v)
-            if a is not None and v.type.shape == out.shape:
-                base = a
-                break
-        if base is None or n.op == "add" and fusion.residual_for_a_norm(n, base.producer.op, _readers(n.out, users)):
+            if target is None and a is not None and v.type.shape == out.shape:
+                target = a.type.shape
+        if target is None or tuple(target) == out.shape:
             continue
-        target, new_inputs, ok, pre = base.type.shape, [], True, []
+        new_inputs, ok, pre = [], True, []
         for v in n.inputs:
             if not isinstance(v, Value):
                 new_inputs.append(v)
