@@ -94,3 +94,34 @@ def test_gqa_model_in_bf16_on_the_aten_backend(arch):
     assert all(v.type.dtype == torch.bfloat16 for s in steps if s.kernel.template == "matmul" for v in s.outputs)
     norms = [s.kernel.info["ops"] for s in steps if s.kernel.template == "reduction"]
     assert len(norms) == 5 and all(ops[:2] == ["cast", "pow_scalar"] for ops in norms[1:]), norms
+
+
+def test_a_broadcast_read_value_stays_row_major():
+    """RoPE's cos/sin come from a transposed [1, d, t] product: following that layout would make every RoPE kernel
+    read them (broadcast over batch and heads) with a stride of t. A value read broadcast stays row-major; one
+    read at its own size follows its input as before; the generated kernels match the interpreter."""
+    from tilecraft.compiler.api import Options
+    from tilecraft.compiler.runtime import KernelProgram
+    from tilecraft.ir import Graph, TensorType, interpret
+
+    def graph():
+        g = Graph()
+        f = g.add_input(TensorType((1, 16, 8), torch.float32), "freqs")  # [1, d, t]
+        q = g.add_input(TensorType((2, 4, 8, 16), torch.float32), "q")  # [b, h, t, d]
+        ft = g.add("permute", [g.add("mul", [f, 3.0]).out], {"dims": [0, 2, 1]}).out  # [1, t, d], t-major
+        cos = g.add("cos", [ft]).out  # read broadcast below: stays row-major
+        sin = g.add("sin", [ft]).out  # read at its own size: follows the transposed layout
+        rot = g.add("mul", [q, g.add("unsqueeze", [cos], {"dim": 1}).out]).out
+        g.outputs = [rot, g.add("mul", [sin, 2.0]).out]
+        return g
+
+    g = follow_input_layouts(graph(), ("cpu",))
+    cos = next(n for n in g.nodes if n.op == "cos").out.type
+    sin = next(n for n in g.nodes if n.op == "sin").out.type
+    assert cos.is_contiguous, cos
+    assert sin.strides == (128, 1, 8), sin
+    inputs = [torch.randn(1, 16, 8), torch.randn(2, 4, 8, 16)]
+    prog = KernelProgram(g, Options())
+    assert prog.kernels and not prog.copies
+    for a, b in zip(prog(*inputs), interpret(graph(), inputs)):
+        assert_close(a, b)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from ..ir import Graph, Node, Value, base_value, is_view
+from ..ir import Graph, Node, TensorType, Value, base_value, is_view
 from ..ir.ops import REGISTRY
 from . import fusion
 from .cleanup import rewrite_inputs, rewrite_outputs
@@ -298,6 +298,24 @@ def _sdpa_layout(n: Node) -> None:
     n.out.type = TensorType(t.shape, t.dtype, strides, t.device)
 
 
+def _broadcast_read(v: Value, users) -> bool:
+    """Is v read broadcast, its size-1 (or missing leading) dims stretched over a larger op (RoPE's cos/sin [1, t,
+    d] against q's [b, h, t, d])? Its readers then walk it many times in their own row-major order, so it stays
+    row-major: LLaMA's cos/sin come from a transposed [1, d, t] product, and following that layout made every
+    RoPE kernel read them with a stride of t elements (16 RoPE launches of LLaMA-style b4x512: 214 us on an
+    H200). (GQA's k read as repeated heads is not such a broadcast.)"""
+    s = v.type.shape
+    for u in _readers(v, users):
+        if REGISTRY[u.op].category != "pointwise" or u.op == "copy":
+            continue
+        for o in u.outputs:
+            r = o.type.shape if isinstance(o.type, TensorType) else ()
+            if len(r) >= len(s) and o.type.numel > v.type.numel and all(
+                    a == b or a == 1 for a, b in zip(s, r[len(r) - len(s):])):
+                return True
+    return False
+
+
 def follow_input_layouts(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
     """A pointwise op whose first full-shape operand is laid out in a permuted order produces its result in that
     order, as eager's TensorIterator does. So RoPE applied to `q.view(b, t, h, d).transpose(1, 2)` stays [b, t, h,
@@ -315,6 +333,7 @@ def follow_input_layouts(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> 
     from ..ir.types import TensorType, dense_strides
 
     outputs = {id(v) for v in graph.outputs if isinstance(v, Value)}
+    users = graph.users()
     changed: set[int] = set()  # values whose strides this pass changed: views of them are typed again
     for n in graph.nodes:
         if REGISTRY[n.op].category == "view" and n.inputs and id(n.inputs[0]) in changed:
@@ -333,7 +352,7 @@ def follow_input_layouts(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> 
                 or id(n.out) in outputs:
             continue
         t = n.out.type
-        if t.device not in devices or not t.is_contiguous:
+        if t.device not in devices or not t.is_contiguous or _broadcast_read(n.out, users):
             continue
         first = _layout_source(n, t.shape)
         order = _stride_order(first.type) if first is not None else None
