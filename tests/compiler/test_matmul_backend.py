@@ -111,6 +111,8 @@ def test_unaligned_gemm_multiplies_a_padded_weight_and_slices(bias):
     assert ops.count("constant_pad_nd") == (2 if bias else 1) and "slice" in ops
     mm = [n for n in c.report.graphs[0].graph.nodes if n.op in ("mm", "addmm")][0]
     assert mm.out.type.shape[-1] == 1032
+    w = mm.inputs[-1]  # the weight padded in its own [N, K] layout, read transposed as eager reads it
+    assert w.type.shape == (64, 1032) and w.type.strides == (1, 64) and w.producer.op == "permute", w.type
     # on the default device list the CPU graph is left alone
     torch._dynamo.reset()
     c = tilecraft.compile(m)

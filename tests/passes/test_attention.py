@@ -86,3 +86,31 @@ def test_opt_query_scaling_becomes_the_sdpa_scale(monkeypatch):
         getattr(v.producer, "op", None) == "addmm" for v in n.input_values())]
     ops = [k.info.get("ops") for k in c.report.graphs[0].kernels]
     assert sum(o[:2] == ["add", "layer_norm"] for o in ops) == 4, ops
+
+
+def test_bert_attention_output_reaches_the_projection_as_a_view():
+    """torch's math SDPA ends in bmm's [B*H, T, D] viewed back to [B, H, T, D]; fused, that pair of reshapes
+    around an attention laid out [b, t, h, d] was a copy (merging B and H is no view of it: an ATen copy of
+    19 us per BERT-base layer on an H200). canonicalize drops a reshape and its inverse, so every reshape between
+    the attention and the output projection is a view, and the model still matches eager."""
+    from tilecraft.passes.layout import _viewable
+
+    torch.manual_seed(0)
+    m = _bert("sdpa").to(torch.bfloat16).eval()  # bf16: the math path's fp32 casts around the bmm
+    ids = torch.randint(0, 100, (2, 16))
+    c = tilecraft.compile(m, passes=PASSES)
+    with torch.no_grad():
+        assert_close(c(input_ids=ids)[0], m(input_ids=ids)[0])
+    g = c.report.graphs[0].graph
+    users = g.users()
+    sdpas = [n for n in g.nodes if n.op == "sdpa"]
+    assert len(sdpas) == 2
+    for n in sdpas:
+        stack, views = [n.out], 0
+        while stack:
+            for u in users.get(stack.pop(), []):
+                if u.op in ("view", "permute", "alias"):
+                    assert u.op != "view" or _viewable(u.inputs[0].type, u.out.type.shape), u
+                    views += u.op == "view"
+                    stack.append(u.out)
+        assert views >= 1

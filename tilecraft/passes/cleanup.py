@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ir import Graph, Value
+from ..ir import Graph, Value, is_view
 from ..ir.ops import REGISTRY, norm_dims
 
 
@@ -90,12 +90,18 @@ def _exact_round_trip(node) -> tuple[Value, list] | None:
 
 def canonicalize(graph: Graph) -> Graph:
     """Normalize attributes (non-negative dims) and drop identity views and casts (also an exact round trip
-    through a wider float type, whose views are then taken of the original value)."""
+    through a wider float type, whose views are then taken of the original value, and a reshape followed by its
+    inverse); views are typed again from their inputs (a pass may have replaced an input by one laid out
+    otherwise)."""
     repl: dict[int, Value] = {}  # id(output of a dropped identity) -> its input
     nodes = []
     for node in list(graph.nodes):
         rewrite_inputs(node, repl)
         nodes.append(node)
+        if REGISTRY[node.op].category == "view" and node.inputs and isinstance(node.inputs[0], Value):
+            t = REGISTRY[node.op].infer(node.inputs, node.attrs)[0]  # a view's type follows its input's, also
+            if t != node.out.type:  # after a pass replaced that input by one laid out otherwise
+                node.out.type = t
         trip = _exact_round_trip(node)
         if trip is not None and not any(node.out is o for o in graph.outputs):
             y, views = trip
@@ -119,6 +125,10 @@ def canonicalize(graph: Graph) -> Graph:
                     node.op in ("view", "expand") and tuple(node.out.type.shape) == x.type.shape and
                     node.out.type.strides == x.type.strides or
                     node.op == "permute" and list(node.attrs["dims"]) == list(range(rank)))
+        if not identity and node.op == "view" and is_view(x.producer) and x.producer.op == "view" \
+                and tuple(node.out.type.shape) == x.producer.inputs[0].type.shape:
+            x = x.producer.inputs[0]  # a reshape and its inverse (an attention's [B*H, T, D] and back)
+            identity = True
         if identity and not any(node.out is o for o in graph.outputs):
             repl[id(node.out)] = x
     graph.nodes = nodes

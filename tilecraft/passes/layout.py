@@ -227,9 +227,17 @@ def pad_matmuls(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
         if base.producer is not None:
             continue  # an activation: padding it would copy it on every call
         pad = -N % (16 // dt.itemsize)
-        new = [graph.make_node("constant_pad_nd", [b], {"pad": [0, pad], "value": 0.0}, source=n.source)]
+        t = b.producer
+        if t is not None and t.op == "permute" and list(t.attrs["dims"]) == [1, 0] and t.inputs[0] is base:
+            # a transposed [N, K] weight (a tied LM head) is padded in its own layout and transposed back:
+            # cuBLAS gets the same "T" operand as eager (a row-major padded copy took a slower NN kernel)
+            new = [graph.make_node("constant_pad_nd", [base], {"pad": [0, 0, 0, pad], "value": 0.0},
+                                   source=n.source)]
+            new.append(graph.make_node("permute", [new[0].out], {"dims": [1, 0]}, source=n.source))
+        else:
+            new = [graph.make_node("constant_pad_nd", [b], {"pad": [0, pad], "value": 0.0}, source=n.source)]
         inputs = list(n.inputs)
-        inputs[-1] = new[0].out
+        inputs[-1] = new[-1].out
         if n.op == "addmm" and n.inputs[0].type.shape[-1:] == (N,):
             new.append(graph.make_node("constant_pad_nd", [n.inputs[0]], {"pad": [0, pad], "value": 0.0},
                                        source=n.source))
