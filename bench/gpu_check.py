@@ -132,6 +132,29 @@ def gqa_checks() -> list[str]:
     return done
 
 
+def gelu_epilogue_checks() -> list[str]:
+    """A linear + GELU's tanh form (GPT-2's gelu_new, and F.gelu(approximate="tanh")) runs as one cuBLASLt GEMM
+    with its GELU epilogue (no epilogue kernel) and matches eager; exact GELU keeps its epilogue kernel."""
+    import transformers.activations as A
+
+    done = []
+    for name, act in (("gelu_new", A.NewGELUActivation()), ("tanh", nn.GELU(approximate="tanh")),
+                      ("exact", nn.GELU())):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(512, 2048), act).cuda().to(torch.bfloat16).eval()
+        torch._dynamo.reset()
+        c = tilecraft.compile(m)
+        with torch.no_grad():
+            for _ in range(3):
+                x = torch.randn(4, 128, 512, device="cuda", dtype=torch.bfloat16)
+                assert_close(c(x), m(x), msg=f"linear+{name}")
+        plans = [getattr(k, "aten", None) for g in c.report.graphs for k in g.kernels]
+        fused = sum(p is not None and p.gelu is not None for p in plans)
+        assert fused == (0 if name == "exact" else 1), (name, fused)
+        done.append(f"linear+GELU ({name}): matches eager; cuBLASLt GELU epilogue: {bool(fused)}")
+    return done
+
+
 def small_m_sweep(shapes=((16, 2048, 2048), (16, 2048, 5632), (16, 5632, 2048), (16, 2048, 512))) -> list[dict]:
     """The generated GEMM at decode-sized M against cuBLAS (cold L2: each timing rotates weights through copies
     that do not fit in L2): which configs, if any, beat cuBLAS on memory-bound thin GEMMs."""
@@ -194,7 +217,7 @@ def main() -> int:
     ap.add_argument("--out", default="gpu_check.json")
     a = ap.parse_args()
     try:
-        done = checks() + gqa_checks()
+        done = checks() + gqa_checks() + gelu_epilogue_checks()
     except Exception as e:  # noqa: BLE001 - the sweep still runs
         import traceback
 

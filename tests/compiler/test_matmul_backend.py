@@ -314,3 +314,42 @@ def test_graph_input_residual_is_never_written():
         assert_close(c(x, y), m(x0, y))
     assert torch.equal(x, x0)
     assert all(s.plan[2] is None for s in c.report.graphs[0].program.steps if getattr(s, "plan", None))
+
+
+@pytest.mark.parametrize("act,fused", [("gelu_new", True), ("tanh", True), ("exact", False), ("relu", False)])
+def test_tanh_gelu_epilogue_is_recognised_for_cublaslt(act, fused):
+    """On CUDA a biased linear whose epilogue computes GELU's tanh form (GPT-2's gelu_new written out in ops, or
+    F.gelu(approximate="tanh")) is planned as one `_addmm_activation(use_gelu=True)` (cuBLASLt's GELU epilogue,
+    the tanh form) with no epilogue kernel; exact GELU and other activations keep their generated epilogue.
+    (Worked out on the CPU on a graph marked CUDA; the GPU run is bench/gpu_check.py's gelu_epilogue_checks.)"""
+    import copy
+
+    import transformers.activations as A
+
+    from tilecraft.codegen import build_kernel
+    from tilecraft.ir import TensorType, is_view
+    from tilecraft.passes import default_passes, run_passes
+    from tilecraft.passes.fusion import partition
+
+    fn = {"gelu_new": A.NewGELUActivation(), "tanh": nn.GELU(approximate="tanh"), "exact": nn.GELU(),
+          "relu": nn.ReLU()}[act]
+    m = nn.Sequential(nn.Linear(32, 64), fn).to(torch.bfloat16).eval()
+    torch._dynamo.reset()
+    c = tilecraft.compile(m, passes=[])
+    with torch.no_grad():
+        c(torch.randn(4, 32, dtype=torch.bfloat16))
+    g = copy.deepcopy(c.report.graphs[0].graph)
+    for v in g.values():
+        t = v.type
+        if isinstance(t, TensorType):
+            v.type = TensorType(t.shape, t.dtype, t.strides, "cuda")
+    g = run_passes(g, default_passes(), None, check=False)
+    (grp,) = [x for x in partition(g) if x.kind == "matmul"]
+    outs = []
+    for v in g.outputs:
+        while is_view(v.producer):
+            v = v.producer.inputs[0]
+        outs.append(v)
+    kernel, _ = build_kernel(grp, outs, "k")
+    assert kernel.aten is not None
+    assert (kernel.aten.gelu is not None) == fused and (kernel.aten.epilogue is None) == fused

@@ -441,8 +441,10 @@ class AtenPlan:
     seen through views), then the group's other nodes as one generated pointwise kernel (None when the
     matmul results are all the group stores)."""
 
-    def __init__(self, mms, values: list[Value], epilogue, epi_values: list[Value], residual=None):
+    def __init__(self, mms, values: list[Value], epilogue, epi_values: list[Value], residual=None, gelu=None):
         pos = {id(v): i for i, v in enumerate(values)}
+        # GELU's tanh form of a biased matmul in cuBLASLt's epilogue (see tanh_gelu_of): its output position
+        self.gelu = None if gelu is None else pos[id(gelu)]
         self.mms = [(n, [self._chain(x, pos) for x in n.input_values()],
                      pos.get(id(n.out))) for n in mms]
         # a folded residual add (see residual_add): (its operand's chain, the add's output position)
@@ -495,6 +497,9 @@ class AtenPlan:
                 else:
                     (torch.baddbmm if node.op == "bmm" else torch.addmm)(r, *ins, out=out)
                 return
+            if self.gelu is not None:  # cuBLASLt's GELU epilogue on CUDA (tanh form): no epilogue kernel
+                torch._addmm_activation(*ins, use_gelu=True, out=tensors[self.gelu])
+                return
             if node.op == "addmm":
                 r = torch.addmm(*ins, beta=node.attrs.get("beta", 1), alpha=node.attrs.get("alpha", 1), out=out)
             else:
@@ -531,6 +536,42 @@ def residual_add(mm, rest, outputs: list[Value], values: list[Value], in_group: 
     return r, add.out
 
 
+def tanh_gelu_of(mm, rest, outputs: list[Value]) -> bool:
+    """Is the group a biased CUDA matmul whose one stored result is GELU's tanh form of the product (GPT-2's
+    gelu_new, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`)? Then `torch._addmm_activation(use_gelu=True)`
+    computes it in cuBLASLt's GELU epilogue (the tanh form, applied in fp32 before the one rounding; on the CPU
+    ATen's version is the exact GELU, so CUDA only) instead of a GEMM and an epilogue kernel that reads the
+    product back. The epilogue is recognised by what it computes: its ops are evaluated on sample values (float
+    casts taken as exact) and compared with the formula."""
+    import torch.nn.functional as F
+
+    out = mm.out.type
+    if mm.op != "addmm" or out.device != "cuda" or mm.attrs.get("beta", 1) != 1 or mm.attrs.get("alpha", 1) != 1 \
+            or out.rank != 2 or mm.inputs[0].type.shape != (out.shape[1],) or len(outputs) != 1 or not rest:
+        return False
+    res = outputs[0].type
+    if res.shape != out.shape or res.dtype != out.dtype or not res.is_contiguous:
+        return False
+    y = torch.linspace(-6.0, 6.0, 1201, dtype=torch.float64)
+    env = {id(mm.out): y}
+    for n in rest:
+        if REGISTRY[n.op].category != "pointwise" or len(n.outputs) != 1:
+            return False
+        args = []
+        for v in n.inputs:
+            if isinstance(v, Value) and id(v) not in env:
+                return False
+            args.append(env[id(v)] if isinstance(v, Value) else v)
+        try:
+            env[id(n.out)] = args[0] if n.op == "cast" and n.attrs["dtype"].is_floating_point else \
+                get_op(n.op).ref(*args, **n.attrs)
+        except Exception:  # noqa: BLE001 - an op that does not evaluate on a plain vector: not this pattern
+            return False
+    got = env.get(id(outputs[0]))
+    return isinstance(got, torch.Tensor) and got.shape == y.shape and torch.allclose(
+        got.double(), F.gelu(y, approximate="tanh"), rtol=1e-6, atol=1e-7)
+
+
 def _view_fn(ref, extra: tuple, attrs: dict, t):
     return ref(t, *extra, **attrs)
 
@@ -554,6 +595,8 @@ def aten_plan(group: Group, mms, outputs: list[Value], values: list[Value], name
         mms[0].op in ("mm", "bmm") else None
     if residual is not None:
         return AtenPlan(mms, values, None, [], residual)
+    if len(mms) == 1 and tanh_gelu_of(mms[0], rest, outputs):
+        return AtenPlan(mms, values, None, [], gelu=outputs[0])
     epilogue, epi_values = None, []
     if epi_outs:
         try:
