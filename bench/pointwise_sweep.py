@@ -31,3 +31,32 @@ for name, make, inputs, dtype, *_ in anchors.workloads(False):
             e.launch(args, cfg)
             rows = gpu_profile(lambda: e.launch(args, cfg), 50)
             print(f"{name} {e.name} XBLOCK={xb} num_warps={nw}: {sum(r[1] for r in rows):.1f} us", flush=True)
+
+# what a hand-written GELU kernel reaches on the same 8192 x 4096 bf16 tensor, with and without the bounds mask
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+
+@triton.jit
+def _gelu_ref(x_ptr, y_ptr, n, XBLOCK: tl.constexpr, MASK: tl.constexpr):
+    offs = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)
+    if MASK:
+        x = tl.load(x_ptr + offs, offs < n, other=0).to(tl.float32)
+    else:
+        x = tl.load(x_ptr + offs).to(tl.float32)
+    y = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+    if MASK:
+        tl.store(y_ptr + offs, y.to(tl.bfloat16), offs < n)
+    else:
+        tl.store(y_ptr + offs, y.to(tl.bfloat16))
+
+
+x = torch.randn(8192, 4096, device="cuda", dtype=torch.bfloat16)
+y = torch.empty_like(x)
+for xb, nw in CFGS:
+    for mask in (True, False):
+        def go(xb=xb, nw=nw, mask=mask):
+            _gelu_ref[(x.numel() // xb,)](x, y, x.numel(), XBLOCK=xb, MASK=mask, num_warps=nw)
+        go()
+        rows = gpu_profile(go, 50)
+        print(f"hand-written gelu XBLOCK={xb} num_warps={nw} mask={mask}: {sum(r[1] for r in rows):.1f} us", flush=True)

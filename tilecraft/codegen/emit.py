@@ -266,6 +266,7 @@ class Emitter:
         self.scalars: set[str] = set()
         self.special = {}  # id(value) -> callable(idx) -> expr, for template-owned values (acc, reductions)
         self.zero = "0"  # an index expression that is 0 with the block's shape (for single-element stores)
+        self.linear = None  # (name, index variables, shape): a linear index a row-major access reads as is
 
     # ------------------------------------------------------------------ scopes and lines
     def line(self, s: str) -> None:
@@ -360,6 +361,16 @@ class Emitter:
         expr = self.load(v, idx, upcast=True)
         return self.tmp(expr, key, self.args.load(v)[:-len("_ptr")])
 
+    def offset(self, idx: tuple, shape: tuple, strides: tuple) -> str:
+        """offset_expr, or the template's linear index itself (`linear`: (its name, the index variables it
+        splits into, their shape)) for a row-major tensor read at exactly those variables."""
+        if self.linear is not None:
+            name, lin_idx, lin_shape = self.linear
+            if tuple(idx) == lin_idx and tuple(shape) == lin_shape and all(
+                    st == cs for st, cs, sz in zip(strides, contiguous_strides(shape), shape) if sz != 1):
+                return name
+        return offset_expr(idx, shape, strides)
+
     def pass_role(self, view: Value, source: Value) -> None:
         role = self.args.roles.get(id(view))
         if role is not None:
@@ -369,7 +380,7 @@ class Emitter:
         """Masked load of v at idx; `block`: index variables whose dims the loaded tile must keep (a tl.dot
         operand stays 2-D even when it is one broadcast element)."""
         name = self.args.load(v)
-        off = offset_expr(idx, v.type.shape, v.type.strides)
+        off = self.offset(idx, v.type.shape, v.type.strides)
         whole = all(re.search(rf"\b{b}\b", off) for b in block)
         if off == "0" and whole and not dropped_index(idx, v.type.shape, v.type.strides):
             e = f"tl.load({name})"  # one element for the whole block: a scalar load, always in bounds
@@ -532,7 +543,7 @@ def store(em: Emitter, v: Value, idx: tuple, mask: str | None = None) -> None:
     name = em.args.store(v)
     t = v.type
     strides = em.args.spec(name).strides
-    off = offset_expr(idx, t.shape, strides)
+    off = em.offset(idx, t.shape, strides)
     if off == "0" and not dropped_index(idx, t.shape, strides):
         off = em.zero
     else:

@@ -1,6 +1,8 @@
 """The pointwise template: one program per XBLOCK elements of the iteration space."""
 from __future__ import annotations
 
+import re
+
 from ..ir import Value
 from ..ir.types import next_pow2
 from ..passes.fusion import Group
@@ -25,12 +27,16 @@ def pointwise_kernel(group: Group, outputs: list[Value], name: str) -> Kernel:
     em.line(f"xmask = xindex < {numel}")
     names = decompose(em, "xindex", list(range(len(shape))), shape, "i")
     idx = tuple(names[d] for d in range(len(shape)))
+    em.linear = ("xindex", idx, tuple(shape))  # row-major operands read at xindex itself
     for v in outputs:
         store(em, v, idx)
     wide = wide or needs_int64(args, numel)
     if wide and "to(tl.int64)" not in em.lines[body_start]:
         em.lines[body_start] = em.lines[body_start].replace("tl.program_id(0)", "tl.program_id(0).to(tl.int64)")
-    src = header(name, args, ["XBLOCK"]) + "\n".join(em.lines) + "\n"
+    body = "\n".join(em.lines)
+    unused = [ln for ln in em.lines if (m := re.match(r"\s*(i\d+) = ", ln))  # index variables no access reads
+              and len(re.findall(rf"\b{m.group(1)}\b", body)) == 1]
+    src = header(name, args, ["XBLOCK"]) + "\n".join(ln for ln in em.lines if ln not in unused) + "\n"
     block = min(1024, next_pow2(numel))
     return Kernel(name, "pointwise", src, name, list(args.specs),
                   grid=lambda c, n=numel: (max(1, -(-n // c["XBLOCK"])),),
