@@ -24,7 +24,8 @@ def pointwise_kernel(group: Group, outputs: list[Value], name: str) -> Kernel:
     wide = needs_int64(args, numel)
     pid = "tl.program_id(0).to(tl.int64)" if wide else "tl.program_id(0)"
     em.line(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)")
-    em.line(f"xmask = xindex < {numel}")
+    # no bounds mask when the blocks tile the space exactly (a constant-true mask: Triton drops it)
+    em.line(f"xmask = tl.full([XBLOCK], 1, tl.int1) if {numel} % XBLOCK == 0 else xindex < {numel}")
     names = decompose(em, "xindex", list(range(len(shape))), shape, "i")
     idx = tuple(names[d] for d in range(len(shape)))
     em.linear = ("xindex", idx, tuple(shape))  # row-major operands read at xindex itself
