@@ -93,11 +93,19 @@ def merge_sibling_qlinears(graph):
     The `cat`s read parameters alone, so the runtime computes them once and caches them (static steps); they
     carry `views=True`, so a cat whose inputs are consecutive row blocks of one storage (as tilecraft.quantize
     lays out sibling layers) is a view of it, not a copy (see tilecraft.ir.ops' cat). A group is merged only
-    where every sibling's inputs already exist at the first sibling's position."""
+    where every sibling's inputs already exist at the first sibling's position; a linear whose output is a
+    graph output (or a view of one) is left alone, so outputs keep eager's contiguous strides."""
+    from ..ir import is_view
+
+    users, outs = graph.users(), {id(v) for v in graph.outputs}
+
+    def escapes(v):  # a graph output (or a view of one) stays contiguous, as eager returns it
+        return id(v) in outs or any(is_view(u) and escapes(u.out) for u in users.get(v, []))
+
     groups: dict = {}
     for n in graph.nodes:
         key = _sibling_key(n)
-        if key is not None:
+        if key is not None and not escapes(n.out):
             groups.setdefault(key, []).append(n)
     for sibs in groups.values():
         if len(sibs) < 2:
