@@ -65,7 +65,7 @@ def fold_dequant_matmul(graph):
     return graph
 
 
-# the parameter operands of each quantized linear (positions in its inputs) and the attrs siblings must share
+# the parameter operands of each quantized linear: positions in its inputs (qweight, scales, [zeros,] bias)
 _QLINEAR_PARAMS = {"wq_linear_int8": (1, 2, 3), "wq_linear_int4": (1, 2, 3, 4)}
 
 
@@ -81,7 +81,8 @@ def _sibling_key(node):
             or not (bias is None or isinstance(bias, Value) and bias.producer is None):
         return None
     q = weights[0].type
-    return (id(x), node.op, node.attrs.get("group_size"), q.shape[1:], q.dtype, bias is None,
+    return (id(x), node.op, node.attrs.get("group_size"), q.shape[1:], q.dtype,
+            None if bias is None else bias.type.dtype,
             tuple((w.type.dtype, w.type.shape[1:]) for w in weights[1:]))
 
 
