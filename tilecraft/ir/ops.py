@@ -594,7 +594,34 @@ def indexed(name, ref, aten, accepts=_nonempty, **kw):
     return op(name, "data", ref, aten, template="pointwise", accepts=accepts, **kw)
 
 
-indexed("cat", lambda *xs, dim=0: torch.cat(xs, dim), ["cat.default"])
+def row_blocks_view(xs) -> torch.Tensor | None:
+    """The tensor that cat(xs, dim 0) would make, as a view, when xs are consecutive row blocks of one storage
+    (contiguous, same dtype and trailing shape, each starting where the previous one ends); else None."""
+    x0 = xs[0]
+    if x0.device.type == "meta" or x0.dim() == 0:
+        return None
+    end = x0.data_ptr()
+    for x in xs:
+        if x.dtype != x0.dtype or x.device != x0.device or x.shape[1:] != x0.shape[1:] or not x.is_contiguous() \
+                or x.data_ptr() != end or x.untyped_storage().data_ptr() != x0.untyped_storage().data_ptr():
+            return None
+        end += x.numel() * x.element_size()
+    shape = (sum(x.shape[0] for x in xs), *x0.shape[1:])
+    return x0.as_strided(shape, torch.empty(shape, device="meta").stride())
+
+
+def _cat(*xs, dim=0, views=False):
+    """torch.cat; with `views` (set by passes only on cats of parameters that nothing writes: the merged weights
+    of sibling quantized linears), a view of the inputs' storage where they are consecutive row blocks of it."""
+    if views and dim == 0:
+        v = row_blocks_view(xs)
+        if v is not None:
+            return v
+    return torch.cat(xs, dim)
+
+
+# a views cat runs through torch (its reference): as a kernel it would write the copy it exists to avoid
+indexed("cat", _cat, ["cat.default"], lambda n: _nonempty(n) and not n.attrs.get("views"))
 op("constant_pad_nd", "data", lambda x, pad, value=0: torch.constant_pad_nd(x, pad, value), ["constant_pad_nd.default"])
 indexed("embedding", lambda weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False:
         torch.embedding(weight, indices, padding_idx, scale_grad_by_freq, sparse), ["embedding.default"],

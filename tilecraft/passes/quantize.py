@@ -63,3 +63,81 @@ def fold_dequant_matmul(graph):
         graph.nodes.remove(mm)
         users = graph.users()
     return graph
+
+
+# the parameter operands of each quantized linear: positions in its inputs (qweight, scales, [zeros,] bias)
+_QLINEAR_PARAMS = {"wq_linear_int8": (1, 2, 3), "wq_linear_int4": (1, 2, 3, 4)}
+
+
+def _sibling_key(node):
+    """What a quantized linear must share with a sibling to be merged with it, or None if it cannot be."""
+    if node.op not in _QLINEAR_PARAMS:
+        return None
+    from ..ir import Value
+
+    x, params = node.inputs[0], [node.inputs[i] for i in _QLINEAR_PARAMS[node.op]]
+    *weights, bias = params
+    if not isinstance(x, Value) or not all(isinstance(w, Value) and w.producer is None for w in weights) \
+            or not (bias is None or isinstance(bias, Value) and bias.producer is None):
+        return None
+    q = weights[0].type
+    return (id(x), node.op, node.attrs.get("group_size"), q.shape[1:], q.dtype,
+            None if bias is None else bias.type.dtype,
+            tuple((w.type.dtype, w.type.shape[1:]) for w in weights[1:]))
+
+
+def merge_sibling_qlinears(graph):
+    """Quantized linears that read the same activation (LLaMA's q/k/v projections, gate/up) become ONE quantized
+    linear over their row-concatenated parameters, then slices of its last dim: one kernel launch in place of
+    two or three, which is what decode-sized steps (latency bound) pay for.
+
+    The `cat`s read parameters alone, so the runtime computes them once and caches them (static steps); they
+    carry `views=True`, so a cat whose inputs are consecutive row blocks of one storage (as tilecraft.quantize
+    lays out sibling layers) is a view of it, not a copy (see tilecraft.ir.ops' cat). A group is merged only
+    where every sibling's inputs already exist at the first sibling's position; a linear whose output is a
+    graph output (or a view of one) is left alone, so outputs keep eager's contiguous strides."""
+    from ..ir import is_view
+
+    users, outs = graph.users(), {id(v) for v in graph.outputs}
+
+    def escapes(v):  # a graph output (or a view of one) stays contiguous, as eager returns it
+        return id(v) in outs or any(is_view(u) and escapes(u.out) for u in users.get(v, []))
+
+    groups: dict = {}
+    for n in graph.nodes:
+        key = _sibling_key(n)
+        if key is not None and not escapes(n.out):
+            groups.setdefault(key, []).append(n)
+    for sibs in groups.values():
+        if len(sibs) < 2:
+            continue
+        pos = {id(n): i for i, n in enumerate(graph.nodes)}
+        first = min(pos[id(n)] for n in sibs)
+        defined = {id(v) for v in graph.inputs} | {id(o) for n in graph.nodes[:first] for o in n.outputs}
+        if not all(id(v) in defined for n in sibs for v in n.input_values()):
+            continue
+        sibs.sort(key=lambda n: pos[id(n)])
+        head, idx = sibs[0], _QLINEAR_PARAMS[sibs[0].op]
+        new, merged_ins = [], [head.inputs[0]]
+        for i in idx:
+            if head.inputs[i] is None:
+                merged_ins.append(None)
+                continue
+            new.append(graph.make_node("cat", [n.inputs[i] for n in sibs], {"dim": 0, "views": True},
+                                       source=head.source))
+            merged_ins.append(new[-1].out)
+        merged_ins += head.inputs[max(idx) + 1:]
+        mm = graph.make_node(head.op, merged_ins, dict(head.attrs),
+                             source=" + ".join(dict.fromkeys(n.source for n in sibs if n.source)))
+        new.append(mm)
+        last, start = mm.out.type.rank - 1, 0
+        for n in sibs:
+            end = start + n.inputs[1].type.shape[0]
+            sl = graph.make_node("slice", [mm.out], {"dim": last, "start": start, "end": end}, source=n.source)
+            new.append(sl)
+            graph.replace_all_uses(n.out, sl.out)
+            start = end
+        for n in sibs:
+            graph.nodes.remove(n)
+        graph.nodes[first:first] = new
+    return graph

@@ -15,7 +15,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from .formats import INT4_GROUP_SIZES, SCHEMES, QuantError, check_int4_shape
+from .formats import INT4_GROUP_SIZES, SCHEMES, QuantError, check_int4_shape, quantize_weight
 from .kernels import check_fp8_device
 from .modules import QuantizedLinear
 from .report import QuantReport, measure
@@ -70,7 +70,7 @@ def _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, sk
             except QuantError as e:
                 raise QuantError(f"layer {name!r}: {e}") from None
     float_layers = dict(targets)
-    quant_layers = {name: QuantizedLinear.from_float(lin, scheme, group_size, per_row) for name, lin in targets}
+    quant_layers = _build_layers(targets, scheme, group_size, per_row)
     report = QuantReport(scheme, group_size if scheme == "int4_weight_only" else 0)
     if calibration_inputs is not None:
         report = measure(model, float_layers, quant_layers, calibration_inputs, report)
@@ -78,6 +78,33 @@ def _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, sk
         for name in quant_layers:
             report.add_weight_error(name, float_layers[name].weight, quant_layers[name].dequantized_weight())
     return quant_layers, report
+
+
+def _build_layers(targets, scheme, group_size, per_row) -> dict[str, QuantizedLinear]:
+    """{name: QuantizedLinear}. Layers that share a parent module and in_features (q/k/v/o, gate/up) get their
+    qweight, scales and zeros (and biases, when all have one) as consecutive row blocks of ONE tensor per kind,
+    in registration order: the compiler's merge of sibling linears (passes.merge_sibling_qlinears) then reads
+    their concatenation as a view of that tensor, with no second copy of the weights."""
+    qws = {name: quantize_weight(lin.weight, scheme, group_size, per_row) for name, lin in targets}
+    families: dict = {}
+    for name, lin in targets:
+        families.setdefault((name.rpartition(".")[0], lin.in_features), []).append(name)
+    for names in families.values():
+        if len(names) < 2 or scheme == "fp8":
+            continue
+        for kind in ("qweight", "scales", "zeros"):
+            parts = [getattr(qws[n], kind) for n in names]
+            if any(p is None or p.dim() == 0 for p in parts):
+                continue
+            for n, block in zip(names, torch.cat(parts).split([p.shape[0] for p in parts])):
+                setattr(qws[n], kind, block)
+    layers = {name: QuantizedLinear(qws[name], lin.bias, per_row) for name, lin in targets}
+    for names in families.values():
+        if len(names) >= 2 and all(layers[n].bias is not None for n in names):
+            biases = torch.cat([layers[n].bias for n in names]).split([layers[n].out_features for n in names])
+            for n, block in zip(names, biases):
+                layers[n].bias = block
+    return layers
 
 
 def _share_copy(module: nn.Module, replace: dict[str, nn.Module], prefix: str = "", memo=None) -> nn.Module:
