@@ -1,0 +1,134 @@
+"""Compile a model's generated kernels for a Hopper GPU on the CPU (Triton's CUDA backend makes PTX without a
+device) and report each kernel's global load/store widths: a GPU-side check of codegen (does it compile, do its
+accesses vectorize to 16 bytes) when no GPU is at hand. Groups are worked out as on CUDA (bench/gpu_groups.py).
+
+    python bench/ptx_check.py --model llama      # tiny configs of gpu_groups.py (llama: head_dim 128)
+    python bench/ptx_check.py --model gpt2 --arch 90
+Exits 1 when a kernel does not compile.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DT = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32", "torch.int64": "i64",
+      "torch.int32": "i32", "torch.bool": "i1", "torch.int8": "i8", "torch.uint8": "u8"}
+
+
+def dump(model: str, out: str) -> int:
+    """Phase 1 (Triton interpreter: the model runs once on the CPU): the generated sources of its CUDA groups."""
+    import torch
+
+    import tilecraft
+    from gpu_groups import groups_on_cuda, tiny
+    from tilecraft.codegen import build_kernel
+    from tilecraft.ir import is_view
+
+    torch.manual_seed(0)
+    if model == "llama":  # head_dim 128 as in the benchmarked LLaMA-style model
+        import transformers as T
+
+        m, vocab = T.LlamaForCausalLM(T.LlamaConfig(hidden_size=512, intermediate_size=512, num_hidden_layers=1,
+                                                    num_attention_heads=4, num_key_value_heads=2,
+                                                    vocab_size=128, use_cache=False)), 128
+    else:
+        m, vocab = tiny(model)
+    m = m.to(torch.bfloat16).eval()
+    c = tilecraft.compile(m, passes=[])
+    with torch.no_grad():
+        c(input_ids=torch.randint(0, vocab, (2, 64)))
+    graph = c.report.graphs[0].graph
+    groups = groups_on_cuda(graph)
+    n = 0
+    for grp in groups:
+        if grp.kind not in ("pointwise", "reduction"):
+            continue
+        ids = {id(x) for x in grp.nodes}
+        outs = []
+        readers = [v for other in groups if other is not grp for x in other.nodes for v in x.input_values()]
+        for v in readers + [o for o in grp.nodes[-1].outputs]:
+            while is_view(v.producer) and id(v.producer) not in ids:
+                v = v.producer.inputs[0]
+            if v.producer is not None and id(v.producer) in ids and not any(v is o for o in outs):
+                outs.append(v)
+        k, _ = build_kernel(grp, outs, "k")
+        with open(os.path.join(out, f"{n}.json"), "w") as f:
+            json.dump({"src": k.source, "fn": k.fn_name, "config": k.config,
+                       "dtypes": [DT.get(str(a.dtype), "bf16") for a in k.args]}, f)
+        n += 1
+    return n
+
+
+def compile_all(src_dir: str, arch: int) -> list[dict]:
+    """Phase 2 (no interpreter): each dumped kernel through Triton's CUDA backend, 16-byte aligned pointers."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    rows = []
+    for f in sorted(os.listdir(src_dir), key=lambda x: int(x.split(".")[0])):
+        k = json.load(open(os.path.join(src_dir, f)))
+        path = os.path.join(src_dir, f"k{f[:-5]}.py")
+        Path(path).write_text(k["src"])
+        spec = importlib.util.spec_from_file_location(f"ptx_k{f[:-5]}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        fn = getattr(mod, k["fn"])
+        ptrs = [a for a in fn.arg_names if a.endswith("_ptr")]
+        sig = {a: ("*" + k["dtypes"][ptrs.index(a)]) if a in ptrs else "constexpr" for a in fn.arg_names}
+        attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a in ptrs}
+        consts = {a: k["config"][a] for a in fn.arg_names if a in k["config"]}
+        row = {"kernel": k["fn"], "config": {a: k["config"][a] for a in k["config"] if a != "BACKEND"}}
+        try:
+            ptx = triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=GPUTarget("cuda", arch, 32),
+                                 options={"num_warps": k["config"].get("num_warps", 4)}).asm["ptx"]
+            ins = [ln.strip().lstrip("@%p0123456789 ") for ln in ptx.splitlines()]
+            row["loads"] = sorted({ln.split()[0] for ln in ins if ln.startswith("ld.global")})
+            row["stores"] = sorted({ln.split()[0] for ln in ins if ln.startswith("st.global")})
+        except Exception as e:  # noqa: BLE001 - reported per kernel
+            row["error"] = f"{type(e).__name__}: {e}"[:300]
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="llama", help="llama, gpt2, bert, neox, opt")
+    ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability (90: Hopper)")
+    ap.add_argument("--compile-dir", help=argparse.SUPPRESS)  # phase 2, in a process without the interpreter
+    ap.add_argument("--json", help="write the rows here")
+    a = ap.parse_args(argv)
+    if a.compile_dir:
+        rows = compile_all(a.compile_dir, a.arch)
+        print(json.dumps(rows))
+        return 0
+    with tempfile.TemporaryDirectory() as d:
+        os.environ["TRITON_INTERPRET"] = "1"
+        n = dump(a.model, d)
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        proc = subprocess.run([sys.executable, __file__, "--compile-dir", d, "--arch", str(a.arch)],
+                              capture_output=True, text=True, env=env, timeout=900)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:])
+            return 1
+        rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in rows:
+        what = r.get("error") or f"loads {' '.join(r['loads']) or '-'}; stores {' '.join(r['stores']) or '-'}"
+        print(f"{r['kernel'][:48]:48} {what}")
+    print(f"{n} kernels, {sum('error' in r for r in rows)} failed to compile for sm_{a.arch}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
