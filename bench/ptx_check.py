@@ -49,18 +49,28 @@ def dump(model: str, out: str) -> int:
     graph = c.report.graphs[0].graph
     groups = groups_on_cuda(graph)
     n = 0
+    graph_outputs = [o for o in getattr(groups[0], "graph_outputs", [])] if groups else []
+    if not graph_outputs:  # the CUDA-marked copy's outputs: the values no group reads, stored by their group
+        read = {id(v) for g in groups for x in g.nodes for v in x.input_values()}
+        graph_outputs = [g.nodes[-1].outputs[0] for g in groups if id(g.nodes[-1].outputs[0]) not in read]
     for grp in groups:
         if grp.kind not in ("pointwise", "reduction"):
             continue
         ids = {id(x) for x in grp.nodes}
         outs = []
         readers = [v for other in groups if other is not grp for x in other.nodes for v in x.input_values()]
-        for v in readers + [o for o in grp.nodes[-1].outputs]:
+        for v in readers + [o for o in graph_outputs if o is not None]:
             while is_view(v.producer) and id(v.producer) not in ids:
                 v = v.producer.inputs[0]
             if v.producer is not None and id(v.producer) in ids and not any(v is o for o in outs):
                 outs.append(v)
-        k, _ = build_kernel(grp, outs, "k")
+        if not outs:
+            continue
+        try:
+            k, _ = build_kernel(grp, outs, "k")
+        except Exception as e:  # noqa: BLE001 - the runtime would run this group through torch
+            print(f"codegen skipped {' '.join(x.op for x in grp.nodes)[:60]}: {type(e).__name__}: {e}"[:200])
+            continue
         with open(os.path.join(out, f"{n}.json"), "w") as f:
             json.dump({"src": k.source, "fn": k.fn_name, "config": k.config,
                        "dtypes": [DT.get(str(a.dtype), "bf16") for a in k.args]}, f)
