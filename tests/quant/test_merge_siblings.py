@@ -174,3 +174,23 @@ def test_linears_whose_outputs_are_graph_outputs_are_not_merged():
     g.outputs[0] = first.inputs[0]  # the first linear's own output is returned
     g = merge_sibling_qlinears(g)
     assert sorted(n.out.type.shape[-1] for n in g.nodes if n.op == "wq_linear_int8") == [24, 32]
+
+
+def test_quantized_model_for_the_user_keeps_one_tensor_per_buffer(tmp_path):
+    """tilecraft.quantize / quantize_ hand the model to the user: each layer's buffers are tensors of their own
+    (safetensors refuses shared storage, so save_pretrained would fail), while compile(quantize=...) lays its
+    private copy's siblings out as row blocks of one tensor (the merge's views); both compute the same."""
+    safetensors = pytest.importorskip("safetensors.torch")
+    torch.manual_seed(0)
+    m = Siblings(bias=True)
+    q = tilecraft.quantize(m, "int8_weight_only")
+    storages = [b.untyped_storage().data_ptr() for b in q.buffers()]
+    assert len(storages) == len(set(storages))
+    safetensors.save_file(dict(q.state_dict()),
+                          str(tmp_path / "q.safetensors"))
+    c, _ = _compile_and_check(m, "int8_weight_only", lambda g: torch.randn(5, 64, generator=g))
+    a = c.model.attn
+    assert a.k.qweight.data_ptr() == a.q.qweight.data_ptr() + a.q.qweight.nbytes  # row blocks of one tensor
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        assert_close(c(x), q(x))

@@ -281,7 +281,8 @@ def compile(model, **options) -> CompiledModel:  # noqa: A001 - the public name
     if opts.quantize:
         from ..passes.quantize import quantize
 
-        model = quantize(model, opts.quantize)  # a new module tree: the user's model is left unchanged
+        # a new module tree (the user's model is left unchanged), sibling layers' weights in one tensor each
+        model = quantize(model, opts.quantize, sibling_blocks=True)
     return CompiledModel(model, opts)
 
 

@@ -51,7 +51,7 @@ def parse_scheme(model: nn.Module, scheme: str, group_size: int | None) -> tuple
     return name, group_size
 
 
-def _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, skip):
+def _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, skip, sibling_blocks=False):
     """Check every target layer, then build {name: QuantizedLinear} and the accuracy report."""
     if not isinstance(model, nn.Module):
         raise QuantError(f"tilecraft.quantize expects an nn.Module, got {type(model).__name__}")
@@ -70,7 +70,7 @@ def _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, sk
             except QuantError as e:
                 raise QuantError(f"layer {name!r}: {e}") from None
     float_layers = dict(targets)
-    quant_layers = _build_layers(targets, scheme, group_size, per_row)
+    quant_layers = _build_layers(targets, scheme, group_size, per_row, sibling_blocks)
     report = QuantReport(scheme, group_size if scheme == "int4_weight_only" else 0)
     if calibration_inputs is not None:
         report = measure(model, float_layers, quant_layers, calibration_inputs, report)
@@ -80,12 +80,16 @@ def _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, sk
     return quant_layers, report
 
 
-def _build_layers(targets, scheme, group_size, per_row) -> dict[str, QuantizedLinear]:
-    """{name: QuantizedLinear}. Layers that share a parent module and in_features (q/k/v/o, gate/up) get their
-    qweight, scales and zeros (and biases, when all have one) as consecutive row blocks of ONE tensor per kind,
-    in registration order: the compiler's merge of sibling linears (passes.merge_sibling_qlinears) then reads
-    their concatenation as a view of that tensor, with no second copy of the weights."""
+def _build_layers(targets, scheme, group_size, per_row, sibling_blocks=False) -> dict[str, QuantizedLinear]:
+    """{name: QuantizedLinear}. With `sibling_blocks` (compile's private copy only), layers that share a parent
+    module and in_features (q/k/v/o, gate/up) get their qweight, scales and zeros (and biases, when all have one)
+    as consecutive row blocks of ONE tensor per kind, in registration order: the compiler's merge of sibling
+    linears (passes.merge_sibling_qlinears) then reads their concatenation as a view of that tensor, with no
+    second copy of the weights. A model handed to the user keeps one tensor per buffer (shared storage would
+    trip safetensors / save_pretrained); compiling it later copies the merged weights once."""
     qws = {name: quantize_weight(lin.weight, scheme, group_size, per_row) for name, lin in targets}
+    if not sibling_blocks:
+        return {name: QuantizedLinear(qws[name], lin.bias, per_row) for name, lin in targets}
     families: dict = {}
     for name, lin in targets:
         families.setdefault((name.rpartition(".")[0], lin.in_features), []).append(name)
@@ -125,14 +129,18 @@ def _share_copy(module: nn.Module, replace: dict[str, nn.Module], prefix: str = 
 
 
 def quantize(model: nn.Module, scheme: str = "int8_weight_only", group_size: int | None = None,
-             calibration_inputs=None, per_row: bool = True, skip: tuple[str, ...] = ()) -> nn.Module:
+             calibration_inputs=None, per_row: bool = True, skip: tuple[str, ...] = (),
+             sibling_blocks: bool = False) -> nn.Module:
     """A new model whose nn.Linears (except names in `skip`) are QuantizedLinears; `model` is left unchanged
     and shares its other parameters and buffers with the result (no copy of their memory).
 
     scheme: "int8_weight_only" | "int4_weight_only[:group]" (group_size 32/64/128) | "fp8" (Hopper only).
     calibration_inputs: an input tuple (or a list of them) to measure per-layer relative error on; the report
-    is `result.tilecraft_quant_report` (print it for a table)."""
-    quant_layers, report = _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, skip)
+    is `result.tilecraft_quant_report` (print it for a table).
+    sibling_blocks: sibling layers' buffers as row blocks of one tensor (what `compile(quantize=...)` asks for;
+    see _build_layers)."""
+    quant_layers, report = _quantized_layers(model, scheme, group_size, calibration_inputs, per_row, skip,
+                                             sibling_blocks)
     new = _share_copy(model, quant_layers)
     new.tilecraft_quant_report = report
     return new
