@@ -180,8 +180,9 @@ def profile(fn, n: int = 5) -> tuple[float, float, list]:
 
 
 def torch_ops(report) -> dict[str, int]:
-    """Ops of the compiled graphs that ran through torch instead of a generated kernel, by op (views, which
-    launch nothing, left out); a graph that fell back whole counts as '<whole graph>'."""
+    """Ops of the compiled graphs that run through torch on every call instead of a generated kernel, by op
+    (views, which launch nothing, and steps on parameters alone, cached after the first call, left out); a graph
+    that fell back whole counts as '<whole graph>'."""
     from tilecraft.ir.ops import REGISTRY
 
     ops: dict[str, int] = {}
@@ -193,8 +194,11 @@ def torch_ops(report) -> dict[str, int]:
         if g.error:
             add("<whole graph>")
             continue
-        for step in getattr(g.program, "steps", []):
+        static = getattr(g.program, "_static_steps", None) or set()
+        for i, step in enumerate(getattr(g.program, "steps", [])):
             if getattr(step, "kernel", None) is not None and not getattr(step, "failed", False):
+                continue
+            if i in static:  # computed once from parameters and cached (a merged quantized weight), not per call
                 continue
             for node in step.nodes:
                 if node.op == "torch_op":
