@@ -49,17 +49,16 @@ def dump(model: str, out: str) -> int:
     graph = c.report.graphs[0].graph
     groups = groups_on_cuda(graph)
     n = 0
-    graph_outputs = [o for o in getattr(groups[0], "graph_outputs", [])] if groups else []
-    if not graph_outputs:  # the CUDA-marked copy's outputs: the values no group reads, stored by their group
-        read = {id(v) for g in groups for x in g.nodes for v in x.input_values()}
-        graph_outputs = [g.nodes[-1].outputs[0] for g in groups if id(g.nodes[-1].outputs[0]) not in read]
+    read = {id(v) for g in groups for x in g.nodes for v in x.input_values()}
+    # the CUDA-marked copy's outputs: the values no group reads, stored by their group
+    graph_outputs = [g.nodes[-1].outputs[0] for g in groups if id(g.nodes[-1].outputs[0]) not in read]
     for grp in groups:
         if grp.kind not in ("pointwise", "reduction"):
             continue
         ids = {id(x) for x in grp.nodes}
         outs = []
         readers = [v for other in groups if other is not grp for x in other.nodes for v in x.input_values()]
-        for v in readers + [o for o in graph_outputs if o is not None]:
+        for v in readers + graph_outputs:
             while is_view(v.producer) and id(v.producer) not in ids:
                 v = v.producer.inputs[0]
             if v.producer is not None and id(v.producer) in ids and not any(v is o for o in outs):

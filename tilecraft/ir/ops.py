@@ -607,7 +607,7 @@ def row_blocks_view(xs) -> torch.Tensor | None:
             return None
         end += x.numel() * x.element_size()
     shape = (sum(x.shape[0] for x in xs), *x0.shape[1:])
-    return x0.as_strided(shape, torch.empty(shape, device="meta").stride())
+    return x0.as_strided(shape, contiguous_strides(shape))
 
 
 def _cat(*xs, dim=0, views=False):

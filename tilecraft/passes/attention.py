@@ -172,7 +172,7 @@ def fold_query_scale(graph: Graph) -> Graph:
                 and len(users.get(v, [])) == 1:
             reader, v = v.producer, v.producer.inputs[0]
         p = v.producer
-        if p is None or len(users.get(v, [])) != 1 or (c := _scalar_of(p)) is None or p.op != "mul":
+        if p is None or p.op != "mul" or len(users.get(v, [])) != 1 or (c := _scalar_of(p)) is None:
             continue
         x = next(a for a in p.inputs if isinstance(a, Value))
         if x.type.shape != v.type.shape or x.type.dtype != v.type.dtype or x.type.strides != v.type.strides:

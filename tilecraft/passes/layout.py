@@ -90,10 +90,9 @@ def sink_views(graph: Graph) -> Graph:
             continue
         out = n.out.type
         target = _norm_shape(n, users)
-        for v in n.input_values() if target is None and not _only_feeds_reductions(n.out, users) else ():
-            a = _leading_reshape(v)
-            if target is None and a is not None and v.type.shape == out.shape:
-                target = a.type.shape
+        if target is None and not _only_feeds_reductions(n.out, users):  # the first operand reshaped from a value
+            target = next((a.type.shape for v in n.input_values()
+                           if (a := _leading_reshape(v)) is not None and v.type.shape == out.shape), None)
         if target is None or tuple(target) == out.shape:
             continue
         new_inputs, ok, pre = [], True, []
@@ -360,11 +359,11 @@ def follow_input_layouts(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> 
                 or id(n.out) in outputs:
             continue
         t = n.out.type
-        if t.device not in devices or not t.is_contiguous or _broadcast_read(n.out, users):
+        if t.device not in devices or not t.is_contiguous:
             continue
         first = _layout_source(n, t.shape)
         order = _stride_order(first.type) if first is not None else None
-        if order is None:
+        if order is None or _broadcast_read(n.out, users):
             continue
         n.out.type = TensorType(t.shape, t.dtype, dense_strides(t.shape, order), t.device)
         changed.add(id(n.out))

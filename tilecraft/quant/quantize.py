@@ -15,7 +15,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from .formats import INT4_GROUP_SIZES, SCHEMES, QuantError, check_int4_shape, quantize_weight
+from .formats import INT4_GROUP_SIZES, SCHEMES, QuantError, check_int4_shape
 from .kernels import check_fp8_device
 from .modules import QuantizedLinear
 from .report import QuantReport, measure
@@ -87,27 +87,19 @@ def _build_layers(targets, scheme, group_size, per_row, sibling_blocks=False) ->
     linears (passes.merge_sibling_qlinears) then reads their concatenation as a view of that tensor, with no
     second copy of the weights. A model handed to the user keeps one tensor per buffer (shared storage would
     trip safetensors / save_pretrained); compiling it later copies the merged weights once."""
-    qws = {name: quantize_weight(lin.weight, scheme, group_size, per_row) for name, lin in targets}
-    if not sibling_blocks:
-        return {name: QuantizedLinear(qws[name], lin.bias, per_row) for name, lin in targets}
+    layers = {name: QuantizedLinear.from_float(lin, scheme, group_size, per_row) for name, lin in targets}
+    if not sibling_blocks or scheme == "fp8":
+        return layers
     families: dict = {}
     for name, lin in targets:
         families.setdefault((name.rpartition(".")[0], lin.in_features), []).append(name)
-    for names in families.values():
-        if len(names) < 2 or scheme == "fp8":
-            continue
-        for kind in ("qweight", "scales", "zeros"):
-            parts = [getattr(qws[n], kind) for n in names]
-            if any(p is None or p.dim() == 0 for p in parts):
+    for names in (f for f in families.values() if len(f) >= 2):
+        for kind in ("qweight", "scales", "zeros", "bias"):
+            parts = [getattr(layers[n], kind) for n in names]
+            if any(p is None or p.dim() == 0 for p in parts) or len({p.dtype for p in parts}) != 1:
                 continue
             for n, block in zip(names, torch.cat(parts).split([p.shape[0] for p in parts])):
-                setattr(qws[n], kind, block)
-    layers = {name: QuantizedLinear(qws[name], lin.bias, per_row) for name, lin in targets}
-    for names in families.values():
-        if len(names) >= 2 and all(layers[n].bias is not None for n in names):
-            biases = torch.cat([layers[n].bias for n in names]).split([layers[n].out_features for n in names])
-            for n, block in zip(names, biases):
-                layers[n].bias = block
+                setattr(layers[n], kind, block)
     return layers
 
 
