@@ -91,7 +91,16 @@ def curated_configs(template: str, M: int, scheme: str = "") -> list[dict]:
                                               (16, 256, 4, False, 4, 3), (32, 128, 8, False, 4, 3),
                                               (32, 256, 1, False, 4, 3), (64, 256, 4, True, 8, 3),
                                               (64, 128, 4, True, 4, 4), (128, 128, 4, True, 8, 3),
-                                              (16, 512, 2, False, 4, 3), (64, 256, 2, True, 8, 4)]]
+                                              (16, 512, 2, False, 4, 3), (64, 256, 2, True, 8, 4)]] + (
+            # int4 with the group scale on the dot's result: codes become 16-bit floats by bit patterns
+            # (wq_gemm.py), chunks of one group
+            [{"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
+              "TRANS": tr, "SCALE_W": False}
+             for bn, bk, sk, tr, w, st in [(32, 128, 4, False, 4, 3), (32, 128, 2, False, 4, 4),
+                                           (64, 128, 4, False, 4, 3), (64, 128, 2, True, 4, 4),
+                                           (128, 128, 2, True, 8, 3), (128, 128, 1, True, 4, 4),
+                                           (64, 128, 4, True, 4, 4), (32, 128, 8, False, 4, 3)]]
+            if scheme == "int4_weight_only" else [])
     if template == "wq_gemm" and M <= 64:
         return [{"BLOCK_M": 64, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
                  "TRANS": tr, **sw}

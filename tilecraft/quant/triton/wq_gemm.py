@@ -21,7 +21,7 @@ resets the counter and runs the epilogue. So a fused epilogue still sees whole s
 import triton
 import triton.language as tl
 
-from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8
+from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8, unpack8_half as _unpack8_half
 from tilecraft.quant.triton.tiles import gemm_tile, split_k_range
 
 
@@ -73,7 +73,6 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                         other=0.0).to(dt)
             offs_w = k0 // 8 + tl.arange(0, WORDS)
             words = tl.load(w32 + offs_n[:, None] * (K // 8) + offs_w[None, :], mask=n_ok[:, None], other=0)
-            q = _unpack8(words, BLOCK_N, WORDS)  # [BLOCK_N, BLOCK_K] codes, K order
             if NG > 1:  # several groups per chunk: each value's group scale and zero, from [BLOCK_N, NG]
                 gs = k0 // GROUP + tl.arange(0, NG)
                 sg = tl.load(s_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=n_ok[:, None], other=0.0)
@@ -82,7 +81,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                                 (BLOCK_N, BLOCK_K))
                 zb = tl.reshape(tl.broadcast_to(zg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP)),
                                 (BLOCK_N, BLOCK_K))
-                w = ((_u4f(q) - zb) * sb).to(dt)
+                w = ((_u4f(_unpack8(words, BLOCK_N, WORDS)) - zb) * sb).to(dt)
                 if TRANS:
                     acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
                 else:
@@ -92,13 +91,22 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                 s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0.0).to(tl.float32)
                 z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0).to(tl.float32)
                 if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot accumulates in place
-                    w = ((_u4f(q) - z[:, None]) * s[:, None]).to(dt)
+                    w = ((_u4f(_unpack8(words, BLOCK_N, WORDS)) - z[:, None]) * s[:, None]).to(dt)
                     if TRANS:
                         acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
                     else:
                         acc = tl.dot(x, tl.trans(w), acc, input_precision=PREC)
                 else:  # exact small integers -15..15 in the dot dtype; the group scale goes on the dot's result
-                    w = (_u4f(q) - z[:, None]).to(dt)
+                    xdt: tl.constexpr = x_ptr.dtype.element_ty
+                    if xdt == tl.float32:
+                        w = (_u4f(_unpack8(words, BLOCK_N, WORDS)) - z[:, None]).to(dt)
+                    else:  # 16-bit floats BASE + q straight from the bits, minus BASE + z (exact)
+                        BASE: tl.constexpr = 128.0 if xdt == tl.bfloat16 else 1024.0
+                        v = _unpack8_half(words, BLOCK_N, WORDS, xdt)
+                        if DOT_F32:  # (bfloat16 in the interpreter, whose bfloat16 arithmetic is wrong)
+                            w = v.to(tl.float32) - (z + BASE)[:, None]
+                        else:
+                            w = v - (z + BASE).to(xdt)[:, None]
                     if TRANS:
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:
