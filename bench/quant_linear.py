@@ -256,6 +256,8 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
     row["cublas_us"] = bench_ms(lambda: x @ wb.t(), dry) * 1e3
     if not dry:
         row["cublas_cold_us"] = cold_gpu_us(lambda i: (lambda wc: (lambda: x @ wc.t()))(wb.clone()), wb.numel() * 2)
+    if not dry and scheme == "int4_weight_only" and M <= 64 and dtype == torch.bfloat16:
+        row.update(tinygemm_case(x, qw, ref, N, K, group))
     if M >= 256 and scheme != "fp8":  # the compiled qmatmul's "aten" backend: dequantize, then cuBLAS
         from tilecraft.quant.kernels import dequant_matmul
 
@@ -290,6 +292,23 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
         except Exception as e:  # noqa: BLE001
             row["inductor_error"] = f"{type(e).__name__}: {e}"[:200]
     return row
+
+
+def tinygemm_case(x, qw, ref, N, K, group) -> dict:
+    """ATen's int4 kernel (`torch._weight_int4pack_mm`, "tinygemm": w = (q - 8) * scale + zero, bfloat16 scales
+    and zeros) on our weight, cold: a reference point for the int4 GEMM at small M."""
+    try:
+        codes = unpack_int4(qw.qweight, K).to(torch.int32)  # [N, K] codes 0..15
+        packed = ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8)  # ATen's order: even k in the high nibble
+        wp = torch._convert_weight_to_int4pack(packed, 8)
+        s, z = qw.scales.float(), qw.zeros.float()  # [N, K/group]
+        sz = torch.stack([s, (8 - z) * s], -1).transpose(0, 1).contiguous().to(torch.bfloat16)  # [K/g, N, 2]
+        out = torch._weight_int4pack_mm(x, wp, group, sz)
+        return {"tinygemm_rel_err": rel_err(out, ref),
+                "tinygemm_cold_us": cold_gpu_us(lambda i: (lambda w2: (lambda: torch._weight_int4pack_mm(
+                    x, w2, group, sz)))(wp.clone()), wp.numel() * wp.element_size())}
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        return {"tinygemm_error": f"{type(e).__name__}: {e}"[:200]}
 
 
 class GatedMLP(nn.Module):
@@ -485,6 +504,10 @@ def main(argv=None) -> int:
               f"{fmt(r['cublas_us']):>7} {fmt(r.get('inductor_us')):>8} {fmt(r.get('rel_err'), '.1e'):>8}  "
               f"{r.get('template', '-')} {short_config(r.get('config'))}")
     for r in rows:
+        if "tinygemm_cold_us" in r or "tinygemm_error" in r:
+            print(f"ATen int4 (tinygemm) M={r['M']} {r['K']}x{r['N']}: " + (
+                f"cold {r['tinygemm_cold_us']:.1f} us, rel err {r['tinygemm_rel_err']:.1e}" if "tinygemm_cold_us" in r
+                else r["tinygemm_error"]))
         if r.get("dequant_floor_us"):
             tiles = ", ".join(f"{t} {us:.1f}" for t, us in r.get("dequant_tiles_us", {}).items())
             chunks = ", ".join(f"{c} MB {us:.1f}" for c, us in r.get("dequant_mm_chunk_us", {}).items())
