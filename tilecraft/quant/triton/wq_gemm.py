@@ -67,12 +67,14 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         NGROUPS = K // GROUP
         NG: tl.constexpr = BLOCK_K // GROUP if BLOCK_K > GROUP else 1  # groups per chunk (> 1 needs SCALE_W)
         w32 = w_ptr.to(tl.pointer_type(tl.int32))
+        # words per weight row: GROUP (>= 32) divides K, so rows start 16-byte aligned (16-byte loads)
+        KW = tl.multiple_of(K // 8, GROUP // 8) if GROUP >= 32 else K // 8
         for k0 in range(k_start, k_end, BLOCK_K):  # BLOCK_K divides K (checked): no ragged chunk
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None],
                         other=0.0).to(dt)
             offs_w = k0 // 8 + tl.arange(0, WORDS)
-            words = tl.load(w32 + offs_n[:, None] * (K // 8) + offs_w[None, :], mask=n_ok[:, None], other=0)
+            words = tl.load(w32 + offs_n[:, None] * KW + offs_w[None, :], mask=n_ok[:, None], other=0)
             if NG > 1:  # several groups per chunk: each value's group scale and zero, from [BLOCK_N, NG]
                 gs = k0 // GROUP + tl.arange(0, NG)
                 sg = tl.load(s_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=n_ok[:, None], other=0.0)
