@@ -576,8 +576,9 @@ _SIBLING_WINS: dict = {}  # (device, shapes, dtype) -> does the batched call bea
 def sibling_gemm_wins(a, bs: list, batched) -> bool:
     """Is one batched GEMM over sibling weights faster on this device than a GEMM per weight? Measured once per
     problem with CUDA events (5 rounds each, alternating; the first call of a compiled program, outside any
-    CUDA graph capture), since cuBLAS's kernel choice decides it: on an H200 the batched call is 4% faster for
-    SwiGLU's 4096x2048 -> 2x5632 and 4% slower for 2048x2048 -> 2x5632 (bench/sibling_gemm_probe.py)."""
+    CUDA graph capture), since cuBLAS's kernel choice decides it: on an H200 the batched call over aliased
+    weights takes 8.2 us against 12.3 for M=16 x 2048 -> 2x5632 and 238 against 248 for M=4096, but 4% more
+    for M=2048 (bench/sibling_gemm_probe.py)."""
     key = (a.device, tuple(a.shape), a.stride(), tuple(bs[0].shape), bs[0].stride(), len(bs), a.dtype)
     won = _SIBLING_WINS.get(key)
     if won is None:
@@ -594,18 +595,23 @@ def sibling_gemm_wins(a, bs: list, batched) -> bool:
     return won
 
 
-def _elapsed_ms(fn, device) -> float:
-    """One call's time: by CUDA events on a GPU, by the clock on the CPU."""
+def _elapsed_ms(fn, device, reps: int = 3) -> float:
+    """Time per call of fn: GPU time by CUDA events on a GPU (the GPU first kept busy while the calls are
+    queued, so the host's launch cost stays out of the interval: 12 us of cuBLAS read 78 us without), by the
+    clock on the CPU."""
     if device.type != "cuda":
         t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / reps
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(1_000_000)  # about 0.5 ms of GPU clock cycles
     start.record()
-    fn()
+    for _ in range(reps):
+        fn()
     end.record()
     end.synchronize()
-    return start.elapsed_time(end)
+    return start.elapsed_time(end) / reps
 
 
 def residual_add(mm, rest, outputs: list[Value], values: list[Value], in_group: set):
