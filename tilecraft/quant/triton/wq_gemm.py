@@ -13,7 +13,14 @@ conversions (quarter-rate instructions on the GPU).
 
 TRANS (a knob): compute out^T = W x^T, the dequantized weight tile the LEFT operand (it can feed the tensor
 cores from registers; no round trip through shared memory) and the thin activation tile the right one. For
-small M the weight tile is then the big MMA dimension (BLOCK_N >= 64) and BLOCK_M = 16 the small one.
+small M the weight tile is then the big MMA dimension (BLOCK_N >= 64) and BLOCK_M = 16 the small one. For
+large M (compute-bound) this is Hopper's wgmma with its A operand in registers ("RS"): the weight tile goes
+global -> shared memory by the pipeline's async copies, shared -> registers straight in wgmma's operand layout,
+is dequantized there, and the activation tile (BLOCK_M up to 256, wgmma's N) is read from shared memory.
+int4 with TRANS, BLOCK_M >= 128 and BLOCK_K <= GROUP loads the [BLOCK_N, BLOCK_K / 2] bytes and interleaves
+their low and high nibbles with ONE tl.join (byte j holds k = 2j, 2j + 1: the K pairs of wgmma's operand
+layout), so Triton keeps the whole dequantization in that layout; the word unpack's three joins would need a
+shared memory round trip of the bf16 tile before each wgmma. (bench/qgemm_ptx.py shows what sm_90 runs.)
 
 SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
 tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
@@ -34,6 +41,8 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     pid_k = tl.program_id(1)
     offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
     k_start, k_end = split_k_range(pid_k, K, BLOCK_K, SPLIT_K)
+    if SPLIT_K == 1:  # (K >= 1) the K loop runs at least once: without this, the empty-loop path's zeroed
+        tl.assume(k_end > k_start)  # accumulator makes ptxas serialize every wgmma (warning C7515)
     if DOT_F32:
         dt = tl.float32
     else:
@@ -66,14 +75,20 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         WORDS: tl.constexpr = BLOCK_K // 8
         NGROUPS = K // GROUP
         NG: tl.constexpr = BLOCK_K // GROUP if BLOCK_K > GROUP else 1  # groups per chunk (> 1 needs SCALE_W)
+        BYTES: tl.constexpr = TRANS and NG == 1 and BLOCK_M >= 128  # (see the module doc)
         w32 = w_ptr.to(tl.pointer_type(tl.int32))
         for k0 in range(k_start, k_end, BLOCK_K):  # BLOCK_K divides K (checked): no ragged chunk
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None],
                         other=0.0).to(dt)
-            offs_w = k0 // 8 + tl.arange(0, WORDS)
-            words = tl.load(w32 + offs_n[:, None] * (K // 8) + offs_w[None, :], mask=n_ok[:, None], other=0)
-            q = _unpack8(words, BLOCK_N, WORDS)  # [BLOCK_N, BLOCK_K] codes, K order
+            if BYTES:  # [BLOCK_N, BLOCK_K / 2] bytes; (low, high) nibble pairs are K order
+                offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+                b = tl.load(w_ptr + offs_n[:, None] * (K // 2) + offs_b[None, :], mask=n_ok[:, None], other=0)
+                q = tl.reshape(tl.join(b & 15, b >> 4), (BLOCK_N, BLOCK_K)).to(tl.int32)
+            else:
+                offs_w = k0 // 8 + tl.arange(0, WORDS)
+                words = tl.load(w32 + offs_n[:, None] * (K // 8) + offs_w[None, :], mask=n_ok[:, None], other=0)
+                q = _unpack8(words, BLOCK_N, WORDS)  # [BLOCK_N, BLOCK_K] codes, K order
             if NG > 1:  # several groups per chunk: each value's group scale and zero, from [BLOCK_N, NG]
                 gs = k0 // GROUP + tl.arange(0, NG)
                 sg = tl.load(s_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=n_ok[:, None], other=0.0)
@@ -90,6 +105,9 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
             else:  # the chunk lies inside one group
                 g = k0 // GROUP
                 s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0.0).to(tl.float32)
+                # (one byte per row, too small for an async copy: read each chunk, an L1 hit after the first;
+                # loading it a chunk ahead would pin the dequantized tile to a layout that needs a shared
+                # memory round trip before the wgmma)
                 z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0).to(tl.float32)
                 if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot accumulates in place
                     w = ((_u4f(q) - z[:, None]) * s[:, None]).to(dt)

@@ -1,0 +1,87 @@
+"""The large-M quantized GEMM (wq_gemm with TRANS and 128-256-row activation tiles: Hopper's wgmma with the
+dequantized weight tile as its register A operand) against the float32 dequantize-then-matmul reference in the
+interpreter, its candidate configs, and what it compiles to for sm_90 (bench/qgemm_ptx.py, Triton's CUDA backend
+on the CPU)."""
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from tilecraft.quant import make_kernel, quantize_weight
+from tilecraft.quant import kernels as qk
+from tilecraft.quant.formats import dequantize
+from tilecraft.testing import assert_close, seeded
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _reference(x, qw, bias):
+    out = x.float() @ dequantize(qw).t()
+    return (out + bias.float() if bias is not None else out).to(x.dtype)
+
+
+@pytest.mark.parametrize("scheme,group,K", [("int8_weight_only", 0, 192), ("int8_weight_only", 0, 200),
+                                            ("int4_weight_only", 32, 192), ("int4_weight_only", 64, 192),
+                                            ("int4_weight_only", 128, 256)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("block_m,with_bias", [(128, True), (256, False)])
+def test_large_m_tiles_match_the_dequantized_reference(scheme, group, K, dtype, block_m, with_bias):
+    """Ragged M (130 rows) and N (40 columns in 32-wide weight tiles), int8 with a ragged K (200), int4 chunks
+    of min(64, group) (the one-join byte unpack), bias on and off."""
+    M, N = 130, 40
+    g = seeded(zlib.crc32(f"{scheme}{group}{K}{dtype}{block_m}".encode()) & 0xFFFF)
+    qw = quantize_weight(torch.randn(N, K, generator=g), scheme, group or 128)
+    x = torch.randn(M, K, generator=g).to(dtype)
+    bias = torch.randn(N, generator=g).to(dtype) if with_bias else None
+    k = make_kernel(scheme, M, N, K, dtype, group, with_bias, template="wq_gemm")
+    cfg = {"BLOCK_M": block_m, "BLOCK_N": 32, "BLOCK_K": min(64, group or 64), "SPLIT_K": 1, "num_warps": 8,
+           "num_stages": 3, "TRANS": True, **({"SCALE_W": True} if group else {})}
+    out = torch.full((M, N), float("nan"), dtype=dtype)
+    z = qw.zeros if qw.zeros is not None else torch.empty(1, dtype=torch.uint8)
+    k.launch([x, qw.qweight, qw.scales, z, bias if bias is not None else torch.empty(1, dtype=dtype), out], cfg)
+    assert_close(out, _reference(x, qw, bias), scale=4.0,  # (int8: the channel scale after the K sum)
+                 msg=f"{scheme} g{group} K={K} {dtype} BLOCK_M={block_m}")
+
+
+@pytest.mark.parametrize("scheme,group", [("int8_weight_only", 0), ("int4_weight_only", 128),
+                                          ("int4_weight_only", 32)])
+def test_large_m_candidates_are_valid_and_the_gpu_default(monkeypatch, scheme, group):
+    """Every candidate passes the kernel's config checks on LLaMA-style shapes; the GPU default for M >= 256 is
+    the first candidate (wgmma with the weight tile on the left), int4 chunks inside one group."""
+    monkeypatch.setattr(qk, "interpreting", lambda: False)
+    for M, K, N in ((2048, 2048, 5632), (2048, 5632, 2048), (300, 384, 40)):
+        k = qk.QuantKernel(name="t", template="wq_gemm", source="", fn_name="f", args=[], grid=None,
+                           shapes={"M": M, "N": N, "K": K, "group": group}, dtype=torch.bfloat16, scheme=scheme)
+        cands = qk.large_m_configs(scheme, M, N, K, group)
+        assert len(cands) >= 3 and len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)
+        for c in cands:
+            k.check_config(c)
+            assert c["TRANS"] and c["SPLIT_K"] == 1 and c["BLOCK_M"] <= max(16, 2 ** (M - 1).bit_length())
+            assert c.get("SCALE_W", False) == (group > 0) and (not group or c["BLOCK_K"] <= group)
+        assert qk.default_config("wq_gemm", scheme, M, N, K, group) == cands[0]
+    assert qk.large_m_configs(scheme, 2048, 5632, 2048, group)[0]["BLOCK_M"] == 256
+
+
+def test_sm90_code_of_the_large_m_kernels(tmp_path):
+    """Compiled for sm_90 on the CPU: async wgmma with the weight tile as the register (RS) A operand, no ptxas
+    serialization warning (C7515), no register spills, the activation tile through 16-byte async copies."""
+    configs = [{"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3, "TRANS": True,
+                "SCALE_W": True}]
+    out = tmp_path / "rows.json"
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "qgemm_ptx.py"), "--shape", "512x1024x1024",
+                           "--json", str(out)] + [a for c in configs for a in ("--config", json.dumps(c))],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["scheme"] for r in rows] == ["int8_weight_only", "int4_weight_only"]
+    for r in rows:
+        assert r["wgmma"] == "RS" and r["async"] and not r["serial"], r
+        assert r["spill_bytes"] == 0 and 0 < r["regs"] <= 255 and r["smem"] > 0, r
+        assert r["loads"].get("cp.async 16B", 0) > 0 and r["mma_sync"] == 0, r
+    assert "wgmma RS async" in proc.stdout
