@@ -71,19 +71,42 @@ def compile_sm90(kernel, config: dict, arch: int = 90):
 
 
 def ptxas_info(ptx: str, arch: int = 90) -> dict:
-    """Registers, spill bytes and warnings from `ptxas -v` (Triton's bundled ptxas) on the PTX."""
+    """Registers, spill bytes and warnings from `ptxas -v` (Triton's bundled ptxas) on the PTX, and the SASS
+    of the main loop (sass_loop)."""
     import triton.knobs
 
     with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "k.ptx"
+        src, cubin = Path(d) / "k.ptx", Path(d) / "k.cubin"
         src.write_text(ptx)
         proc = subprocess.run([triton.knobs.nvidia.ptxas.path, f"-arch=sm_{arch}a", "-v", str(src), "-o",
-                               str(Path(d) / "k.cubin")], capture_output=True, text=True, timeout=300)
+                               str(cubin)], capture_output=True, text=True, timeout=300)
+        sass = subprocess.run([triton.knobs.nvidia.cuobjdump.path, "-sass", str(cubin)], capture_output=True,
+                              text=True, timeout=300).stdout if proc.returncode == 0 else ""
     log = proc.stdout + proc.stderr
     regs = re.search(r"Used (\d+) registers", log)
     spills = [int(v) for v in re.findall(r"(\d+) bytes spill (?:stores|loads)", log)]
     return {"regs": int(regs.group(1)) if regs else None, "spill_bytes": max(spills, default=0),
-            "warnings": sorted(set(re.findall(r"\((C\d+)\)", log))), "ptxas_ok": proc.returncode == 0}
+            "warnings": sorted(set(re.findall(r"\((C\d+)\)", log))), "ptxas_ok": proc.returncode == 0,
+            "sass_loop": sass_loop(sass)}
+
+
+def sass_loop(sass: str) -> dict:
+    """The innermost loop with tensor-core instructions (HGMMA: wgmma; HMMA: mma.sync) in the SASS: its
+    instruction count per iteration and opcode histogram. Each warp issues these once per K chunk, so
+    warps x count / 4 schedulers is the chunk's issue time in cycles, to compare with its tensor-core time."""
+    ins = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][\w.]*)", sass)]
+    best = None
+    for addr, op in ins:
+        if op.startswith("BRA"):
+            m = re.search(rf"/\*{addr:04x}\*/[^\n]*BRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", sass)
+            target = int(m.group(1), 16) if m else addr
+            body = [o for a, o in ins if target <= a <= addr]
+            if target < addr and any(o.startswith(("HGMMA", "HMMA")) for o in body) and (
+                    best is None or len(body) < len(best)):
+                best = body
+    if best is None:
+        return {}
+    return {"instrs": len(best), "ops": dict(Counter(o.split(".")[0] for o in best).most_common())}
 
 
 def inspect_ptx(ptx: str) -> dict:
@@ -151,9 +174,15 @@ def describe(row: dict) -> str:
     if row["wgmma"] == "no" and row["mma_sync"]:
         mma += f" (mma.sync x{row['mma_sync']})"
     loads = ", ".join(f"{k} x{v}" for k, v in row["loads"].items())
-    return (f"{name:5} {short(row['config']):28} wgmma {mma:10} {'/'.join(row['wgmma_shapes']):10} "
+    c, loop = row["config"], row.get("sass_loop") or {}
+    # per K chunk: issue cycles (warps x loop instructions / 4 schedulers) over tensor-core cycles (an H100/H200
+    # SM does 2048 bf16 FMA per cycle): above ~0.7 the dequantization, not the tensor cores, sets the pace
+    issue = c["num_warps"] * loop["instrs"] / 4 if loop else None
+    tensor = c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"] / 2048
+    return (f"{name:5} {short(c):28} wgmma {mma:10} {'/'.join(row['wgmma_shapes']):10} "
             f"regs {row['regs']} spill {row['spill_bytes']}B smem {row['smem']}B | loads {loads} | "
-            f"ld.shared {sum(row['ld_shared'].values())}")
+            f"ld.shared {sum(row['ld_shared'].values())} | loop {loop.get('instrs', '-')} SASS "
+            f"(issue/tensor {issue / tensor if issue else float('nan'):.2f})")
 
 
 def main(argv=None) -> int:

@@ -70,7 +70,7 @@ def test_large_m_candidates_are_valid_and_the_gpu_default(monkeypatch, scheme, g
 def test_sm90_code_of_the_large_m_kernels(tmp_path):
     """Compiled for sm_90 on the CPU: async wgmma with the weight tile as the register (RS) A operand, no ptxas
     serialization warning (C7515), no register spills, the activation tile through 16-byte async copies."""
-    configs = [{"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3, "TRANS": True,
+    configs = [{"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3, "TRANS": True,
                 "SCALE_W": True}]
     out = tmp_path / "rows.json"
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(ROOT)}
@@ -84,4 +84,22 @@ def test_sm90_code_of_the_large_m_kernels(tmp_path):
         assert r["wgmma"] == "RS" and r["async"] and not r["serial"], r
         assert r["spill_bytes"] == 0 and 0 < r["regs"] <= 255 and r["smem"] > 0, r
         assert r["loads"].get("cp.async 16B", 0) > 0 and r["mma_sync"] == 0, r
+        # the main loop: 4 wgmma (m64n256k16) per 64-long chunk and a cheap dequantization (~240 instructions a
+        # warp: issuing them on 8 warps takes about half the chunk's 1024 tensor-core cycles)
+        assert r["sass_loop"]["ops"]["HGMMA"] == 4 and r["sass_loop"]["instrs"] < 300, r["sass_loop"]
+    assert "HMUL2" in rows[1]["sass_loop"]["ops"]  # int4 with bf16 activations: w = (q - z) * s in bf16x2
     assert "wgmma RS async" in proc.stdout
+
+
+def test_bf16_bit_pattern_dequantization_is_exact_then_rounded():
+    """The GPU's int4 bf16 path (interpreted code takes the float32 one): bf16 bits 0x4300 | q are 128 + q, minus
+    bf16(128 + z) gives q - z exactly, times bf16(s) is within bf16 rounding of the float32 (q - z) * s."""
+    q, z = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    codes = (q.to(torch.int16) | 0x4300).view(torch.bfloat16)
+    assert torch.equal(codes.float(), 128.0 + q.float())
+    qz = codes - (z.float() + 128).to(torch.bfloat16)
+    assert qz.dtype == torch.bfloat16 and torch.equal(qz.float(), (q - z).float())
+    s = torch.rand(16, 16, generator=seeded(5)) * 0.1
+    w = (qz * s.to(torch.bfloat16)).float()
+    exact = (q - z).float() * s
+    assert ((w - exact).abs() <= exact.abs() * 2 ** -7 + 1e-30).all()  # two roundings of 2^-9 each, at most
