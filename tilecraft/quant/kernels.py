@@ -263,11 +263,15 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for M >= 256, TRANS: the weight tile (BLOCK_N rows) is
-# wgmma's M side with its A operand in registers, the activation rows (BLOCK_M) its N side (up to 256). Not
-# yet timed on a GPU (bench/quant_linear.py --large-m times them); on sm_90 all compile to async RS wgmma
-# without spills (bench/qgemm_ptx.py: 212-244 registers at 256x128, 117-150 at 128x128).
-LARGE_M_TILES = [(256, 128, 64, 8, 3), (256, 128, 64, 8, 4), (128, 128, 64, 8, 4), (128, 256, 64, 8, 3),
-                 (128, 128, 128, 8, 3)]
+# wgmma's M side with its A operand in registers, the activation rows (BLOCK_M) its N side (up to 256). Not yet
+# timed on a GPU (bench/quant_linear.py --large-m times them). On sm_90 (bench/qgemm_ptx.py, 2048x5632x2048) all
+# compile to async register-A wgmma without spills; per 64-long K chunk the warps issue ~240 (256-row tiles) to
+# ~440 SASS instructions, i.e. 0.47-0.5 of the chunk's tensor-core time for 256-row activation tiles and ~0.9-1.05
+# for 128-row ones (there the dequantization, not the tensor cores, sets the pace). 256x128: 1 CTA per SM
+# (~210-230 registers); 256x64 on 4 warps: 2 CTAs per SM (one's epilogue overlaps the other's loop);
+# 128x128 int8: 2 CTAs per SM (120 registers).
+LARGE_M_TILES = [(256, 128, 64, 8, 3), (256, 128, 64, 8, 4), (256, 64, 64, 4, 3), (128, 256, 64, 8, 3),
+                 (128, 128, 64, 8, 4)]
 
 
 def large_m_configs(scheme: str, M: int, N: int, K: int, group: int) -> list[dict]:
