@@ -103,3 +103,42 @@ def test_bf16_bit_pattern_dequantization_is_exact_then_rounded():
     w = (qz * s.to(torch.bfloat16)).float()
     exact = (q - z).float() * s
     assert ((w - exact).abs() <= exact.abs() * 2 ** -7 + 1e-30).all()  # two roundings of 2^-9 each, at most
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only:64"])
+def test_compiled_model_runs_the_large_m_config_with_its_fused_epilogues(scheme):
+    """What the schedule database (or the lead's default) would pick for prefill: a compiled block's qmatmul
+    kernels (bias + SiLU fused into up's, the residual add into down's) set to the first large-M candidate,
+    BACKEND "triton", against the quantized model's dequantized reference, twice."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    import tilecraft
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Linear(64, 128), nn.Linear(128, 64, bias=False)
+
+        def forward(self, x):
+            return x + self.down(F.silu(self.up(x)))
+
+    torch.manual_seed(3)
+    torch._dynamo.reset()
+    c = tilecraft.compile(Block().eval(), quantize=scheme)
+    x = torch.randn(2, 65, 64, generator=seeded(4))  # 130 rows
+    with torch.no_grad():
+        c(x)
+        prog = c.report.graphs[0].program
+        qks = [k for k in prog.kernels if k.template == "wq_gemm"]
+        assert len(qks) == 2
+        for k in qks:
+            s = k.shapes
+            k.config = {**qk.large_m_configs(k.scheme, s["M"], s["N"], s["K"], s["group"])[0], "BACKEND": "triton"}
+            assert k.config["TRANS"] and k.config["BLOCK_M"] == 256
+        for step in prog.steps:
+            step.plan = None  # (launch plans are worked out again for the new configs)
+        ref = c.model(x)
+        for _ in range(2):
+            assert_close(c(x), ref, msg=scheme)
+    assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]
