@@ -100,11 +100,11 @@ def curated_configs(template: str, M: int, scheme: str = "") -> list[dict]:
                  "TRANS": tr, **sw}
                 for bn, bk, sk, tr, w, st in [(128, 128, 1, True, 8, 3), (64, 128, 2, True, 4, 3),
                                               (64, 256, 1, False, 8, 3), (128, 64, 2, True, 4, 3)]]
-    if template == "wq_gemm":  # large M: a bf16 tensor-core GEMM on dequantized weight tiles
+    if template == "wq_gemm":  # large M: bf16 wgmma on dequantized weight tiles (the large_m_configs tiles)
+        from tilecraft.quant.kernels import LARGE_M_TILES
+
         return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": st,
-                 "TRANS": tr, **sw}
-                for bm, bn, bk, tr, w, st in [(128, 128, 64, True, 8, 3), (128, 256, 64, False, 8, 3),
-                                              (64, 128, 64, False, 4, 4), (128, 128, 128, False, 8, 2)]]
+                 "TRANS": True, **sw} for bm, bn, bk, w, st in LARGE_M_TILES]
     return []
 
 
