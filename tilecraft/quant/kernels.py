@@ -254,7 +254,11 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
         cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split,
                "num_warps": 8 if bn * bk > 64 * 128 else 4, "num_stages": 3, "TRANS": True}
     else:  # compute-bound: a bf16 wgmma GEMM on weight tiles dequantized in registers (large_m_configs)
-        return large_m_configs(scheme, M, N, K, group)[0]
+        # the first candidate whose tiles fill the device (90% of the SMs), else the one with the most tiles
+        cands = large_m_configs(scheme, M, N, K, group)
+        tiles = [triton.cdiv(M, c["BLOCK_M"]) * triton.cdiv(N, c["BLOCK_N"]) for c in cands]
+        full = [c for c, t in zip(cands, tiles) if t >= 0.9 * _sm_count()]
+        return dict(full[0] if full else cands[tiles.index(max(tiles))])
     if scheme == "int4_weight_only":  # group scales on the weight tile: the dot accumulates in place
         if cfg["BLOCK_K"] > group and K % cfg["BLOCK_K"]:
             cfg["BLOCK_K"] = group
