@@ -170,13 +170,16 @@ def wall_ms(fn, cuda: bool) -> float:
     return statistics.median(loops) * 1e3
 
 
+TOP = [8]  # kernels kept per row (--top)
+
+
 def profile(fn, n: int = 5) -> tuple[float, float, list]:
     """(GPU ms per call, device ops per call, top kernels [(name, µs per call)]) by the torch profiler."""
     from tilecraft.testing import gpu_profile
 
     rows = gpu_profile(fn, n, counts=True)
     return (sum(us for _, us, _ in rows) / 1e3, sum(c for _, _, c in rows),
-            [(k[:160], round(us, 1)) for k, us, _ in rows[:8]])
+            [(k[:160], round(us, 1), c) for k, us, c in rows[:TOP[0]]])
 
 
 def torch_ops(report) -> dict[str, int]:
@@ -442,10 +445,12 @@ def main(argv=None) -> int:
                     help="GPU time: median of this many interleaved profiling rounds over the model's backends "
                          "(1: each backend once, right after its compile)")
     ap.add_argument("--out", default="bench/results/models.json")
+    ap.add_argument("--top", type=int, default=8, help="kernels listed per row (name, µs per call, launches)")
     ap.add_argument("--budget-s", type=float, default=0.0, help="start no model after this many seconds")
     ap.add_argument("--dry-run", action="store_true", help="tiny configs on the CPU (interpreter, fp32)")
     ap.add_argument("--table", nargs="+", metavar="JSON", help="print one table from these results and exit")
     args = ap.parse_args(argv)
+    TOP[0] = args.top
     if args.table:
         runs = [json.loads(Path(f).read_text()) for f in args.table]
         infos = {k: v for r in runs for k, v in r["models"].items()}

@@ -94,7 +94,16 @@ def curated_configs(template: str, M: int, scheme: str = "") -> list[dict]:
                                               (16, 256, 4, False, 4, 3), (32, 128, 8, False, 4, 3),
                                               (32, 256, 1, False, 4, 3), (64, 256, 4, True, 8, 3),
                                               (64, 128, 4, True, 4, 4), (128, 128, 4, True, 8, 3),
-                                              (16, 512, 2, False, 4, 3), (64, 256, 2, True, 8, 4)]]
+                                              (16, 512, 2, False, 4, 3), (64, 256, 2, True, 8, 4)]] + (
+            # int4 with the group scale on the dot's result: codes become 16-bit floats by bit patterns
+            # (wq_gemm.py), chunks of one group
+            [{"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
+              "TRANS": tr, "SCALE_W": False}
+             for bn, bk, sk, tr, w, st in [(32, 128, 4, False, 4, 3), (32, 128, 2, False, 4, 4),
+                                           (64, 128, 4, False, 4, 3), (64, 128, 2, True, 4, 4),
+                                           (128, 128, 2, True, 8, 3), (128, 128, 1, True, 4, 4),
+                                           (64, 128, 4, True, 4, 4), (32, 128, 8, False, 4, 3)]]
+            if scheme == "int4_weight_only" else [])
     if template == "wq_gemm" and M <= 64:
         return [{"BLOCK_M": 64, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w, "num_stages": st,
                  "TRANS": tr, **sw}
@@ -256,6 +265,8 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
     row["cublas_us"] = bench_ms(lambda: x @ wb.t(), dry) * 1e3
     if not dry:
         row["cublas_cold_us"] = cold_gpu_us(lambda i: (lambda wc: (lambda: x @ wc.t()))(wb.clone()), wb.numel() * 2)
+    if not dry and scheme == "int4_weight_only" and M <= 64 and dtype == torch.bfloat16:
+        row.update(tinygemm_case(x, qw, ref, N, K, group))
     if M >= 256 and scheme != "fp8":  # the compiled qmatmul's "aten" backend: dequantize, then cuBLAS
         from tilecraft.quant.kernels import dequant_matmul
 
@@ -371,6 +382,23 @@ def print_large_m(rows) -> None:
             print(f"best {r['scheme'].split('_')[0]} {r['K']}x{r['N']}: {short_config(best['config'])} "
                   f"{best['us']:.1f} us = {best['us'] / r['cublas_us']:.2f}x cuBLAS "
                   f"(dequantize + cuBLAS {r['dequant_mm_us'] / r['cublas_us']:.2f}x)")
+
+
+def tinygemm_case(x, qw, ref, N, K, group) -> dict:
+    """ATen's int4 kernel (`torch._weight_int4pack_mm`, "tinygemm": w = (q - 8) * scale + zero, bfloat16 scales
+    and zeros) on our weight, cold: a reference point for the int4 GEMM at small M."""
+    try:
+        codes = unpack_int4(qw.qweight, K).to(torch.int32)  # [N, K] codes 0..15
+        packed = ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8)  # ATen's order: even k in the high nibble
+        wp = torch._convert_weight_to_int4pack(packed, 8)
+        s, z = qw.scales.float(), qw.zeros.float()  # [N, K/group]
+        sz = torch.stack([s, (8 - z) * s], -1).transpose(0, 1).contiguous().to(torch.bfloat16)  # [K/g, N, 2]
+        out = torch._weight_int4pack_mm(x, wp, group, sz)
+        return {"tinygemm_rel_err": rel_err(out, ref),
+                "tinygemm_cold_us": cold_gpu_us(lambda i: (lambda w2: (lambda: torch._weight_int4pack_mm(
+                    x, w2, group, sz)))(wp.clone()), wp.numel() * wp.element_size())}
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        return {"tinygemm_error": f"{type(e).__name__}: {e}"[:200]}
 
 
 class GatedMLP(nn.Module):
@@ -584,6 +612,10 @@ def main(argv=None) -> int:
               f"{fmt(r['cublas_us']):>7} {fmt(r.get('inductor_us')):>8} {fmt(r.get('rel_err'), '.1e'):>8}  "
               f"{r.get('template', '-')} {short_config(r.get('config'))}")
     for r in rows:
+        if "tinygemm_cold_us" in r or "tinygemm_error" in r:
+            print(f"ATen int4 (tinygemm) M={r['M']} {r['K']}x{r['N']}: " + (
+                f"cold {r['tinygemm_cold_us']:.1f} us, rel err {r['tinygemm_rel_err']:.1e}" if "tinygemm_cold_us" in r
+                else r["tinygemm_error"]))
         if r.get("dequant_floor_us"):
             tiles = ", ".join(f"{t} {us:.1f}" for t, us in r.get("dequant_tiles_us", {}).items())
             chunks = ", ".join(f"{c} MB {us:.1f}" for c, us in r.get("dequant_mm_chunk_us", {}).items())

@@ -353,3 +353,44 @@ def test_tanh_gelu_epilogue_is_recognised_for_cublaslt(act, fused):
     kernel, _ = build_kernel(grp, outs, "k")
     assert kernel.aten is not None
     assert (kernel.aten.gelu is not None) == fused and (kernel.aten.epilogue is None) == fused
+
+
+@pytest.mark.parametrize("wins", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sibling_gemms_run_as_one_batched_call_over_aliased_weights(monkeypatch, wins, dtype):
+    """SwiGLU's gate and up (a dual GEMM group) through ATen: one bmm over a [2, K, N] view that aliases the
+    two weights (no stacked copy) when the device measured it faster, else two mms; both match eager."""
+    from tilecraft.codegen import matmul
+
+    calls = []
+    monkeypatch.setattr(matmul, "sibling_gemm_wins", lambda a, bs, fn: calls.append(len(bs)) or wins)
+    m = Mixed().to(dtype).eval()
+    x, r = torch.randn(2, 8, 32, dtype=dtype), torch.randn(2, 8, 48, dtype=dtype)
+    c = tilecraft.compile(m, matmul="aten")
+    with torch.no_grad():
+        assert_close(c(x, r), m(x, r))
+        m.gate.weight.mul_(-1.5)  # weights changed in place: the alias reads them (no stale copy)
+        x2, r2 = torch.randn_like(x), torch.randn_like(r)
+        assert_close(c(x2, r2), m(x2, r2))
+    (dual,) = [k for k in _matmul_kernels(c) if k.aten is not None and k.aten.siblings]
+    assert calls and set(calls) == {2}
+    ptrs, (order, view), kept = dual.aten._alias
+    assert view.data_ptr() == min(m.gate.weight.data_ptr(), m.up.weight.data_ptr())
+    assert set(ptrs) == {m.gate.weight.data_ptr(), m.up.weight.data_ptr()}
+    for i, j in enumerate(order):  # entry i of the view is sibling j's [K, N] operand, element for element
+        assert torch.equal(view[i], kept[j])
+
+
+def test_stacked_alias_needs_equal_spacing_and_one_layout():
+    from tilecraft.codegen.matmul import stacked_alias
+
+    a, b = torch.randn(8, 4), torch.randn(8, 4)
+    order, view = stacked_alias([b, a])
+    assert view.shape == (2, 8, 4) and view.stride()[1:] == (4, 1)
+    assert torch.equal(view[order.index(0)], b) and torch.equal(view[order.index(1)], a)
+    block = torch.randn(3, 8, 4)
+    assert torch.equal(stacked_alias([block[2], block[0], block[1]])[1], block)  # equally spaced: three
+    uneven = torch.randn(40)
+    assert stacked_alias([uneven[0:8].view(2, 4), uneven[8:16].view(2, 4), uneven[32:40].view(2, 4)]) is None
+    assert stacked_alias([a, b.t().contiguous().t()]) is None  # other strides
+    assert stacked_alias([a, b.half()]) is None

@@ -237,10 +237,13 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
         split = 4 if triton.cdiv(N, bn) < 2 * _sm_count() and K >= 8 * bk else 1
         cfg = {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": 4, "num_stages": 3,
                "TRANS": False}
-        if scheme == "int4_weight_only":
-            cfg["SCALE_W"] = True
-            if bk > group and K % bk:
-                cfg["BLOCK_K"] = group
+        if scheme == "int4_weight_only":  # one group per chunk, its scale on the dot's result (codes become
+            # 16-bit floats by bit patterns, wq_gemm.py); measured best on an H200 at M=16, cold (2026-12-03,
+            # bench/quant_linear.py): 2048x2048 5.1 us, 2048x3072 5.9, 2048x11264 13.5, 5632x2048 8.5 (split 8),
+            # 2048x32000 30.2 (64-wide tiles, split 4); 5-13% faster than the weight-tile scaling
+            bk = min(128, group)
+            cfg.update(BLOCK_K=bk, SCALE_W=False, SPLIT_K=max(1, min(8, K // (4 * bk))),
+                       BLOCK_N=64 if triton.cdiv(N, 32) >= 4 * _sm_count() else bn)
         return cfg
     if M <= 64:  # memory-bound: the weight tile is the dot's left operand (TRANS) and the wide dimension; K is
         # split (reduced in the kernel) until there are about two programs per SM

@@ -33,7 +33,7 @@ resets the counter and runs the epilogue. So a fused epilogue still sees whole s
 import triton
 import triton.language as tl
 
-from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8
+from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8, unpack8_half as _unpack8_half
 from tilecraft.quant.triton.tiles import gemm_tile, split_k_range
 
 
@@ -85,12 +85,14 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         # dequantize in bf16x2 arithmetic (module doc); not in the interpreter (DOT_F32: its bf16 arithmetic is wrong)
         BF16: tl.constexpr = BYTES and not DOT_F32 and x_ptr.dtype.element_ty == tl.bfloat16
         w32 = w_ptr.to(tl.pointer_type(tl.int32))
+        # words per weight row: GROUP (>= 32) divides K, so rows start 16-byte aligned (16-byte loads)
+        KW = tl.multiple_of(K // 8, GROUP // 8) if GROUP >= 32 else K // 8
         for k0 in range(k_start, k_end, BLOCK_K):  # BLOCK_K divides K (checked): no ragged chunk
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + rm[:, None] * stride_xm + offs_k[None, :]).to(dt)
             if BYTES:  # [BLOCK_N, BLOCK_K / 2] bytes; (low, high) nibble pairs are K order
                 offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-                b = tl.load(w_ptr + rn[:, None] * (K // 2) + offs_b[None, :])
+                b = tl.load(w_ptr + rn[:, None] * (KW * 4) + offs_b[None, :])
                 if BF16:  # codes as the bf16 bit patterns 0x4300 | q = 128 + q
                     q = tl.reshape(tl.join((b & 15).to(tl.int16) | 0x4300, (b >> 4).to(tl.int16) | 0x4300),
                                    (BLOCK_N, BLOCK_K)).to(tl.bfloat16, bitcast=True)
@@ -98,9 +100,8 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                     q = tl.reshape(tl.join(b & 15, b >> 4), (BLOCK_N, BLOCK_K)).to(tl.int32)
             else:
                 offs_w = k0 // 8 + tl.arange(0, WORDS)
-                words = tl.load(w32 + rn[:, None] * (K // 8) + offs_w[None, :])
-                q = _unpack8(words, BLOCK_N, WORDS)  # [BLOCK_N, BLOCK_K] codes, K order
-            if NG > 1:  # several groups per chunk: each value's group scale and zero, from [BLOCK_N, NG]
+                words = tl.load(w32 + rn[:, None] * KW + offs_w[None, :])
+            if NG > 1:  # several groups per chunk (never BYTES): each value's group scale and zero, [BLOCK_N, NG]
                 gs = k0 // GROUP + tl.arange(0, NG)
                 sg = tl.load(s_ptr + rn[:, None] * NGROUPS + gs[None, :])
                 zg = tl.load(z_ptr + rn[:, None] * NGROUPS + gs[None, :])
@@ -108,7 +109,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                                 (BLOCK_N, BLOCK_K))
                 zb = tl.reshape(tl.broadcast_to(zg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP)),
                                 (BLOCK_N, BLOCK_K))
-                w = ((_u4f(q) - zb) * sb).to(dt)
+                w = ((_u4f(_unpack8(words, BLOCK_N, WORDS)) - zb) * sb).to(dt)
                 if TRANS:
                     acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
                 else:
@@ -122,19 +123,32 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                 z = tl.load(z_ptr + rn * NGROUPS + g).to(tl.float32)
                 if BF16:  # q - z exactly (bf16 128 + q minus 128 + z)
                     qz = q - (z + 128.0).to(tl.bfloat16)[:, None]
-                else:
+                elif BYTES:
                     qz = _u4f(q) - z[:, None]
                 if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot accumulates in place
                     if BF16:  # one bf16x2 multiply per pair (rounded twice: s to bf16, then w)
                         w = (qz * s.to(tl.bfloat16)[:, None]).to(dt)
-                    else:
+                    elif BYTES:
                         w = (qz * s[:, None]).to(dt)
+                    else:
+                        w = ((_u4f(_unpack8(words, BLOCK_N, WORDS)) - z[:, None]) * s[:, None]).to(dt)
                     if TRANS:
                         acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
                     else:
                         acc = tl.dot(x, tl.trans(w), acc, input_precision=PREC)
                 else:  # exact small integers -15..15 in the dot dtype; the group scale goes on the dot's result
-                    w = qz.to(dt)
+                    xdt: tl.constexpr = x_ptr.dtype.element_ty
+                    if BYTES:
+                        w = qz.to(dt)
+                    elif xdt == tl.float32:
+                        w = (_u4f(_unpack8(words, BLOCK_N, WORDS)) - z[:, None]).to(dt)
+                    else:  # 16-bit floats BASE + q straight from the bits, minus BASE + z (exact)
+                        BASE: tl.constexpr = 128.0 if xdt == tl.bfloat16 else 1024.0
+                        v = _unpack8_half(words, BLOCK_N, WORDS, xdt)
+                        if DOT_F32:  # (bfloat16 in the interpreter, whose bfloat16 arithmetic is wrong)
+                            w = v.to(tl.float32) - (z + BASE)[:, None]
+                        else:
+                            w = v - (z + BASE).to(xdt)[:, None]
                     if TRANS:
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:
