@@ -133,7 +133,8 @@ def inspect_ptx(ptx: str) -> dict:
             if m:
                 width = int(m.group(3)) // 8 * int((m.group(1) or "v1")[1:])
                 loads[f"ld {width}B"] += 1
-    return {"wgmma": ("RS" if rs else "SS") if wgmma else "no", "wgmma_shapes": sorted({w.split(".")[-4] for w in wgmma}),
+    return {"wgmma": ("RS" if rs else "SS") if wgmma else "no",
+            "wgmma_shapes": sorted({w.split(".")[-4] for w in wgmma}),
             "async": any(w > 0 for w in waits), "mma_sync": sum(v for i, v in ins.items() if i.startswith("mma.sync")),
             "loads": dict(sorted(loads.items())),
             "ld_shared": dict(sorted((i, v) for i, v in ins.items() if i.startswith("ld.shared")))}

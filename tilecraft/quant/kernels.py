@@ -201,7 +201,8 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
     (thousands of programs, each streaming 4-8 KB per step). M <= 16: measured on an H200 (below). GEMMs at
     16 < M <= 64, not measured yet in this form (set them from bench/quant_linear.py), put the weight tile on
     the dot's left (TRANS) with 64-wide N tiles, 256/128-long K chunks and split-K to about two programs per
-    SM; larger M is a bf16 wgmma GEMM with the weight tile on the left (large_m_configs). int4 applies the group scales to the weight tile (SCALE_W), so a chunk can span groups."""
+    SM; larger M is a bf16 wgmma GEMM with the weight tile on the left (large_m_configs). int4 applies the
+    group scales to the weight tile (SCALE_W), so a chunk can span groups."""
     small = interpreting()
     if template == "wq_gemv":
         bm = _pow2(M)
@@ -311,8 +312,8 @@ def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
         return {"BLOCK_N": [2, 4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024, 2048, 4096],
                 "SPLIT_K": [1, 2, 4, 8], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
     bks = [32, 64, 128, 256, 512]  # int4: above the group size only with SCALE_W (check_config)
-    space = {"BLOCK_M": [16, 32, 64, 128, 256], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4, 8],
-             "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
+    space = {"BLOCK_M": [16, 32, 64, 128, 256], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks,
+             "SPLIT_K": [1, 2, 4, 8], "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
     if template == "wq_gemm":
         space["TRANS"] = [False, True]  # the weight tile as the left or the right dot operand
     if scheme == "int4_weight_only":
