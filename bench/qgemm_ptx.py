@@ -7,7 +7,10 @@ inspected. One line per config:
             loop), "serial" when ptxas says it had to serialize them (warning C7515)
     loads   global loads by kind and width: cp.async 16B/8B/4B (pipelined into shared memory), TMA (tensor
             copies), ld.v4 ... (plain loads into registers, not pipelined)
-    regs, spill bytes (ptxas -v), smem bytes (Triton's metadata)
+    regs, spill bytes (ptxas -v), smem bytes (Triton's metadata), how many CTAs of it fit on one SM
+    loop    SASS instructions per K chunk of the main loop, and the ratio of their issue time (warps x count / 4
+            schedulers) to the chunk's tensor-core time (2048 bf16 FMA per cycle per SM): near or above 1 the
+            dequantization, not the tensor cores, sets the pace
 
     python bench/qgemm_ptx.py                                   # the large-M candidates, int8 and int4 g128
     python bench/qgemm_ptx.py --schemes int4 --group 64 --shape 2048x2048x5632
@@ -151,12 +154,22 @@ def inspect_config(kernel, config: dict, arch: int = 90, dump: str | None = None
     ptx = ck.asm["ptx"]
     row.update(inspect_ptx(ptx), smem=ck.metadata.shared, **ptxas_info(ptx, arch))
     row["serial"] = "C7515" in row["warnings"]  # ptxas serialized the wgmma pipeline
+    row["ctas_per_sm"] = ctas_per_sm(row["regs"], row["smem"], config["num_warps"])
     if dump:
         stem = Path(dump) / f"{kernel.scheme.split('_')[0]}_{short(config).replace(' ', '_')}"
         stem.parent.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".ptx").write_text(ptx)
         stem.with_suffix(".ttgir").write_text(ck.asm["ttgir"])
     return row
+
+
+def ctas_per_sm(regs: int | None, smem: int, warps: int) -> int:
+    """How many CTAs fit on one Hopper SM at once: 64K registers (allocated per warp in units of 256), 228 KB of
+    shared memory (1 KB reserved per CTA), 64 warps."""
+    if not regs:
+        return 0
+    per_warp = -(-regs * 32 // 256) * 256
+    return min(65536 // (per_warp * warps), 233472 // (smem + 1024), 64 // warps)
 
 
 def short(c: dict) -> str:
@@ -181,7 +194,8 @@ def describe(row: dict) -> str:
     issue = c["num_warps"] * loop["instrs"] / 4 if loop else None
     tensor = c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"] / 2048
     return (f"{name:5} {short(c):28} wgmma {mma:10} {'/'.join(row['wgmma_shapes']):10} "
-            f"regs {row['regs']} spill {row['spill_bytes']}B smem {row['smem']}B | loads {loads} | "
+            f"regs {row['regs']} spill {row['spill_bytes']}B smem {row['smem']}B ({row['ctas_per_sm']} CTA/SM) | "
+            f"loads {loads} | "
             f"ld.shared {sum(row['ld_shared'].values())} | loop {loop.get('instrs', '-')} SASS "
             f"(issue/tensor {issue / tensor if issue else float('nan'):.2f})")
 
