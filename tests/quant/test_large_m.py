@@ -32,7 +32,8 @@ def _reference(x, qw, bias):
 @pytest.mark.parametrize("block_m,with_bias", [(128, True), (256, False)])
 def test_large_m_tiles_match_the_dequantized_reference(scheme, group, K, dtype, block_m, with_bias):
     """Ragged M (130 rows) and N (40 columns in 32-wide weight tiles), int8 with a ragged K (200), int4 chunks
-    of min(64, group) (the one-join byte unpack), bias on and off."""
+    of min(64, group) (the one-join byte unpack; group 64 with its scale on the dot's result, the others on the
+    weight tile), bias on and off."""
     M, N = 130, 40
     g = seeded(zlib.crc32(f"{scheme}{group}{K}{dtype}{block_m}".encode()) & 0xFFFF)
     qw = quantize_weight(torch.randn(N, K, generator=g), scheme, group or 128)
@@ -40,7 +41,7 @@ def test_large_m_tiles_match_the_dequantized_reference(scheme, group, K, dtype, 
     bias = torch.randn(N, generator=g).to(dtype) if with_bias else None
     k = make_kernel(scheme, M, N, K, dtype, group, with_bias, template="wq_gemm")
     cfg = {"BLOCK_M": block_m, "BLOCK_N": 32, "BLOCK_K": min(64, group or 64), "SPLIT_K": 1, "num_warps": 8,
-           "num_stages": 3, "TRANS": True, **({"SCALE_W": True} if group else {})}
+           "num_stages": 3, "TRANS": True, **({"SCALE_W": group != 64} if group else {})}
     out = torch.full((M, N), float("nan"), dtype=dtype)
     z = qw.zeros if qw.zeros is not None else torch.empty(1, dtype=torch.uint8)
     k.launch([x, qw.qweight, qw.scales, z, bias if bias is not None else torch.empty(1, dtype=dtype), out], cfg)
