@@ -10,6 +10,9 @@ eager vs Inductor vs tilecraft.compile.
     python bench/quant_linear.py --quick        # issue 15's rows: int8/int4, M=1,16,64,256,2048, 4096x4096 and
                                                 # 4096x11008, 3 configs each, no Inductor/conv (~3 min on an H200)
     python bench/quant_linear.py --dry-run      # CPU, Triton interpreter, tiny shapes (a smoke test)
+    python bench/quant_linear.py --large-m      # M=2048 prefill GEMMs (2048x5632, 5632x2048, 2048x2048): each
+        # large-M wq_gemm candidate, int8 and int4 g128, checked and timed against cuBLAS bf16 and
+        # dequantize+cuBLAS; a table last (~1-2 min on an H200; --dry-run: tiny, interpreter)
 """
 from __future__ import annotations
 
@@ -106,11 +109,11 @@ def curated_configs(template: str, M: int, scheme: str = "") -> list[dict]:
                  "TRANS": tr, **sw}
                 for bn, bk, sk, tr, w, st in [(128, 128, 1, True, 8, 3), (64, 128, 2, True, 4, 3),
                                               (64, 256, 1, False, 8, 3), (128, 64, 2, True, 4, 3)]]
-    if template == "wq_gemm":  # large M: a bf16 tensor-core GEMM on dequantized weight tiles
+    if template == "wq_gemm":  # large M: bf16 wgmma on dequantized weight tiles (the large_m_configs tiles)
+        from tilecraft.quant.kernels import LARGE_M_TILES
+
         return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": st,
-                 "TRANS": tr, **sw}
-                for bm, bn, bk, tr, w, st in [(128, 128, 64, True, 8, 3), (128, 256, 64, False, 8, 3),
-                                              (64, 128, 64, False, 4, 4), (128, 128, 128, False, 8, 2)]]
+                 "TRANS": True, **sw} for bm, bn, bk, w, st in LARGE_M_TILES]
     return []
 
 
@@ -169,15 +172,21 @@ def dequant_tiles_us(scheme, qw, group, dtype, tiles: list) -> dict:
         for bn, bk in tiles}
 
 
-def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth, inductor=True,
-                cold_top=4, dequant_tiles=(), dequant_chunks=()) -> dict:
+def make_problem(scheme, M, K, N, group, dtype, dev):
+    """(x [M, K], the float weight [N, K] on the CPU, its quantization on dev, that dequantized in float32),
+    seeded by the shape."""
     g = torch.Generator(device="cpu").manual_seed(M * 7 + N)
     w = (torch.randn(N, K, generator=g) * 0.02)
     x = torch.randn(M, K, generator=g).to(dtype).to(dev)
     qw = quantize_weight(w, scheme, group)
     qw.qweight, qw.scales = qw.qweight.to(dev), qw.scales.to(dev)
     qw.zeros = qw.zeros.to(dev) if qw.zeros is not None else None
-    w_deq = dequantize(qw)  # float32 [N, K]
+    return x, w, qw, dequantize(qw)
+
+
+def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwidth, inductor=True,
+                cold_top=4, dequant_tiles=(), dequant_chunks=()) -> dict:
+    x, w, qw, w_deq = make_problem(scheme, M, K, N, group, dtype, dev)
     if scheme == "fp8":
         xq, xs = quantize_fp8_activation(x)
         ref = ((xq.float() * xs[:, None]) @ w_deq.t()).to(dtype)
@@ -292,6 +301,87 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
         except Exception as e:  # noqa: BLE001
             row["inductor_error"] = f"{type(e).__name__}: {e}"[:200]
     return row
+
+
+# the former default for M > 64 (TRANS False: the weight tile as the right operand, loaded without the pipeline):
+# 125 us for int8 and 245 us for int4 at M=2048, 2048x5632, on an H200
+FORMER_LARGE_M = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "SPLIT_K": 1, "num_warps": 8, "num_stages": 3,
+                  "TRANS": False}
+
+
+def large_m_case(scheme, M, K, N, group, dtype, dev, dry) -> dict:
+    """The prefill GEMM of issue 15: each large-M candidate config of wq_gemm (large_m_configs, then the former
+    default) checked against the float32 dequantized reference and timed with cold weights, next to cuBLAS bf16
+    on the float weight and the 'aten' backend (dequantize + cuBLAS, the compiled default for M >= 256)."""
+    from tilecraft.quant.kernels import dequant_matmul, large_m_configs
+
+    x, w, qw, w_deq = make_problem(scheme, M, K, N, group, dtype, dev)
+    ref = (x.float() @ w_deq.t()).to(dtype)
+    k = make_kernel(scheme, M, N, K, dtype, group, False, "wq_gemm")
+    out = torch.empty(M, N, dtype=dtype, device=dev)
+    z = qw.zeros if qw.zeros is not None else torch.empty(1, dtype=torch.uint8, device=dev)
+    args = [x, qw.qweight, qw.scales, z, torch.empty(1, dtype=dtype, device=dev), out]
+    former = {**FORMER_LARGE_M, **({"SCALE_W": True} if group else {})}
+    configs = large_m_configs(scheme, M, N, K, group) + [former]
+    precompile(k, args, configs, dry)
+
+    def timed(make_call, nbytes: int) -> float:  # µs: cold weights on the GPU, one wall-clock call when dry
+        return bench_ms(make_call(0), True) * 1e3 if dry else cold_gpu_us(make_call, nbytes)
+
+    def launch_on_copy(cfg):
+        def make(i):
+            a = list(args)
+            a[1] = qw.qweight.clone()
+            return lambda: k.launch(a, cfg)
+        return make
+
+    row = {"scheme": scheme, "M": M, "K": K, "N": N, "group": group, "configs": []}
+    tol = 2e-2 if dtype != torch.float32 else 1e-4
+    for cfg in configs:
+        entry = {"config": cfg, "former_default": cfg is former}
+        try:
+            out.fill_(float("nan"))
+            k.launch(args, cfg)
+            entry["rel_err"] = rel_err(out, ref)
+            entry["ok"] = entry["rel_err"] < tol  # (NaN, from an unwritten output, is not)
+            entry["us"] = timed(launch_on_copy(cfg), qw.qweight.numel())
+        except Exception as e:  # noqa: BLE001 - a config that does not compile or run is reported
+            entry.update(ok=False, error=f"{type(e).__name__}: {e}"[:300])
+        row["configs"].append(entry)
+    wb = w.to(dev).to(dtype)
+    row["cublas_us"] = timed(lambda i: (lambda wc: (lambda: x @ wc.t()))(wb.clone()), wb.numel() * wb.element_size())
+    row["dequant_mm_rel_err"] = rel_err(dequant_matmul(scheme, x, qw.qweight, qw.scales, qw.zeros, group), ref)
+    row["dequant_mm_us"] = timed(lambda i: (lambda q: (lambda: dequant_matmul(
+        scheme, x, q, qw.scales, qw.zeros, group)))(qw.qweight.clone()), qw.qweight.numel())
+    return row
+
+
+def print_large_m(rows) -> None:
+    """The large-M table: per problem cuBLAS bf16, dequantize + cuBLAS, then each config; µs and x cuBLAS."""
+    print("\nlarge-M quantized GEMM (cold GPU us per call; x cuBLAS = us / cuBLAS bf16; goal <= 1.05, issue 15 "
+          "needs < the deq+mm row)")
+    print(f"{'scheme':<7} {'M':>5} {'KxN':>10}  {'what':<30} {'us':>8} {'x cuBLAS':>8} {'rel err':>8}")
+    for r in rows:
+        name = r["scheme"].split("_")[0] + (f"g{r['group']}" if r["group"] else "")
+        head = f"{name:<7} {r['M']:>5} {str(r['K']) + 'x' + str(r['N']):>10}  "
+        cb = r["cublas_us"]
+        print(head + f"{'cuBLAS bf16':<30} {cb:>8.1f} {1:>8.2f}")
+        print(head + f"{'dequantize + cuBLAS':<30} {r['dequant_mm_us']:>8.1f} {r['dequant_mm_us'] / cb:>8.2f} "
+              f"{r['dequant_mm_rel_err']:>8.1e}")
+        for e in r["configs"]:
+            what = short_config(e["config"]) + (" (former)" if e["former_default"] else "")
+            if "error" in e:
+                print(head + f"{what:<30} ERROR {e['error'][:120]}")
+                continue
+            flag = "" if e["ok"] else "  WRONG"
+            print(head + f"{what:<30} {e['us']:>8.1f} {e['us'] / cb:>8.2f} {e['rel_err']:>8.1e}{flag}")
+    for r in rows:
+        good = [e for e in r["configs"] if e.get("ok")]
+        if good:
+            best = min(good, key=lambda e: e["us"])
+            print(f"best {r['scheme'].split('_')[0]} {r['K']}x{r['N']}: {short_config(best['config'])} "
+                  f"{best['us']:.1f} us = {best['us'] / r['cublas_us']:.2f}x cuBLAS "
+                  f"(dequantize + cuBLAS {r['dequant_mm_us'] / r['cublas_us']:.2f}x)")
 
 
 def tinygemm_case(x, qw, ref, N, K, group) -> dict:
@@ -431,12 +521,16 @@ def fmt(v, spec=".1f"):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "quant_linear.json"))
+    ap.add_argument("--out", default="", help="default bench/results/quant_linear.json (--large-m: "
+                    "quant_linear_large_m.json)")
     ap.add_argument("--dry-run", action="store_true", help="CPU interpreter, tiny shapes")
     ap.add_argument("--sweep", type=int, default=12, help="configs per problem (incl. the default)")
     ap.add_argument("--schemes", default="int8,int4,fp8", help="comma list of int8, int4, fp8")
     ap.add_argument("--ms", default="", help="comma list of M values (default 1,16,64,256,2048)")
-    ap.add_argument("--shapes", default="4096x4096,4096x11008", help="comma list of KxN weight shapes")
+    ap.add_argument("--shapes", default="", help="comma list of KxN weight shapes (default 4096x4096,4096x11008; "
+                    "--large-m: 2048x5632,5632x2048,2048x2048)")
+    ap.add_argument("--large-m", action="store_true", help="only the large-M GEMM: every large_m_configs "
+                    "candidate (int8, int4 g128) at M=2048 (or --ms) against cuBLAS bf16 and dequantize+cuBLAS")
     ap.add_argument("--no-conv", action="store_true")
     ap.add_argument("--no-inductor", action="store_true", help="skip the Inductor column (compiles per row)")
     ap.add_argument("--quick", action="store_true", help="int8,int4 only, 3 configs a row, no Inductor, no conv")
@@ -450,6 +544,8 @@ def main(argv=None) -> int:
         args.schemes, args.sweep, args.no_inductor, args.no_conv = "int8,int4", min(args.sweep, 3), True, True
         args.budget_s = min(args.budget_s, 150.0)  # then default configs only: the whole run stays near 3 minutes
     dry = args.dry_run
+    args.out = args.out or str(Path(__file__).parent / "results" /
+                               ("quant_linear_large_m.json" if args.large_m else "quant_linear.json"))
     if not dry and not torch.cuda.is_available():
         print("no CUDA device: use --dry-run", file=sys.stderr)
         return 2
@@ -458,7 +554,9 @@ def main(argv=None) -> int:
     print(peaks.describe(peaks.measure(cuda=not dry)), flush=True)
     t_start = time.perf_counter()
     deadline = t_start + args.budget_s
-    shapes = [(64, 48)] if dry else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    shapes = args.shapes or ("2048x5632,5632x2048,2048x2048" if args.large_m else "4096x4096,4096x11008")
+    shapes = ([(128, 48)] if args.large_m else [(64, 48)]) if dry else [
+        tuple(int(v) for v in s.split("x")) for s in shapes.split(",")]
     ms_list = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16, 64, 256, 2048] if not dry else [1, 16, 32])
     bandwidth = peaks.measure(cuda=not dry)["bandwidth"]
     n_cfg = 3 if dry else args.sweep
@@ -467,6 +565,16 @@ def main(argv=None) -> int:
     if hopper:
         schemes.append(("fp8", 0))
     schemes = [s for s in schemes if s[0].split("_")[0] in args.schemes.split(",")]
+    if args.large_m:
+        schemes = [s for s in schemes if s[0] != "fp8"]
+        rows = [large_m_case(scheme, M, K, N, group, dtype, dev, dry) for K, N in shapes for scheme, group in schemes
+                for M in ([int(m) for m in args.ms.split(",")] if args.ms else [130 if dry else 2048])]
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"device": "cpu (interpreter)" if dry else torch.cuda.get_device_name(),
+                                              "large_m": rows, "seconds": time.perf_counter() - t_start}, indent=1))
+        print(f"wrote {args.out} after {time.perf_counter() - t_start:.0f}s")
+        print_large_m(rows)
+        return 0 if all(e.get("ok") for r in rows for e in r["configs"]) else 1
     rows = []
     for K, N in shapes:
         for scheme, group in schemes:

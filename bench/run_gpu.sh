@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in as few device calls as they fit. Usage (on the device machine, repo root; .whl carried):
-#   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model] [models] [backends] [launch] [sweep] [llamaquant]
+#   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model] [models] [backends] [launch] [sweep] [llamaquant] [qlarge]
 #   (none named: the first four)
 # Each part runs under `timeout ${BUDGET:-170}`; logs and JSON land in OUTDIR. `models` (bench/models.py, whole HF
 # models; ~8 min for all) runs under `timeout ${MODELS_S:-560}`, starts no model after ${MODELS_BUDGET:-420} s and
@@ -37,6 +37,8 @@ for part in $parts; do
         --shapes 2048x2048,2048x5632,5632x2048 --dequant-chunks ${DEQUANT_CHUNKS:-4,8,16} --out "$out/quant_m2048.json"
       BUDGET=200 TAIL=30 run bench/models.py --models llama_b1,llama_b4 --backends tilecraft --quant int8,int4 \
         --budget-s 150 --out "$out/models_quant.json" ;;
+    qlarge)  # the large-M wgmma candidates at M=2048 vs cuBLAS bf16 and dequantize+cuBLAS (~1-2 min)
+      BUDGET=${QLARGE_S:-300} TAIL=50 run bench/quant_linear.py --large-m --out "$out/quant_large_m.json" ;;
     sweep) BUDGET=${SWEEP_TIMEOUT:-470} run bench/gemm_sweep.py --budget-s ${SWEEP_S:-420} --out "$out/gemm_sweep.json" ;;
     *) echo "unknown part $part" ;;
   esac

@@ -201,7 +201,8 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
     (thousands of programs, each streaming 4-8 KB per step). M <= 16: measured on an H200 (below). GEMMs at
     16 < M <= 64, not measured yet in this form (set them from bench/quant_linear.py), put the weight tile on
     the dot's left (TRANS) with 64-wide N tiles, 256/128-long K chunks and split-K to about two programs per
-    SM; larger M is a 128x128x64 bf16 tensor-core GEMM. int4 applies the group scales to the weight tile (SCALE_W), so a chunk can span groups."""
+    SM; larger M is a bf16 wgmma GEMM with the weight tile on the left (large_m_configs). int4 applies the
+    group scales to the weight tile (SCALE_W), so a chunk can span groups."""
     small = interpreting()
     if template == "wq_gemv":
         bm = _pow2(M)
@@ -256,14 +257,45 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
         # (8 warps when the dequantized tile is 64 x 256: about 64 weights per thread, no register spills)
         cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split,
                "num_warps": 8 if bn * bk > 64 * 128 else 4, "num_stages": 3, "TRANS": True}
-    else:  # compute-bound: a bf16 tensor-core GEMM on weight tiles dequantized in registers
-        cfg = {"BLOCK_M": 128 if M >= 128 else 64, "BLOCK_N": _clamp_pow2(N, 16, 128), "BLOCK_K": 64,
-               "SPLIT_K": 1, "num_warps": 8, "num_stages": 3, "TRANS": False}
+    else:  # compute-bound: a bf16 wgmma GEMM on weight tiles dequantized in registers (large_m_configs)
+        # the first candidate whose tiles fill the device (90% of the SMs), else the one with the most tiles
+        cands = large_m_configs(scheme, M, N, K, group)
+        tiles = [triton.cdiv(M, c["BLOCK_M"]) * triton.cdiv(N, c["BLOCK_N"]) for c in cands]
+        full = [c for c, t in zip(cands, tiles) if t >= 0.9 * _sm_count()]
+        return dict(full[0] if full else cands[tiles.index(max(tiles))])
     if scheme == "int4_weight_only":  # group scales on the weight tile: the dot accumulates in place
         if cfg["BLOCK_K"] > group and K % cfg["BLOCK_K"]:
             cfg["BLOCK_K"] = group
         cfg["SCALE_W"] = True
     return cfg
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for M >= 256, TRANS: the weight tile (BLOCK_N rows) is
+# wgmma's M side with its A operand in registers, the activation rows (BLOCK_M) its N side (up to 256). Not yet
+# timed on a GPU (bench/quant_linear.py --large-m times them). On sm_90 (bench/qgemm_ptx.py, 2048x5632x2048) all
+# compile to async register-A wgmma without spills; per 64-long K chunk the warps issue ~240 (256-row tiles) to
+# ~440 SASS instructions, i.e. 0.47-0.5 of the chunk's tensor-core time for 256-row activation tiles and ~0.9-1.05
+# for 128-row ones (there the dequantization, not the tensor cores, sets the pace). 256x128: 1 CTA per SM
+# (~210-230 registers); 256x64 on 4 warps: 2 CTAs per SM (one's epilogue overlaps the other's loop);
+# 128x128 int8: 2 CTAs per SM (120 registers).
+LARGE_M_TILES = [(256, 128, 64, 8, 3), (256, 128, 64, 8, 4), (256, 64, 64, 4, 3), (128, 256, 64, 8, 3),
+                 (128, 128, 64, 8, 4)]
+
+
+def large_m_configs(scheme: str, M: int, N: int, K: int, group: int) -> list[dict]:
+    """Candidate wq_gemm configs for large M (compute-bound): bf16 wgmma on weight tiles dequantized in
+    registers (see wq_gemm.py). int4 chunks stay inside one group (BLOCK_K <= group) and scale the weight tile
+    (SCALE_W). Smaller problems get their tiles clamped; duplicates are dropped."""
+    out = []
+    for bm, bn, bk, w, st in LARGE_M_TILES:
+        bm, bn = min(bm, _clamp_pow2(M, 16, 256)), min(bn, _clamp_pow2(N, 16, 256))
+        if scheme == "int4_weight_only":
+            bk = min(bk, group)
+        cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w, "num_stages": st,
+               "TRANS": True, **({"SCALE_W": True} if scheme == "int4_weight_only" else {})}
+        if cfg not in out:
+            out.append(cfg)
+    return out
 
 
 @functools.cache
@@ -280,8 +312,8 @@ def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
         return {"BLOCK_N": [2, 4, 8, 16, 32, 64], "BLOCK_K": [64, 128, 256, 512, 1024, 2048, 4096],
                 "SPLIT_K": [1, 2, 4, 8], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]}
     bks = [32, 64, 128, 256, 512]  # int4: above the group size only with SCALE_W (check_config)
-    space = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks, "SPLIT_K": [1, 2, 4, 8],
-             "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
+    space = {"BLOCK_M": [16, 32, 64, 128, 256], "BLOCK_N": [32, 64, 128, 256], "BLOCK_K": bks,
+             "SPLIT_K": [1, 2, 4, 8], "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]}
     if template == "wq_gemm":
         space["TRANS"] = [False, True]  # the weight tile as the left or the right dot operand
     if scheme == "int4_weight_only":
@@ -433,7 +465,7 @@ def _tuner_space(template: str):
     def build(shapes: dict, dtype, device) -> ConfigSpace:
         M, N, K = shapes.get("M", 1), shapes["N"], shapes["K"]
         isz = itemsize(dtype)
-        knobs = {"BLOCK_M": pow2_range(16, 128)} if with_m else {}
+        knobs = {"BLOCK_M": pow2_range(16, 256)} if with_m else {}
         knobs.update({"BLOCK_N": pow2_range(16, 256), "BLOCK_K": pow2_range(32, 512), "SPLIT_K": [1, 2, 4, 8, 16],
                       "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3, 4]})
 

@@ -13,7 +13,19 @@ conversions (quarter-rate instructions on the GPU).
 
 TRANS (a knob): compute out^T = W x^T, the dequantized weight tile the LEFT operand (it can feed the tensor
 cores from registers; no round trip through shared memory) and the thin activation tile the right one. For
-small M the weight tile is then the big MMA dimension (BLOCK_N >= 64) and BLOCK_M = 16 the small one.
+small M the weight tile is then the big MMA dimension (BLOCK_N >= 64) and BLOCK_M = 16 the small one. For
+large M (compute-bound) this is Hopper's wgmma with its A operand in registers ("RS"): the weight tile goes
+global -> shared memory by the pipeline's async copies, shared -> registers straight in wgmma's operand layout,
+is dequantized there, and the activation tile (BLOCK_M up to 256, wgmma's N) is read from shared memory.
+int4 with TRANS, BLOCK_M >= 128 and BLOCK_K <= GROUP loads the [BLOCK_N, BLOCK_K / 2] bytes and interleaves
+their low and high nibbles with ONE tl.join (byte j holds k = 2j, 2j + 1: the K pairs of wgmma's operand
+layout), so Triton keeps the whole dequantization in that layout; the word unpack's three joins would need a
+shared memory round trip of the bf16 tile before each wgmma. With bf16 activations (on a GPU) the codes become
+bf16 bit patterns 0x4300 | q = 128 + q, and w = (q - z) * s is two packed bf16x2 operations per pair of weights
+(q - z exact; s rounded to bf16, then the product: twice rounded, about 1.1x the error of the float32 path on a
+GEMM's output). Loads read rows clamped into the matrix, unmasked (only the stores are masked), so the pipelined
+loop carries no per-element predicates. On sm_90 a 256x128x64 chunk is then ~240 SASS instructions per warp for
+int8 and int4, about half the wgmma's time to issue on 8 warps (bench/qgemm_ptx.py shows what sm_90 runs).
 
 SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
 tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
@@ -34,6 +46,12 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     pid_k = tl.program_id(1)
     offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
     k_start, k_end = split_k_range(pid_k, K, BLOCK_K, SPLIT_K)
+    # loads read clamped rows without masks (a ragged tile re-reads the last row; only the stores are masked): no
+    # per-element predicates in the pipelined loop (sm_90, 256x128x64 int8: 291 -> 244 SASS instructions a chunk)
+    rm = tl.minimum(offs_m, M - 1)
+    rn = tl.minimum(offs_n, N - 1)
+    if SPLIT_K == 1:  # (K >= 1) the K loop runs at least once: without this, the empty-loop path's zeroed
+        tl.assume(k_end > k_start)  # accumulator makes ptxas serialize every wgmma (warning C7515)
     if DOT_F32:
         dt = tl.float32
     else:
@@ -47,17 +65,14 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         for k0 in range(k_start, k_end, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_ok = offs_k < k_end
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :],
-                        other=0.0).to(dt)
+            x = tl.load(x_ptr + rm[:, None] * stride_xm + offs_k[None, :], mask=k_ok[None, :], other=0.0).to(dt)
             if TRANS:  # [BLOCK_N, BLOCK_K] weight rows as stored, the left operand
-                w = _i8f(tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :],
-                                 mask=n_ok[:, None] & k_ok[None, :], other=0)).to(dt)
+                w = _i8f(tl.load(w_ptr + rn[:, None] * K + offs_k[None, :], mask=k_ok[None, :], other=0)).to(dt)
                 acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
             else:
-                w = _i8f(tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None],
-                                 mask=n_ok[None, :] & k_ok[:, None], other=0)).to(dt)
+                w = _i8f(tl.load(w_ptr + rn[None, :] * K + offs_k[:, None], mask=k_ok[:, None], other=0)).to(dt)
                 acc = tl.dot(x, w, acc, input_precision=PREC)
-        scale = tl.load(s_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        scale = tl.load(s_ptr + rn).to(tl.float32)
         if TRANS:
             acc = acc * scale[:, None]
         else:
@@ -66,19 +81,30 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         WORDS: tl.constexpr = BLOCK_K // 8
         NGROUPS = K // GROUP
         NG: tl.constexpr = BLOCK_K // GROUP if BLOCK_K > GROUP else 1  # groups per chunk (> 1 needs SCALE_W)
+        BYTES: tl.constexpr = TRANS and NG == 1 and BLOCK_M >= 128  # (see the module doc)
+        # dequantize in bf16x2 arithmetic (module doc); not in the interpreter (DOT_F32: its bf16 arithmetic is wrong)
+        BF16: tl.constexpr = BYTES and not DOT_F32 and x_ptr.dtype.element_ty == tl.bfloat16
         w32 = w_ptr.to(tl.pointer_type(tl.int32))
         # words per weight row: GROUP (>= 32) divides K, so rows start 16-byte aligned (16-byte loads)
         KW = tl.multiple_of(K // 8, GROUP // 8) if GROUP >= 32 else K // 8
         for k0 in range(k_start, k_end, BLOCK_K):  # BLOCK_K divides K (checked): no ragged chunk
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None],
-                        other=0.0).to(dt)
-            offs_w = k0 // 8 + tl.arange(0, WORDS)
-            words = tl.load(w32 + offs_n[:, None] * KW + offs_w[None, :], mask=n_ok[:, None], other=0)
-            if NG > 1:  # several groups per chunk: each value's group scale and zero, from [BLOCK_N, NG]
+            x = tl.load(x_ptr + rm[:, None] * stride_xm + offs_k[None, :]).to(dt)
+            if BYTES:  # [BLOCK_N, BLOCK_K / 2] bytes; (low, high) nibble pairs are K order
+                offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+                b = tl.load(w_ptr + rn[:, None] * (KW * 4) + offs_b[None, :])
+                if BF16:  # codes as the bf16 bit patterns 0x4300 | q = 128 + q
+                    q = tl.reshape(tl.join((b & 15).to(tl.int16) | 0x4300, (b >> 4).to(tl.int16) | 0x4300),
+                                   (BLOCK_N, BLOCK_K)).to(tl.bfloat16, bitcast=True)
+                else:
+                    q = tl.reshape(tl.join(b & 15, b >> 4), (BLOCK_N, BLOCK_K)).to(tl.int32)
+            else:
+                offs_w = k0 // 8 + tl.arange(0, WORDS)
+                words = tl.load(w32 + rn[:, None] * KW + offs_w[None, :])
+            if NG > 1:  # several groups per chunk (never BYTES): each value's group scale and zero, [BLOCK_N, NG]
                 gs = k0 // GROUP + tl.arange(0, NG)
-                sg = tl.load(s_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=n_ok[:, None], other=0.0)
-                zg = tl.load(z_ptr + offs_n[:, None] * NGROUPS + gs[None, :], mask=n_ok[:, None], other=0)
+                sg = tl.load(s_ptr + rn[:, None] * NGROUPS + gs[None, :])
+                zg = tl.load(z_ptr + rn[:, None] * NGROUPS + gs[None, :])
                 sb = tl.reshape(tl.broadcast_to(sg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP)),
                                 (BLOCK_N, BLOCK_K))
                 zb = tl.reshape(tl.broadcast_to(zg.to(tl.float32)[:, :, None], (BLOCK_N, NG, GROUP)),
@@ -90,17 +116,31 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                     acc = tl.dot(x, tl.trans(w), acc, input_precision=PREC)
             else:  # the chunk lies inside one group
                 g = k0 // GROUP
-                s = tl.load(s_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0.0).to(tl.float32)
-                z = tl.load(z_ptr + offs_n * NGROUPS + g, mask=n_ok, other=0).to(tl.float32)
+                s = tl.load(s_ptr + rn * NGROUPS + g).to(tl.float32)
+                # (one byte per row, too small for an async copy: read each chunk, an L1 hit after the first;
+                # loading it a chunk ahead would pin the dequantized tile to a layout that needs a shared
+                # memory round trip before the wgmma)
+                z = tl.load(z_ptr + rn * NGROUPS + g).to(tl.float32)
+                if BF16:  # q - z exactly (bf16 128 + q minus 128 + z)
+                    qz = q - (z + 128.0).to(tl.bfloat16)[:, None]
+                elif BYTES:
+                    qz = _u4f(q) - z[:, None]
                 if SCALE_W:  # w = (q - z) * s rounded once to the dot dtype; the dot accumulates in place
-                    w = ((_u4f(_unpack8(words, BLOCK_N, WORDS)) - z[:, None]) * s[:, None]).to(dt)
+                    if BF16:  # one bf16x2 multiply per pair (rounded twice: s to bf16, then w)
+                        w = (qz * s.to(tl.bfloat16)[:, None]).to(dt)
+                    elif BYTES:
+                        w = (qz * s[:, None]).to(dt)
+                    else:
+                        w = ((_u4f(_unpack8(words, BLOCK_N, WORDS)) - z[:, None]) * s[:, None]).to(dt)
                     if TRANS:
                         acc = tl.dot(w, tl.trans(x), acc, input_precision=PREC)
                     else:
                         acc = tl.dot(x, tl.trans(w), acc, input_precision=PREC)
                 else:  # exact small integers -15..15 in the dot dtype; the group scale goes on the dot's result
                     xdt: tl.constexpr = x_ptr.dtype.element_ty
-                    if xdt == tl.float32:
+                    if BYTES:
+                        w = qz.to(dt)
+                    elif xdt == tl.float32:
                         w = (_u4f(_unpack8(words, BLOCK_N, WORDS)) - z[:, None]).to(dt)
                     else:  # 16-bit floats BASE + q straight from the bits, minus BASE + z (exact)
                         BASE: tl.constexpr = 128.0 if xdt == tl.bfloat16 else 1024.0
