@@ -16,6 +16,7 @@ overrides it.
 """
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -28,7 +29,8 @@ from .kernel import ArgSpec
 from .matmul import residual_add
 from .pointwise import pointwise_kernel
 
-ATEN_MIN_M = 256  # from this many rows on a GPU, the default backend is "aten" (dequantize + cuBLAS)
+# from this many rows on a GPU, the default backend is "aten" (dequantize + cuBLAS); TILECRAFT_QMATMUL_ATEN_MIN_M
+ATEN_MIN_M = int(os.environ.get("TILECRAFT_QMATMUL_ATEN_MIN_M", "256"))
 
 MARK = "    # EPILOGUE"
 SIGNATURE = "x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,"
