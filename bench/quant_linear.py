@@ -388,7 +388,7 @@ def tinygemm_case(x, qw, ref, N, K, group) -> dict:
     """ATen's int4 kernel (`torch._weight_int4pack_mm`, "tinygemm": w = (q - 8) * scale + zero, bfloat16 scales
     and zeros) on our weight, cold: a reference point for the int4 GEMM at small M."""
     try:
-        codes = unpack_int4(qw.qweight, K).to(torch.int32)  # [N, K] codes 0..15
+        codes = unpack_int4(qw.qweight).to(torch.int32)  # [N, K] codes 0..15
         packed = ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8)  # ATen's order: even k in the high nibble
         wp = torch._convert_weight_to_int4pack(packed, 8)
         s, z = qw.scales.float(), qw.zeros.float()  # [N, K/group]
