@@ -118,7 +118,9 @@ def main(argv=None):
                         "time tilecraft.compile(schedules=DB): the 'tuned' column")
     p.add_argument("--cpu-profile", action="store_true",
                    help="print where tilecraft's per-call CPU time goes (cProfile of 100 calls, top functions)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved GPU-time rounds per backend (medians)")
     args = p.parse_args(argv)
+    ROUNDS[0] = args.rounds
     dev = "cpu" if args.dry_run else "cuda"
     peak = peaks.measure(cuda=not args.dry_run)
     print(peaks.describe(peak), flush=True)
@@ -158,6 +160,21 @@ def gpu_ms(fn) -> float:
     from tilecraft.testing import gpu_profile
 
     return sum(t for _, t in gpu_profile(fn)) / 1e3
+
+
+ROUNDS = [3]  # --rounds
+
+
+def gpu_rounds(ind, tc, rounds: int) -> tuple[float, float, dict]:
+    """(Inductor GPU ms, tilecraft GPU ms, every round's): each profiled `rounds` times, alternating which goes
+    first, medians: the same cuBLAS kernels measure 2-4% apart by position alone (as in bench/models.py)."""
+    got = {"inductor": [], "tilecraft": []}
+    for r in range(rounds):
+        for label, fn in ((("inductor", ind), ("tilecraft", tc)) if r % 2 == 0 else
+                          (("tilecraft", tc), ("inductor", ind))):
+            got[label].append(gpu_ms(fn))
+    med = {k: sorted(v)[len(v) // 2] for k, v in got.items()}
+    return med["inductor"], med["tilecraft"], {k: [round(x, 4) for x in v] for k, v in got.items()}
 
 
 def print_cpu_profile(name, fn, n=100):
@@ -212,6 +229,9 @@ def run_row(row, model, inputs, dry, no_inductor, nbytes, flops, tune=0, cpu_pro
             tcg = tilecraft.compile(model, cuda_graphs=True)
             row["correct_cuda_graph"] = max_rel_err(tcg(*inputs), expected) < 3e-2
             row["tilecraft_cuda_graph_ms"] = bench(lambda: tcg(*inputs), False)
+        if not dry and "inductor_gpu_ms" in row and ROUNDS[0] > 1:  # interleaved rounds, medians (see gpu_rounds)
+            row["inductor_gpu_ms"], row["tilecraft_gpu_ms"], row["gpu_ms_rounds"] = gpu_rounds(
+                lambda: ind(*inputs), lambda: tc(*inputs), ROUNDS[0])
         if tune and not dry:
             try:
                 tune_row(row, model, inputs, expected, [k for g in tc.report.graphs for k in g.kernels], tune)
