@@ -355,15 +355,17 @@ def test_tanh_gelu_epilogue_is_recognised_for_cublaslt(act, fused):
     assert (kernel.aten.gelu is not None) == fused and (kernel.aten.epilogue is None) == fused
 
 
-@pytest.mark.parametrize("wins", [True, False])
+@pytest.mark.parametrize("wins", [True, False, None])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_sibling_gemms_run_as_one_batched_call_over_aliased_weights(monkeypatch, wins, dtype):
     """SwiGLU's gate and up (a dual GEMM group) through ATen: one bmm over a [2, K, N] view that aliases the
-    two weights (no stacked copy) when the device measured it faster, else two mms; both match eager."""
+    two weights (no stacked copy) when the device measured it faster, else two mms; both match eager. (None:
+    the real measurement, on the CPU's clock.)"""
     from tilecraft.codegen import matmul
 
-    calls = []
-    monkeypatch.setattr(matmul, "sibling_gemm_wins", lambda a, bs, fn: calls.append(len(bs)) or wins)
+    calls, measure = [], matmul.sibling_gemm_wins
+    monkeypatch.setattr(matmul, "sibling_gemm_wins",
+                        lambda a, bs, fn: calls.append(len(bs)) or (measure(a, bs, fn) if wins is None else wins))
     m = Mixed().to(dtype).eval()
     x, r = torch.randn(2, 8, 32, dtype=dtype), torch.randn(2, 8, 48, dtype=dtype)
     c = tilecraft.compile(m, matmul="aten")

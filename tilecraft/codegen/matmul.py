@@ -582,7 +582,7 @@ def sibling_gemm_wins(a, bs: list, batched) -> bool:
     key = (a.device, tuple(a.shape), a.stride(), tuple(bs[0].shape), bs[0].stride(), len(bs), a.dtype)
     won = _SIBLING_WINS.get(key)
     if won is None:
-        if torch.cuda.is_current_stream_capturing():
+        if a.is_cuda and torch.cuda.is_current_stream_capturing():
             return False  # (undecided: the separate calls, as captured before)
         separate = lambda: [torch.mm(a, b) for b in bs]  # noqa: E731
         times = {batched: [], separate: []}
