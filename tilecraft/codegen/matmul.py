@@ -465,6 +465,7 @@ class AtenPlan:
             n.op == "mm" and n.inputs[0] is mms[0].inputs[0] and n.inputs[1].type == mms[0].inputs[1].type
             and pos.get(id(n.out)) is None for n in mms)
         self._alias = None  # (weight addresses, the stacked view or None, the weights kept alive)
+        self._batch_wins = None  # the device's measured choice for these shapes (sibling_gemm_wins), once known
         mm_ids = {id(n.out): j for j, n in enumerate(mms)}
         # each epilogue argument: ("arg", position in the matmul kernel's args) or ("mm", which matmul)
         self.epi_args = [("mm", mm_ids[id(v)]) if id(v) in mm_ids else ("arg", pos[id(v)]) for v in epi_values]
@@ -523,6 +524,8 @@ class AtenPlan:
     def _batched(self, tensors: list) -> list | None:
         """The sibling products [a @ b_j] as one `bmm` over the weights' stacked view, or None (run them one by
         one) where the weights are not equally spaced or the device measured the batched call slower."""
+        if self._batch_wins is False:
+            return None
         ins = [self._operands(tensors, ops) for _, ops, _ in self.mms]
         a, bs = ins[0][0], [x[1] for x in ins]
         ptrs = tuple(b.data_ptr() for b in bs)
@@ -533,8 +536,10 @@ class AtenPlan:
             return None
         order, view = stacked
         batched = lambda: torch.bmm(a.expand(len(bs), *a.shape), view)  # noqa: E731
-        if not sibling_gemm_wins(a, bs, batched):
-            return None
+        if self._batch_wins is None:
+            self._batch_wins = sibling_gemm_wins(a, bs, batched)
+            if not self._batch_wins:
+                return None
         out = batched()
         return [out[order.index(j)] for j in range(len(bs))]
 
@@ -547,22 +552,19 @@ def stacked_alias(ts: list) -> tuple[list[int], torch.Tensor] | None:
     reads it."""
     import numpy as np
 
-    t0 = ts[0]
-    if t0.device.type not in ("cuda", "cpu") or any(
+    t0, size = ts[0], ts[0].element_size()
+    if t0.device.type not in ("cuda", "cpu") or size not in (2, 4, 8) or any(
             t.device != t0.device or t.dtype != t0.dtype or t.shape != t0.shape or t.stride() != t0.stride()
             for t in ts):
         return None
     order = sorted(range(len(ts)), key=lambda i: ts[i].data_ptr())
     ptrs = [ts[i].data_ptr() for i in order]
-    gap, size = ptrs[1] - ptrs[0], t0.element_size()
+    gap = ptrs[1] - ptrs[0]
     if gap <= 0 or gap % size or any(q - p != gap for p, q in zip(ptrs, ptrs[1:])):
         return None
-
-    if size not in (2, 4, 8):
-        return None
+    # integers of the element's size, then a dtype view (numpy has no type string for bfloat16)
     spec = {"shape": (len(ts), *t0.shape), "typestr": f"<i{size}", "version": 3, "data": (ptrs[0], False),
-            "strides": tuple(st * size for st in (gap // size, *t0.stride()))}  # (integers of the element size,
-    # then a dtype view: numpy has no type string for bfloat16)
+            "strides": tuple(st * size for st in (gap // size, *t0.stride()))}
     if t0.device.type == "cuda":
         view = torch.as_tensor(type("CudaArray", (), {"__cuda_array_interface__": spec})(), device=t0.device)
     else:
@@ -573,17 +575,17 @@ def stacked_alias(ts: list) -> tuple[list[int], torch.Tensor] | None:
 _SIBLING_WINS: dict = {}  # (device, shapes, dtype) -> does the batched call beat separate ones (measured once)
 
 
-def sibling_gemm_wins(a, bs: list, batched) -> bool:
+def sibling_gemm_wins(a, bs: list, batched) -> bool | None:
     """Is one batched GEMM over sibling weights faster on this device than a GEMM per weight? Measured once per
-    problem with CUDA events (5 rounds each, alternating; the first call of a compiled program, outside any
-    CUDA graph capture), since cuBLAS's kernel choice decides it: on an H200 the batched call over aliased
-    weights takes 8.2 us against 12.3 for M=16 x 2048 -> 2x5632 and 238 against 248 for M=4096, but 4% more
-    for M=2048 (bench/sibling_gemm_probe.py)."""
+    problem with CUDA events (5 rounds each, alternating; the first call of a compiled program), since cuBLAS's
+    kernel choice decides it: on an H200 the batched call over aliased weights takes 8.1 us against 13.0 for
+    M=16 x 2048 -> 2x5632 and 238 against 247 for M=4096 (profiler), but 4% more for M=2048
+    (bench/sibling_gemm_probe.py). None (undecided: run them separately) during a CUDA graph capture."""
     key = (a.device, tuple(a.shape), a.stride(), tuple(bs[0].shape), bs[0].stride(), len(bs), a.dtype)
     won = _SIBLING_WINS.get(key)
     if won is None:
         if a.is_cuda and torch.cuda.is_current_stream_capturing():
-            return False  # (undecided: the separate calls, as captured before)
+            return None
         separate = lambda: [torch.mm(a, b) for b in bs]  # noqa: E731
         times = {batched: [], separate: []}
         for fn in (batched, separate):

@@ -240,8 +240,8 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
                "TRANS": False}
         if scheme == "int4_weight_only":  # one group per chunk, its scale on the dot's result (codes become
             # 16-bit floats by bit patterns, wq_gemm.py); measured best on an H200 at M=16, cold (2026-12-03,
-            # bench/quant_linear.py): 2048x2048 5.1 us, 2048x3072 5.9, 2048x11264 13.5, 5632x2048 8.5 (split 8),
-            # 2048x32000 30.2 (64-wide tiles, split 4); 5-13% faster than the weight-tile scaling
+            # bench/quant_linear.py): 2048x2048 5.0 us, 2048x3072 5.7, 2048x11264 12.8, 5632x2048 8.2 (split 8),
+            # 2048x32000 28.8 (64-wide tiles, split 4); 5-15% faster than the weight-tile scaling
             bk = min(128, group)
             cfg.update(BLOCK_K=bk, SCALE_W=False, SPLIT_K=max(1, min(8, K // (4 * bk))),
                        BLOCK_N=64 if triton.cdiv(N, 32) >= 4 * _sm_count() else bn)
@@ -271,8 +271,10 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for M >= 256, TRANS: the weight tile (BLOCK_N rows) is
-# wgmma's M side with its A operand in registers, the activation rows (BLOCK_M) its N side (up to 256). Not yet
-# timed on a GPU (bench/quant_linear.py --large-m times them). On sm_90 (bench/qgemm_ptx.py, 2048x5632x2048) all
+# wgmma's M side with its A operand in registers, the activation rows (BLOCK_M) its N side (up to 256). Timed on
+# an H200 at M=2048 (bench/quant_linear.py --large-m, 2026-12-03): int8 best 256x128x64 (1.24-1.46x cuBLAS
+# bf16), int4 best 256x64x64 on 4 warps (1.55-1.74x); dequantize + cuBLAS (1.13-1.18x) stays the compiled
+# default from M=256 (codegen/qmatmul.py ATEN_MIN_M). On sm_90 (bench/qgemm_ptx.py, 2048x5632x2048) all
 # compile to async register-A wgmma without spills; per 64-long K chunk the warps issue ~240 (256-row tiles) to
 # ~440 SASS instructions, i.e. 0.47-0.5 of the chunk's tensor-core time for 256-row activation tiles and ~0.9-1.05
 # for 128-row ones (there the dequantization, not the tensor cores, sets the pace). 256x128: 1 CTA per SM

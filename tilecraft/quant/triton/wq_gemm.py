@@ -26,6 +26,15 @@ bf16 bit patterns 0x4300 | q = 128 + q, and w = (q - z) * s is two packed bf16x2
 GEMM's output). Loads read rows clamped into the matrix, unmasked (only the stores are masked), so the pipelined
 loop carries no per-element predicates. On sm_90 a 256x128x64 chunk is then ~240 SASS instructions per warp for
 int8 and int4, about half the wgmma's time to issue on 8 warps (bench/qgemm_ptx.py shows what sm_90 runs).
+Timed on an H200 at M=2048 (bench/quant_linear.py --large-m): 1.24-1.46x cuBLAS bf16 for int8, 1.55-1.74x for
+int4, behind dequantize + cuBLAS (1.13-1.18x), which stays the compiled default from M=256.
+
+With the group scale on the dot's result (SCALE_W off, the word path) and 16-bit activations, the codes become
+16-bit floats BASE + q two at a time (`_unpack8_half`: a word masked with 0x000F000F keeps nibbles i and i + 4
+in its halves; OR-ing BASE's exponent bits makes them floats), minus BASE + z in packed 16-bit arithmetic: the
+decode (M <= 16) default. Triton then keeps the dequantized tile in the mma operand layout; the zero point's
+one-byte load per chunk is still read before the dequantize (its latency is exposed once per chunk: loading it a
+chunk ahead sends the tile through shared memory instead, checked in PTX).
 
 SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
 tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
