@@ -24,6 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 import peaks  # noqa: E402 - bench/peaks.py: floors from this device's measured copy and matmul rates
 import tilecraft  # noqa: E402
 from tilecraft.models import RMSNorm, TransformerBlock  # noqa: E402
+from tilecraft.testing import interleaved_rounds  # noqa: E402
 
 
 class EltChain(nn.Module):
@@ -166,13 +167,9 @@ ROUNDS = [3]  # --rounds
 
 
 def gpu_rounds(ind, tc, rounds: int) -> tuple[float, float, dict]:
-    """(Inductor GPU ms, tilecraft GPU ms, every round's): each profiled `rounds` times, alternating which goes
-    first, medians: the same cuBLAS kernels measure 2-4% apart by position alone (as in bench/models.py)."""
-    got = {"inductor": [], "tilecraft": []}
-    for r in range(rounds):
-        for label, fn in ((("inductor", ind), ("tilecraft", tc)) if r % 2 == 0 else
-                          (("tilecraft", tc), ("inductor", ind))):
-            got[label].append(gpu_ms(fn))
+    """(Inductor GPU ms, tilecraft GPU ms, every round's): medians of interleaved profiling rounds
+    (tilecraft.testing.interleaved_rounds)."""
+    got = dict(zip(("inductor", "tilecraft"), interleaved_rounds([ind, tc], rounds, gpu_ms)))
     med = {k: sorted(v)[len(v) // 2] for k, v in got.items()}
     return med["inductor"], med["tilecraft"], {k: [round(x, 4) for x in v] for k, v in got.items()}
 

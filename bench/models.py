@@ -241,15 +241,13 @@ def profile_rounds(runs: list, ids, rounds: int) -> None:
     reversed, ...): a backend profiled right after a long run of another one meets a warmer, slower-clocked GPU
     (the same cuBLAS kernels measured 2-4% apart by position alone), so each row's GPU time is the median of
     its rounds (all in `gpu_ms_rounds`), its kernel list from the median round."""
-    per: dict[int, list] = {id(row): [] for row, _ in runs}
+    from tilecraft.testing import interleaved_rounds
+
     with torch.no_grad():
-        for r in range(rounds):
-            for row, fn in (runs if r % 2 == 0 else runs[::-1]):
-                per[id(row)].append(profile(lambda: fn(ids)))
-    for row, _ in runs:
-        got = sorted(per[id(row)], key=lambda x: x[0])
-        row["gpu_ms"], row["device_ops"], row["top_kernels"] = got[len(got) // 2]
-        row["gpu_ms_rounds"] = [round(x[0], 4) for x in per[id(row)]]
+        per = interleaved_rounds([fn for _, fn in runs], rounds, lambda fn: profile(lambda: fn(ids)))
+    for (row, _), got in zip(runs, per):
+        row["gpu_ms"], row["device_ops"], row["top_kernels"] = sorted(got, key=lambda x: x[0])[len(got) // 2]
+        row["gpu_ms_rounds"] = [round(x[0], 4) for x in got]
 
 
 def free(cuda: bool) -> None:

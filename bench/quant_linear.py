@@ -17,6 +17,7 @@ eager vs Inductor vs tilecraft.compile.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -66,6 +67,11 @@ def cold_gpu_us(make_fn, nbytes: int, rounds: int = 2) -> float:
             f()
 
     return sum(t for _, t in gpu_profile(sweep, n=rounds)) / copies
+
+
+def cold_copies_us(call, t: torch.Tensor) -> float:
+    """cold_gpu_us of call(copy) over fresh copies of the tensor t (a weight; its bytes rotate out of L2)."""
+    return cold_gpu_us(lambda i: functools.partial(call, t.clone()), t.numel() * t.element_size())
 
 
 def rel_err(a, b) -> float:
@@ -166,10 +172,8 @@ def dequant_tiles_us(scheme, qw, group, dtype, tiles: list) -> dict:
     """Cold GPU µs of the 'aten' backend's dequantize kernel alone, per (BLOCK_N, BLOCK_K) tile choice."""
     from tilecraft.quant.kernels import dequantize_into
 
-    nbytes = qw.qweight.numel()
-    return {f"{bn}x{bk}": cold_gpu_us(lambda i, t=(bn, bk): (lambda q: (
-        lambda: dequantize_into(scheme, q, qw.scales, qw.zeros, group, dtype, t)))(qw.qweight.clone()), nbytes)
-        for bn, bk in tiles}
+    return {f"{bn}x{bk}": cold_copies_us(lambda q, t=(bn, bk): dequantize_into(
+        scheme, q, qw.scales, qw.zeros, group, dtype, t), qw.qweight) for bn, bk in tiles}
 
 
 def make_problem(scheme, M, K, N, group, dtype, dev):
@@ -243,13 +247,8 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
         row["top_configs"] = [{"us": t, "template": tp, "config": c} for t, tp, c, *_ in timings[:6]]
         if not dry:  # the few fastest by do_bench, re-timed with cold weights (what a decode step sees): the
             # winner is the fastest cold (do_bench's launch-inclusive times differ by less than their noise)
-            def cold(kb, ab, cb):
-                def on_copy(i):
-                    a = list(ab)
-                    a[1] = ab[1].clone()  # the quantized weight; scales and zeros stay shared (small)
-                    return lambda: kb.launch(a, cb)
-
-                return cold_gpu_us(on_copy, ab[1].numel() * ab[1].element_size())
+            def cold(kb, ab, cb):  # copies of the quantized weight; scales and zeros stay shared (small)
+                return cold_copies_us(lambda q: kb.launch([ab[0], q, *ab[2:]], cb), ab[1])
 
             colds = [(cold(kb, ab, cb), us, tp, cb, err) for us, tp, cb, err, kb, ab in timings[:cold_top]]
             for entry, c in zip(row["top_configs"], colds):
@@ -264,25 +263,25 @@ def linear_case(scheme, M, K, N, group, dtype, dev, n_cfg, dry, deadline, bandwi
     wb = w.to(dev).to(dtype)
     row["cublas_us"] = bench_ms(lambda: x @ wb.t(), dry) * 1e3
     if not dry:
-        row["cublas_cold_us"] = cold_gpu_us(lambda i: (lambda wc: (lambda: x @ wc.t()))(wb.clone()), wb.numel() * 2)
+        row["cublas_cold_us"] = cold_copies_us(lambda wc: x @ wc.t(), wb)
     if not dry and scheme == "int4_weight_only" and M <= 64 and dtype == torch.bfloat16:
         row.update(tinygemm_case(x, qw, ref, N, K, group))
     if M >= 256 and scheme != "fp8":  # the compiled qmatmul's "aten" backend: dequantize, then cuBLAS
         from tilecraft.quant.kernels import dequant_matmul
 
         def deq_mm(q, chunk=None):
-            return lambda: dequant_matmul(scheme, x, q, qw.scales, qw.zeros, group, chunk_bytes=chunk)
+            return dequant_matmul(scheme, x, q, qw.scales, qw.zeros, group, chunk_bytes=chunk)
 
-        row["dequant_mm_rel_err"] = rel_err(deq_mm(qw.qweight)(), ref)
+        row["dequant_mm_rel_err"] = rel_err(deq_mm(qw.qweight), ref)
         if not dry:
-            row["dequant_mm_cold_us"] = cold_gpu_us(lambda i: deq_mm(qw.qweight.clone()), qw.qweight.numel())
+            row["dequant_mm_cold_us"] = cold_copies_us(deq_mm, qw.qweight)
             # the dequantize kernel alone against its floor (read the packed weight, write the float one)
             row["dequant_floor_us"] = (qw.qweight.numel() + N * K * dtype.itemsize) / bandwidth * 1e6
             if dequant_tiles:
                 row["dequant_tiles_us"] = dequant_tiles_us(scheme, qw, group, dtype, dequant_tiles)
             for mb in dequant_chunks:  # in blocks of weight rows of about mb MB as floats (L2-sized)
-                row.setdefault("dequant_mm_chunk_us", {})[str(mb)] = cold_gpu_us(
-                    lambda i, c=int(mb * 2**20): deq_mm(qw.qweight.clone(), c), qw.qweight.numel())
+                row.setdefault("dequant_mm_chunk_us", {})[str(mb)] = cold_copies_us(
+                    lambda q, c=int(mb * 2**20): deq_mm(q, c), qw.qweight)
     # ---- Inductor on the plain dequantize-then-matmul code
     if not dry and scheme != "fp8" and inductor:
         try:
@@ -325,15 +324,8 @@ def large_m_case(scheme, M, K, N, group, dtype, dev, dry) -> dict:
     configs = large_m_configs(scheme, M, N, K, group) + [former]
     precompile(k, args, configs, dry)
 
-    def timed(make_call, nbytes: int) -> float:  # µs: cold weights on the GPU, one wall-clock call when dry
-        return bench_ms(make_call(0), True) * 1e3 if dry else cold_gpu_us(make_call, nbytes)
-
-    def launch_on_copy(cfg):
-        def make(i):
-            a = list(args)
-            a[1] = qw.qweight.clone()
-            return lambda: k.launch(a, cfg)
-        return make
+    def timed(call, t) -> float:  # µs of call(copy of t): cold weights on the GPU, one wall-clock call when dry
+        return bench_ms(functools.partial(call, t), True) * 1e3 if dry else cold_copies_us(call, t)
 
     row = {"scheme": scheme, "M": M, "K": K, "N": N, "group": group, "configs": []}
     tol = 2e-2 if dtype != torch.float32 else 1e-4
@@ -344,15 +336,18 @@ def large_m_case(scheme, M, K, N, group, dtype, dev, dry) -> dict:
             k.launch(args, cfg)
             entry["rel_err"] = rel_err(out, ref)
             entry["ok"] = entry["rel_err"] < tol  # (NaN, from an unwritten output, is not)
-            entry["us"] = timed(launch_on_copy(cfg), qw.qweight.numel())
+            entry["us"] = timed(lambda q, c=cfg: k.launch([x, q, *args[2:]], c), qw.qweight)
         except Exception as e:  # noqa: BLE001 - a config that does not compile or run is reported
             entry.update(ok=False, error=f"{type(e).__name__}: {e}"[:300])
         row["configs"].append(entry)
     wb = w.to(dev).to(dtype)
-    row["cublas_us"] = timed(lambda i: (lambda wc: (lambda: x @ wc.t()))(wb.clone()), wb.numel() * wb.element_size())
-    row["dequant_mm_rel_err"] = rel_err(dequant_matmul(scheme, x, qw.qweight, qw.scales, qw.zeros, group), ref)
-    row["dequant_mm_us"] = timed(lambda i: (lambda q: (lambda: dequant_matmul(
-        scheme, x, q, qw.scales, qw.zeros, group)))(qw.qweight.clone()), qw.qweight.numel())
+    row["cublas_us"] = timed(lambda wc: x @ wc.t(), wb)
+
+    def deq_mm(q):
+        return dequant_matmul(scheme, x, q, qw.scales, qw.zeros, group)
+
+    row["dequant_mm_rel_err"] = rel_err(deq_mm(qw.qweight), ref)
+    row["dequant_mm_us"] = timed(deq_mm, qw.qweight)
     return row
 
 
@@ -395,8 +390,7 @@ def tinygemm_case(x, qw, ref, N, K, group) -> dict:
         sz = torch.stack([s, (8 - z) * s], -1).transpose(0, 1).contiguous().to(torch.bfloat16)  # [K/g, N, 2]
         out = torch._weight_int4pack_mm(x, wp, group, sz)
         return {"tinygemm_rel_err": rel_err(out, ref),
-                "tinygemm_cold_us": cold_gpu_us(lambda i: (lambda w2: (lambda: torch._weight_int4pack_mm(
-                    x, w2, group, sz)))(wp.clone()), wp.numel() * wp.element_size())}
+                "tinygemm_cold_us": cold_copies_us(lambda w2: torch._weight_int4pack_mm(x, w2, group, sz), wp)}
     except Exception as e:  # noqa: BLE001 - reported, not fatal
         return {"tinygemm_error": f"{type(e).__name__}: {e}"[:200]}
 
@@ -567,8 +561,9 @@ def main(argv=None) -> int:
     schemes = [s for s in schemes if s[0].split("_")[0] in args.schemes.split(",")]
     if args.large_m:
         schemes = [s for s in schemes if s[0] != "fp8"]
+        ms = [int(m) for m in args.ms.split(",")] if args.ms else [130 if dry else 2048]
         rows = [large_m_case(scheme, M, K, N, group, dtype, dev, dry) for K, N in shapes for scheme, group in schemes
-                for M in ([int(m) for m in args.ms.split(",")] if args.ms else [130 if dry else 2048])]
+                for M in ms]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"device": "cpu (interpreter)" if dry else torch.cuda.get_device_name(),
                                               "large_m": rows, "seconds": time.perf_counter() - t_start}, indent=1))

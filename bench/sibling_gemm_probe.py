@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tilecraft.codegen.matmul import _elapsed_ms, stacked_alias  # noqa: E402
+from tilecraft.codegen.matmul import elapsed_ms, stacked_alias  # noqa: E402
 from tilecraft.testing import gpu_profile  # noqa: E402
 
 # name: (M, K, [N of each sibling])
@@ -56,8 +56,8 @@ def main(argv=None) -> int:
             if alias is not None:
                 row["bmm_alias_us"] = gpu_us(lambda: torch.bmm(xb, alias[1]))
                 batched = lambda: torch.bmm(xb, alias[1])  # noqa: E731
-                row["events_batched_us"] = 1e3 * sorted(_elapsed_ms(batched, x.device) for _ in range(5))[2]
-                row["events_separate_us"] = 1e3 * sorted(_elapsed_ms(lambda: [x @ w.t() for w in ws], x.device)
+                row["events_batched_us"] = 1e3 * sorted(elapsed_ms(batched, x.device) for _ in range(5))[2]
+                row["events_separate_us"] = 1e3 * sorted(elapsed_ms(lambda: [x @ w.t() for w in ws], x.device)
                                                          for _ in range(5))[2]
             ref = torch.cat([x @ w.t() for w in ws], 1)
             row["bmm_ok"] = bool(torch.equal(torch.bmm(xb, stacked.transpose(1, 2)).transpose(0, 1).reshape(M, -1),

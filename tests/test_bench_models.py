@@ -38,3 +38,12 @@ def test_models_dry_run(tmp_path):
     assert table.returncode == 0, table.stderr[-2000:]
     assert [l for l in table.stdout.splitlines() if l.startswith("gpt2      ")] == \
         [l for l in lines if l.startswith("gpt2      ")]
+
+
+def test_interleaved_rounds_alternate_the_order_and_keep_each_ones_results():
+    from tilecraft.testing import interleaved_rounds
+
+    order = []
+    got = interleaved_rounds(["a", "b", "c"], 3, lambda f: order.append(f) or len(order))
+    assert order == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert got == [[1, 6, 7], [2, 5, 8], [3, 4, 9]]

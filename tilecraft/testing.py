@@ -95,3 +95,14 @@ def gpu_profile(fn, n: int = 10, counts: bool = False) -> list[tuple]:
     rows = [(e.key, e.device_time_total / n) + ((e.count / n,) if counts else ())
             for e in prof.key_averages() if e.device_time_total > 0]
     return sorted(rows, key=lambda r: -r[1])
+
+
+def interleaved_rounds(fns: list, rounds: int, measure) -> list[list]:
+    """measure(fn) for every fn, `rounds` times, in forward order then reversed, ...: per fn its results in round
+    order. On a GPU the same kernels measure 2-4% apart by position alone (the one measured after a long run of
+    another meets a warmer, slower-clocked device), so benchmarks compare medians of such rounds."""
+    got = [[] for _ in fns]
+    for r in range(rounds):
+        for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
+            got[i].append(measure(fns[i]))
+    return got

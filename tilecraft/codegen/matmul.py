@@ -592,12 +592,12 @@ def sibling_gemm_wins(a, bs: list, batched) -> bool | None:
             fn()
         for _ in range(5):
             for fn in (batched, separate):
-                times[fn].append(_elapsed_ms(fn, a.device))
+                times[fn].append(elapsed_ms(fn, a.device))
         won = _SIBLING_WINS[key] = sorted(times[batched])[2] < sorted(times[separate])[2]
     return won
 
 
-def _elapsed_ms(fn, device, reps: int = 3) -> float:
+def elapsed_ms(fn, device, reps: int = 3) -> float:
     """Time per call of fn: GPU time by CUDA events on a GPU (the GPU first kept busy while the calls are
     queued, so the host's launch cost stays out of the interval: 12 us of cuBLAS read 78 us without), by the
     clock on the CPU."""
