@@ -50,7 +50,7 @@ from tilecraft.quant.triton.tiles import gemm_tile, split_k_range
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om, ws_ptr, cnt_ptr,
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr):
+                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, ZPOST: tl.constexpr = False):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
@@ -154,11 +154,21 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                     else:  # 16-bit floats BASE + q straight from the bits, minus BASE + z (exact)
                         BASE: tl.constexpr = 128.0 if xdt == tl.bfloat16 else 1024.0
                         v = _unpack8_half(words, BLOCK_N, WORDS, xdt)
-                        if DOT_F32:  # (bfloat16 in the interpreter, whose bfloat16 arithmetic is wrong)
+                        if ZPOST:  # dot(x, BASE + q) - (BASE + z) * sum(x): z off the dot's operand path
+                            w = v.to(dt)
+                        elif DOT_F32:  # (bfloat16 in the interpreter, whose bfloat16 arithmetic is wrong)
                             w = v.to(tl.float32) - (z + BASE)[:, None]
                         else:
                             w = v - (z + BASE).to(xdt)[:, None]
-                    if TRANS:
+                    if ZPOST:
+                        xsum = tl.sum(x.to(tl.float32), axis=1)
+                        if TRANS:
+                            acc += (tl.dot(w, tl.trans(x), input_precision=PREC)
+                                    - (z + BASE)[:, None] * xsum[None, :]) * s[:, None]
+                        else:
+                            acc += (tl.dot(x, tl.trans(w), input_precision=PREC)
+                                    - xsum[:, None] * (z + BASE)[None, :]) * s[None, :]
+                    elif TRANS:
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:
                         acc += tl.dot(x, tl.trans(w), input_precision=PREC) * s[None, :]
