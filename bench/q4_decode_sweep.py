@@ -104,9 +104,9 @@ def main(argv=None) -> int:
               flush=True)
         for r in timed[:5]:
             print(f"    {r['cold_us']:6.1f}  {short_config(r['config'])}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name() if not dry else "cpu",
-                                          "rows": rows, "dry_run": dry}, indent=1))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # after each shape: a timeout keeps the rest
+        Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name() if not dry else "cpu",
+                                              "rows": rows, "dry_run": dry}, indent=1))
     print(f"\nint4 g128 decode, M={args.m}, cold µs (floor at 4.25 TB/s)")
     print(f"{'KxN':>12} {'floor':>6} {'default':>8} {'best':>7}  best config")
     for r in rows:
