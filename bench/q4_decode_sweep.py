@@ -34,16 +34,19 @@ SCHEME = "int4_weight_only"
 SHAPES = "2048x3072,2048x2048,2048x11264,5632x2048,2048x32000"  # K x N: qkv, o, gate/up, down, lm_head
 
 
-def grid(bk: int = 128) -> list[dict]:
+GRID = {"bn": [32, 64, 128, 256], "warps": [2, 4, 8], "trans": [0, 1], "zpost": [0, 1], "split": [1, 2, 4, 8, 16],
+        "stages": [2, 3, 4, 6]}
+
+
+def grid(bk: int = 128, values: dict = GRID) -> list[dict]:
     """The decode configs worth timing: 16-row tiles, one group per 128-long chunk (scale on the dot's result),
     the weight tile on either side of the dot, the zero point before or after it."""
     out = []
-    for bn, w, tr, zp, sk, st in itertools.product([32, 64, 128, 256], [2, 4, 8], [False, True], [False, True],
-                                                   [1, 2, 4, 8, 16], [2, 3, 4, 6]):
+    for bn, w, tr, zp, sk, st in itertools.product(*(values[k] for k in GRID)):
         if bn * bk // (32 * w) > 256:  # dequantized weights per thread: past ~256 they spill
             continue
         out.append({"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w,
-                    "num_stages": st, "TRANS": tr, "SCALE_W": False, "ZPOST": zp})
+                    "num_stages": st, "TRANS": bool(tr), "SCALE_W": False, "ZPOST": bool(zp)})
     return out
 
 
@@ -55,12 +58,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/q4_decode.json")
     ap.add_argument("--dry-run", action="store_true")
+    for k, v in GRID.items():
+        ap.add_argument(f"--{k}", default=",".join(map(str, v)), help="grid values (comma-separated)")
     args = ap.parse_args(argv)
     dry = args.dry_run
     dev = "cpu" if dry else "cuda"
     shapes = [tuple(map(int, s.split("x"))) for s in ("64x64,128x96" if dry else args.shapes).split(",")]
     group = 32 if dry else 128
-    sample = random.Random(args.seed).sample(grid(group), 4 if dry else min(args.n, len(grid(group))))
+    full = grid(group, {k: [int(v) for v in getattr(args, k).split(",")] for k in GRID})
+    sample = random.Random(args.seed).sample(full, 4 if dry else min(args.n, len(full)))
     t0, rows = time.time(), []
     for K, N in shapes:
         M = args.m
