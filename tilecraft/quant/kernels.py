@@ -244,12 +244,18 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
         cfg = {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": 4, "num_stages": 3,
                "TRANS": False}
         if scheme == "int4_weight_only":  # one group per chunk, its scale on the dot's result (codes become
-            # 16-bit floats by bit patterns, wq_gemm.py); measured best on an H200 at M=16, cold (2026-12-03,
-            # bench/quant_linear.py): 2048x2048 5.0 us, 2048x3072 5.7, 2048x11264 12.8, 5632x2048 8.2 (split 8),
-            # 2048x32000 28.8 (64-wide tiles, split 4); 5-15% faster than the weight-tile scaling
+            # 16-bit floats by bit patterns, wq_gemm.py). Wide weights (N >= ~8K) are instruction-bound: their
+            # weight tile goes on the dot's left (TRANS) on 2 warps (more programs per SM). Cold-ranked sweeps of
+            # ~400 configs on an H200 at M=16 (bench/q4_decode_sweep.py, 2026-12-03): 2048x2048 5.1 us,
+            # 2048x3072 5.8, 5632x2048 8.0 (split 8) with the small-N rule below (no config was faster);
+            # 2048x11264 11.1 (64-wide tiles, split 4, was 12.8), 2048x32000 20.4 (no split, was 28.8)
             bk = min(128, group)
-            cfg.update(BLOCK_K=bk, SCALE_W=False, SPLIT_K=max(1, min(8, K // (4 * bk))),
-                       BLOCK_N=64 if triton.cdiv(N, 32) >= 4 * _sm_count() else bn)
+            cfg.update(BLOCK_K=bk, SCALE_W=False, SPLIT_K=max(1, min(8, K // (4 * bk))))
+            tiles = triton.cdiv(N, 32)
+            if tiles >= 4 * _sm_count():
+                cfg.update(SPLIT_K=1, TRANS=True, num_warps=2)
+            elif tiles >= 2 * _sm_count():
+                cfg.update(BLOCK_N=64, SPLIT_K=min(4, cfg["SPLIT_K"]), TRANS=True, num_warps=2, num_stages=2)
         return cfg
     if M <= 64:  # memory-bound: the weight tile is the dot's left operand (TRANS) and the wide dimension; K is
         # split (reduced in the kernel) until there are about two programs per SM
