@@ -182,6 +182,13 @@ def profile(fn, n: int = 5) -> tuple[float, float, list]:
             [(k[:160], round(us, 1), c) for k, us, c in rows[:TOP[0]]])
 
 
+def span(fn) -> float:
+    """GPU ms per call, first kernel's start to last kernel's end (tilecraft.testing.gpu_span_ms; median of 3)."""
+    from tilecraft.testing import gpu_span_ms
+
+    return statistics.median(gpu_span_ms(fn) for _ in range(3))
+
+
 def torch_ops(report) -> dict[str, int]:
     """Ops of the compiled graphs that run through torch on every call instead of a generated kernel, by op
     (views, which launch nothing, and steps on parameters alone, cached after the first call, left out); a graph
@@ -228,6 +235,7 @@ def run_backend(row: dict, make, ids, ref, cuda: bool, tc: bool):
         row["wall_ms"] = wall_ms(lambda: fn(ids), cuda)
         if cuda:
             row["gpu_ms"], row["device_ops"], row["top_kernels"] = profile(lambda: fn(ids))
+            row["span_ms"] = span(lambda: fn(ids))
         if tc:
             row["tc_kernels"] = sum(len(g.kernels) for g in fn.report.graphs)
             row["torch_ops_by_op"] = torch_ops(fn.report)
@@ -244,10 +252,13 @@ def profile_rounds(runs: list, ids, rounds: int) -> None:
     from tilecraft.testing import interleaved_rounds
 
     with torch.no_grad():
-        per = interleaved_rounds([fn for _, fn in runs], rounds, lambda fn: profile(lambda: fn(ids)))
+        per = interleaved_rounds([fn for _, fn in runs], rounds,
+                                 lambda fn: profile(lambda: fn(ids)) + (span(lambda: fn(ids)),))
     for (row, _), got in zip(runs, per):
-        row["gpu_ms"], row["device_ops"], row["top_kernels"] = sorted(got, key=lambda x: x[0])[len(got) // 2]
+        row["gpu_ms"], row["device_ops"], row["top_kernels"] = sorted(got, key=lambda x: x[0])[len(got) // 2][:3]
         row["gpu_ms_rounds"] = [round(x[0], 4) for x in got]
+        row["span_ms"] = statistics.median(x[3] for x in got)
+        row["span_ms_rounds"] = [round(x[3], 4) for x in got]
 
 
 def free(cuda: bool) -> None:
@@ -362,6 +373,8 @@ def add_ratios(results: list) -> None:
             r["x_inductor_gpu"] = i["gpu_ms"] / r["gpu_ms"]
         if r.get("wall_ms") and i.get("wall_ms"):
             r["x_inductor_wall"] = i["wall_ms"] / r["wall_ms"]
+        if r.get("span_ms") and i.get("span_ms"):
+            r["x_inductor_span"] = i["span_ms"] / r["span_ms"]
 
 
 def geomean(xs: list[float]) -> float | None:
@@ -378,7 +391,9 @@ def summary(results: list) -> list[str]:
         if rows:
             lines.append(f"{label}: geomean Inductor GPU ms / {label} GPU ms = "
                          f"{geomean([r['x_inductor_gpu'] for r in rows]):.3f}x over {len(rows)} models "
-                         f"({', '.join(r['model'] for r in rows)}); by wall time {geomean(walls):.3f}x")
+                         f"({', '.join(r['model'] for r in rows)}); by wall time {geomean(walls):.3f}x"
+                         + (f"; by span {geomean(spans):.3f}x" if (spans := [r["x_inductor_span"] for r in rows
+                                                                            if "x_inductor_span" in r]) else ""))
     by = {(r["model"], r["backend"]): r for r in results if r.get("gpu_ms")}
     for q in QUANT:  # issue 15: quantized GPU time against tilecraft bf16's, per LLaMA shape
         pairs = [(m, by[(m, f"tilecraft_{q}")]["gpu_ms"] / by[(m, "tilecraft")]["gpu_ms"]) for m in QUANT_MODELS
@@ -386,6 +401,11 @@ def summary(results: list) -> list[str]:
         if pairs:
             lines.append(f"tilecraft_{q} GPU ms / tilecraft bf16 GPU ms: "
                          + ", ".join(f"{m} {x:.2f}x" for m, x in pairs))
+        spans = [(m, by[(m, f"tilecraft_{q}")]["span_ms"] / by[(m, "tilecraft")]["span_ms"]) for m, _ in pairs
+                 if by[(m, f"tilecraft_{q}")].get("span_ms") and by[(m, "tilecraft")].get("span_ms")]
+        if spans:
+            lines.append(f"tilecraft_{q} span ms / tilecraft bf16 span ms: "
+                         + ", ".join(f"{m} {x:.2f}x" for m, x in spans))
     return lines or ["no tilecraft row with an Inductor row to compare (dry run, or a backend failed)"]
 
 
@@ -400,18 +420,20 @@ def print_table(meta: dict, infos: dict, results: list) -> None:
     for name, i in infos.items():
         print(f"  {name:9} {i['class']} {i['params'] / 1e6:.0f}M params, batch {i['batch']} x {i['tokens']}, "
               f"{i['flops'] / 1e9:.0f} GFLOP, {i['bytes'] / 1e6:.0f} MB, floor {i['floor_ms']:.3f} ms")
-    print(f"\n{'model':9} {'backend':28} {'GPU ms':>8} {'wall ms':>8} {'comp s':>7} {'xInd GPU':>8} "
+    print(f"\n{'model':9} {'backend':28} {'GPU ms':>8} {'span ms':>8} {'wall ms':>8} {'comp s':>7} {'xInd GPU':>8} "
           f"{'xInd wall':>9} {'rel err':>8} {'%floor':>6} {'dev ops':>7} {'kernels':>7} {'torch ops':>9}")
     for r in results:
         if "error" in r:
             print(f"{r['model']:9} {r['backend']:28} ERROR {r['error'][:100]}")
             continue
-        print(f"{r['model']:9} {r['backend']:28} {fmt(r.get('gpu_ms'), '.3f', 8)} {r['wall_ms']:8.3f} "
+        print(f"{r['model']:9} {r['backend']:28} {fmt(r.get('gpu_ms'), '.3f', 8)} {fmt(r.get('span_ms'), '.3f', 8)} "
+              f"{r['wall_ms']:8.3f} "
               f"{fmt(r['compile_s'] if r['backend'] != 'eager' else None, '.1f', 7)} "
               f"{fmt(r.get('x_inductor_gpu'), '.2f', 8)} {fmt(r.get('x_inductor_wall'), '.2f', 9)} "
               f"{r.get('rel_err_vs_fp32', r['rel_err']):8.1e} {fmt(r.get('pct_floor'), '.0f', 6)} {fmt(r.get('device_ops'), '.0f', 7)} "
               f"{fmt(r.get('tc_kernels'), 'd', 7)} {fmt(r.get('torch_ops'), 'd', 9)}")
-    print("(rel err: max |out - eager bf16| / max |eager bf16|; the eager row: bf16 vs a float32 copy of the model)")
+    print("(rel err: max |out - eager bf16| / max |eager bf16|; the eager row: bf16 vs a float32 copy of the model;"
+          "\n GPU ms: the sum of kernel times; span ms: first kernel start to last kernel end, gaps included)")
     for line in summary(results):
         print(line)
 

@@ -97,6 +97,29 @@ def gpu_profile(fn, n: int = 10, counts: bool = False) -> list[tuple]:
     return sorted(rows, key=lambda r: -r[1])
 
 
+def gpu_span_ms(fn, n: int = 5) -> float:
+    """GPU ms per call from the start of a call's first kernel to the end of its last, gaps between kernels
+    included (CUDA only): CUDA events around n calls queued while the GPU sleeps, so the host's launch cost stays
+    out. Unlike the sum of kernel times (gpu_profile) it counts the idle gaps between kernels and gives credit
+    for kernels that overlap (programmatic dependent launch)."""
+    import time
+
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    host_s = time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(int(min(0.5, 2 * n * host_s + 1e-3) * 2e9))  # GPU clock cycles (~2 GHz): queue n calls
+    start.record()
+    for _ in range(n):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / n
+
+
 def interleaved_rounds(fns: list, rounds: int, measure) -> list[list]:
     """measure(fn) for every fn, `rounds` times, in forward order then reversed, ...: per fn its results in round
     order. On a GPU the same kernels measure 2-4% apart by position alone (the one measured after a long run of

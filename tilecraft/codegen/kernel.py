@@ -65,9 +65,53 @@ def cache_dir() -> Path:
 
 _MODULES: dict[str, object] = {}
 
+PDL_MARK = "# PDL_WAIT"  # where a kernel source wants its grid-dependency wait (default: first thing it does)
+_PDL_IMPORT = ("from triton.language.extra.cuda import gdc_launch_dependents as _gdc_launch_dependents, "
+               "gdc_wait as _gdc_wait")
+
+
+@functools.cache
+def pdl_active() -> bool:
+    """Are kernels launched with programmatic dependent launch (PDL, Hopper and later)? Each kernel then lets the
+    next one launch as soon as all its programs have started, and waits for the previous one's results
+    (griddepcontrol.wait) before it reads or writes anything the previous kernels touch: kernel N + 1's launch and
+    prologue (a quantized GEMM: its weight prefetch) overlap kernel N. TILECRAFT_PDL=1 turns it on (default
+    off); never when interpreting or below sm_90."""
+    if os.environ.get("TILECRAFT_PDL", "0").strip().lower() not in ("1", "true", "on", "yes") or interpreting():
+        return False
+    return torch.cuda.get_device_capability()[0] >= 9
+
+
+def with_pdl(source: str, fn_name: str) -> str | None:
+    """`source` with kernel `fn_name` made PDL-aware: `gdc_launch_dependents()` first, `gdc_wait()` at the
+    source's `# PDL_WAIT` line (inside that kernel) or else right after the launch call. Only code before the wait
+    may run while the previous kernel still does: reads of data no kernel writes (weights) and index math. None
+    when the source has no top-level `def fn_name(`."""
+    lines = source.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"def {fn_name}(")), None)
+    if start is None:  # not a plain top-level kernel: launched without PDL
+        return None
+    end = start
+    while not lines[end].split("#")[0].rstrip().endswith(":"):
+        end += 1
+    body = next(line for line in lines[end + 1:] if line.strip())
+    indent = body[:len(body) - len(body.lstrip())]
+    marks = [i for i, line in enumerate(lines) if line.strip() == PDL_MARK and i > end]
+    for i in marks:
+        lines[i] = lines[i].replace(PDL_MARK, "_gdc_wait()")
+    lines[end + 1:end + 1] = [f"{indent}_gdc_launch_dependents()"] + ([] if marks else [f"{indent}_gdc_wait()"])
+    head = 0
+    while head < len(lines) and lines[head].startswith("from __future__"):
+        head += 1
+    lines.insert(head, _PDL_IMPORT)
+    return "\n".join(lines) + "\n"
+
 
 def load_source(source: str, fn_name: str):
-    """Write `source` to the kernel cache (named by its hash) and import it; returns the jitted function."""
+    """Write `source` to the kernel cache (named by its hash) and import it; returns the jitted function (with
+    PDL, see `pdl_active`, the PDL-aware source's, marked `_tilecraft_pdl` for its launches)."""
+    pdl = with_pdl(source, fn_name) if pdl_active() else None
+    source = pdl or source
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     mod = _MODULES.get(digest)
     if mod is None:
@@ -82,7 +126,10 @@ def load_source(source: str, fn_name: str):
         with own_kernels():
             spec.loader.exec_module(mod)
         _MODULES[digest] = mod
-    return getattr(mod, fn_name)
+    fn = getattr(mod, fn_name)
+    if pdl:
+        fn._tilecraft_pdl = True
+    return fn
 
 
 @dataclass
@@ -125,6 +172,8 @@ class FastLaunch:
         self._kwargs, self._tail = None, []
 
     def launch(self, fn, grid, args, kwargs: dict, opts: dict):
+        if getattr(fn, "_tilecraft_pdl", False):  # a PDL-aware source (load_source): launch it so
+            opts = {**opts, "launch_pdl": True}
         if kwargs is not self._kwargs:  # the same constexpr dict launch after launch: its values, in order, once
             self._kwargs, self._tail = kwargs, [kwargs[n] for n in fn.arg_names[len(args):]]
         full = list(args) + self._tail  # signature order

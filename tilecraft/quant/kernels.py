@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import triton
 
-from ..codegen.kernel import ArgSpec, Kernel, interpreting
+from ..codegen.kernel import ArgSpec, Kernel, interpreting, pdl_active
 from ..ir.types import next_pow2 as _pow2
 from .formats import QuantError
 
@@ -389,6 +389,7 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
         extra["SCALE_W"] = False  # int4: a config may set it (see wq_gemm.py)
         extra["TRANS"] = False  # a config may set it (see wq_gemm.py)
         extra["ZPOST"] = False  # int4: a config may set it (see wq_gemm.py)
+        extra["PREFETCH"] = pdl_active()  # the weights asked into L2 before the PDL wait (see wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,

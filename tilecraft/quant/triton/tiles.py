@@ -44,3 +44,15 @@ def store_or_add(out_ptr, acc, offs_m, offs_n, m_ok, n_ok, stride_om, SPLIT_K: t
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=o_ok)
     else:
         tl.atomic_add(out_ptrs, acc, mask=o_ok)
+
+
+@triton.jit
+def prefetch_rows_l2(w_ptr, rows, row_bytes, b0, b1):
+    """Ask L2 for bytes [b0, b1) of each weight row `rows` (int32 [R]) of a row-major byte matrix: one
+    `prefetch.global.L2` per 128-byte line, nothing waits for them. A quantized GEMM issues them before its
+    grid-dependency wait, so its weights stream in while the previous kernel still runs (PDL). GPU only (PTX)."""
+    base = w_ptr.to(tl.pointer_type(tl.int8)) + rows.to(tl.int64)[:, None] * row_bytes
+    for off in range(b0, b1, 512):
+        offs = tl.minimum(off + tl.arange(0, 4)[None, :] * 128, b1 - 1)
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n mov.u32 $0, 0;", "=r,l", [base + offs],
+                                  dtype=tl.int32, is_pure=False, pack=1)

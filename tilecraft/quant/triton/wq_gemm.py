@@ -43,14 +43,15 @@ import triton
 import triton.language as tl
 
 from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8, unpack8_half as _unpack8_half
-from tilecraft.quant.triton.tiles import gemm_tile, split_k_range
+from tilecraft.quant.triton.tiles import gemm_tile, prefetch_rows_l2, split_k_range
 
 
 @triton.jit
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om, ws_ptr, cnt_ptr,
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, ZPOST: tl.constexpr = False):
+                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, ZPOST: tl.constexpr = False,
+                   PREFETCH: tl.constexpr = False):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
@@ -59,6 +60,9 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     # per-element predicates in the pipelined loop (sm_90, 256x128x64 int8: 291 -> 244 SASS instructions a chunk)
     rm = tl.minimum(offs_m, M - 1)
     rn = tl.minimum(offs_n, N - 1)
+    if PREFETCH:  # (with PDL this runs while the previous kernel still does: weights only, nothing it writes)
+        prefetch_rows_l2(w_ptr, rn, K * BITS // 8, k_start * BITS // 8, k_end * BITS // 8)
+    # PDL_WAIT
     if SPLIT_K == 1:  # (K >= 1) the K loop runs at least once: without this, the empty-loop path's zeroed
         tl.assume(k_end > k_start)  # accumulator makes ptxas serialize every wgmma (warning C7515)
     if DOT_F32:
