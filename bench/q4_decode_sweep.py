@@ -1,9 +1,10 @@
-"""int4 decode GEMM (M=16, bf16 activations, group 128): a wide config sweep of the wq_gemm kernel, timed with
-cold weights, on LLaMA-492M's weight shapes. Every config is checked against the dequantized reference before it
+"""int4 (or int8) decode GEMM (M=16, bf16 activations, int4 groups of 128): a wide config sweep of the wq_gemm
+kernel, timed with cold weights, on LLaMA-492M's weight shapes. Every config is checked against the dequantized reference before it
 is timed; the heuristic default is always among them. quant_linear.py ranks its sweep by warm (L2-resident)
 time; this one ranks by cold time only, which is what a decode step sees (its weights do not fit in L2).
 
     python bench/q4_decode_sweep.py [--n 96] [--shapes 2048x3072,...] [--out bench/results/q4_decode.json]
+    python bench/q4_decode_sweep.py --scheme int8 --zpost 0   # the int8 kernel (ZPOST is int4's)
     python bench/q4_decode_sweep.py --dry-run     # CPU interpreter, tiny shapes, 4 configs (a smoke test)
 
 Prints, per shape (K x N): the default's cold µs, the best config and its cold µs, and the top 5; a table last.
@@ -30,7 +31,7 @@ from quant_linear import cold_copies_us, make_problem, precompile, rel_err, shor
 from tilecraft.quant import make_kernel  # noqa: E402
 from tilecraft.quant.formats import QuantError  # noqa: E402
 
-SCHEME = "int4_weight_only"
+SCHEMES = {"int4": "int4_weight_only", "int8": "int8_weight_only"}
 SHAPES = "2048x3072,2048x2048,2048x11264,5632x2048,2048x32000"  # K x N: qkv, o, gate/up, down, lm_head
 
 
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=96, help="configs sampled from the grid (plus the default)")
     ap.add_argument("--shapes", default=SHAPES)
     ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--scheme", choices=sorted(SCHEMES), default="int4")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/q4_decode.json")
     ap.add_argument("--dry-run", action="store_true")
@@ -64,15 +66,17 @@ def main(argv=None) -> int:
     dry = args.dry_run
     dev = "cpu" if dry else "cuda"
     shapes = [tuple(map(int, s.split("x"))) for s in ("64x64,128x96" if dry else args.shapes).split(",")]
-    group = 32 if dry else 128
-    full = grid(group, {k: [int(v) for v in getattr(args, k).split(",")] for k in GRID})
+    scheme = SCHEMES[args.scheme]
+    group = (32 if dry else 128) if args.scheme == "int4" else 0
+    values = {k: [int(v) for v in getattr(args, k).split(",")] for k in GRID}
+    full = grid(group, values) if group else grid(32, values) if dry else grid(128, values) + grid(256, values)
     sample = random.Random(args.seed).sample(full, 4 if dry else min(args.n, len(full)))
     t0, rows = time.time(), []
     for K, N in shapes:
         M = args.m
-        x, _, qw, w_deq = make_problem(SCHEME, M, K, N, group, torch.bfloat16, dev)
+        x, _, qw, w_deq = make_problem(scheme, M, K, N, group, torch.bfloat16, dev)
         ref = (x.float() @ w_deq.t()).to(torch.bfloat16)
-        k = make_kernel(SCHEME, M, N, K, torch.bfloat16, group)
+        k = make_kernel(scheme, M, N, K, torch.bfloat16, group)
         cfgs = [dict(k.default)]
         for c in sample:
             if c in cfgs or K < c["SPLIT_K"] * c["BLOCK_K"]:
@@ -82,7 +86,8 @@ def main(argv=None) -> int:
             except QuantError:
                 continue
             cfgs.append(c)
-        args_ = [x, qw.qweight, qw.scales, qw.zeros, torch.zeros(1, dtype=x.dtype, device=dev),
+        zeros = qw.zeros if qw.zeros is not None else torch.zeros(1, dtype=torch.uint8, device=dev)
+        args_ = [x, qw.qweight, qw.scales, zeros, torch.zeros(1, dtype=x.dtype, device=dev),
                  torch.empty(M, N, dtype=x.dtype, device=dev)]
         precompile(k, args_, cfgs, dry)
         timed = []
@@ -94,14 +99,14 @@ def main(argv=None) -> int:
                 if err > 2e-2:
                     raise AssertionError(f"rel err {err:.1e}")
                 us = float("nan") if dry else cold_copies_us(
-                    lambda q, c=c: k.launch([x, q, qw.scales, qw.zeros, args_[4], out], c), qw.qweight)
+                    lambda q, c=c: k.launch([x, q, qw.scales, zeros, args_[4], out], c), qw.qweight)
             except Exception as e:  # noqa: BLE001 - reported per config, the sweep goes on
                 print(f"  {K}x{N} {short_config(c)}: failed: {str(e).splitlines()[0][:120]}", flush=True)
                 continue
             timed.append({"config": c, "cold_us": us, "rel_err": err})
         timed.sort(key=lambda r: r["cold_us"])
         default = next((r for r in timed if r["config"] == cfgs[0]), None)
-        floor = N * K / 2 / 4.25e6  # µs at 4.25 TB/s (the H200's measured copy rate)
+        floor = N * K * (0.5 if args.scheme == "int4" else 1) / 4.25e6  # µs at 4.25 TB/s (H200's copy rate)
         row = {"K": K, "N": N, "M": M, "configs": len(cfgs), "default": default, "top": timed[:8],
                "floor_us_4_25": floor}
         rows.append(row)
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # after each shape: a timeout keeps the rest
         Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name() if not dry else "cpu",
                                               "rows": rows, "dry_run": dry}, indent=1))
-    print(f"\nint4 g128 decode, M={args.m}, cold µs (floor at 4.25 TB/s)")
+    print(f"\n{args.scheme} decode, M={args.m}, cold µs (floor at 4.25 TB/s)")
     print(f"{'KxN':>12} {'floor':>6} {'default':>8} {'best':>7}  best config")
     for r in rows:
         d = r["default"]["cold_us"] if r["default"] else float("nan")
