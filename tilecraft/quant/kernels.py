@@ -243,6 +243,10 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
         split = 4 if triton.cdiv(N, bn) < 2 * _sm_count() and K >= 8 * bk else 1
         cfg = {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": 4, "num_stages": 3,
                "TRANS": False}
+        if scheme == "int8_weight_only" and triton.cdiv(N, 32) >= 4 * _sm_count():  # wide weights: the weight
+            # tile on the dot's left, 2 warps (H200, cold, M=16, bench/q4_decode_sweep.py --scheme int8,
+            # 2026-12-03: 2048x32000 24.2 -> 20.6 us; the other LLaMA shapes' best were the rule above, +-0.2)
+            cfg.update(BLOCK_N=64, BLOCK_K=128, SPLIT_K=1, TRANS=True, num_warps=2, num_stages=4)
         if scheme == "int4_weight_only":  # one group per chunk, its scale on the dot's result (codes become
             # 16-bit floats by bit patterns, wq_gemm.py). Wide weights (N >= ~8K) are instruction-bound: their
             # weight tile goes on the dot's left (TRANS) on 2 warps (more programs per SM). Cold-ranked sweeps of
