@@ -4,7 +4,7 @@ is timed; the heuristic default is always among them. quant_linear.py ranks its 
 time; this one ranks by cold time only, which is what a decode step sees (its weights do not fit in L2).
 
     python bench/q4_decode_sweep.py [--n 96] [--shapes 2048x3072,...] [--out bench/results/q4_decode.json]
-    python bench/q4_decode_sweep.py --scheme int8 --zpost 0   # the int8 kernel (ZPOST is int4's)
+    python bench/q4_decode_sweep.py --scheme int8      # the int8 kernel (BLOCK_K 128 and 256)
     python bench/q4_decode_sweep.py --dry-run     # CPU interpreter, tiny shapes, 4 configs (a smoke test)
 
 Prints, per shape (K x N): the default's cold µs, the best config and its cold µs, and the top 5; a table last.
@@ -35,19 +35,19 @@ SCHEMES = {"int4": "int4_weight_only", "int8": "int8_weight_only"}
 SHAPES = "2048x3072,2048x2048,2048x11264,5632x2048,2048x32000"  # K x N: qkv, o, gate/up, down, lm_head
 
 
-GRID = {"bn": [32, 64, 128, 256], "warps": [2, 4, 8], "trans": [0, 1], "zpost": [0, 1], "split": [1, 2, 4, 8, 16],
-        "stages": [2, 3, 4, 6]}
+GRID = {"bn": [32, 64, 128, 256], "warps": [2, 4, 8], "trans": [0, 1], "split": [1, 2, 4, 8, 16], "stages": [2, 3, 4, 6]}
 
 
 def grid(bk: int = 128, values: dict = GRID) -> list[dict]:
-    """The decode configs worth timing: 16-row tiles, one group per 128-long chunk (scale on the dot's result),
-    the weight tile on either side of the dot, the zero point before or after it."""
+    """The decode configs worth timing: 16-row tiles, one int4 group per 128-long chunk (scale on the dot's
+    result), the weight tile on either side of the dot. (The 2026-12-03 H200 runs, in bench/results/
+    h200-2026-12-03c, also swept a ZPOST knob, the int4 zero point after the dot; it lost and was removed.)"""
     out = []
-    for bn, w, tr, zp, sk, st in itertools.product(*(values[k] for k in GRID)):
+    for bn, w, tr, sk, st in itertools.product(*(values[k] for k in GRID)):
         if bn * bk // (32 * w) > 256:  # dequantized weights per thread: past ~256 they spill
             continue
         out.append({"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w,
-                    "num_stages": st, "TRANS": bool(tr), "SCALE_W": False, "ZPOST": bool(zp)})
+                    "num_stages": st, "TRANS": bool(tr), "SCALE_W": False})
     return out
 
 

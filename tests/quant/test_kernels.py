@@ -57,26 +57,6 @@ def test_knobs_split_k_and_multi_group_chunks(scheme, group, template, config):
     assert_close(got, _reference(x, qw, bias))
 
 
-@pytest.mark.parametrize("trans", [False, True])
-@pytest.mark.parametrize("split", [1, 2])
-def test_int4_zero_point_after_the_dot(trans, split):
-    """ZPOST: dot(x, BASE + q) - (BASE + z) * sum(x), times the group scale, equals dot(x, (q - z) * s); 16-bit
-    activations only (a float32 one, or SCALE_W, is refused by name)."""
-    g = seeded(11)
-    K, N, M = 128, 40, 5
-    qw = quantize_weight(torch.randn(N, K, generator=g), "int4_weight_only", 32)
-    cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": split, "num_warps": 4, "num_stages": 1,
-           "TRANS": trans, "SCALE_W": False, "ZPOST": True}
-    for dtype in (torch.bfloat16, torch.float16):
-        x, bias = torch.randn(M, K, generator=g).to(dtype), torch.randn(N, generator=g).to(dtype)
-        assert_close(_run("int4_weight_only", x, qw, bias, "wq_gemm", cfg), _reference(x, qw, bias),
-                     msg=f"{dtype} trans={trans} split={split}")
-    with pytest.raises(QuantError, match="ZPOST"):
-        _run("int4_weight_only", torch.randn(M, K, generator=g), qw, None, "wq_gemm", cfg)
-    with pytest.raises(QuantError, match="ZPOST"):
-        _run("int4_weight_only", x, qw, None, "wq_gemm", {**cfg, "SCALE_W": True})
-
-
 def test_kernel_protocol_for_the_tuner():
     k = make_kernel("int4_weight_only", 4, 48, 64, torch.float16, group=32, has_bias=True, template="wq_gemm")
     assert k.template == "wq_gemm" and k.shapes == {"M": 4, "N": 48, "K": 64, "group": 32}

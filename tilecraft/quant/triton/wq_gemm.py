@@ -34,7 +34,14 @@ With the group scale on the dot's result (SCALE_W off, the word path) and 16-bit
 in its halves; OR-ing BASE's exponent bits makes them floats), minus BASE + z in packed 16-bit arithmetic: the
 decode (M <= 16) default. Triton then keeps the dequantized tile in the mma operand layout; the zero point's
 one-byte load per chunk is still read before the dequantize (its latency is exposed once per chunk: loading it a
-chunk ahead sends the tile through shared memory instead, checked in PTX).
+chunk ahead sends the tile through shared memory instead, checked in PTX). Applying it after the dot instead,
+dot(x, BASE + q) - (BASE + z) * sum(x), was timed on an H200 (bench/q4_decode_sweep.py, 2026-12-03): 15-20%
+slower at M=16 (the per-chunk sum of x costs warp shuffles and a shared memory trip), so it is not a knob.
+Wide decode weights (N >= ~8K) are instruction-bound, not latency-bound: ~5 SASS instructions per weight on
+sm_90 (bench/qgemm_ptx.py), hence TRANS on 2 warps there (more programs per SM to hide the ALU latency).
+
+PREFETCH (set with programmatic dependent launch, TILECRAFT_PDL): before its grid-dependency wait each program
+asks L2 for its weight lines, which stream in while the previous kernel still runs.
 
 SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
 tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
@@ -50,8 +57,7 @@ from tilecraft.quant.triton.tiles import gemm_tile, prefetch_rows_l2, split_k_ra
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om, ws_ptr, cnt_ptr,
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, ZPOST: tl.constexpr = False,
-                   PREFETCH: tl.constexpr = False):
+                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, PREFETCH: tl.constexpr = False):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
@@ -158,21 +164,11 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                     else:  # 16-bit floats BASE + q straight from the bits, minus BASE + z (exact)
                         BASE: tl.constexpr = 128.0 if xdt == tl.bfloat16 else 1024.0
                         v = _unpack8_half(words, BLOCK_N, WORDS, xdt)
-                        if ZPOST:  # dot(x, BASE + q) - (BASE + z) * sum(x): z off the dot's operand path
-                            w = v.to(dt)
-                        elif DOT_F32:  # (bfloat16 in the interpreter, whose bfloat16 arithmetic is wrong)
+                        if DOT_F32:  # (bfloat16 in the interpreter, whose bfloat16 arithmetic is wrong)
                             w = v.to(tl.float32) - (z + BASE)[:, None]
                         else:
                             w = v - (z + BASE).to(xdt)[:, None]
-                    if ZPOST:
-                        xsum = tl.sum(x.to(tl.float32), axis=1)
-                        if TRANS:
-                            acc += (tl.dot(w, tl.trans(x), input_precision=PREC)
-                                    - (z + BASE)[:, None] * xsum[None, :]) * s[:, None]
-                        else:
-                            acc += (tl.dot(x, tl.trans(w), input_precision=PREC)
-                                    - xsum[:, None] * (z + BASE)[None, :]) * s[None, :]
-                    elif TRANS:
+                    if TRANS:
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:
                         acc += tl.dot(x, tl.trans(w), input_precision=PREC) * s[None, :]
