@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench/results/overlap.json")
     args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("overlap_probe: needs a CUDA GPU (it times streams); nothing to do here", file=sys.stderr)
+        return 2
     dev, bf = "cuda", torch.bfloat16
     g = torch.Generator().manual_seed(0)
     mats = []
