@@ -104,20 +104,15 @@ def gpu_span_ms(fn, n: int = 5) -> float:
     for kernels that overlap (programmatic dependent launch)."""
     import time
 
+    from tilecraft.codegen.matmul import elapsed_ms
+
     fn()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     fn()
     torch.cuda.synchronize()
-    host_s = time.perf_counter() - t0
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda._sleep(int(min(0.5, 2 * n * host_s + 1e-3) * 2e9))  # GPU clock cycles (~2 GHz): queue n calls
-    start.record()
-    for _ in range(n):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / n
+    host_s = time.perf_counter() - t0  # the sleep must outlast queueing n calls
+    return elapsed_ms(fn, torch.device("cuda"), n, sleep_s=min(0.25, 2 * n * host_s + 1e-3))
 
 
 def interleaved_rounds(fns: list, rounds: int, measure) -> list[list]:

@@ -597,17 +597,17 @@ def sibling_gemm_wins(a, bs: list, batched) -> bool | None:
     return won
 
 
-def elapsed_ms(fn, device, reps: int = 3) -> float:
-    """Time per call of fn: GPU time by CUDA events on a GPU (the GPU first kept busy while the calls are
-    queued, so the host's launch cost stays out of the interval: 12 us of cuBLAS read 78 us without), by the
-    clock on the CPU."""
+def elapsed_ms(fn, device, reps: int = 3, sleep_s: float = 5e-4) -> float:
+    """Time per call of fn: GPU time by CUDA events on a GPU (the GPU first kept busy for `sleep_s` while the
+    calls are queued, so the host's launch cost stays out of the interval: 12 us of cuBLAS read 78 us without),
+    by the clock on the CPU."""
     if device.type != "cuda":
         t0 = time.perf_counter()
         for _ in range(reps):
             fn()
         return (time.perf_counter() - t0) * 1e3 / reps
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda._sleep(1_000_000)  # about 0.5 ms of GPU clock cycles
+    torch.cuda._sleep(int(sleep_s * 2e9))  # GPU clock cycles (~2 GHz)
     start.record()
     for _ in range(reps):
         fn()

@@ -52,4 +52,3 @@ def unpack8_half(words, R: tl.constexpr, W: tl.constexpr, dt: tl.constexpr):
                 tl.join(tl.join(t1.to(tl.int16), (t1 >> 16).to(tl.int16)),
                         tl.join(t3.to(tl.int16), (t3 >> 16).to(tl.int16))))
     return tl.reshape(q, (R, 8 * W)).to(dt, bitcast=True)
-
