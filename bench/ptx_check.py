@@ -4,7 +4,9 @@ accesses vectorize to 16 bytes) when no GPU is at hand. Groups are worked out as
 
     python bench/ptx_check.py --model llama      # tiny configs of gpu_groups.py (llama: head_dim 128)
     python bench/ptx_check.py --model gpt2 --arch 90
-Exits 1 when a kernel does not compile.
+    python bench/ptx_check.py --model llama --pdl   # as TILECRAFT_PDL=1 rewrites them: each kernel's
+        # griddepcontrol.wait must come before its first global load or store
+Exits 1 when a kernel does not compile (or, with --pdl, when one touches memory before its wait).
 """
 from __future__ import annotations
 
@@ -24,13 +26,15 @@ DT = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"
       "torch.int32": "i32", "torch.bool": "i1", "torch.int8": "i8", "torch.uint8": "u8"}
 
 
-def dump(model: str, out: str) -> int:
-    """Phase 1 (Triton interpreter: the model runs once on the CPU): the generated sources of its CUDA groups."""
+def dump(model: str, out: str, pdl: bool = False) -> int:
+    """Phase 1 (Triton interpreter: the model runs once on the CPU): the generated sources of its CUDA groups
+    (with `pdl`, as programmatic dependent launch rewrites them: codegen/kernel.py `with_pdl`)."""
     import torch
 
     import tilecraft
     from gpu_groups import groups_on_cuda, tiny
     from tilecraft.codegen import build_kernel
+    from tilecraft.codegen.kernel import with_pdl
     from tilecraft.ir import is_view
 
     torch.manual_seed(0)
@@ -71,14 +75,16 @@ def dump(model: str, out: str) -> int:
             print(f"codegen skipped {' '.join(x.op for x in grp.nodes)[:60]}: {type(e).__name__}: {e}"[:200])
             continue
         with open(os.path.join(out, f"{n}.json"), "w") as f:
-            json.dump({"src": k.source, "fn": k.fn_name, "config": k.config,
+            json.dump({"src": (with_pdl(k.source, k.fn_name) if pdl else None) or k.source, "fn": k.fn_name,
+                       "config": k.config,
                        "dtypes": [DT.get(str(a.dtype), "bf16") for a in k.args]}, f)
         n += 1
     return n
 
 
-def compile_all(src_dir: str, arch: int) -> list[dict]:
-    """Phase 2 (no interpreter): each dumped kernel through Triton's CUDA backend, 16-byte aligned pointers."""
+def compile_all(src_dir: str, arch: int, pdl: bool = False) -> list[dict]:
+    """Phase 2 (no interpreter): each dumped kernel through Triton's CUDA backend, 16-byte aligned pointers (with
+    `pdl`, checking the PDL-aware sources that phase 1 wrote: the wait before any global access)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -103,6 +109,12 @@ def compile_all(src_dir: str, arch: int) -> list[dict]:
             ins = [ln.strip().lstrip("@%p0123456789 ") for ln in ptx.splitlines()]
             row["loads"] = sorted({ln.split()[0] for ln in ins if ln.startswith("ld.global")})
             row["stores"] = sorted({ln.split()[0] for ln in ins if ln.startswith("st.global")})
+            if pdl:
+                wait = next((i for i, ln in enumerate(ins) if ln.startswith("griddepcontrol.wait")), None)
+                mem = next((i for i, ln in enumerate(ins) if ln.startswith(("ld.global", "st.global", "atom.",
+                                                                               "red.", "cp.async"))), None)
+                if wait is None or (mem is not None and mem < wait):
+                    row["error"] = "PDL: a global access before griddepcontrol.wait (or no wait)"
         except Exception as e:  # noqa: BLE001 - reported per kernel
             row["error"] = f"{type(e).__name__}: {e}"[:300]
         rows.append(row)
@@ -115,16 +127,18 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability (90: Hopper)")
     ap.add_argument("--compile-dir", help=argparse.SUPPRESS)  # phase 2, in a process without the interpreter
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--pdl", action="store_true", help="compile the sources as TILECRAFT_PDL=1 rewrites them")
     a = ap.parse_args(argv)
     if a.compile_dir:
-        rows = compile_all(a.compile_dir, a.arch)
+        rows = compile_all(a.compile_dir, a.arch, a.pdl)
         print(json.dumps(rows))
         return 0
     with tempfile.TemporaryDirectory() as d:
         os.environ["TRITON_INTERPRET"] = "1"
-        n = dump(a.model, d)
+        n = dump(a.model, d, a.pdl)
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        proc = subprocess.run([sys.executable, __file__, "--compile-dir", d, "--arch", str(a.arch)],
+        proc = subprocess.run([sys.executable, __file__, "--compile-dir", d, "--arch", str(a.arch)]
+                              + (["--pdl"] if a.pdl else []),
                               capture_output=True, text=True, env=env, timeout=900)
         if proc.returncode != 0:
             print(proc.stderr[-3000:])
@@ -133,7 +147,8 @@ def main(argv=None) -> int:
     for r in rows:
         what = r.get("error") or f"loads {' '.join(r['loads']) or '-'}; stores {' '.join(r['stores']) or '-'}"
         print(f"{r['kernel'][:48]:48} {what}")
-    print(f"{n} kernels, {sum('error' in r for r in rows)} failed to compile for sm_{a.arch}")
+    print(f"{n} kernels, {sum('error' in r for r in rows)} failed to compile for sm_{a.arch}"
+          + (" (PDL-aware sources: each waits before it touches memory)" if a.pdl else ""))
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     return 1 if any("error" in r for r in rows) else 0
