@@ -35,19 +35,21 @@ SCHEMES = {"int4": "int4_weight_only", "int8": "int8_weight_only"}
 SHAPES = "2048x3072,2048x2048,2048x11264,5632x2048,2048x32000"  # K x N: qkv, o, gate/up, down, lm_head
 
 
-GRID = {"bn": [32, 64, 128, 256], "warps": [2, 4, 8], "trans": [0, 1], "split": [1, 2, 4, 8, 16], "stages": [2, 3, 4, 6]}
+GRID = {"bn": [32, 64, 128, 256], "warps": [2, 4, 8], "trans": [0, 1], "split": [1, 2, 4, 8, 16], "stages": [2, 3, 4, 6],
+        "asm": [0, 1]}
 
 
 def grid(bk: int = 128, values: dict = GRID) -> list[dict]:
     """The decode configs worth timing: 16-row tiles, one int4 group per 128-long chunk (scale on the dot's
-    result), the weight tile on either side of the dot. (The 2026-12-03 H200 runs, in bench/results/
+    result), the weight tile on either side of the dot, int4's ASM knob (codes to pairs in inline PTX; refused
+    for int8 and in the interpreter, so such points drop out there). (The 2026-12-03 H200 runs, in bench/results/
     h200-2026-12-03c, also swept a ZPOST knob, the int4 zero point after the dot; it lost and was removed.)"""
     out = []
-    for bn, w, tr, sk, st in itertools.product(*(values[k] for k in GRID)):
+    for bn, w, tr, sk, st, asm in itertools.product(*(values[k] for k in GRID)):
         if bn * bk // (32 * w) > 256:  # dequantized weights per thread: past ~256 they spill
             continue
         out.append({"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "num_warps": w,
-                    "num_stages": st, "TRANS": bool(tr), "SCALE_W": False})
+                    "num_stages": st, "TRANS": bool(tr), "SCALE_W": False, **({"ASM": True} if asm else {})})
     return out
 
 

@@ -500,12 +500,12 @@ def conv_case(dev, dry) -> dict:
 
 
 def short_config(c) -> str:
-    """e.g. 16x128x256 sk4 T SW w4s3 (BLOCK_M x BLOCK_N x BLOCK_K, split-K, TRANS, SCALE_W, warps, stages)."""
+    """e.g. 16x128x256 sk4 T SW w4s3 (BLOCK_M x BLOCK_N x BLOCK_K, split-K, TRANS, SCALE_W, ASM, warps, stages)."""
     if not c:
         return "-"
     tile = "x".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in c)
     flags = [f"sk{c['SPLIT_K']}"] if c.get("SPLIT_K", 1) > 1 else []
-    flags += [f for f, k in (("T", "TRANS"), ("SW", "SCALE_W")) if c.get(k)]
+    flags += [f for f, k in (("T", "TRANS"), ("SW", "SCALE_W"), ("ASM", "ASM")) if c.get(k)]
     return " ".join([tile] + flags + [f"w{c.get('num_warps')}s{c.get('num_stages')}"])
 
 

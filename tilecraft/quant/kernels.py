@@ -71,6 +71,9 @@ class QuantKernel(Kernel):
         if self.info.get("fused") and self.template != "wq_gemm" and config.get("SPLIT_K", 1) != 1:
             raise QuantError(f"{self.name}: a fused epilogue needs whole sums: SPLIT_K=1 (only the GEMM reduces "
                              f"its splits before the epilogue), got SPLIT_K={config.get('SPLIT_K')}")
+        if config.get("ASM") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm" or interpreting()):
+            raise QuantError(f"{self.name}: ASM (int4 codes to 16-bit pairs in inline PTX) is an int4 GEMM knob "
+                             f"for a CUDA GPU" + (" (the Triton interpreter runs no PTX)" if interpreting() else ""))
         if config.get("TRANS") and self.template != "wq_gemm":
             raise QuantError(f"{self.name}: TRANS (the weight tile as the left dot operand) is a GEMM knob")
         if config.get("SCALE_W") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm"):
@@ -330,6 +333,8 @@ def config_space(template: str, scheme: str, group: int) -> dict[str, list]:
         space["TRANS"] = [False, True]  # the weight tile as the left or the right dot operand
     if scheme == "int4_weight_only":
         space["SCALE_W"] = [False, True]  # group scale on the dot's result (exact) or on the weight tile
+        if template == "wq_gemm":
+            space["ASM"] = [False, True]  # codes to (q - z) pairs in inline PTX (wq_gemm.py; GPU only)
     return space
 
 
@@ -385,6 +390,7 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
         extra["IEEE"] = dtype == torch.float32
         extra["SCALE_W"] = False  # int4: a config may set it (see wq_gemm.py)
         extra["TRANS"] = False  # a config may set it (see wq_gemm.py)
+        extra["ASM"] = False  # int4: a config may set it (see wq_gemm.py)
         extra["PREFETCH"] = pdl_active()  # the weights asked into L2 before the PDL wait (see wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")

@@ -52,3 +52,27 @@ def unpack8_half(words, R: tl.constexpr, W: tl.constexpr, dt: tl.constexpr):
                 tl.join(tl.join(t1.to(tl.int16), (t1 >> 16).to(tl.int16)),
                         tl.join(t3.to(tl.int16), (t3 >> 16).to(tl.int16))))
     return tl.reshape(q, (R, 8 * W)).to(dt, bitcast=True)
+
+
+@triton.jit
+def unpack8_pairs_asm(words, zz, R: tl.constexpr, W: tl.constexpr, dt: tl.constexpr):
+    """GPU only (PTX). int32 words [R, W] (nibble p = code 8w + p) and zz [R] int32 (the 16-bit float BASE + z in
+    both halves) -> [R, 8 W] values q - z in `dt` (bfloat16 BASE 128 / float16 BASE 1024), K order. Per word:
+    one shift, then per pair of K neighbours one PRMT (byte i of w and of w >> 4: codes 2i and 2i + 1 in the
+    two halves), one LOP3 (mask, OR BASE's exponent bits) and one packed 16-bit subtract."""
+    if dt == tl.bfloat16:
+        SUB: tl.constexpr = "sub.rn.bf16x2"
+    else:
+        SUB: tl.constexpr = "sub.rn.f16x2"
+    t0, t1, t2, t3 = tl.inline_asm_elementwise(
+        "{ .reg .b32 s, m, a; shr.b32 s, $4, 4; and.b32 m, $5, 0xFFF0FFF0;"
+        " prmt.b32 a, $4, s, 0x0400; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " $0, a, $5;"
+        " prmt.b32 a, $4, s, 0x1511; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " $1, a, $5;"
+        " prmt.b32 a, $4, s, 0x2622; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " $2, a, $5;"
+        " prmt.b32 a, $4, s, 0x3733; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " $3, a, $5; }",
+        "=r,=r,=r,=r,r,r", [words, zz[:, None]], dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True,
+        pack=1)
+    lo = tl.join(tl.join(t0.to(tl.int16), t2.to(tl.int16)), tl.join(t1.to(tl.int16), t3.to(tl.int16)))
+    hi = tl.join(tl.join((t0 >> 16).to(tl.int16), (t2 >> 16).to(tl.int16)),
+                 tl.join((t1 >> 16).to(tl.int16), (t3 >> 16).to(tl.int16)))
+    return tl.reshape(tl.join(lo, hi), (R, 8 * W)).to(dt, bitcast=True)

@@ -40,6 +40,12 @@ slower at M=16 (the per-chunk sum of x costs warp shuffles and a shared memory t
 Wide decode weights (N >= ~8K) are instruction-bound, not latency-bound: ~5 SASS instructions per weight on
 sm_90 (bench/qgemm_ptx.py), hence TRANS on 2 warps there (more programs per SM to hide the ALU latency).
 
+ASM (int4 decode path, GPU only): the codes become q - z in inline PTX, one register per pair of K neighbours
+(`bits.py: unpack8_pairs_asm`: per word one shift, then per pair a PRMT of byte i of w and of w >> 4, a LOP3 that
+masks the two codes and ORs in BASE's exponent bits, and a packed bf16x2/f16x2 subtract of BASE + z), so Triton
+has no 16-bit halves to extract and re-pair: on sm_90, 16x32x128 TRANS on 2 warps, 298 -> 224 SASS instructions
+per K chunk (bench/qgemm_ptx.py). Not yet timed on a GPU, so no default uses it.
+
 PREFETCH (set with programmatic dependent launch, TILECRAFT_PDL): before its grid-dependency wait each program
 asks L2 for its weight lines, which stream in while the previous kernel still runs.
 
@@ -49,7 +55,7 @@ resets the counter and runs the epilogue. So a fused epilogue still sees whole s
 import triton
 import triton.language as tl
 
-from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8, unpack8_half as _unpack8_half
+from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8, unpack8_half as _unpack8_half, unpack8_pairs_asm as _unpack8_pairs_asm
 from tilecraft.quant.triton.tiles import gemm_tile, prefetch_rows_l2, split_k_range
 
 
@@ -57,7 +63,8 @@ from tilecraft.quant.triton.tiles import gemm_tile, prefetch_rows_l2, split_k_ra
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om, ws_ptr, cnt_ptr,
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, PREFETCH: tl.constexpr = False):
+                   SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, PREFETCH: tl.constexpr = False,
+                   ASM: tl.constexpr = False):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
@@ -163,11 +170,14 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                         w = (_u4f(_unpack8(words, BLOCK_N, WORDS)) - z[:, None]).to(dt)
                     else:  # 16-bit floats BASE + q straight from the bits, minus BASE + z (exact)
                         BASE: tl.constexpr = 128.0 if xdt == tl.bfloat16 else 1024.0
-                        v = _unpack8_half(words, BLOCK_N, WORDS, xdt)
-                        if DOT_F32:  # (bfloat16 in the interpreter, whose bfloat16 arithmetic is wrong)
-                            w = v.to(tl.float32) - (z + BASE)[:, None]
+                        if ASM:  # (GPU only) q - z in packed 16-bit PTX, pairs of K neighbours per register
+                            zi = tl.load(z_ptr + rn * NGROUPS + g).to(tl.int32)
+                            MAGIC: tl.constexpr = 0x43004300 if xdt == tl.bfloat16 else 0x64006400
+                            w = _unpack8_pairs_asm(words, zi | (zi << 16) | MAGIC, BLOCK_N, WORDS, xdt)
+                        elif DOT_F32:  # (bfloat16 in the interpreter, whose bfloat16 arithmetic is wrong)
+                            w = _unpack8_half(words, BLOCK_N, WORDS, xdt).to(tl.float32) - (z + BASE)[:, None]
                         else:
-                            w = v - (z + BASE).to(xdt)[:, None]
+                            w = _unpack8_half(words, BLOCK_N, WORDS, xdt) - (z + BASE).to(xdt)[:, None]
                     if TRANS:
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:

@@ -1,0 +1,115 @@
+"""The int4 GEMM's ASM knob (bits.py `unpack8_pairs_asm`: codes to q - z pairs in inline PTX). The interpreter runs
+no PTX, so: its bit logic emulated in numpy from the selectors and LUT written in its source, its join order
+checked against the K order, and the sm_90 compile (PTX and SASS instruction count) in a fresh process."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tilecraft.quant import QuantError, make_kernel
+
+ROOT = Path(__file__).resolve().parents[2]
+BITS = (ROOT / "tilecraft/quant/triton/bits.py").read_text()
+ASM_SRC = BITS[BITS.index("def unpack8_pairs_asm"):]
+
+
+def _prmt(a: np.ndarray, b: np.ndarray, sel: int) -> np.ndarray:
+    """PTX prmt.b32 (default mode): byte k of the result is byte (sel >> 4k) & 7 of {b, a} (a: bytes 0-3)."""
+    pool = [(a >> (8 * j)) & 0xFF for j in range(4)] + [(b >> (8 * j)) & 0xFF for j in range(4)]
+    out = np.zeros_like(a)
+    for k in range(4):
+        nib = (sel >> (4 * k)) & 0xF
+        assert nib < 8, "sign-replicate selectors are not emulated"
+        out |= pool[nib] << (8 * k)
+    return out
+
+
+def _lop3(a, b, c, lut: int):
+    """PTX lop3.b32: result bit = LUT bit number (a << 2 | b << 1 | c) of the operands' bits (a=0xF0, b=0xCC,
+    c=0xAA in the LUT's own terms)."""
+    out = np.zeros_like(a)
+    for bit in range(32):
+        ia, ib, ic = (a >> bit) & 1, (b >> bit) & 1, (c >> bit) & 1
+        out |= ((lut >> (ia * 4 + ib * 2 + ic)) & 1) << bit
+    return out
+
+
+def _halves(t: np.ndarray, dt) -> tuple[torch.Tensor, torch.Tensor]:
+    lo = torch.from_numpy((t & 0xFFFF).astype(np.uint16).view(np.int16)).view(dt)
+    hi = torch.from_numpy(((t >> 16) & 0xFFFF).astype(np.uint16).view(np.int16)).view(dt)
+    return lo, hi
+
+
+@pytest.mark.parametrize("dt,base", [(torch.bfloat16, 0x4300), (torch.float16, 0x6400)])
+def test_pair_logic_gives_q_minus_z_in_k_order(dt, base):
+    sels = [int(x, 16) for x in re.findall(r"prmt\.b32 a, \$4, s, (0x[0-9A-Fa-f]+)", ASM_SRC)]
+    luts = {int(x, 16) for x in re.findall(r"lop3\.b32 a, a, 0x000F000F, m, (0x[0-9A-Fa-f]+)", ASM_SRC)}
+    assert len(sels) == 4 and len(luts) == 1 and "and.b32 m, $5, 0xFFF0FFF0" in ASM_SRC
+    lut = luts.pop()
+    rng = np.random.default_rng(0)
+    R, W = 8, 4
+    codes = rng.integers(0, 16, size=(R, 8 * W))
+    z = rng.integers(0, 16, size=R)
+    words = np.zeros((R, W), dtype=np.int64)
+    for p in range(8):  # nibble p of word w holds code 8w + p (the stored int4 layout)
+        words |= codes[:, p::8].astype(np.int64) << (4 * p)
+    zz = ((base | z) * 0x10001).astype(np.int64)[:, None]
+    s = words >> 4  # shr.b32 (logical: words are non-negative here)
+    m = zz & 0xFFF0FFF0
+    ts = []
+    for sel in sels:
+        a = _lop3(_prmt(words, s, sel), np.full_like(words, 0x000F000F), np.broadcast_to(m, words.shape), lut)
+        lo, hi = _halves(a, dt)
+        zlo, zhi = _halves(np.broadcast_to(zz, words.shape), dt)
+        ts.append((lo.float() - zlo.float(), hi.float() - zhi.float()))  # sub.rn.*x2: exact (small integers)
+    # the source's join order: lo = join(join(t0, t2), join(t1, t3)), hi likewise, then join(lo, hi)
+    assert "lo = tl.join(tl.join(t0.to(tl.int16), t2.to(tl.int16)), tl.join(t1.to(tl.int16), t3.to(tl.int16)))" \
+        in ASM_SRC and "tl.reshape(tl.join(lo, hi), (R, 8 * W))" in ASM_SRC
+    lo = torch.stack([torch.stack([ts[0][0], ts[2][0]], -1), torch.stack([ts[1][0], ts[3][0]], -1)], -1)
+    hi = torch.stack([torch.stack([ts[0][1], ts[2][1]], -1), torch.stack([ts[1][1], ts[3][1]], -1)], -1)
+    got = torch.stack([lo, hi], -1).reshape(R, 8 * W)
+    assert torch.equal(got, torch.from_numpy(codes - z[:, None]).float())
+
+
+def test_asm_is_refused_in_the_interpreter_and_outside_the_int4_gemm():
+    k4 = make_kernel("int4_weight_only", 16, 64, 128, torch.bfloat16, 32)
+    cfg = {**k4.default_config(), "ASM": True}
+    with pytest.raises(QuantError, match="ASM.*interpreter"):
+        k4.check_config(cfg)
+    k8 = make_kernel("int8_weight_only", 16, 64, 128, torch.bfloat16)
+    with pytest.raises(QuantError, match="ASM"):
+        k8.check_config({**k8.default_config(), "ASM": True})
+
+
+SCRIPT = """
+import json, sys, torch
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
+import qgemm_ptx  # sets TRITON_INTERPRET=0 before tilecraft is imported
+from tilecraft.quant.kernels import make_kernel
+k = make_kernel("int4_weight_only", 16, 32000, 2048, torch.bfloat16, 128)
+base = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1, "num_warps": 2, "num_stages": 3, "TRANS": True,
+        "SCALE_W": False}
+rows = []
+for asm in (False, True):
+    ck = qgemm_ptx.compile_sm90(k, {**base, "ASM": asm})
+    info = qgemm_ptx.ptxas_info(ck.asm["ptx"])
+    rows.append({"ptx_sub": ck.asm["ptx"].count("sub.rn.bf16x2"), "loop": info["sass_loop"].get("instrs"),
+                 "spill": info["spill_bytes"]})
+print(json.dumps(rows))
+"""
+
+
+def test_asm_compiles_for_sm90_with_fewer_instructions_per_chunk():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plain, asm = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert plain["ptx_sub"] == 0 and asm["ptx_sub"] > 0 and asm["spill"] == 0
+    assert asm["loop"] < 0.85 * plain["loop"], (plain, asm)  # 298 -> 224 with Triton 3.6's ptxas
