@@ -1,9 +1,9 @@
-"""Does the quantized prefill's dequantize pass (memory-bound) overlap with compute-bound kernels when it runs on
-a second CUDA stream? LLaMA-492M at batch 4 x 512: one layer's MLP weights (int4 g128 gate/up 2048 -> 2 x 5632 and
-down 5632 -> 2048) dequantized (into the scratch buffer of the 'aten' backend), against the layer's attention (SDPA, 16 heads of 128,
-causal) or a bf16 GEMM (2048 x 2048 -> 11264). For each pair: GPU ms of A alone, B alone, A then B on one stream,
-and B on a side stream started with A (CUDA events around 20 repetitions; cold weights from rotating copies).
-Overlap works where "together" is well below "one stream".
+"""Does the quantized prefill's dequantize pass (memory-bound) overlap with compute-bound kernels when it runs on a
+second CUDA stream? LLaMA-492M at batch 4 x 512: one layer's MLP weights (int4 g128 gate/up 2048 -> 2 x 5632 and
+down 5632 -> 2048) dequantized (into the scratch buffer of the 'aten' backend), against the layer's attention (SDPA,
+16 heads of 128, causal) or a bf16 GEMM (2048 x 2048 -> 11264). For each pair: GPU ms of A alone, B alone, A then B
+on one stream, and B on a side stream started with A (CUDA events around 20 repetitions; cold weights from rotating
+copies). Overlap works where "together" is well below "one stream".
 
     python bench/overlap_probe.py [--out bench/results/overlap.json]
 """
@@ -85,7 +85,8 @@ def main(argv=None) -> int:
             a()
             main.wait_stream(side)
 
-        r = {"A": events_ms(a), "B": events_ms(deq), "one_stream": events_ms(serial), "two_streams": events_ms(together)}
+        r = {"A": events_ms(a), "B": events_ms(deq), "one_stream": events_ms(serial),
+             "two_streams": events_ms(together)}
         rows[name] = r
         print(f"{name}: A {r['A']:.3f} ms, dequantize {r['B']:.3f}, one stream {r['one_stream']:.3f}, "
               f"two streams {r['two_streams']:.3f} (saved {r['one_stream'] - r['two_streams']:.3f})", flush=True)

@@ -1,7 +1,8 @@
-"""int4 (or int8) decode GEMM (M=16, bf16 activations, int4 groups of 128): a wide config sweep of the wq_gemm
-kernel, timed with cold weights, on LLaMA-492M's weight shapes. Every config is checked against the dequantized reference before it
-is timed; the heuristic default is always among them. quant_linear.py ranks its sweep by warm (L2-resident)
-time; this one ranks by cold time only, which is what a decode step sees (its weights do not fit in L2).
+"""int4 (or int8) decode GEMM (M=16, bf16 activations, int4 groups of 128): a wide config sweep of the wq_gemm kernel,
+timed with cold weights, on LLaMA-492M's weight shapes. Every config is checked against the dequantized reference
+before it is timed; the heuristic default is always among them. quant_linear.py ranks its sweep by warm
+(L2-resident) time; this one ranks by cold time only, which is what a decode step sees (its weights do not fit in
+L2).
 
     python bench/q4_decode_sweep.py [--n 96] [--shapes 2048x3072,...] [--out bench/results/q4_decode.json]
     python bench/q4_decode_sweep.py --scheme int8      # the int8 kernel (BLOCK_K 128 and 256)
@@ -35,8 +36,8 @@ SCHEMES = {"int4": "int4_weight_only", "int8": "int8_weight_only"}
 SHAPES = "2048x3072,2048x2048,2048x11264,5632x2048,2048x32000"  # K x N: qkv, o, gate/up, down, lm_head
 
 
-GRID = {"bn": [32, 64, 128, 256], "warps": [2, 4, 8], "trans": [0, 1], "split": [1, 2, 4, 8, 16], "stages": [2, 3, 4, 6],
-        "asm": [0, 1]}
+GRID = {"bn": [32, 64, 128, 256], "warps": [2, 4, 8], "trans": [0, 1], "split": [1, 2, 4, 8, 16],
+        "stages": [2, 3, 4, 6], "asm": [0, 1]}
 
 
 def grid(bk: int = 128, values: dict = GRID) -> list[dict]:

@@ -55,7 +55,8 @@ resets the counter and runs the epilogue. So a fused epilogue still sees whole s
 import triton
 import triton.language as tl
 
-from tilecraft.quant.triton.bits import i8f as _i8f, u4f as _u4f, unpack8 as _unpack8, unpack8_half as _unpack8_half, unpack8_pairs_asm as _unpack8_pairs_asm
+from tilecraft.quant.triton.bits import (i8f as _i8f, u4f as _u4f, unpack8 as _unpack8, unpack8_half as _unpack8_half,
+                                        unpack8_pairs_asm as _unpack8_pairs_asm)
 from tilecraft.quant.triton.tiles import gemm_tile, prefetch_rows_l2, split_k_range
 
 
@@ -146,7 +147,8 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                 # (one byte per row, too small for an async copy: read each chunk, an L1 hit after the first;
                 # loading it a chunk ahead would pin the dequantized tile to a layout that needs a shared
                 # memory round trip before the wgmma)
-                z = tl.load(z_ptr + rn * NGROUPS + g).to(tl.float32)
+                zq = tl.load(z_ptr + rn * NGROUPS + g)
+                z = zq.to(tl.float32)
                 if BF16:  # q - z exactly (bf16 128 + q minus 128 + z)
                     qz = q - (z + 128.0).to(tl.bfloat16)[:, None]
                 elif BYTES:
@@ -171,7 +173,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                     else:  # 16-bit floats BASE + q straight from the bits, minus BASE + z (exact)
                         BASE: tl.constexpr = 128.0 if xdt == tl.bfloat16 else 1024.0
                         if ASM:  # (GPU only) q - z in packed 16-bit PTX, pairs of K neighbours per register
-                            zi = tl.load(z_ptr + rn * NGROUPS + g).to(tl.int32)
+                            zi = zq.to(tl.int32)
                             MAGIC: tl.constexpr = 0x43004300 if xdt == tl.bfloat16 else 0x64006400
                             w = _unpack8_pairs_asm(words, zi | (zi << 16) | MAGIC, BLOCK_N, WORDS, xdt)
                         elif DOT_F32:  # (bfloat16 in the interpreter, whose bfloat16 arithmetic is wrong)
