@@ -20,20 +20,15 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from tilecraft.quant import quantize_weight  # noqa: E402
+from tilecraft.codegen.matmul import elapsed_ms  # noqa: E402
 from tilecraft.quant.kernels import dequantize_into  # noqa: E402
 
 
 def events_ms(fn, reps: int = 20) -> float:
+    """GPU ms per call by CUDA events (codegen's elapsed_ms: launch cost kept out), after one warm-up call."""
     fn()
     torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda._sleep(2_000_000)  # the GPU busy while the calls queue: launch cost does not count
-    a.record()
-    for _ in range(reps):
-        fn()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / reps
+    return elapsed_ms(fn, torch.device("cuda"), reps, sleep_s=1e-3)
 
 
 def main(argv=None) -> int:

@@ -1,15 +1,10 @@
 """Programmatic dependent launch (TILECRAFT_PDL): the source rewrite, and what it compiles to for sm_90 (on the CPU:
 Triton's CUDA backend needs no GPU to emit PTX)."""
 import ast
-import os
-import subprocess
-import sys
-from pathlib import Path
 
+from tests.benches import run_with_qgemm_ptx
 from tilecraft.codegen import kernel as kmod
 from tilecraft.codegen.kernel import with_pdl
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SRC = '''from __future__ import annotations
 import triton
@@ -58,9 +53,7 @@ def test_off_by_default_and_when_interpreting(monkeypatch):
 
 
 PTX_SCRIPT = """
-import sys, torch
-sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
-import qgemm_ptx  # sets TRITON_INTERPRET=0 before tilecraft is imported
+import torch
 from tilecraft.codegen import kernel as kmod
 from tilecraft.quant import kernels as qk
 kmod.pdl_active = qk.pdl_active = lambda: True
@@ -74,11 +67,8 @@ def test_quantized_gemm_prefetches_its_weights_before_the_wait_sm90():
     """The int4 decode GEMM under PDL, compiled for sm_90 (in a fresh process: Triton's compiler cannot run in one
     that defined its kernels for the interpreter): launch_dependents first, then the L2 prefetches of its weight
     lines (a loop), then the grid-dependency wait, before any other global load."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", PTX_SCRIPT, str(ROOT)], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    body = proc.stdout[proc.stdout.index(".entry"):]
+    ptx = run_with_qgemm_ptx(PTX_SCRIPT)
+    body = ptx[ptx.index(".entry"):]
     first, pre, wait = (body.index(s) for s in ("griddepcontrol.launch_dependents", "prefetch.global.L2",
                                                 "griddepcontrol.wait"))
     assert first < pre < wait

@@ -2,19 +2,15 @@
 no PTX, so: its bit logic emulated in numpy from the selectors and LUT written in its source, its join order
 checked against the K order, and the sm_90 compile (PTX and SASS instruction count) in a fresh process."""
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.benches import ROOT, run_with_qgemm_ptx
 from tilecraft.quant import QuantError, make_kernel
 
-ROOT = Path(__file__).resolve().parents[2]
 BITS = (ROOT / "tilecraft/quant/triton/bits.py").read_text()
 ASM_SRC = BITS[BITS.index("def unpack8_pairs_asm"):]
 
@@ -88,9 +84,7 @@ def test_asm_is_refused_in_the_interpreter_and_outside_the_int4_gemm():
 
 
 SCRIPT = """
-import json, sys, torch
-sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
-import qgemm_ptx  # sets TRITON_INTERPRET=0 before tilecraft is imported
+import json, torch
 from tilecraft.quant.kernels import make_kernel
 k = make_kernel("int4_weight_only", 16, 32000, 2048, torch.bfloat16, 128)
 base = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1, "num_warps": 2, "num_stages": 3, "TRANS": True,
@@ -106,10 +100,6 @@ print(json.dumps(rows))
 
 
 def test_asm_compiles_for_sm90_with_fewer_instructions_per_chunk():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT)], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    plain, asm = json.loads(proc.stdout.strip().splitlines()[-1])
+    plain, asm = json.loads(run_with_qgemm_ptx(SCRIPT).strip().splitlines()[-1])
     assert plain["ptx_sub"] == 0 and asm["ptx_sub"] > 0 and asm["spill"] == 0
     assert asm["loop"] < 0.85 * plain["loop"], (plain, asm)  # 298 -> 224 with Triton 3.6's ptxas

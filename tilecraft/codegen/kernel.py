@@ -172,8 +172,6 @@ class FastLaunch:
         self._kwargs, self._tail = None, []
 
     def launch(self, fn, grid, args, kwargs: dict, opts: dict):
-        if getattr(fn, "_tilecraft_pdl", False):  # a PDL-aware source (load_source): launch it so
-            opts = {**opts, "launch_pdl": True}
         if kwargs is not self._kwargs:  # the same constexpr dict launch after launch: its values, in order, once
             self._kwargs, self._tail = kwargs, [kwargs[n] for n in fn.arg_names[len(args):]]
         full = list(args) + self._tail  # signature order
@@ -246,6 +244,8 @@ class Kernel:
     def make_plan(self, config: dict) -> tuple:
         consts = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
         opts = {k: v for k, v in config.items() if k in LAUNCH_KEYS}
+        if pdl_active() and getattr(self.fn, "_tilecraft_pdl", False):  # a PDL-aware source (load_source)
+            opts["launch_pdl"] = True
         return consts, opts, self.grid(config)
 
     def aten_plan(self):
