@@ -43,7 +43,7 @@ class QuantKernel(Kernel):
 
     @property
     def key(self) -> str:
-        flags = {k: v for k, v in self.extra.items() if k not in ("M", "N", "K", "stride_xm", "stride_om")}
+        flags = {k: v for k, v in self.extra.items() if k not in ("M", "N", "K", "stride_xm", "stride_om", "NEXT")}
         text = f"{self.template}\n{self.scheme}\n{sorted(flags.items())}\n{self.source}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -89,7 +89,10 @@ class QuantKernel(Kernel):
         return {**self.extra, **consts}, {} if interpreting() else opts, grid
 
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
+        """Run on `args` (the kernel's arguments in `self.args` order). With `extra["NEXT"]` (wq_gemm) up to three
+        more tensors may follow: the next quantized linear's weight, scales and zero points, asked into L2."""
         config = self.config if config is None else config
+        args, nxt = args[:len(self.args)], args[len(self.args):]
         if config.get("BACKEND") == "aten" and self.aten is not None:  # no Triton plan to look up
             self.aten.run(args)
             return
@@ -102,9 +105,18 @@ class QuantKernel(Kernel):
         kwargs = {**kwargs, "stride_om": stride_om}
         if serial:
             kwargs["ws_ptr"], kwargs["cnt_ptr"] = self.split_workspace(config, grid, out.device)
+            on = kwargs.get("NEXT", False)
+            for i, (name, t) in enumerate(zip("wsz", list(nxt) + [args[1]] * (3 - len(nxt)))):
+                kwargs[f"nx{name}_ptr"] = t  # (an unused placeholder beyond the tensors given)
+                kwargs[f"nx{name}_n"] = t.numel() * t.element_size() if on and i < len(nxt) else 0
         self._fast.launch(self.fn, grid, [*args[:-1], target], kwargs, opts)
         if split > 1 and not serial:
             out.copy_(target)
+
+    def set_next(self, on: bool) -> None:
+        """Launch with (or without) the next quantized linear's weights asked into L2 (wq_gemm.py NEXT)."""
+        self.extra["NEXT"] = on
+        self._plans.clear()
 
     def split_workspace(self, config: dict, grid: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(fp32 partial tiles, int32 arrival counters) of the GEMM's serial split-K, made once per grid, tile and
@@ -135,11 +147,11 @@ DEQUANT_TILES = {"int8_weight_only": (64, 128), "int4_weight_only": (32, 128)}
 
 
 def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torch.dtype,
-                    tiles: tuple[int, int] | None = None) -> torch.Tensor:
+                    tiles: tuple[int, int] | None = None, warps: int = 4) -> torch.Tensor:
     """The weight [N, K] dequantized in `dtype` by one Triton kernel, into a scratch buffer shared by every
     quantized matmul of that device and dtype (they run one after another on one stream), so the float weights
     never all exist at once. Valid until the next call. `tiles`: (BLOCK_N, BLOCK_K) instead of DEQUANT_TILES
-    (int4: BLOCK_K is capped at the group size)."""
+    (int4: BLOCK_K is capped at the group size), on `warps` warps."""
     from ..codegen.kernel import load_source
 
     N = qweight.shape[0]
@@ -159,7 +171,7 @@ def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torc
     z = zeros if zeros is not None else scales
     _DEQUANT[0][(triton.cdiv(N, bn), triton.cdiv(K, bk))](
         qweight, scales, z, out, N, K, BITS=BITS[scheme], GROUP=max(group, 1), BLOCK_N=bn, BLOCK_K=bk,
-        **({} if interpreting() else {"num_warps": 4}))
+        **({} if interpreting() else {"num_warps": warps}))
     return out
 
 
@@ -196,6 +208,19 @@ def dequant_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias=Non
         else:
             torch.mm(x2, wd, out=o)
     return out
+
+
+# decode GEMMs up to this many rows ask L2 for the next quantized linear's weights (wq_gemm.py NEXT)
+L2_NEXT_MAX_M = 64
+
+
+def wants_l2_next(kernel, device) -> bool:
+    """Should this quantized kernel, run on `device`, ask L2 for the next linear's weights? A Triton wq_gemm of
+    at most L2_NEXT_MAX_M rows on a CUDA GPU (the prefetch is PTX), unless TILECRAFT_L2_NEXT=0."""
+    if os.environ.get("TILECRAFT_L2_NEXT", "1").strip().lower() in ("0", "false", "off", "no") or interpreting():
+        return False
+    return (kernel.template == "wq_gemm" and kernel.shapes.get("M", 0) <= L2_NEXT_MAX_M
+            and kernel.config.get("BACKEND", "triton") == "triton" and torch.device(device).type == "cuda")
 
 
 def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:
@@ -392,6 +417,7 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
         extra["TRANS"] = False  # a config may set it (see wq_gemm.py)
         extra["ASM"] = False  # int4: a config may set it (see wq_gemm.py)
         extra["PREFETCH"] = pdl_active()  # the weights asked into L2 before the PDL wait (see wq_gemm.py)
+        extra["NEXT"] = False  # the runtime may set it: the next linear's weights asked into L2 (wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,
