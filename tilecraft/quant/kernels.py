@@ -114,8 +114,9 @@ class QuantKernel(Kernel):
             out.copy_(target)
 
     def set_next(self, on: bool) -> None:
-        """Launch with (or without) the next quantized linear's weights asked into L2 (wq_gemm.py NEXT)."""
-        self.extra["NEXT"] = on
+        """Launch with (or without) the next quantized linear's weights asked into L2 (wq_gemm.py NEXT: where in
+        the kernel, L2_NEXT_AT)."""
+        self.extra["NEXT"] = L2_NEXT_AT if on else 0
         self._plans.clear()
 
     def split_workspace(self, config: dict, grid: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,8 +211,10 @@ def dequant_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias=Non
     return out
 
 
-# decode GEMMs up to this many rows ask L2 for the next quantized linear's weights (wq_gemm.py NEXT)
+# decode GEMMs up to this many rows ask L2 for the next quantized linear's weights (wq_gemm.py NEXT), before
+# their own loads (1) or after them (2): TILECRAFT_L2_NEXT_AT
 L2_NEXT_MAX_M = 64
+L2_NEXT_AT = int(os.environ.get("TILECRAFT_L2_NEXT_AT", "2"))
 
 
 def wants_l2_next(kernel, device) -> bool:
@@ -417,7 +420,7 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
         extra["TRANS"] = False  # a config may set it (see wq_gemm.py)
         extra["ASM"] = False  # int4: a config may set it (see wq_gemm.py)
         extra["PREFETCH"] = pdl_active()  # the weights asked into L2 before the PDL wait (see wq_gemm.py)
-        extra["NEXT"] = False  # the runtime may set it: the next linear's weights asked into L2 (wq_gemm.py)
+        extra["NEXT"] = 0  # the runtime may set it: the next linear's weights asked into L2 (wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,

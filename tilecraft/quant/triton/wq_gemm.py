@@ -71,7 +71,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, PREFETCH: tl.constexpr = False,
-                   ASM: tl.constexpr = False, NEXT: tl.constexpr = False):
+                   ASM: tl.constexpr = False, NEXT: tl.constexpr = 0):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
@@ -82,12 +82,10 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     rn = tl.minimum(offs_n, N - 1)
     if PREFETCH:  # (with PDL this runs while the previous kernel still does: weights only, nothing it writes)
         prefetch_rows_l2(w_ptr, rn, K * BITS // 8, k_start * BITS // 8, k_end * BITS // 8)
-    if NEXT:  # the next quantized linear's weights, scales and zero points asked into L2, a share per program
-        prog = pid_k * tl.num_programs(0) + pid
-        nprog = tl.num_programs(0) * tl.num_programs(1)
-        prefetch_bytes_l2(nxw_ptr, nxw_n, prog, nprog)
-        prefetch_bytes_l2(nxs_ptr, nxs_n, prog, nprog)
-        prefetch_bytes_l2(nxz_ptr, nxz_n, prog, nprog)
+    if NEXT == 1:  # the next quantized linear's weights, scales and zero points asked into L2, a share per program
+        prefetch_bytes_l2(nxw_ptr, nxw_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
+        prefetch_bytes_l2(nxs_ptr, nxs_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
+        prefetch_bytes_l2(nxz_ptr, nxz_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
     # PDL_WAIT
     if SPLIT_K == 1:  # (K >= 1) the K loop runs at least once: without this, the empty-loop path's zeroed
         tl.assume(k_end > k_start)  # accumulator makes ptxas serialize every wgmma (warning C7515)
@@ -196,6 +194,10 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:
                         acc += tl.dot(x, tl.trans(w), input_precision=PREC) * s[None, :]
+    if NEXT == 2:  # (as NEXT == 1, after this program's own loads)
+        prefetch_bytes_l2(nxw_ptr, nxw_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
+        prefetch_bytes_l2(nxs_ptr, nxs_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
+        prefetch_bytes_l2(nxz_ptr, nxz_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
     if TRANS:
         acc = tl.trans(acc)
     if SPLIT_K > 1:  # serial split-K reduction (see the module doc); only the last split stores
