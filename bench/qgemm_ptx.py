@@ -39,8 +39,7 @@ from tilecraft.codegen.kernel import LAUNCH_KEYS, load_source  # noqa: E402
 
 PTR_TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int8: "*i8",
              torch.uint8: "*u8", torch.int32: "*i32"}
-# the GEMM's split-K workspace and the next linear's weights, scales, zero points (not among kernel.args)
-EXTRA_PTRS = {"ws_ptr": "*fp32", "cnt_ptr": "*i32", "nxw_ptr": "*u8", "nxs_ptr": "*fp32", "nxz_ptr": "*u8"}
+EXTRA_PTRS = {"ws_ptr": "*fp32", "cnt_ptr": "*i32"}  # the GEMM's split-K workspace (not among kernel.args)
 SCHEMES = {"int8": "int8_weight_only", "int4": "int4_weight_only"}
 
 
@@ -55,8 +54,7 @@ def compile_sm90(kernel, config: dict, arch: int = 90):
     fn = load_source(kernel.source, kernel.fn_name)
     consts = {**kernel.extra, **{k: v for k, v in config.items() if k not in LAUNCH_KEYS and k != "BACKEND"}}
     ints = {"M": kernel.shapes["M"], "N": kernel.shapes["N"], "K": kernel.shapes["K"],
-            "stride_xm": kernel.extra.get("stride_xm", kernel.shapes["K"]), "stride_om": kernel.shapes["N"],
-            "nxw_n": 1 << 20, "nxs_n": 1 << 14, "nxz_n": 1 << 12}
+            "stride_xm": kernel.extra.get("stride_xm", kernel.shapes["K"]), "stride_om": kernel.shapes["N"]}
     ptrs = iter(PTR_TYPES[a.dtype] for a in kernel.args)
     sig, attrs, constexprs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):

@@ -155,8 +155,9 @@ def test_dequantize_into_matches_the_reference_dequantization(scheme, group, K, 
 
 @pytest.mark.parametrize("scheme,group", [("int8_weight_only", 0), ("int4_weight_only", 128)])
 def test_gpu_decode_default_splits_k_and_matches_the_reference(monkeypatch, scheme, group):
-    """The GPU default at M=16 (thin N tiles, K split 4 ways and reduced in the kernel), run as is on the
-    interpreter: whole sums, twice (the split counters reset themselves)."""
+    """The GPU default at M=16 (thin N tiles, K split 4 ways and reduced in the kernel; int4: the weight tile on
+    the dot's left, 2 warps, the codes to pairs in inline PTX), run on the interpreter (int4 without its PTX:
+    tests/quant/test_asm_unpack.py checks that part): whole sums, twice (the split counters reset themselves)."""
     from tilecraft.quant import kernels as qk
 
     M, N, K = 16, 64, 2048
@@ -164,9 +165,11 @@ def test_gpu_decode_default_splits_k_and_matches_the_reference(monkeypatch, sche
     cfg = qk.default_config("wq_gemm", scheme, M, N, K, group)
     monkeypatch.undo()
     # int4: one group (128) per chunk, its scale on the dot's result (the codes' 16-bit-float bit patterns)
-    bk = 128 if scheme == "int4_weight_only" else 256
-    assert (cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"], cfg["TRANS"]) == (32, bk, 4, False)
-    assert not cfg.get("SCALE_W", False)
+    int4 = scheme == "int4_weight_only"
+    assert (cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"], cfg["TRANS"]) == (32, 128 if int4 else 256, 4, int4)
+    assert not cfg.get("SCALE_W", False) and cfg.get("ASM", False) == int4
+    assert cfg["num_warps"] == (2 if int4 else 4)
+    cfg = {**cfg, "ASM": False}
     g = seeded(29)
     qw = quantize_weight(torch.randn(N, K, generator=g), scheme, group)
     x = torch.randn(M, K, generator=g)

@@ -37,7 +37,6 @@ class KernelStep:
         self.outputs = [v for v, a in zip(values, kernel.args) if a.is_output]
         self.failed = False
         self.plan = None  # what each launch needs, worked out on the first one
-        self.prefetch: list[Value] = []  # graph inputs passed after the arguments, asked into L2 (_plan_l2_next)
 
     @property
     def nodes(self) -> list[Node]:
@@ -189,7 +188,6 @@ class KernelProgram:
         # max-autotune tunes on the first call: the backend compiles under fake tensors, tuning needs real ones
         self._autotune = getattr(options, "mode", "default") == "max-autotune"
         self._log()
-        self._plan_l2_next()
         self._plan_frees()
         # distinct kernels compile concurrently now, not one by one at their first launches (no-op on the CPU)
         failed = compile_kernels(self.kernels, {v.type.device for v in graph.inputs})
@@ -229,57 +227,11 @@ class KernelProgram:
         kernel.config = dict(config)
         kernel.info["config_source"] = source
 
-    def _plan_l2_next(self):
-        """Each decode-sized quantized GEMM (quant.kernels.wants_l2_next) asks L2 for the weights of the quantized
-        linear after it (the last one: the first's, for the next call), so they stream in while it and the
-        kernels between run. They must exist at its launch: graph inputs (parameters), or made by an earlier
-        step; a step that makes them from graph inputs alone (merged q/k/v weights: a `cat` of parameters,
-        cached across calls) moves up to just before the GEMM. _plan_frees keeps them alive until then."""
-        from ..quant.kernels import QuantKernel, wants_l2_next
-
-        inputs = {id(v) for v in self.graph.inputs}
-
-        def outs(s):
-            return s.outputs if isinstance(s, KernelStep) else s.node.outputs
-
-        def ins(s):
-            if isinstance(s, KernelStep):
-                return [v for v, spec in zip(s.values, s.kernel.args) if not spec.is_output]
-            return s.node.input_values()
-
-        quant = [s for s in self.steps if isinstance(s, KernelStep) and isinstance(s.kernel, QuantKernel)]
-        for a, b in zip(quant, quant[1:] + quant[:1]):
-            n = 3 if b.kernel.scheme == "int4_weight_only" else 2  # (w, scales[, zeros]) follow x
-            vals = b.values[1:1 + n]
-            if a is b or not all(isinstance(v, Value) for v in vals) or not wants_l2_next(a.kernel,
-                                                                                           vals[0].type.device):
-                continue
-            i = self.steps.index(a)
-            made = {id(o): j for j, s in enumerate(self.steps) for o in outs(s)}
-            late = []  # steps after a that make one of vals from graph inputs alone
-            for v in map(base_value, vals):
-                if v.producer is None:
-                    if id(v) not in inputs:
-                        break
-                    continue
-                j = made.get(id(v))
-                if j is None or (j > i and not all(isinstance(x, Value) and id(base_value(x)) in inputs
-                                                   for x in ins(self.steps[j]))):
-                    break
-                if j > i:
-                    late.append(self.steps[j])
-            else:
-                for s in late:
-                    self.steps.remove(s)
-                    self.steps.insert(self.steps.index(a), s)
-                a.prefetch = vals
-                a.kernel.set_next(True)
-
     def _plan_frees(self):
         """Drop each intermediate after its last use, so the allocator reuses its memory."""
         last: dict[int, int] = {}
         for i, s in enumerate(self.steps):
-            vals = s.values + s.prefetch if isinstance(s, KernelStep) else s.node.input_values()
+            vals = s.values if isinstance(s, KernelStep) else s.node.input_values()
             for v in vals:
                 while True:
                     last[id(v)] = i
@@ -489,7 +441,7 @@ class KernelProgram:
                     else tensors[donor[1]].view(spec.shape)
         try:
             if not empty:
-                k.launch(tensors + [get(v) for v in step.prefetch] if step.prefetch else tensors)
+                k.launch(tensors)
         except Exception as e:  # noqa: BLE001 - never crash on a kernel: fall back to torch, say so once
             self._kernel_failed(step, e)
             return

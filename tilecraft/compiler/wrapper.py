@@ -195,7 +195,6 @@ class _Gen:
                     self.prog.copies.add((k.name, spec.shape, tuple(m.stride()), spec.strides))
                 x = f"_empty({spec.shape}, {spec.strides}, dtype={self.const(spec.dtype, 'D')}, device=dev).copy_({x})"
             names.append(x)
-        names += [self.get(v, ind) for v in step.prefetch]  # (graph inputs the kernel asks L2 for)
         if not k.launches_nothing():
             self.emit("try:", ind)
             self.emit(f"{launch}(stream, {', '.join(names)})", ind + 1)

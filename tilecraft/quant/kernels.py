@@ -43,7 +43,7 @@ class QuantKernel(Kernel):
 
     @property
     def key(self) -> str:
-        flags = {k: v for k, v in self.extra.items() if k not in ("M", "N", "K", "stride_xm", "stride_om", "NEXT")}
+        flags = {k: v for k, v in self.extra.items() if k not in ("M", "N", "K", "stride_xm", "stride_om")}
         text = f"{self.template}\n{self.scheme}\n{sorted(flags.items())}\n{self.source}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -89,10 +89,7 @@ class QuantKernel(Kernel):
         return {**self.extra, **consts}, {} if interpreting() else opts, grid
 
     def launch(self, args: list[torch.Tensor], config: dict | None = None) -> None:
-        """Run on `args` (the kernel's arguments in `self.args` order). With `extra["NEXT"]` (wq_gemm) up to three
-        more tensors may follow: the next quantized linear's weight, scales and zero points, asked into L2."""
         config = self.config if config is None else config
-        args, nxt = args[:len(self.args)], args[len(self.args):]
         if config.get("BACKEND") == "aten" and self.aten is not None:  # no Triton plan to look up
             self.aten.run(args)
             return
@@ -105,19 +102,9 @@ class QuantKernel(Kernel):
         kwargs = {**kwargs, "stride_om": stride_om}
         if serial:
             kwargs["ws_ptr"], kwargs["cnt_ptr"] = self.split_workspace(config, grid, out.device)
-            on = kwargs.get("NEXT", False)
-            for i, (name, t) in enumerate(zip("wsz", list(nxt) + [args[1]] * (3 - len(nxt)))):
-                kwargs[f"nx{name}_ptr"] = t  # (an unused placeholder beyond the tensors given)
-                kwargs[f"nx{name}_n"] = t.numel() * t.element_size() if on and i < len(nxt) else 0
         self._fast.launch(self.fn, grid, [*args[:-1], target], kwargs, opts)
         if split > 1 and not serial:
             out.copy_(target)
-
-    def set_next(self, on: bool) -> None:
-        """Launch with (or without) the next quantized linear's weights asked into L2 (wq_gemm.py NEXT: where in
-        the kernel, L2_NEXT_AT)."""
-        self.extra["NEXT"] = L2_NEXT_AT if on else 0
-        self._plans.clear()
 
     def split_workspace(self, config: dict, grid: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(fp32 partial tiles, int32 arrival counters) of the GEMM's serial split-K, made once per grid, tile and
@@ -211,21 +198,6 @@ def dequant_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias=Non
     return out
 
 
-# decode GEMMs up to this many rows ask L2 for the next quantized linear's weights (wq_gemm.py NEXT), before
-# their own loads (1) or after them (2): TILECRAFT_L2_NEXT_AT
-L2_NEXT_MAX_M = 64
-L2_NEXT_AT = int(os.environ.get("TILECRAFT_L2_NEXT_AT", "2"))
-
-
-def wants_l2_next(kernel, device) -> bool:
-    """Should this quantized kernel, run on `device`, ask L2 for the next linear's weights? A Triton wq_gemm of
-    at most L2_NEXT_MAX_M rows on a CUDA GPU (the prefetch is PTX), unless TILECRAFT_L2_NEXT=0."""
-    if os.environ.get("TILECRAFT_L2_NEXT", "1").strip().lower() in ("0", "false", "off", "no") or interpreting():
-        return False
-    return (kernel.template == "wq_gemm" and kernel.shapes.get("M", 0) <= L2_NEXT_MAX_M
-            and kernel.config.get("BACKEND", "triton") == "triton" and torch.device(device).type == "cuda")
-
-
 def default_config(template: str, scheme: str, M: int, N: int, K: int, group: int) -> dict:
     """Heuristic config: the best points of bench/quant_linear.py on an H100 (cold-L2 GPU time, K=4096 and
     N=4096/11008; smaller tiles when interpreting). GEMV (M=1): 2 rows x 2048 K for int8 and 8 x 2048 for int4
@@ -273,19 +245,21 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
             # tile on the dot's left, 2 warps (H200, cold, M=16, bench/q4_decode_sweep.py --scheme int8,
             # 2026-12-03: 2048x32000 24.2 -> 20.6 us; the other LLaMA shapes' best were the rule above, +-0.2)
             cfg.update(BLOCK_N=64, BLOCK_K=128, SPLIT_K=1, TRANS=True, num_warps=2, num_stages=4)
-        if scheme == "int4_weight_only":  # one group per chunk, its scale on the dot's result (codes become
-            # 16-bit floats by bit patterns, wq_gemm.py). Wide weights (N >= ~8K) are instruction-bound: their
-            # weight tile goes on the dot's left (TRANS) on 2 warps (more programs per SM). Cold-ranked sweeps of
-            # ~400 configs on an H200 at M=16 (bench/q4_decode_sweep.py, 2026-12-03): 2048x2048 5.1 us,
-            # 2048x3072 5.8, 5632x2048 8.0 (split 8) with the small-N rule below (no config was faster);
-            # 2048x11264 11.1 (64-wide tiles, split 4, was 12.8), 2048x32000 20.4 (no split, was 28.8)
+        if scheme == "int4_weight_only":  # one group per chunk, its scale on the dot's result; the codes
+            # become q - z pairs in inline PTX (ASM, wq_gemm.py), the weight tile on the dot's left (TRANS) on 2
+            # warps (more programs per SM: the decode GEMMs are instruction- and latency-bound). Cold-ranked
+            # sweeps on an H200 at M=16 (bench/q4_decode_sweep.py, 2026-12-03, fourth session, 144 configs per shape with ASM;
+            # before: ~400 configs without it, 2026-12-03): 2048x3072 5.9 -> 5.5 us, 2048x2048 5.2 -> 4.8,
+            # 5632x2048 (split 8) 8.1 -> 7.5, 2048x11264 (64-wide tiles) 11.1 -> 9.9, 2048x32000 (no split)
+            # 20.6 -> 17.2. (The interpreter returned above: ASM is GPU-only; float32 activations ignore it.)
             bk = min(128, group)
-            cfg.update(BLOCK_K=bk, SCALE_W=False, SPLIT_K=max(1, min(8, K // (4 * bk))))
+            cfg.update(BLOCK_K=bk, SCALE_W=False, SPLIT_K=max(1, min(8, K // (4 * bk))), TRANS=True, num_warps=2,
+                       num_stages=4, ASM=True)
             tiles = triton.cdiv(N, 32)
             if tiles >= 4 * _sm_count():
-                cfg.update(SPLIT_K=1, TRANS=True, num_warps=2)
+                cfg.update(SPLIT_K=1, num_stages=3)
             elif tiles >= 2 * _sm_count():
-                cfg.update(BLOCK_N=64, SPLIT_K=min(4, cfg["SPLIT_K"]), TRANS=True, num_warps=2, num_stages=2)
+                cfg.update(BLOCK_N=64, SPLIT_K=min(4, cfg["SPLIT_K"]), num_stages=3)
         return cfg
     if M <= 64:  # memory-bound: the weight tile is the dot's left operand (TRANS) and the wide dimension; K is
         # split (reduced in the kernel) until there are about two programs per SM
@@ -420,7 +394,6 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
         extra["TRANS"] = False  # a config may set it (see wq_gemm.py)
         extra["ASM"] = False  # int4: a config may set it (see wq_gemm.py)
         extra["PREFETCH"] = pdl_active()  # the weights asked into L2 before the PDL wait (see wq_gemm.py)
-        extra["NEXT"] = 0  # the runtime may set it: the next linear's weights asked into L2 (wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,

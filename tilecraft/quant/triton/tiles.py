@@ -56,19 +56,3 @@ def prefetch_rows_l2(w_ptr, rows, row_bytes, b0, b1):
         offs = tl.minimum(off + tl.arange(0, 4)[None, :] * 128, b1 - 1)
         tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n mov.u32 $0, 0;", "=r,l", [base + offs],
                                   dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def prefetch_bytes_l2(ptr, nbytes, prog, nprog):
-    """Ask L2 for program `prog`'s share (of `nprog` equal ones) of the `nbytes` bytes at `ptr`: one
-    `prefetch.global.L2` per 128-byte line, nothing waits for them. A decode GEMM issues them for the NEXT
-    quantized linear's weights (wq_gemm.py NEXT), which then stream in while this kernel and the ones between
-    run. nbytes = 0: nothing. GPU only (PTX)."""
-    per = tl.cdiv(tl.cdiv(nbytes, nprog), 128) * 128
-    b0 = prog.to(tl.int64) * per
-    b1 = tl.minimum(nbytes, b0 + per)
-    base = ptr.to(tl.pointer_type(tl.int8))
-    for off in range(b0, b1, 128 * 128):
-        offs = tl.minimum(off + tl.arange(0, 128) * 128, b1 - 1)
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n mov.u32 $0, 0;", "=r,l", [base + offs],
-                                  dtype=tl.int32, is_pure=False, pack=1)

@@ -49,11 +49,6 @@ per K chunk (bench/qgemm_ptx.py). Not yet timed on a GPU, so no default uses it.
 PREFETCH (set with programmatic dependent launch, TILECRAFT_PDL): before its grid-dependency wait each program
 asks L2 for its weight lines, which stream in while the previous kernel still runs.
 
-NEXT (decode, GPU; set by the runtime, TILECRAFT_L2_NEXT): each program also asks L2 for its share of the NEXT
-quantized linear's weight, scale and zero-point bytes (`nx*_ptr`, `nx*_n`, per launch), so a decode step's weights
-stream in while this GEMM and the kernels between run, and the next GEMM reads them from L2: at M <= 16 the
-quantized GEMMs are latency-bound (a few us each for 2-12 MB), not bandwidth-bound.
-
 SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
 tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
 resets the counter and runs the epilogue. So a fused epilogue still sees whole sums."""
@@ -62,16 +57,15 @@ import triton.language as tl
 
 from tilecraft.quant.triton.bits import (i8f as _i8f, u4f as _u4f, unpack8 as _unpack8, unpack8_half as _unpack8_half,
                                         unpack8_pairs_asm as _unpack8_pairs_asm)
-from tilecraft.quant.triton.tiles import gemm_tile, prefetch_bytes_l2, prefetch_rows_l2, split_k_range
+from tilecraft.quant.triton.tiles import gemm_tile, prefetch_rows_l2, split_k_range
 
 
 @triton.jit
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om, ws_ptr, cnt_ptr,
-                   nxw_ptr, nxs_ptr, nxz_ptr, nxw_n, nxs_n, nxz_n,
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, PREFETCH: tl.constexpr = False,
-                   ASM: tl.constexpr = False, NEXT: tl.constexpr = 0):
+                   ASM: tl.constexpr = False):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
@@ -82,10 +76,6 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     rn = tl.minimum(offs_n, N - 1)
     if PREFETCH:  # (with PDL this runs while the previous kernel still does: weights only, nothing it writes)
         prefetch_rows_l2(w_ptr, rn, K * BITS // 8, k_start * BITS // 8, k_end * BITS // 8)
-    if NEXT == 1:  # the next quantized linear's weights, scales and zero points asked into L2, a share per program
-        prefetch_bytes_l2(nxw_ptr, nxw_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
-        prefetch_bytes_l2(nxs_ptr, nxs_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
-        prefetch_bytes_l2(nxz_ptr, nxz_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
     # PDL_WAIT
     if SPLIT_K == 1:  # (K >= 1) the K loop runs at least once: without this, the empty-loop path's zeroed
         tl.assume(k_end > k_start)  # accumulator makes ptxas serialize every wgmma (warning C7515)
@@ -194,10 +184,6 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:
                         acc += tl.dot(x, tl.trans(w), input_precision=PREC) * s[None, :]
-    if NEXT == 2:  # (as NEXT == 1, after this program's own loads)
-        prefetch_bytes_l2(nxw_ptr, nxw_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
-        prefetch_bytes_l2(nxs_ptr, nxs_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
-        prefetch_bytes_l2(nxz_ptr, nxz_n, pid_k * tl.num_programs(0) + pid, tl.num_programs(0) * tl.num_programs(1))
     if TRANS:
         acc = tl.trans(acc)
     if SPLIT_K > 1:  # serial split-K reduction (see the module doc); only the last split stores
