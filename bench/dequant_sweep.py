@@ -25,7 +25,7 @@ from tilecraft.quant.kernels import DEQUANT_TILES, dequantize_into  # noqa: E402
 
 # N x K (weight rows x in-features) and how often a LLaMA-492M step dequantizes it
 SHAPES = {(3072, 2048): 8, (2048, 2048): 8, (11264, 2048): 8, (2048, 5632): 8, (32000, 2048): 1}
-TILES = [(bn, bk, w) for bn, bk, w in itertools.product([16, 32, 64, 128], [64, 128, 256], [4, 8])
+TILES = [(bn, bk, w, asm) for bn, bk, w, asm in itertools.product([16, 32, 64, 128], [64, 128, 256], [4, 8], [0, 1])
          if 1024 <= bn * bk <= 32768]
 
 
@@ -56,23 +56,27 @@ def main(argv=None) -> int:
             moved = qw.numel() * qw.element_size() + s.numel() * s.element_size() + n * k * 2 + (
                 z.numel() if z is not None else 0)
             res = []
-            for bn, bk, w in TILES:
-                def call(t, bn=bn, bk=bk, w=w):
-                    dequantize_into(scheme, t, s, z, group, torch.bfloat16, tiles=(bn, bk), warps=w)
+            for bn, bk, w, asm in TILES:
+                if asm and not group:  # (an int4 path)
+                    continue
+
+                def call(t, bn=bn, bk=bk, w=w, asm=asm):
+                    dequantize_into(scheme, t, s, z, group, torch.bfloat16, tiles=(bn, bk), warps=w, asm=bool(asm))
                 try:
-                    out = dequantize_into(scheme, qw, s, z, group, torch.bfloat16, tiles=(bn, bk), warps=w)
+                    out = dequantize_into(scheme, qw, s, z, group, torch.bfloat16, tiles=(bn, bk), warps=w,
+                                          asm=bool(asm))
                     err = float((out.float() - ref.float()).abs().max())
                     if err > 1e-2 * float(ref.float().abs().max()):
-                        print(f"  {n}x{k} {bn}x{bk} w{w}: WRONG (max err {err:.3g})", flush=True)
+                        print(f"  {n}x{k} {bn}x{bk} w{w} asm{asm}: WRONG (max err {err:.3g})", flush=True)
                         continue
                     us = cold_copies_us(call, qw)
                 except Exception as e:  # noqa: BLE001 - a config that does not compile drops out
-                    print(f"  {n}x{k} {bn}x{bk} w{w}: {type(e).__name__}: {str(e)[:80]}", flush=True)
+                    print(f"  {n}x{k} {bn}x{bk} w{w} asm{asm}: {type(e).__name__}: {str(e)[:80]}", flush=True)
                     continue
-                res.append({"tiles": [bn, bk, w], "us": us, "pct_copy_peak": 100 * moved / us / 1e6 / peak})
+                res.append({"tiles": [bn, bk, w, asm], "us": us, "pct_copy_peak": 100 * moved / us / 1e6 / peak})
             res.sort(key=lambda r: r["us"])
             d = list(DEQUANT_TILES[scheme]) + [4]
-            dflt = next((r for r in res if r["tiles"] == [d[0], min(d[1], group or d[1]), 4]), None)
+            dflt = next((r for r in res if r["tiles"] == [d[0], min(d[1], group or d[1]), 4, 0]), None)
             best = res[0]
             rows.append({"scheme": scheme, "N": n, "K": k, "count": count, "bytes": moved, "default": dflt,
                          "best": best, "top": res[:6]})
@@ -85,7 +89,7 @@ def main(argv=None) -> int:
     Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(), "copy_peak_tbs": peak,
                                           "rows": rows, "step_us": total}, indent=1))
     print(f"\ndequantize pass, cold, copy peak {peak:.2f} TB/s")
-    print(f"{'scheme':18} {'N x K':>12} {'default':>8} {'best':>8} {'%peak':>6}  best tiles (BN, BK, warps)")
+    print(f"{'scheme':18} {'N x K':>12} {'default':>8} {'best':>8} {'%peak':>6}  best tiles (BN, BK, warps, ASM)")
     for r in rows:
         print(f"{r['scheme']:18} {r['N']:>6}x{r['K']:<5} {r['default']['us'] if r['default'] else float('nan'):8.1f} "
               f"{r['best']['us']:8.1f} {r['best']['pct_copy_peak']:6.0f}  {r['best']['tiles']}")

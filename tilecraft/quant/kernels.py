@@ -132,14 +132,16 @@ _KEEP: list = []  # buffers a larger one replaced: a captured CUDA graph may sti
 # (BLOCK_N, BLOCK_K) on a GPU: measured best on an H200 (2048x5632 and 5632x2048, cold: int8 8.3 us for a
 # floor of 8.1; int4 7.4-7.6 for 6.8; `bash bench/run_gpu.sh OUT llamaquant`)
 DEQUANT_TILES = {"int8_weight_only": (64, 128), "int4_weight_only": (32, 128)}
+DEQUANT_ASM = os.environ.get("TILECRAFT_DEQUANT_ASM", "0") == "1"  # int4: dequant.py's inline-PTX path
 
 
 def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torch.dtype,
-                    tiles: tuple[int, int] | None = None, warps: int = 4) -> torch.Tensor:
+                    tiles: tuple[int, int] | None = None, warps: int = 4, asm: bool | None = None) -> torch.Tensor:
     """The weight [N, K] dequantized in `dtype` by one Triton kernel, into a scratch buffer shared by every
     quantized matmul of that device and dtype (they run one after another on one stream), so the float weights
     never all exist at once. Valid until the next call. `tiles`: (BLOCK_N, BLOCK_K) instead of DEQUANT_TILES
-    (int4: BLOCK_K is capped at the group size), on `warps` warps."""
+    (int4: BLOCK_K is capped at the group size), on `warps` warps. `asm`: int4 into a 16-bit float through
+    the kernel's inline-PTX path (dequant.py ASM; default DEQUANT_ASM; never when interpreting)."""
     from ..codegen.kernel import load_source
 
     N = qweight.shape[0]
@@ -157,8 +159,10 @@ def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torc
     if scheme == "int4_weight_only":
         bk = min(bk, group)  # a tile inside one group (group sizes are powers of two, see formats.py)
     z = zeros if zeros is not None else scales
+    asm = (DEQUANT_ASM if asm is None else asm) and scheme == "int4_weight_only" and dtype in (
+        torch.bfloat16, torch.float16) and not interpreting()
     _DEQUANT[0][(triton.cdiv(N, bn), triton.cdiv(K, bk))](
-        qweight, scales, z, out, N, K, BITS=BITS[scheme], GROUP=max(group, 1), BLOCK_N=bn, BLOCK_K=bk,
+        qweight, scales, z, out, N, K, BITS=BITS[scheme], GROUP=max(group, 1), BLOCK_N=bn, BLOCK_K=bk, ASM=asm,
         **({} if interpreting() else {"num_warps": warps}))
     return out
 

@@ -76,3 +76,29 @@ def unpack8_pairs_asm(words, zz, R: tl.constexpr, W: tl.constexpr, dt: tl.conste
     hi = tl.join(tl.join((t0 >> 16).to(tl.int16), (t2 >> 16).to(tl.int16)),
                  tl.join((t1 >> 16).to(tl.int16), (t3 >> 16).to(tl.int16)))
     return tl.reshape(tl.join(lo, hi), (R, 8 * W)).to(dt, bitcast=True)
+
+
+@triton.jit
+def dequant8_pairs_asm(words, zz, ss, dt: tl.constexpr):
+    """GPU only (PTX). int32 words [R, W] (nibble p = code 8w + p), zz [R] int32 (the 16-bit float BASE + z in both
+    halves, as unpack8_pairs_asm) and ss [R] int32 (the scale in `dt` in both halves) -> int32 [R, 4 W], each the
+    two `dt` values (q - z) * s of K neighbours 2j, 2j + 1 (element 4w + i: codes 8w + 2i, 8w + 2i + 1): a row of
+    K values stored as 32-bit pairs. Per pair a PRMT, a LOP3, a packed subtract (exact) and a packed multiply
+    (rounded once, the scale already rounded to `dt`); the pairs are joined within each thread."""
+    if dt == tl.bfloat16:
+        SUB: tl.constexpr = "sub.rn.bf16x2"
+        MUL: tl.constexpr = "mul.rn.bf16x2"
+    else:
+        SUB: tl.constexpr = "sub.rn.f16x2"
+        MUL: tl.constexpr = "mul.rn.f16x2"
+    t0, t1, t2, t3 = tl.inline_asm_elementwise(
+        "{ .reg .b32 s, m, a; shr.b32 s, $4, 4; and.b32 m, $5, 0xFFF0FFF0;"
+        " prmt.b32 a, $4, s, 0x0400; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " a, a, $5; " + MUL + " $0, a, $6;"
+        " prmt.b32 a, $4, s, 0x1511; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " a, a, $5; " + MUL + " $1, a, $6;"
+        " prmt.b32 a, $4, s, 0x2622; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " a, a, $5; " + MUL + " $2, a, $6;"
+        " prmt.b32 a, $4, s, 0x3733; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " a, a, $5; " + MUL + " $3, a, $6; }",
+        "=r,=r,=r,=r,r,r,r", [words, zz[:, None], ss[:, None]], dtype=(tl.int32, tl.int32, tl.int32, tl.int32),
+        is_pure=True, pack=1)
+    R: tl.constexpr = words.shape[0]
+    W: tl.constexpr = words.shape[1]
+    return tl.reshape(tl.join(tl.join(t0, t2), tl.join(t1, t3)), (R, 4 * W))
