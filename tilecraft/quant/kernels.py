@@ -254,8 +254,9 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
             # warps (more programs per SM: the decode GEMMs are instruction- and latency-bound). Cold-ranked
             # sweeps on an H200 at M=16 (bench/q4_decode_sweep.py, 2026-12-03, fourth session, 144 configs per shape with ASM;
             # before: ~400 configs without it, 2026-12-03): 2048x3072 5.9 -> 5.5 us, 2048x2048 5.2 -> 4.8,
-            # 5632x2048 (split 8) 8.1 -> 7.5, 2048x11264 (64-wide tiles) 11.1 -> 9.9, 2048x32000 (no split)
-            # 20.6 -> 17.2. (The interpreter returned above: ASM is GPU-only; float32 activations ignore it.)
+            # 5632x2048 (split 8) 8.1 -> 7.4, 2048x11264 (split 2) 11.1 -> 9.3, 2048x32000 (no split) 20.6 ->
+            # 17.2; a second sweep (140 configs: BLOCK_N 16-128, 1-2 warps, split 1-16, 2-5 stages) found no
+            # better point. (The interpreter returned above: ASM is GPU-only; float32 activations ignore it.)
             bk = min(128, group)
             cfg.update(BLOCK_K=bk, SCALE_W=False, SPLIT_K=max(1, min(8, K // (4 * bk))), TRANS=True, num_warps=2,
                        num_stages=4, ASM=True)
@@ -263,7 +264,7 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
             if tiles >= 4 * _sm_count():
                 cfg.update(SPLIT_K=1, num_stages=3)
             elif tiles >= 2 * _sm_count():
-                cfg.update(BLOCK_N=64, SPLIT_K=min(4, cfg["SPLIT_K"]), num_stages=3)
+                cfg.update(SPLIT_K=min(2, cfg["SPLIT_K"]), num_stages=3)
         return cfg
     if M <= 64:  # memory-bound: the weight tile is the dot's left operand (TRANS) and the wide dimension; K is
         # split (reduced in the kernel) until there are about two programs per SM
