@@ -44,7 +44,8 @@ ASM (int4 decode path, GPU only): the codes become q - z in inline PTX, one regi
 (`bits.py: unpack8_pairs_asm`: per word one shift, then per pair a PRMT of byte i of w and of w >> 4, a LOP3 that
 masks the two codes and ORs in BASE's exponent bits, and a packed bf16x2/f16x2 subtract of BASE + z), so Triton
 has no 16-bit halves to extract and re-pair: on sm_90, 16x32x128 TRANS on 2 warps, 298 -> 224 SASS instructions
-per K chunk (bench/qgemm_ptx.py); on an H200 each LLaMA-492M decode GEMM 5-17% faster: the int4 decode default (M <= 16).
+per K chunk (bench/qgemm_ptx.py); on an H200 each LLaMA-492M decode GEMM is 5-17% faster: the int4 decode
+default (M <= 16).
 
 PREFETCH (set with programmatic dependent launch, TILECRAFT_PDL): before its grid-dependency wait each program
 asks L2 for its weight lines, which stream in while the previous kernel still runs.
