@@ -577,10 +577,12 @@ _SIBLING_WINS: dict = {}  # (device, shapes, dtype) -> does the batched call bea
 
 def sibling_gemm_wins(a, bs: list, batched) -> bool | None:
     """Is one batched GEMM over sibling weights faster on this device than a GEMM per weight? Measured once per
-    problem with CUDA events (5 rounds each, alternating; the first call of a compiled program), since cuBLAS's
-    kernel choice decides it: on an H200 the batched call over aliased weights takes 8.1 us against 13.0 for
-    M=16 x 2048 -> 2x5632 and 238 against 247 for M=4096 (profiler), but 4% more for M=2048
-    (bench/sibling_gemm_probe.py). None (undecided: run them separately) during a CUDA graph capture."""
+    problem with CUDA events (after ~20 ms of GPU work and 3 warm-up calls each, 5 rounds of 10 calls each in
+    alternating order: the median round; the first call of a compiled program), since cuBLAS's kernel choice decides it: on an H200 the batched
+    call over aliased weights takes 8.1 us against 13.0 for M=16 x 2048 -> 2x5632 and 238 against 247 for M=4096
+    (profiler), but 4% more for M=2048 (bench/sibling_gemm_probe.py). (Rounds of 3 calls after one warm-up flipped
+    the LLaMA-492M b1x16 choice between runs: 127 or 135 launches, 0.540 or 0.562 ms.) None (undecided: run them
+    separately) during a CUDA graph capture."""
     key = (a.device, tuple(a.shape), a.stride(), tuple(bs[0].shape), bs[0].stride(), len(bs), a.dtype)
     won = _SIBLING_WINS.get(key)
     if won is None:
@@ -588,11 +590,13 @@ def sibling_gemm_wins(a, bs: list, batched) -> bool | None:
             return None
         separate = lambda: [torch.mm(a, b) for b in bs]  # noqa: E731
         times = {batched: [], separate: []}
-        for fn in (batched, separate):
+        if a.is_cuda:  # ~20 ms of GPU work first: an idle GPU clocks down, and ramping clocks favour what runs last
+            torch.cuda._sleep(int(0.02 * 2e9))
+        for fn in (batched, separate) * 3:
             fn()
-        for _ in range(5):
-            for fn in (batched, separate):
-                times[fn].append(elapsed_ms(fn, a.device))
+        for i in range(5):  # (the order alternates too)
+            for fn in (batched, separate) if i % 2 == 0 else (separate, batched):
+                times[fn].append(elapsed_ms(fn, a.device, reps=10))
         won = _SIBLING_WINS[key] = sorted(times[batched])[2] < sorted(times[separate])[2]
     return won
 
