@@ -179,3 +179,19 @@ def test_dequantize_asm_compiles_for_sm90():
     assert plain[1] == 0 and asm[1] > 0, (plain, asm)
     assert plain[2:] == asm[2:] == [0, "True"], (plain, asm)
     assert asm[0] < 0.6 * plain[0], (plain, asm)
+
+
+def test_asm_needs_packed_bf16_below_sm90_it_is_off(monkeypatch):
+    """Packed bf16 subtract/multiply exist from sm_90: on an older GPU the int4 decode default leaves ASM off and a
+    config asking for it with bf16 activations is refused (float16 keeps it: f16x2 arithmetic is older)."""
+    from tilecraft.quant import kernels as qk
+
+    monkeypatch.setattr(qk, "interpreting", lambda: False)
+    monkeypatch.setattr(qk, "_KERNELS", {})  # (kernels made here carry GPU defaults: not for other tests)
+    assert qk.default_config("wq_gemm", "int4_weight_only", 16, 2048, 2048, 128)["ASM"]
+    monkeypatch.setattr(qk, "packed_bf16_ok", lambda: False)
+    assert not qk.default_config("wq_gemm", "int4_weight_only", 16, 2048, 2048, 128)["ASM"]
+    k = make_kernel("int4_weight_only", 16, 64, 128, torch.bfloat16, 32)
+    with pytest.raises(QuantError, match="sm_90"):
+        k.check_config({**k.default_config(), "ASM": True})
+    make_kernel("int4_weight_only", 16, 64, 128, torch.float16, 32).check_config({**k.default_config(), "ASM": True})

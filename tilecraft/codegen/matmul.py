@@ -578,11 +578,11 @@ _SIBLING_WINS: dict = {}  # (device, shapes, dtype) -> does the batched call bea
 def sibling_gemm_wins(a, bs: list, batched) -> bool | None:
     """Is one batched GEMM over sibling weights faster on this device than a GEMM per weight? Measured once per
     problem with CUDA events (after ~20 ms of GPU work and 3 warm-up calls each, 5 rounds of 10 calls each in
-    alternating order: the median round; the first call of a compiled program), since cuBLAS's kernel choice decides it: on an H200 the batched
-    call over aliased weights takes 8.1 us against 13.0 for M=16 x 2048 -> 2x5632 and 238 against 247 for M=4096
-    (profiler), but 4% more for M=2048 (bench/sibling_gemm_probe.py). (Rounds of 3 calls after one warm-up flipped
-    the LLaMA-492M b1x16 choice between runs: 127 or 135 launches, 0.540 or 0.562 ms.) None (undecided: run them
-    separately) during a CUDA graph capture."""
+    alternating order: the median round; the first call of a compiled program), since cuBLAS's kernel choice
+    decides it: on an H200 the batched call over aliased weights takes 8.1 us against 13.0 for M=16 x 2048 ->
+    2x5632 and 238 against 247 for M=4096 (profiler), but 4% more for M=2048 (bench/sibling_gemm_probe.py).
+    (Rounds of 3 calls after one warm-up flipped LLaMA-492M b1x16's gate/up choice between runs: 127 or 135
+    launches, 0.543 or 0.562 ms.) None (undecided: run them separately) during a CUDA graph capture."""
     key = (a.device, tuple(a.shape), a.stride(), tuple(bs[0].shape), bs[0].stride(), len(bs), a.dtype)
     won = _SIBLING_WINS.get(key)
     if won is None:

@@ -74,6 +74,8 @@ class QuantKernel(Kernel):
         if config.get("ASM") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm" or interpreting()):
             raise QuantError(f"{self.name}: ASM (int4 codes to 16-bit pairs in inline PTX) is an int4 GEMM knob "
                              f"for a CUDA GPU" + (" (the Triton interpreter runs no PTX)" if interpreting() else ""))
+        if config.get("ASM") and self.dtype == torch.bfloat16 and not packed_bf16_ok():
+            raise QuantError(f"{self.name}: ASM with bfloat16 activations needs packed bf16 arithmetic (sm_90+)")
         if config.get("TRANS") and self.template != "wq_gemm":
             raise QuantError(f"{self.name}: TRANS (the weight tile as the left dot operand) is a GEMM knob")
         if config.get("SCALE_W") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm"):
@@ -141,7 +143,8 @@ def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torc
     quantized matmul of that device and dtype (they run one after another on one stream), so the float weights
     never all exist at once. Valid until the next call. `tiles`: (BLOCK_N, BLOCK_K) instead of DEQUANT_TILES
     (int4: BLOCK_K is capped at the group size), on `warps` warps. `asm`: int4 into a 16-bit float through
-    the kernel's inline-PTX path (dequant.py ASM; default DEQUANT_ASM; never when interpreting)."""
+    the kernel's inline-PTX path (dequant.py ASM; default DEQUANT_ASM; never when interpreting, nor for bf16
+    below sm_90)."""
     from ..codegen.kernel import load_source
 
     N = qweight.shape[0]
@@ -159,8 +162,8 @@ def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torc
     if scheme == "int4_weight_only":
         bk = min(bk, group)  # a tile inside one group (group sizes are powers of two, see formats.py)
     z = zeros if zeros is not None else scales
-    asm = (DEQUANT_ASM if asm is None else asm) and scheme == "int4_weight_only" and dtype in (
-        torch.bfloat16, torch.float16) and not interpreting()
+    asm = (DEQUANT_ASM if asm is None else asm) and scheme == "int4_weight_only" and not interpreting() and (
+        dtype == torch.float16 or (dtype == torch.bfloat16 and packed_bf16_ok()))
     _DEQUANT[0][(triton.cdiv(N, bn), triton.cdiv(K, bk))](
         qweight, scales, z, out, N, K, BITS=BITS[scheme], GROUP=max(group, 1), BLOCK_N=bn, BLOCK_K=bk, ASM=asm,
         **({} if interpreting() else {"num_warps": warps}))
@@ -252,14 +255,15 @@ def default_config(template: str, scheme: str, M: int, N: int, K: int, group: in
         if scheme == "int4_weight_only":  # one group per chunk, its scale on the dot's result; the codes
             # become q - z pairs in inline PTX (ASM, wq_gemm.py), the weight tile on the dot's left (TRANS) on 2
             # warps (more programs per SM: the decode GEMMs are instruction- and latency-bound). Cold-ranked
-            # sweeps on an H200 at M=16 (bench/q4_decode_sweep.py, 2026-12-03, fourth session, 144 configs per shape with ASM;
-            # before: ~400 configs without it, 2026-12-03): 2048x3072 5.9 -> 5.5 us, 2048x2048 5.2 -> 4.8,
-            # 5632x2048 (split 8) 8.1 -> 7.4, 2048x11264 (split 2) 11.1 -> 9.3, 2048x32000 (no split) 20.6 ->
-            # 17.2; a second sweep (140 configs: BLOCK_N 16-128, 1-2 warps, split 1-16, 2-5 stages) found no
-            # better point. (The interpreter returned above: ASM is GPU-only; float32 activations ignore it.)
+            # sweeps on an H200 at M=16 (bench/q4_decode_sweep.py, 2026-12-03, fourth session: 144 configs per
+            # shape with ASM; before: ~400 without it): 2048x3072 5.9 -> 5.5 us, 2048x2048 5.2 -> 4.8, 5632x2048
+            # (split 8) 8.1 -> 7.4, 2048x11264 (split 2) 11.1 -> 9.3, 2048x32000 (no split) 20.6 -> 17.2; a
+            # second sweep (140 configs: BLOCK_N 16-128, 1-2 warps, split 1-16, 2-5 stages) found no better
+            # point. (The interpreter returned above: ASM is GPU-only; float32 activations ignore it; below sm_90
+            # ASM is off, bf16 has no packed subtract there.)
             bk = min(128, group)
             cfg.update(BLOCK_K=bk, SCALE_W=False, SPLIT_K=max(1, min(8, K // (4 * bk))), TRANS=True, num_warps=2,
-                       num_stages=4, ASM=True)
+                       num_stages=4, ASM=packed_bf16_ok())
             tiles = triton.cdiv(N, 32)
             if tiles >= 4 * _sm_count():
                 cfg.update(SPLIT_K=1, num_stages=3)
@@ -326,6 +330,13 @@ def _sm_count() -> int:
     if torch.cuda.is_available():
         return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
     return 132
+
+
+@functools.cache
+def packed_bf16_ok() -> bool:
+    """Does the current GPU have packed bfloat16 add/sub/mul (PTX `sub.rn.bf16x2`, `mul.rn.bf16x2`: sm_90+), which
+    the int4 ASM paths use for bf16 activations? (True when there is no GPU: configs are then for an H100/H200.)"""
+    return not torch.cuda.is_available() or torch.cuda.get_device_capability() >= (9, 0)
 
 
 def config_space(template: str, scheme: str, group: int) -> dict[str, list]:

@@ -93,10 +93,14 @@ def dequant8_pairs_asm(words, zz, ss, dt: tl.constexpr):
         MUL: tl.constexpr = "mul.rn.f16x2"
     t0, t1, t2, t3 = tl.inline_asm_elementwise(
         "{ .reg .b32 s, m, a; shr.b32 s, $4, 4; and.b32 m, $5, 0xFFF0FFF0;"
-        " prmt.b32 a, $4, s, 0x0400; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " a, a, $5; " + MUL + " $0, a, $6;"
-        " prmt.b32 a, $4, s, 0x1511; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " a, a, $5; " + MUL + " $1, a, $6;"
-        " prmt.b32 a, $4, s, 0x2622; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " a, a, $5; " + MUL + " $2, a, $6;"
-        " prmt.b32 a, $4, s, 0x3733; lop3.b32 a, a, 0x000F000F, m, 0xEA; " + SUB + " a, a, $5; " + MUL + " $3, a, $6; }",
+        " prmt.b32 a, $4, s, 0x0400; lop3.b32 a, a, 0x000F000F, m, 0xEA; "
+        + SUB + " a, a, $5; " + MUL + " $0, a, $6;"
+        " prmt.b32 a, $4, s, 0x1511; lop3.b32 a, a, 0x000F000F, m, 0xEA; "
+        + SUB + " a, a, $5; " + MUL + " $1, a, $6;"
+        " prmt.b32 a, $4, s, 0x2622; lop3.b32 a, a, 0x000F000F, m, 0xEA; "
+        + SUB + " a, a, $5; " + MUL + " $2, a, $6;"
+        " prmt.b32 a, $4, s, 0x3733; lop3.b32 a, a, 0x000F000F, m, 0xEA; "
+        + SUB + " a, a, $5; " + MUL + " $3, a, $6; }",
         "=r,=r,=r,=r,r,r,r", [words, zz[:, None], ss[:, None]], dtype=(tl.int32, tl.int32, tl.int32, tl.int32),
         is_pure=True, pack=1)
     R: tl.constexpr = words.shape[0]

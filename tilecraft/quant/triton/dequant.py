@@ -2,8 +2,8 @@
 the quantized matmul's "aten" backend (then cuBLAS), for large M where a tensor-core GEMM library wins.
 Grid: (cdiv(N, BLOCK_N), cdiv(K, BLOCK_K)). int4: BLOCK_K divides the group size, so a tile lies inside one
 group and its scales and zero points are one value per row (loaded as [BLOCK_N] vectors, not gathered per
-element: that gather made this kernel 5x its memory floor). ASM (int4 into bfloat16/float16, GPU only): the codes
-become q - z pairs in inline PTX (bits.py: unpack8_pairs_asm), times the scale in packed 16-bit arithmetic (the
+element: that gather made this kernel 5x its memory floor). ASM (int4 into float16, or bfloat16 on sm_90+): the codes
+become q - z pairs in inline PTX (bits.py: dequant8_pairs_asm), times the scale in packed 16-bit arithmetic (the
 scale rounded to the output dtype first, then the product: twice rounded, as wq_gemm's BF16 path), each register
 a pair of K neighbours stored as one 32-bit word: about two instructions per weight instead of six (unpack, float
 conversion, float32 arithmetic, rounding) and no shared-memory round trip to the store's layout."""
