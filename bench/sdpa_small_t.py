@@ -1,7 +1,9 @@
 """Attention at decode sizes, per torch SDPA backend: LLaMA-492M's b1x16 step (16 query heads, 4 k/v heads of
 128, 16 tokens, causal) spends ~6 us per layer in cuDNN's kernel (plus a memset); is another backend, or the
-plain math (bmm, softmax, bmm), faster at such sizes? GPU µs per call (CUDA events over 200 calls queued behind a
-GPU sleep), each output checked against the math backend's. GPU only.
+plain math (bmm, softmax, bmm), faster at such sizes? GPU µs per call: the sum of its kernels' times (torch
+profiler, `tilecraft.testing.gpu_profile`, 50 calls), each output checked against the math backend's. GPU only.
+(Its first version timed 200 calls by CUDA events behind a GPU sleep: at these sizes the host's ~25-50 us per
+call outran the sleep, so those numbers, bench/results/h200-2026-12-03d/call6, are host time.)
 
     python bench/sdpa_small_t.py [--out bench/results/sdpa_small_t.json]
 """
@@ -18,7 +20,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
-from tilecraft.codegen.matmul import elapsed_ms  # noqa: E402
+from tilecraft.testing import gpu_profile  # noqa: E402
 
 # (batch, query heads, k/v heads, tokens, head dim)
 SHAPES = [(1, 16, 4, 16, 128), (1, 16, 4, 64, 128), (4, 16, 4, 16, 128), (1, 32, 8, 16, 128)]
@@ -50,16 +52,18 @@ def main(argv=None) -> int:
                         return F.scaled_dot_product_attention(q, kk, vv, is_causal=True, enable_gqa=gqa)
                 try:
                     err = float((call().float() - ref).abs().max())
-                    us = 1e3 * elapsed_ms(call, torch.device("cuda"), reps=200, sleep_s=2e-3)
+                    kernels = gpu_profile(call, n=50)
+                    us = sum(t for _, t in kernels)
                 except Exception as e:  # noqa: BLE001 - a backend that refuses the shape
                     row[f"{name}{'' if gqa else '_expanded'}"] = f"refused: {str(e)[:60]}"
                     continue
-                row[f"{name}{'' if gqa else '_expanded'}"] = {"us": us, "max_err": err}
+                row[f"{name}{'' if gqa else '_expanded'}"] = {"us": us, "max_err": err,
+                                                             "kernels": [(k[:80], t) for k, t in kernels]}
         rows.append(row)
         print(row, flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
-    print("\nGPU us per call (causal, bf16; gqa: grouped k/v, exp: k/v repeated to the query heads)")
+    print("\nGPU kernel us per call (causal, bf16; gqa: grouped k/v, exp: k/v repeated to the query heads)")
     names = [f"{n}{s}" for n in BACKENDS for s in ("", "_expanded")]
     print(f"{'b,hq,hkv,t,d':>18} " + " ".join(f"{n.replace('_expanded', ' exp'):>12}" for n in names))
     for r in rows:
