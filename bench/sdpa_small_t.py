@@ -1,6 +1,7 @@
 """Attention at decode sizes, per torch SDPA backend: LLaMA-492M's b1x16 step (16 query heads, 4 k/v heads of
 128, 16 tokens, causal) spends ~6 us per layer in cuDNN's kernel (plus a memset); is another backend, or the
-plain math (bmm, softmax, bmm), faster at such sizes? GPU µs per call: the sum of its kernels' times (torch
+plain math (bmm, softmax, bmm), or tilecraft's few-token kernel (codegen/small_attention.py, opt-in
+TILECRAFT_SMALL_ATTN=1), faster at such sizes? GPU µs per call: the sum of its kernels' times (torch
 profiler, `tilecraft.testing.gpu_profile`, 50 calls), each output checked against the math backend's. GPU only.
 (Its first version timed 200 calls by CUDA events behind a GPU sleep: at these sizes the host's ~25-50 us per
 call outran the sleep, so those numbers, bench/results/h200-2026-12-03d/call6, are host time.)
@@ -20,6 +21,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
+from tilecraft.codegen.small_attention import small_attention  # noqa: E402
 from tilecraft.testing import gpu_profile  # noqa: E402
 
 # (batch, query heads, k/v heads, tokens, head dim)
@@ -59,12 +61,17 @@ def main(argv=None) -> int:
                     continue
                 row[f"{name}{'' if gqa else '_expanded'}"] = {"us": us, "max_err": err,
                                                              "kernels": [(k[:80], t) for k, t in kernels]}
+        out = torch.empty_like(q)  # tilecraft's few-token kernel (codegen/small_attention.py), grouped k/v
+        call = lambda out=out, k=k, v=v: small_attention(q, k, v, True, None, out)  # noqa: E731
+        kernels = gpu_profile(call, n=50)
+        row["tilecraft"] = {"us": sum(t for _, t in kernels), "max_err": float((call().float() - ref).abs().max()),
+                            "kernels": [(n[:80], t) for n, t in kernels]}
         rows.append(row)
         print(row, flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
     print("\nGPU kernel us per call (causal, bf16; gqa: grouped k/v, exp: k/v repeated to the query heads)")
-    names = [f"{n}{s}" for n in BACKENDS for s in ("", "_expanded")]
+    names = [f"{n}{s}" for n in BACKENDS for s in ("", "_expanded")] + ["tilecraft"]
     print(f"{'b,hq,hkv,t,d':>18} " + " ".join(f"{n.replace('_expanded', ' exp'):>12}" for n in names))
     for r in rows:
         cells = [f"{r[n]['us']:12.1f}" if isinstance(r.get(n), dict) else f"{'-':>12}" for n in names]

@@ -675,6 +675,12 @@ def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None, en
     if variant is None or not q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
                                               **({"enable_gqa": True} if enable_gqa else {}))
+    from ..codegen import small_attention as small
+
+    if small.enabled() and small.supported(q, k, v, attn_mask):  # (opt-in: TILECRAFT_SMALL_ATTN=1)
+        out = small.attention_like(variant, q, k, v, is_causal, scale)
+        if out is not None:
+            return out
     if enable_gqa and variant in _NO_GQA:
         k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
     try:
