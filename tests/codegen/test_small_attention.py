@@ -54,6 +54,11 @@ def test_output_takes_the_captured_variants_layout():
     assert_close(out, _reference(q, k, v, True))
 
 
+def test_an_unknown_variant_layout_leaves_it_to_the_variant():
+    q, k, v = _qkv(1, 4, 2, 16, 16, 32)
+    assert sa.attention_like("_no_such_attention_kernel", q, k, v, True, None) is None
+
+
 def test_sdpa_op_takes_it_only_when_asked(monkeypatch):
     """ir/ops.py `_sdpa`: with a captured variant on CUDA and TILECRAFT_SMALL_ATTN=1, the small kernel; without
     the variable, the variant itself. (CPU tensors: `is_cuda` is what the dispatch asks, patched here.)"""

@@ -97,9 +97,12 @@ def _variant_strides(variant, q_geo, k_geo, v_geo, dtype, is_causal, scale):
 
 def attention_like(variant: str, q, k, v, is_causal: bool, scale) -> torch.Tensor | None:
     """small_attention's result in the layout ATen's `variant` would give (what the IR expects of the node), or
-    None when that layout is not unit-stride along D (then the caller runs the variant)."""
+    None when that layout is unknown or not unit-stride along D (then the caller runs the variant)."""
     geo = [(tuple(x.shape), tuple(x.stride())) for x in (q, k, v)]
-    strides = _variant_strides(variant, *geo, q.dtype, bool(is_causal), scale)
+    try:
+        strides = _variant_strides(variant, *geo, q.dtype, bool(is_causal), scale)
+    except Exception:  # noqa: BLE001 - no meta layout for this variant: it runs itself
+        return None
     if strides[3] != 1:
         return None
     out = torch.empty_strided(q.shape, strides, dtype=q.dtype, device=q.device)
