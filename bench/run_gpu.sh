@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in as few device calls as they fit. Usage (on the device machine, repo root; .whl carried):
 #   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model] [models] [backends] [launch] [sweep] [llamaquant] [qlarge]
+#   [smallattn]
 #   (none named: the first four)
 # Each part runs under `timeout ${BUDGET:-170}`; logs and JSON land in OUTDIR. `models` (bench/models.py, whole HF
 # models; ~8 min for all) runs under `timeout ${MODELS_S:-560}`, starts no model after ${MODELS_BUDGET:-420} s and
@@ -39,6 +40,10 @@ for part in $parts; do
         --budget-s 150 --out "$out/models_quant.json" ;;
     qlarge)  # the large-M wgmma candidates at M=2048 vs cuBLAS bf16 and dequantize+cuBLAS (~1-2 min)
       BUDGET=${QLARGE_S:-300} TAIL=50 run bench/quant_linear.py --large-m --out "$out/quant_large_m.json" ;;
+    smallattn)  # decode-sized attention: torch's SDPA backends vs the few-token kernel, then LLaMA b1x16 with it on
+      BUDGET=90 TAIL=8 run bench/sdpa_small_t.py --out "$out/sdpa_small_t.json"
+      TILECRAFT_SMALL_ATTN=1 BUDGET=150 TAIL=12 run bench/models.py --models llama_b1 --backends tilecraft \
+        --quant int8,int4 --out "$out/models_small_attn.json" ;;
     sweep) BUDGET=${SWEEP_TIMEOUT:-470} run bench/gemm_sweep.py --budget-s ${SWEEP_S:-420} --out "$out/gemm_sweep.json" ;;
     *) echo "unknown part $part" ;;
   esac
