@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+import peaks  # noqa: E402 - bench/peaks.py: the device's measured copy bandwidth
 from quant_linear import cold_copies_us  # noqa: E402
 from tilecraft.quant import quantize_weight  # noqa: E402
 from tilecraft.quant.kernels import DEQUANT_TILES, dequantize_into  # noqa: E402
@@ -31,13 +32,6 @@ from tilecraft.quant.kernels import DEQUANT_TILES, dequantize_into  # noqa: E402
 SHAPES = {(3072, 2048): 8, (2048, 2048): 8, (11264, 2048): 8, (2048, 5632): 8, (32000, 2048): 1}
 TILES = [(bn, bk, w, asm) for bn, bk, w, asm in itertools.product([16, 32, 64, 128], [64, 128, 256], [4, 8], [0, 1])
          if 1024 <= bn * bk <= 32768]
-
-
-def copy_peak_tbs() -> float:
-    a = torch.empty(2**28, dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    us = cold_copies_us(lambda t: b.copy_(t), a)
-    return 2 * a.numel() / us / 1e6
 
 
 def main(argv=None) -> int:
@@ -50,7 +44,7 @@ def main(argv=None) -> int:
         print("dequant_sweep: needs a CUDA GPU (or --dry-run); nothing to do here", file=sys.stderr)
         return 2
     dev = "cpu" if dry else "cuda"
-    peak = float("nan") if dry else copy_peak_tbs()
+    peak = float("nan") if dry else peaks.measure()["bandwidth"] / 1e12
     print(f"copy peak {peak:.2f} TB/s", flush=True)
     shapes = {(48, 64): 2} if dry else SHAPES
     tiles = [(16, 32, 4, 0), (32, 32, 4, 0)] if dry else TILES

@@ -588,16 +588,16 @@ def sibling_gemm_wins(a, bs: list, batched) -> bool | None:
     if won is None:
         if a.is_cuda and torch.cuda.is_current_stream_capturing():
             return None
+        from ..testing import interleaved_rounds
+
         separate = lambda: [torch.mm(a, b) for b in bs]  # noqa: E731
-        times = {batched: [], separate: []}
         if a.is_cuda:  # ~20 ms of GPU work first: an idle GPU clocks down, and ramping clocks favour what runs last
             torch.cuda._sleep(int(0.02 * 2e9))
         for fn in (batched, separate) * 3:
             fn()
-        for i in range(5):  # (the order alternates too)
-            for fn in (batched, separate) if i % 2 == 0 else (separate, batched):
-                times[fn].append(elapsed_ms(fn, a.device, reps=10))
-        won = _SIBLING_WINS[key] = sorted(times[batched])[2] < sorted(times[separate])[2]
+        tb, ts = (sorted(t) for t in interleaved_rounds([batched, separate], 5,
+                                                           lambda fn: elapsed_ms(fn, a.device, reps=10)))
+        won = _SIBLING_WINS[key] = tb[2] < ts[2]
     return won
 
 
