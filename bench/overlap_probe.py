@@ -5,6 +5,10 @@ down 5632 -> 2048) dequantized (into the scratch buffer of the 'aten' backend), 
 on one stream, and B on a side stream started with A (CUDA events around 20 repetitions; cold weights from rotating
 copies). Overlap works where "together" is well below "one stream".
 
+`--carveouts 0,8,16`: the GEMM pair again with cuBLAS told to leave that many SMs free
+(`torch._C._set_sm_carveout_experimental`), the GEMM issued before the dequantize on the side stream, so the
+dequantize's programs can only take the SMs left free: GEMM alone, one stream and two streams per carve-out.
+
     python bench/overlap_probe.py [--out bench/results/overlap.json]
 """
 from __future__ import annotations
@@ -34,6 +38,7 @@ def events_ms(fn, reps: int = 20) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench/results/overlap.json")
+    ap.add_argument("--carveouts", default="", help="comma-separated SM counts cuBLAS leaves free (e.g. 0,8,16)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("overlap_probe: needs a CUDA GPU (it times streams); nothing to do here", file=sys.stderr)
@@ -85,6 +90,32 @@ def main(argv=None) -> int:
         rows[name] = r
         print(f"{name}: A {r['A']:.3f} ms, dequantize {r['B']:.3f}, one stream {r['one_stream']:.3f}, "
               f"two streams {r['two_streams']:.3f} (saved {r['one_stream'] - r['two_streams']:.3f})", flush=True)
+    carve = getattr(torch._C, "_set_sm_carveout_experimental", None)
+    for c in [int(v) for v in args.carveouts.split(",") if v]:
+        if carve is None:
+            print("this torch has no _set_sm_carveout_experimental", flush=True)
+            break
+        carve(c if c else None)
+
+        def gemm_first():
+            main = torch.cuda.current_stream()
+            side.wait_stream(main)
+            gemm()
+            with torch.cuda.stream(side):
+                deq()
+            main.wait_stream(side)
+
+        def gemm_then_deq():
+            gemm()
+            deq()
+
+        r = {"A": events_ms(gemm), "one_stream": events_ms(gemm_then_deq), "two_streams": events_ms(gemm_first)}
+        r["B"] = rows["gemm"]["B"]
+        rows[f"gemm_carveout{c}"] = r
+        print(f"carve-out {c} SMs: GEMM {r['A']:.3f} ms, one stream {r['one_stream']:.3f}, two streams "
+              f"{r['two_streams']:.3f} (saved {r['one_stream'] - r['two_streams']:.3f})", flush=True)
+    if carve is not None:
+        carve(None)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
     return 0
