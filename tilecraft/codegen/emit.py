@@ -454,7 +454,8 @@ class Emitter:
         parts' edges."""
         dim = node.attrs.get("dim", 0) % node.out.type.rank
         parts, off, i = [], 0, idx[dim]
-        sizes = [x.type.shape[dim] for x in node.inputs]
+        rank = node.out.type.rank  # a 1-D empty input (torch's legacy cat: HF's first DynamicCache update) adds nothing
+        sizes = [x.type.shape[dim] if x.type.rank == rank else 0 for x in node.inputs]
         last = max(j for j, n in enumerate(sizes) if n) if any(sizes) else -1
         for j, (x, n) in enumerate(zip(node.inputs, sizes)):
             if n == 0:

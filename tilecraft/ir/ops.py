@@ -678,7 +678,7 @@ def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None, en
     from ..codegen import small_attention as small
 
     if small.enabled() and small.supported(q, k, v, attn_mask):  # (opt-in: TILECRAFT_SMALL_ATTN=1)
-        out = small.attention_like(variant, q, k, v, is_causal, scale)
+        out = small.attention_like(variant, q, k, v, is_causal, scale, attn_mask)
         if out is not None:
             return out
     if enable_gqa and variant in _NO_GQA:
