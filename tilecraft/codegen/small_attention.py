@@ -4,9 +4,10 @@ output with a second tl.dot. For LLaMA-492M's b1x16 step cuDNN's fused kernel ta
 memset); this needs one launch of 16 x 16 scores per head.
 
 The `sdpa` op (ir/ops.py) takes this path on CUDA with `TILECRAFT_SMALL_ATTN=1` (off by default: not yet timed on
-a GPU, see bench/sdpa_small_t.py) for the captured-variant form, causal or not, with a bool or additive mask
-or none (HF builds an explicit causal mask when traced), grouped k/v allowed, head dims 16-256 (powers of two), fp16/bf16. The output gets the layout the captured variant would give
-(the IR typed it so: passes/layout.py), worked out once per geometry on meta tensors.
+a GPU, see bench/sdpa_small_t.py) for the captured-variant form, causal or not, with a bool or additive mask or
+none (HF builds an explicit causal mask when traced), grouped k/v allowed, head dims 16-256 (powers of two),
+fp16/bf16. The output gets the layout the captured variant would give (the IR typed it so: passes/layout.py),
+worked out once per geometry on meta tensors.
 """
 from __future__ import annotations
 
