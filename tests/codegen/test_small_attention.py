@@ -1,4 +1,4 @@
-"""The few-token attention kernel (codegen/small_attention.py, opt-in `TILECRAFT_SMALL_ATTN=1` on CUDA), run by
+"""The few-token attention kernel (codegen/small_attention.py, the default on CUDA; `TILECRAFT_SMALL_ATTN=0` turns it off), run by
 the interpreter on the CPU against torch's math attention: causal and not, grouped k/v, padded token counts, HF's
 [b, t, h, d] memory layout in and the captured variant's layout out; what it refuses; the `sdpa` op's dispatch."""
 import pytest
@@ -80,9 +80,9 @@ def test_an_unknown_variant_layout_leaves_it_to_the_variant():
     assert sa.attention_like("_no_such_attention_kernel", q, k, v, True, None) is None
 
 
-def test_sdpa_op_takes_it_only_when_asked(monkeypatch):
-    """ir/ops.py `_sdpa`: with a captured variant on CUDA and TILECRAFT_SMALL_ATTN=1, the small kernel; without
-    the variable, the variant itself. (CPU tensors: `is_cuda` is what the dispatch asks, patched here.)"""
+def test_sdpa_op_takes_it_by_default_and_not_when_told(monkeypatch):
+    """ir/ops.py `_sdpa`: with a captured variant on CUDA, the small kernel; with TILECRAFT_SMALL_ATTN=0 (or a
+    mask it cannot take), the variant itself. (CPU tensors: `is_cuda` is what the dispatch asks, patched here.)"""
     from tilecraft.ir import ops
 
     q, k, v = _qkv(1, 4, 2, 16, 16, 32)
@@ -94,9 +94,10 @@ def test_sdpa_op_takes_it_only_when_asked(monkeypatch):
     real = sa.attention_like
     monkeypatch.setattr(sa, "attention_like", lambda *a: calls.append("small") or real(*a))
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setenv("TILECRAFT_SMALL_ATTN", "0")
     ops._sdpa(q, k, v, None, True, None, "_scaled_dot_product_cudnn_attention", True)
     assert calls == ["variant"]
-    monkeypatch.setenv("TILECRAFT_SMALL_ATTN", "1")
+    monkeypatch.delenv("TILECRAFT_SMALL_ATTN")  # the default: on
     calls.clear()
     ops._sdpa(q, k, v, None, True, None, "_scaled_dot_product_cudnn_attention", True)
     ops._sdpa(q, k, v, mask, True, None, "_scaled_dot_product_cudnn_attention", True)

@@ -252,3 +252,29 @@ def test_residual_after_a_biased_linear_joins_the_norm_end_to_end(monkeypatch):
     ops = [k.info.get("ops") for g in c.report.graphs for k in g.kernels]
     assert sum(o == ["add", "layer_norm"] for o in ops) == 4, ops  # ln_2 of both layers, ln_1 of the second, ln_f
     assert not any(o[0] == "addmm" and "add" in o and "tanh" not in o for o in ops), ops
+
+
+def test_independent_pointwise_of_other_shapes_reading_a_common_input_are_one_combined_kernel():
+    """RoPE's q and k rotations (4 and 2 heads) read the same cos/sin: one launch, a program range per part."""
+    def rope(q, k, cos, sin):
+        def rot(x):
+            return x * cos + torch.cat((-x[..., 4:], x[..., :4]), dim=-1) * sin
+        return rot(q), rot(k)
+
+    args = (r(1, 4, 6, 8), r(1, 2, 6, 8, seed=1), r(1, 1, 6, 8, seed=2), r(1, 1, 6, 8, seed=3))
+    (k,) = run(rope, *args, n_kernels=1)
+    assert "combined" in k.info["rules"] and k.info["parts"] == [[1, 4, 6, 8], [1, 2, 6, 8]]
+    assert "_part0(" in k.source and "_part1(" in k.source
+    bf = tuple(a.to(torch.bfloat16) for a in args)
+    run(rope, *bf, n_kernels=1)
+
+
+def test_a_pointwise_group_reading_anothers_result_is_not_combined_with_it():
+    def f(x, y, c):
+        a = x * c + 1  # [3, 8]
+        return a, y * c + a[:2, :4].sum()  # [2, 8]: reads a (through a reduction), so it runs after a
+
+    run(f, r(3, 8), r(2, 8, seed=1), r(8, seed=2), n_kernels=3)
+    g = lambda x, y, c: (x * c, (y * c)[:, :5] + x[:1, :5])  # noqa: E731 - reads x and c: combined
+    (k,) = run(g, r(3, 8), r(2, 8, seed=1), r(8, seed=2), n_kernels=1)
+    assert "combined" in k.info["rules"]

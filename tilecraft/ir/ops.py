@@ -677,7 +677,7 @@ def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None, en
                                               **({"enable_gqa": True} if enable_gqa else {}))
     from ..codegen import small_attention as small
 
-    if small.enabled() and small.supported(q, k, v, attn_mask):  # (opt-in: TILECRAFT_SMALL_ATTN=1)
+    if small.enabled() and small.supported(q, k, v, attn_mask):  # (TILECRAFT_SMALL_ATTN=0: never)
         out = small.attention_like(variant, q, k, v, is_causal, scale, attn_mask)
         if out is not None:
             return out

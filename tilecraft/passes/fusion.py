@@ -23,12 +23,17 @@ class Group:
     shape: tuple[int, ...]  # iteration shape: pointwise/matmul output shape, reduction input shape
     dims: tuple[int, ...] = ()  # reduced dims (reduction groups)
     rules: list[str] = field(default_factory=list)  # the fusion rules that built this group
+    # a "combined" pointwise group: independent pointwise groups of other shapes in one launch, one program range
+    # per part (see combine_pointwise); `nodes` then holds all their nodes, `shape` the first part's
+    parts: list["Group"] = field(default_factory=list)
 
     @property
     def reduced_shape(self) -> tuple[int, ...]:
         return tuple(1 if i in self.dims else s for i, s in enumerate(self.shape))
 
     def describe(self) -> str:
+        if self.parts:
+            return " + ".join(p.describe() for p in self.parts)
         ops = " → ".join(n.op for n in self.nodes)
         extra = f" over dims {list(self.dims)}" if self.kind == "reduction" else ""
         return f"{self.kind}[{','.join(map(str, self.shape))}]{extra}: {ops}"
@@ -373,7 +378,53 @@ class Partitioner:
 
 def partition(graph: Graph) -> list[Group]:
     """Split the graph's compute nodes into fusion groups, in an executable order."""
-    return Partitioner(graph).run()
+    return combine_pointwise(Partitioner(graph).run())
+
+
+COMBINE_MAX_NUMEL = 1 << 20  # combined pointwise parts: sizes where a launch costs about as much as the work
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def combine_pointwise(groups: list[Group], max_numel: int = COMBINE_MAX_NUMEL) -> list[Group]:
+    """Horizontal fusion across iteration spaces: a small pointwise group joins an earlier one of another shape
+    (rule "combined": one launch, one program range per part) when both read a common tensor and everything it
+    reads is computed before that earlier group, so it can run there. RoPE's rotations of q and k (16 and 4 heads
+    in LLaMA-492M, both reading cos and sin) become one launch per layer. `groups` is in executable order."""
+    group_of = {id(n): g for g in groups for n in g.nodes}
+    pos = {id(g): i for i, g in enumerate(groups)}
+
+    def inputs(g: Group):
+        inside = {id(n) for n in g.nodes}
+        return [b for n in g.nodes for v in n.input_values()
+                if (b := base_value(v)).producer is None or id(b.producer) not in inside]
+
+    def small(g: Group) -> bool:
+        return g.kind == "pointwise" and not g.parts and _numel(g.shape) <= max_numel
+
+    out: list[Group] = []
+    for g in groups:
+        if small(g):
+            reads = {id(b) for b in inputs(g)}
+            first = max((pos[id(group_of[id(b.producer)])] for b in inputs(g) if b.producer is not None), default=-1)
+            host = next((h for h in reversed(out) if pos[id(h)] > first and h.kind == "pointwise"
+                         and (h.parts or small(h)) and sum(_numel(p.shape) for p in h.parts or [h]) + _numel(g.shape) <= max_numel
+                         and reads & {id(b) for b in inputs(h)}), None)
+            if host is not None:
+                if not host.parts:
+                    host.parts = [Group("pointwise", list(host.nodes), host.shape, rules=list(host.rules))]
+                host.parts.append(g)
+                host.nodes = host.nodes + g.nodes
+                if "combined" not in host.rules:
+                    host.rules.append("combined")
+                continue
+        out.append(g)
+    return out
 
 
 def format_groups(groups: list[Group]) -> str:
