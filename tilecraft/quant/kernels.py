@@ -174,6 +174,43 @@ def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torc
 DEQUANT_CHUNK_BYTES = int(float(os.environ.get("TILECRAFT_DEQUANT_CHUNK_MB", "0")) * 2**20)
 
 
+# the CUTLASS mixed-input GEMM (tilecraft/quant/cutlass) instead of dequantize + cuBLAS: TILECRAFT_QMATMUL_CUTLASS=1
+# (its default variant) or a variant name; off by default (H200, bench/cutlass_mixed.py: not faster yet)
+CUTLASS = os.environ.get("TILECRAFT_QMATMUL_CUTLASS", "0").strip()
+_PACKED: dict = {}  # (weight address, shape, strides, scales address) -> (weight storage, version, PackedWeight)
+_CUTLASS_OFF: list = []  # the reason the CUTLASS path failed once (then it is not tried again)
+
+
+def cutlass_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias, out, residual):
+    """x2 @ W.t() (+ residual) through the CUTLASS mixed-input GEMM, reading the quantized weight where it lies
+    (repacked once into the kernel's layout and cached, the weight's storage held while cached); None where it
+    does not apply (off, not CUDA, a bias, or a failure, which is logged once and turns the path off)."""
+    if CUTLASS in ("", "0") or _CUTLASS_OFF or bias is not None or not x2.is_cuda or x2.dtype != torch.bfloat16:
+        return None
+    N, K = qweight.shape[0], x2.shape[1]
+    if not x2.is_contiguous() or N % 16 or K % 64 or (scheme == "int4_weight_only" and group % 64) or (
+            residual is not None and not residual.is_contiguous()) or not out.is_contiguous():
+        return None  # (the kernel's tiles: 16 weight rows, 64-long K steps, whole groups; dense operands)
+    from . import cutlass as tc
+
+    key = (qweight.data_ptr(), tuple(qweight.shape), tuple(qweight.stride()), scales.data_ptr())
+    hit = _PACKED.get(key)
+    try:
+        if hit is None or hit[1] != qweight._version:
+            packed = tc.repack_int4(qweight, scales, zeros, group) if scheme == "int4_weight_only" else \
+                tc.repack_int8(qweight, scales)
+            hit = _PACKED[key] = (qweight.untyped_storage(), qweight._version, packed)
+        return tc.mixed_gemm(scheme, x2, hit[2], out=out, residual=residual,
+                             variant=None if CUTLASS == "1" else CUTLASS)
+    except Exception as e:  # noqa: BLE001 - no nvcc, headers, a refused shape: dequantize + cuBLAS from now on
+        _CUTLASS_OFF.append(str(e))
+        import logging
+
+        logging.getLogger("tilecraft").warning("tilecraft: the CUTLASS mixed-input GEMM failed (%s); quantized "
+                                               "prefill matmuls dequantize and call cuBLAS", e)
+        return None
+
+
 def dequant_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias=None, out=None, residual=None,
                    chunk_bytes: int | None = None) -> torch.Tensor:
     """x2 [M, K] @ dequantize(w).t() (+ bias, or + residual: cuBLAS's added operand) into out [M, N] (made when
@@ -185,6 +222,8 @@ def dequant_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias=Non
     K = x2.shape[1]
     if out is None:
         out = torch.empty(x2.shape[0], N, dtype=x2.dtype, device=x2.device)
+    if cutlass_matmul(scheme, x2, qweight, scales, zeros, group, bias, out, residual) is not None:
+        return out
     chunk = DEQUANT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     rows = N if not chunk else max(256, chunk // (K * x2.element_size()) // 256 * 256)
     inplace = residual is not None and residual.data_ptr() == out.data_ptr() and residual.stride() == out.stride()
