@@ -5,6 +5,7 @@ launch whose program ids are split into one range per part; each part's body is 
 names cannot clash with another part's), called from its branch."""
 from __future__ import annotations
 
+import math
 import re
 
 from ..ir import Value
@@ -14,18 +15,10 @@ from .emit import Args, Emitter, decompose, header, needs_int64, store
 from .kernel import Kernel
 
 
-def _numel(shape) -> int:
-    numel = 1
-    for s in shape:
-        numel *= s
-    return numel
-
-
-def _body(nodes, shape, outputs: list[Value], args: Args, pid: str, indent: int = 1) -> list[str]:
+def _body(nodes, shape, outputs: list[Value], args: Args, pid: str) -> list[str]:
     """The lines computing `outputs` over iteration space `shape` for the XBLOCK elements of program `pid`."""
-    numel = _numel(shape)
+    numel = math.prod(shape)
     em = Emitter(nodes, args, "xmask")
-    em.indent = indent
     em.zero = "xindex * 0"
     for v in outputs:
         args.store(v)  # outputs first in the body's bookkeeping; order fixed below
@@ -39,7 +32,7 @@ def _body(nodes, shape, outputs: list[Value], args: Args, pid: str, indent: int 
     em.linear = ("xindex", idx, tuple(shape))  # row-major operands read at xindex itself
     for v in outputs:
         store(em, v, idx)
-    if (needs_int64(args, numel)) and ".to(tl.int64)" not in em.lines[body_start]:
+    if needs_int64(args, numel) and ".to(tl.int64)" not in em.lines[body_start]:
         em.lines[body_start] = em.lines[body_start].replace(f"{pid} *", f"{pid}.to(tl.int64) *")
     body = "\n".join(em.lines)
     unused = [ln for ln in em.lines if (m := re.match(r"\s*(i\d+) = ", ln))  # index variables no access reads
@@ -58,7 +51,7 @@ def pointwise_kernel(group: Group, outputs: list[Value], name: str) -> Kernel:
     if group.parts:
         src, numel, grid, block = _combined_source(group, outputs, args, name)
     else:
-        numel = _numel(group.shape)
+        numel = math.prod(group.shape)
         lines = _body(group.nodes, group.shape, outputs, args, "tl.program_id(0)")
         src = header(name, args, ["XBLOCK"]) + "\n".join(lines) + "\n"
         grid = lambda c, n=numel: (max(1, -(-n // c["XBLOCK"])),)  # noqa: E731
@@ -80,10 +73,11 @@ def _combined_source(group: Group, outputs: list[Value], args: Args, name: str):
     bodies = [_body(p.nodes, p.shape, [v for v in outputs if owner[id(v.producer)] == i], args, "pid")
               for i, p in enumerate(group.parts)]
     params = ", ".join(args.names)
-    numels = [_numel(p.shape) for p in group.parts]
+    numels = [math.prod(p.shape) for p in group.parts]
     src = header(name, args, ["XBLOCK"]).split("@triton.jit")[0]
     for i, lines in enumerate(bodies):
-        src += f"@triton.jit\ndef {name}_part{i}({params}, pid, XBLOCK: tl.constexpr):\n" + "\n".join(lines) + "\n\n\n"
+        src += f"@triton.jit\ndef {name}_part{i}({params}, pid, XBLOCK: tl.constexpr):\n"
+        src += "\n".join(lines) + "\n\n\n"
     src += header(name, args, ["XBLOCK"]).split("\n\n\n", 1)[1]
     src += "    pid = tl.program_id(0)\n"
     start = "0"

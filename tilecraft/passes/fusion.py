@@ -7,6 +7,7 @@ torch as single-node "torch" groups.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -384,13 +385,6 @@ def partition(graph: Graph) -> list[Group]:
 COMBINE_MAX_NUMEL = 1 << 20  # combined pointwise parts: sizes where a launch costs about as much as the work
 
 
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
 def combine_pointwise(groups: list[Group], max_numel: int = COMBINE_MAX_NUMEL) -> list[Group]:
     """Horizontal fusion across iteration spaces: a small pointwise group joins an earlier one of another shape
     (rule "combined": one launch, one program range per part) when both read a common tensor and everything it
@@ -405,7 +399,7 @@ def combine_pointwise(groups: list[Group], max_numel: int = COMBINE_MAX_NUMEL) -
                 if (b := base_value(v)).producer is None or id(b.producer) not in inside]
 
     def small(g: Group) -> bool:
-        return g.kind == "pointwise" and not g.parts and _numel(g.shape) <= max_numel
+        return g.kind == "pointwise" and not g.parts and math.prod(g.shape) <= max_numel
 
     out: list[Group] = []
     for g in groups:
@@ -413,8 +407,9 @@ def combine_pointwise(groups: list[Group], max_numel: int = COMBINE_MAX_NUMEL) -
             reads = {id(b) for b in inputs(g)}
             first = max((pos[id(group_of[id(b.producer)])] for b in inputs(g) if b.producer is not None), default=-1)
             host = next((h for h in reversed(out) if pos[id(h)] > first and h.kind == "pointwise"
-                         and (h.parts or small(h)) and sum(_numel(p.shape) for p in h.parts or [h]) + _numel(g.shape) <= max_numel
-                         and reads & {id(b) for b in inputs(h)}), None)
+                         and (h.parts or small(h)) and reads & {id(b) for b in inputs(h)}
+                         and sum(math.prod(p.shape) for p in h.parts or [h]) + math.prod(g.shape) <= max_numel),
+                        None)
             if host is not None:
                 if not host.parts:
                     host.parts = [Group("pointwise", list(host.nodes), host.shape, rules=list(host.rules))]
