@@ -170,10 +170,14 @@ def test_variant_table_and_flags(monkeypatch):
         assert C.variant_schemes(name), name
     assert C.variant_schemes("c256") == ("int4_weight_only", "int8_weight_only")
     assert C.variant_schemes("i8epi") == ("int8_weight_only",)
-    monkeypatch.delenv("TILECRAFT_CUTLASS_VARIANT", raising=False)
+    monkeypatch.delenv("TILECRAFT_QMATMUL_CUTLASS", raising=False)
     assert C.default_variant() == "c128" and C.variant_flags() == []
-    monkeypatch.setenv("TILECRAFT_CUTLASS_VARIANT", "c256")
+    monkeypatch.setenv("TILECRAFT_QMATMUL_CUTLASS", "c256")
     assert C.default_variant() == "c256" and C.variant_flags() == ["-DTC_TILE_N=256"]
+    assert C.default_variant("int4_weight_only") == "c256"  # a named variant wins over the scheme's own
+    monkeypatch.setenv("TILECRAFT_QMATMUL_CUTLASS", "1")  # on, no variant named: each scheme's measured best
+    assert C.default_variant("int8_weight_only") == "i8epi256" and C.default_variant("int4_weight_only") == "c256x2"
+    assert all(s in C.variant_schemes(v) for s, v in C.SCHEME_VARIANTS.items())
     with pytest.raises(C.CutlassError, match="unknown variant 'nope'"):
         C.variant_flags("nope")
 
@@ -189,12 +193,12 @@ def test_library_path_keys_on_variant_flags_and_source(monkeypatch, tmp_path):
     monkeypatch.setattr(C, "find_nvcc", lambda: Path("/usr/bin/true"))
     monkeypatch.setattr(C, "find_cutlass", lambda: (tmp_path / "cutlass" / "include",
                                                     tmp_path / "cutlass" / "tools" / "util" / "include"))
-    monkeypatch.delenv("TILECRAFT_CUTLASS_VARIANT", raising=False)
+    monkeypatch.delenv("TILECRAFT_QMATMUL_CUTLASS", raising=False)
     paths = {v: C.library_path(tmp_path, v) for v in C.VARIANTS}
     assert len(set(paths.values())) == len(C.VARIANTS)
     assert all(p.parent == tmp_path and p.name.startswith(f"tc_mixed_gemm-{v}-") for v, p in paths.items())
     assert C.library_path(tmp_path) == paths["c128"]
-    monkeypatch.setenv("TILECRAFT_CUTLASS_VARIANT", "pp")
+    monkeypatch.setenv("TILECRAFT_QMATMUL_CUTLASS", "pp")
     assert C.library_path(tmp_path) == paths["pp"]
     # the same name with other flags (or another source) is another library
     monkeypatch.setitem(C.VARIANTS, "pp", C.VARIANTS["pp"] + ["-DTC_CLUSTER_N=2"])

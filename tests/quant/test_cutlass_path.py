@@ -1,17 +1,35 @@
-"""quant/kernels.py `cutlass_matmul`: the opt-in CUTLASS mixed-input path of the quantized prefill."""
+"""quant/kernels.py `cutlass_matmul`: the CUTLASS mixed-input path of the quantized prefill (default where it can
+run: sm_90, nvcc, the CUTLASS headers). On the CPU it declines, so dequant_matmul keeps its own result."""
 import torch
 
+from tilecraft.quant import kernels, quantize_weight
 
-def test_dequant_matmul_takes_the_cutlass_path_only_on_cuda_when_asked(monkeypatch):
-    """kernels.cutlass_matmul: off by default; asked for (TILECRAFT_QMATMUL_CUTLASS) it still declines CPU
-    tensors, a bias, and shapes its tiles cannot take, so dequant_matmul computes the same result as before."""
-    from tilecraft.quant import kernels, quantize_weight
 
+def _problem():
     g = torch.Generator().manual_seed(0)
     qw = quantize_weight(torch.randn(32, 128, generator=g), "int4_weight_only", 64)
     x = torch.randn(4, 128, generator=g).to(torch.bfloat16)
+    return qw, x
+
+
+def test_cutlass_path_declines_what_it_cannot_take(monkeypatch):
+    """Off (TILECRAFT_QMATMUL_CUTLASS=0), CPU tensors, a bias: None, nothing repacked, nothing turned off."""
+    qw, x = _problem()
     args = ("int4_weight_only", x, qw.qweight, qw.scales, qw.zeros, 64)
-    assert kernels.cutlass_matmul(*args, None, torch.empty(4, 32, dtype=x.dtype), None) is None  # off
-    monkeypatch.setattr(kernels, "CUTLASS", "1")
-    assert kernels.cutlass_matmul(*args, None, torch.empty(4, 32, dtype=x.dtype), None) is None  # CPU tensors
-    assert not kernels._CUTLASS_OFF and not kernels._PACKED  # nothing tried, nothing turned off
+    cache = {}
+    for mode in ("0", "auto", "c256x2"):
+        monkeypatch.setattr(kernels, "CUTLASS", mode)
+        assert kernels.cutlass_matmul(*args, None, torch.empty(4, 32, dtype=x.dtype), None, cache) is None
+        assert kernels.cutlass_matmul(*args, torch.zeros(32, dtype=x.dtype), torch.empty(4, 32, dtype=x.dtype),
+                                      None, cache) is None
+    assert not cache and "off" not in kernels._CUTLASS_STATE
+
+
+def test_dequant_matmul_result_is_unchanged_where_the_path_declines():
+    """The interpreter's dequantize + matmul, with the plan's cache passed: the reference result."""
+    qw, x = _problem()
+    cache = {}
+    out = kernels.dequant_matmul("int4_weight_only", x, qw.qweight, qw.scales, qw.zeros, 64, cache=cache)
+    ref = (x.float() @ qw.dequantize(torch.float32).t()).to(torch.bfloat16)
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
+    assert not cache

@@ -10,9 +10,10 @@ kernels take SPLIT_K = 1.
 
 A second backend, config `BACKEND: "aten"` (as for matmul groups): dequantize the weight into a shared scratch
 buffer (one Triton kernel), multiply through ATen (cuBLAS; the bias in its epilogue), then run the group's other
-ops as one generated pointwise kernel. It is the default for M >= 256 on a GPU, where a tensor-core GEMM
-library beats a Triton GEMM that dequantizes each weight tile once per row block; the schedule database
-overrides it.
+ops as one generated pointwise kernel; on an sm_90 GPU with nvcc and the CUTLASS headers, CUTLASS's mixed-input
+GEMM on the quantized weight instead (quant/kernels.py `cutlass_matmul`; the residual in its epilogue). It is
+the default for M >= 256 on a GPU, where a tensor-core GEMM library beats a Triton GEMM that dequantizes each
+weight tile once per row block; the schedule database overrides it.
 """
 from __future__ import annotations
 
@@ -139,6 +140,7 @@ class DequantMatmul:
         # (output, input) positions when the sum may take r's buffer (Kernel.donation; the runtime checks r is
         # dead): then an in-place addmm_, not ATen's copy of r into a fresh output before the GEMM
         self.donation = (residual[1], residual[0]) if residual is not None and donate else None
+        self.packed: dict = {}  # the weight in the CUTLASS mixed-input GEMM's layout (quant/kernels.py)
 
     def kernels(self) -> list:
         """The generated epilogue this plan launches (the dequantize kernel compiles at its first launch)."""
@@ -153,10 +155,10 @@ class DequantMatmul:
         x2, N = x.reshape(-1, x.shape[-1]), w.shape[0]
         if self.residual is not None:  # (in place when the runtime gave the sum r's own buffer)
             r, out = (tensors[i].view(-1, N) for i in self.residual)
-            dequant_matmul(self.scheme, x2, w, s, z, self.group, out=out, residual=r)
+            dequant_matmul(self.scheme, x2, w, s, z, self.group, out=out, residual=r, cache=self.packed)
             return
         out = tensors[self.out_pos].view(-1, N) if self.out_pos is not None else None
-        r = dequant_matmul(self.scheme, x2, w, s, z, self.group, bias=b, out=out)
+        r = dequant_matmul(self.scheme, x2, w, s, z, self.group, bias=b, out=out, cache=self.packed)
         if self.epilogue is not None:
             r = r.view(self.out_shape)
             self.epilogue.launch([r if i is None else tensors[i] for i in self.epi_args])

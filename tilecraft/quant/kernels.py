@@ -174,36 +174,68 @@ def dequantize_into(scheme: str, qweight, scales, zeros, group: int, dtype: torc
 DEQUANT_CHUNK_BYTES = int(float(os.environ.get("TILECRAFT_DEQUANT_CHUNK_MB", "0")) * 2**20)
 
 
-# the CUTLASS mixed-input GEMM (tilecraft/quant/cutlass) instead of dequantize + cuBLAS: TILECRAFT_QMATMUL_CUTLASS=1
-# (its default variant) or a variant name; off by default (H200, bench/cutlass_mixed.py: not faster yet)
-CUTLASS = os.environ.get("TILECRAFT_QMATMUL_CUTLASS", "0").strip()
-_PACKED: dict = {}  # (weight address, shape, strides, scales address) -> (weight storage, version, PackedWeight)
-_CUTLASS_OFF: list = []  # the reason the CUTLASS path failed once (then it is not tried again)
+# the CUTLASS mixed-input GEMM (tilecraft/quant/cutlass) instead of dequantize + cuBLAS, where it can run (sm_90,
+# nvcc, the nvidia-cutlass headers): TILECRAFT_QMATMUL_CUTLASS=auto (default; each scheme's measured variant),
+# a variant name, or 0 (off)
+CUTLASS = os.environ.get("TILECRAFT_QMATMUL_CUTLASS", "auto").strip()
+_PACKED: dict = {}  # repacked weights of callers that pass no cache of their own (see cutlass_matmul)
+_CUTLASS_STATE: dict = {}  # "available": bool, once; "off": the error that turned the path off; built variants
 
 
-def cutlass_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias, out, residual):
-    """x2 @ W.t() (+ residual) through the CUTLASS mixed-input GEMM, reading the quantized weight where it lies
-    (repacked once into the kernel's layout and cached, the weight's storage held while cached); None where it
-    does not apply (off, not CUDA, a bias, or a failure, which is logged once and turns the path off)."""
-    if CUTLASS in ("", "0") or _CUTLASS_OFF or bias is not None or not x2.is_cuda or x2.dtype != torch.bfloat16:
+def _cutlass_usable(scheme: str):
+    """tilecraft.quant.cutlass when its kernel for `scheme` can run here (built and loaded on first use: once per
+    machine, ~2 minutes, cached), else None; why not is logged once."""
+    import logging
+
+    log = logging.getLogger("tilecraft")
+    if "available" not in _CUTLASS_STATE:
+        from . import cutlass as tc
+
+        _CUTLASS_STATE["available"] = tc.available()
+        if not _CUTLASS_STATE["available"]:
+            log.info("tilecraft: quantized prefill matmuls dequantize and call cuBLAS (the CUTLASS mixed-input GEMM "
+                     "needs an sm_90 GPU, nvcc and the CUTLASS headers: pip install nvidia-cutlass)")
+    if not _CUTLASS_STATE["available"] or "off" in _CUTLASS_STATE:
+        return None
+    from . import cutlass as tc
+
+    variant = tc.default_variant(scheme)
+    if variant not in _CUTLASS_STATE:
+        if not tc.library_path(None, variant).is_file():
+            log.warning("tilecraft: building the CUTLASS mixed-input GEMM (%s, for %s prefill matmuls): once per "
+                        "machine, about 2 minutes with nvcc; cached under %s", variant, scheme, tc.library_path(
+                            None, variant).parent)
+        tc.load(variant)
+        _CUTLASS_STATE[variant] = True
+    return tc
+
+
+def cutlass_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias, out, residual, cache=None):
+    """x2 @ W.t() (+ residual) into `out` through the CUTLASS mixed-input GEMM, reading the quantized weight (repacked
+    once into the kernel's layout, kept in `cache`: the caller's dict, one entry per weight address; a caller
+    without one shares a process-wide one); None where it does not apply (off, not available, not CUDA bf16, a bias,
+    operands its tiles cannot take) or after a failure, which is logged once and turns the path off."""
+    if CUTLASS == "0" or bias is not None or not x2.is_cuda or x2.dtype != torch.bfloat16:
         return None
     N, K = qweight.shape[0], x2.shape[1]
     if not x2.is_contiguous() or N % 16 or K % 64 or (scheme == "int4_weight_only" and group % 64) or (
             residual is not None and not residual.is_contiguous()) or not out.is_contiguous():
         return None  # (the kernel's tiles: 16 weight rows, 64-long K steps, whole groups; dense operands)
-    from . import cutlass as tc
-
-    key = (qweight.data_ptr(), tuple(qweight.shape), tuple(qweight.stride()), scales.data_ptr())
-    hit = _PACKED.get(key)
     try:
+        tc = _cutlass_usable(scheme)
+        if tc is None:
+            return None
+        cache = _PACKED if cache is None else cache
+        key = (qweight.data_ptr(), tuple(qweight.shape), tuple(qweight.stride()), scales.data_ptr())
+        hit = cache.get(key)
         if hit is None or hit[1] != qweight._version:
             packed = tc.repack_int4(qweight, scales, zeros, group) if scheme == "int4_weight_only" else \
                 tc.repack_int8(qweight, scales)
-            hit = _PACKED[key] = (qweight.untyped_storage(), qweight._version, packed)
-        return tc.mixed_gemm(scheme, x2, hit[2], out=out, residual=residual,
-                             variant=None if CUTLASS == "1" else CUTLASS)
-    except Exception as e:  # noqa: BLE001 - no nvcc, headers, a refused shape: dequantize + cuBLAS from now on
-        _CUTLASS_OFF.append(str(e))
+            # (the weight's storage is held while its repacked copy is: its address cannot be reused meanwhile)
+            hit = cache[key] = (qweight.untyped_storage(), qweight._version, packed)
+        return tc.mixed_gemm(scheme, x2, hit[2], out=out, residual=residual)
+    except Exception as e:  # noqa: BLE001 - nvcc failed, a refused shape: dequantize + cuBLAS from now on
+        _CUTLASS_STATE["off"] = str(e)
         import logging
 
         logging.getLogger("tilecraft").warning("tilecraft: the CUTLASS mixed-input GEMM failed (%s); quantized "
@@ -212,18 +244,19 @@ def cutlass_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias, ou
 
 
 def dequant_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias=None, out=None, residual=None,
-                   chunk_bytes: int | None = None) -> torch.Tensor:
+                   chunk_bytes: int | None = None, cache: dict | None = None) -> torch.Tensor:
     """x2 [M, K] @ dequantize(w).t() (+ bias, or + residual: cuBLAS's added operand) into out [M, N] (made when
     None; out may be residual's own buffer: then in place): the quantized matmul's "aten" backend. With
     `chunk_bytes` (default DEQUANT_CHUNK_BYTES) the weight goes in blocks of rows whose float copy is about
     that size, each dequantized and multiplied into its columns of out, so the dequantized block can still be
-    in L2 when cuBLAS reads it (instead of a whole float weight written to DRAM and read back)."""
+    in L2 when cuBLAS reads it (instead of a whole float weight written to DRAM and read back). Where it can run,
+    CUTLASS's mixed-input GEMM instead (`cutlass_matmul`; `cache` keeps the repacked weights)."""
     N = qweight.shape[0]
     K = x2.shape[1]
     if out is None:
         out = torch.empty(x2.shape[0], N, dtype=x2.dtype, device=x2.device)
-    if cutlass_matmul(scheme, x2, qweight, scales, zeros, group, bias, out, residual) is not None:
-        return out
+    if cutlass_matmul(scheme, x2, qweight, scales, zeros, group, bias, out, residual, cache) is not None:
+        return out  # (where it can run: CUTLASS's mixed-input GEMM, the float weight never written)
     chunk = DEQUANT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     rows = N if not chunk else max(256, chunk // (K * x2.element_size()) // 256 * 256)
     inplace = residual is not None and residual.data_ptr() == out.data_ptr() and residual.stride() == out.stride()

@@ -4,9 +4,10 @@ copy of the weight. `mixed_gemm.cu` beside this file is compiled once with nvcc 
 
 * `VARIANTS` names kernel configurations (preprocessor flags of the .cu: tile, cluster, schedule, int8 scale in
   the epilogue); `build(out_dir, variant=...)` compiles one (cached by a hash of source, flags and CUTLASS version
-  under `cache_root()/cutlass`), `build_many(variants, jobs)` several at once. The default variant is
-  $TILECRAFT_CUTLASS_VARIANT, else "c128". `available()` says whether the kernels can be used here (an sm_90
-  device, nvcc and the CUTLASS headers), never raising.
+  under `cache_root()/cutlass`), `build_many(variants, jobs)` several at once. The default variant is the one
+  $TILECRAFT_QMATMUL_CUTLASS names, else the scheme's measured best (SCHEME_VARIANTS), else "c128".
+  `available()` says whether the kernels can be used here (an sm_90 device, nvcc and the CUTLASS headers), never
+  raising.
 * `repack(qw)` / `repack_int4` / `repack_int8` convert tilecraft's formats (tilecraft/quant/formats.py) to the
   layout the kernel reads, once at load time; `dequantize_packed` is the pure-torch statement of what the
   kernel computes from that layout.
@@ -107,9 +108,16 @@ def find_cutlass() -> tuple[Path, Path] | None:
     return None
 
 
-def default_variant() -> str:
-    """$TILECRAFT_CUTLASS_VARIANT, else DEFAULT_VARIANT."""
-    return os.environ.get("TILECRAFT_CUTLASS_VARIANT") or DEFAULT_VARIANT
+# each scheme's fastest variant on an H200 at M=2048 over LLaMA-492M's weights (bench/cutlass_mixed.py,
+# bench/results/h200-2026-12-03e call 5: geomean time / cuBLAS bf16 1.106 for int8, 1.076 for int4)
+SCHEME_VARIANTS = {"int8_weight_only": "i8epi256", "int4_weight_only": "c256x2"}
+
+
+def default_variant(scheme: str | None = None) -> str:
+    """$TILECRAFT_QMATMUL_CUTLASS when it names a variant, else the scheme's SCHEME_VARIANTS entry, else
+    DEFAULT_VARIANT."""
+    env = os.environ.get("TILECRAFT_QMATMUL_CUTLASS", "").strip()
+    return env if env in VARIANTS else SCHEME_VARIANTS.get(scheme, DEFAULT_VARIANT)
 
 
 def variant_flags(variant: str | None = None) -> list[str]:
@@ -372,10 +380,10 @@ def dequantize_packed(p: PackedWeight) -> torch.Tensor:
 def mixed_gemm(scheme: str, x2d: torch.Tensor, packed: PackedWeight, out: torch.Tensor | None = None,
                residual: torch.Tensor | None = None, variant: str | None = None) -> torch.Tensor:
     """out[M, N] (bf16) = x2d[M, K] (bf16) @ dequantize(W).t() (+ residual[M, N], added in the epilogue; it may be
-    `out` itself) with W repacked by `repack*`, by the kernel of `variant` (default: default_variant())."""
+    `out` itself) with W repacked by `repack*`, by the kernel of `variant` (default: default_variant(scheme))."""
     if scheme != packed.scheme:
         raise CutlassError(f"CUTLASS mixed GEMM: scheme {scheme!r} but the weight was packed for {packed.scheme!r}")
-    variant = variant or default_variant()
+    variant = variant or default_variant(scheme)
     if scheme not in variant_schemes(variant):
         raise CutlassError(f"CUTLASS mixed GEMM: variant {variant!r} has no {scheme} kernel")
     n, k = packed.shape
