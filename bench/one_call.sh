@@ -28,7 +28,9 @@ step() {  # step NAME SECONDS CMD...: run under a limit, log to OUTDIR/NAME.log,
 # 1. whole models: eager, Inductor default, tilecraft defaults (the issue-12/13 numbers)
 step models "${MODELS_S:-360}" python3 bench/models.py --models "${MODELS:-gpt2,llama_b4,llama_b1,bert,qwen2,opt,neox}" \
   --budget-s $(( ${MODELS_S:-360} - 50 )) --out "$out/models.json"
-# 2. quantized LLaMA steps (issue 15)
+# 2. quantized LLaMA steps (issue 15); first the CUTLASS mixed-input GEMM's libraries, in parallel (their prefill
+# path, where nvidia-cutlass came in .whl/; else it says why not and the quantized rows dequantize + cuBLAS)
+step cutlass_build "${CUTLASS_BUILD_S:-170}" python3 -m tilecraft.quant.cutlass
 step quant "${QUANT_S:-60}" python3 bench/models.py --models llama_b1,llama_b4 --backends none --quant int8,int4 \
   --out "$out/models_quant.json"
 # 3. GPU-only behaviour: both GEMM backends, the CUDA-graph output rule

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in as few device calls as they fit. Usage (on the device machine, repo root; .whl carried):
 #   bash bench/run_gpu.sh OUTDIR [anchors] [quant] [gemm] [model] [models] [backends] [launch] [sweep] [llamaquant] [qlarge]
-#   [smallattn]
+#   [smallattn] [cutlass]
 #   (none named: the first four)
 # Each part runs under `timeout ${BUDGET:-170}`; logs and JSON land in OUTDIR. `models` (bench/models.py, whole HF
 # models; ~8 min for all) runs under `timeout ${MODELS_S:-560}`, starts no model after ${MODELS_BUDGET:-420} s and
@@ -30,6 +30,7 @@ for part in $parts; do
     launch) run bench/launch_overhead.py --out "$out/launch_overhead.json" ;;
     backends) BUDGET=${BACKENDS_S:-280} run bench/gemm_backends.py --out "$out/gemm_backends.json" ;;
     eco) run bench/ecosystem.py --out "$out/ecosystem.json" ;;
+    cutlass) BUDGET=${CUTLASS_BUILD_S:-170} run -m tilecraft.quant.cutlass ;;  # (prebuild: before quantized models)
     llamaquant)  # issue 15 on LLaMA-492M's own weight shapes: decode M=16 config sweep, prefill dequantize tiles,
       # then the whole model at b1x16 / b4x512 in bf16, int8, int4 (~6 min)
       BUDGET=200 TAIL=30 run bench/quant_linear.py --schemes int8,int4 --ms 16 --sweep 11 --no-inductor --no-conv \

@@ -33,3 +33,22 @@ def test_dequant_matmul_result_is_unchanged_where_the_path_declines():
     ref = (x.float() @ qw.dequantize(torch.float32).t()).to(torch.bfloat16)
     torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
     assert not cache
+
+
+def test_prebuild_command_says_why_it_cannot_build(monkeypatch, capsys):
+    """`python -m tilecraft.quant.cutlass`: exit 2 with the reason when the headers (or nvcc) are missing, and for
+    a name that is not a variant, before anything compiles."""
+    import tilecraft.quant.cutlass as C
+    from tilecraft.quant.cutlass.__main__ import main
+
+    monkeypatch.setattr(C, "find_cutlass", lambda: None)
+    assert main([]) == 2
+    assert "CUTLASS headers not found" in capsys.readouterr().err
+    monkeypatch.setattr(C, "find_nvcc", lambda: None)
+    assert main(["c128"]) == 2
+    assert "nvcc not found" in capsys.readouterr().err
+    import tilecraft.quant.cutlass.__main__ as M
+
+    monkeypatch.setattr(M, "_tools", lambda: None)  # (as if nvcc and the headers were here)
+    assert main(["nope"]) == 2
+    assert "unknown variant 'nope'" in capsys.readouterr().err
