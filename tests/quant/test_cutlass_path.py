@@ -22,7 +22,7 @@ def test_cutlass_path_declines_what_it_cannot_take(monkeypatch):
         assert kernels.cutlass_matmul(*args, None, torch.empty(4, 32, dtype=x.dtype), None, cache) is None
         assert kernels.cutlass_matmul(*args, torch.zeros(32, dtype=x.dtype), torch.empty(4, 32, dtype=x.dtype),
                                       None, cache) is None
-    assert not cache and "off" not in kernels._CUTLASS_STATE
+    assert not cache and not kernels._CUTLASS_OFF
 
 
 def test_dequant_matmul_result_is_unchanged_where_the_path_declines():

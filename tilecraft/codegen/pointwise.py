@@ -74,12 +74,12 @@ def _combined_source(group: Group, outputs: list[Value], args: Args, name: str):
               for i, p in enumerate(group.parts)]
     params = ", ".join(args.names)
     numels = [math.prod(p.shape) for p in group.parts]
-    src = header(name, args, ["XBLOCK"]).split("@triton.jit")[0]
+    imports, kernel = header(name, args, ["XBLOCK"]).split("\n\n\n", 1)  # the helpers go between them
+    src = imports + "\n\n\n"
     for i, lines in enumerate(bodies):
         src += f"@triton.jit\ndef {name}_part{i}({params}, pid, XBLOCK: tl.constexpr):\n"
         src += "\n".join(lines) + "\n\n\n"
-    src += header(name, args, ["XBLOCK"]).split("\n\n\n", 1)[1]
-    src += "    pid = tl.program_id(0)\n"
+    src += kernel + "    pid = tl.program_id(0)\n"
     start = "0"
     for i, n in enumerate(numels):
         end = f"{start} + ({n} + XBLOCK - 1) // XBLOCK" if start != "0" else f"({n} + XBLOCK - 1) // XBLOCK"

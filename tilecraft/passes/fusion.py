@@ -392,11 +392,8 @@ def combine_pointwise(groups: list[Group], max_numel: int = COMBINE_MAX_NUMEL) -
     in LLaMA-492M, both reading cos and sin) become one launch per layer. `groups` is in executable order."""
     group_of = {id(n): g for g in groups for n in g.nodes}
     pos = {id(g): i for i, g in enumerate(groups)}
-
-    def inputs(g: Group):
-        inside = {id(n) for n in g.nodes}
-        return [b for n in g.nodes for v in n.input_values()
-                if (b := base_value(v)).producer is None or id(b.producer) not in inside]
+    reads: dict[int, set] = {}  # id(group) -> ids of the values it reads from outside itself
+    numel: dict[int, int] = {}  # id(group) -> elements over all its parts
 
     def small(g: Group) -> bool:
         return g.kind == "pointwise" and not g.parts and math.prod(g.shape) <= max_numel
@@ -404,17 +401,25 @@ def combine_pointwise(groups: list[Group], max_numel: int = COMBINE_MAX_NUMEL) -
     out: list[Group] = []
     for g in groups:
         if small(g):
-            reads = {id(b) for b in inputs(g)}
-            first = max((pos[id(group_of[id(b.producer)])] for b in inputs(g) if b.producer is not None), default=-1)
-            host = next((h for h in reversed(out) if pos[id(h)] > first and h.kind == "pointwise"
-                         and (h.parts or small(h)) and reads & {id(b) for b in inputs(h)}
-                         and sum(math.prod(p.shape) for p in h.parts or [h]) + math.prod(g.shape) <= max_numel),
-                        None)
+            inside = {id(n) for n in g.nodes}
+            ins = [b for n in g.nodes for v in n.input_values()
+                   if (b := base_value(v)).producer is None or id(b.producer) not in inside]
+            reads[id(g)], numel[id(g)] = {id(b) for b in ins}, math.prod(g.shape)
+            first = max((pos[id(group_of[id(b.producer)])] for b in ins if b.producer is not None), default=-1)
+            host = None
+            for h in reversed(out):  # (in executable order: none before `first` can run g's part)
+                if pos[id(h)] <= first:
+                    break
+                if id(h) in reads and reads[id(g)] & reads[id(h)] and numel[id(h)] + numel[id(g)] <= max_numel:
+                    host = h
+                    break
             if host is not None:
                 if not host.parts:
                     host.parts = [Group("pointwise", list(host.nodes), host.shape, rules=list(host.rules))]
                 host.parts.append(g)
                 host.nodes = host.nodes + g.nodes
+                reads[id(host)] |= reads[id(g)]
+                numel[id(host)] += numel[id(g)]
                 if "combined" not in host.rules:
                     host.rules.append("combined")
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ import triton
 from ..codegen.kernel import ArgSpec, Kernel, interpreting, pdl_active
 from ..ir.types import next_pow2 as _pow2
 from .formats import QuantError
+
+log = logging.getLogger("tilecraft")
 
 SRC_DIR = Path(__file__).parent / "triton"
 GEMV_MAX_M = 1  # M=1 decode uses the GEMV template by default; 2 <= M <= 16 the thin-tile GEMM (measured faster)
@@ -179,52 +182,39 @@ DEQUANT_CHUNK_BYTES = int(float(os.environ.get("TILECRAFT_DEQUANT_CHUNK_MB", "0"
 # a variant name, or 0 (off)
 CUTLASS = os.environ.get("TILECRAFT_QMATMUL_CUTLASS", "auto").strip()
 _PACKED: dict = {}  # repacked weights of callers that pass no cache of their own (see cutlass_matmul)
-_CUTLASS_STATE: dict = {}  # "available": bool, once; "off": the error that turned the path off; built variants
+_CUTLASS_OFF: list = []  # the error that turned the CUTLASS path off in this process
 
 
-def _cutlass_usable(scheme: str):
-    """tilecraft.quant.cutlass when its kernel for `scheme` can run here (built and loaded on first use: once per
-    machine, ~2 minutes, cached), else None; why not is logged once."""
-    import logging
-
-    log = logging.getLogger("tilecraft")
-    if "available" not in _CUTLASS_STATE:
-        from . import cutlass as tc
-
-        _CUTLASS_STATE["available"] = tc.available()
-        if not _CUTLASS_STATE["available"]:
-            log.info("tilecraft: quantized prefill matmuls dequantize and call cuBLAS (the CUTLASS mixed-input GEMM "
-                     "needs an sm_90 GPU, nvcc and the CUTLASS headers: pip install nvidia-cutlass)")
-    if not _CUTLASS_STATE["available"] or "off" in _CUTLASS_STATE:
-        return None
+@functools.cache
+def _cutlass_available() -> bool:
+    """Can the CUTLASS mixed-input GEMM run here (sm_90, nvcc, the CUTLASS headers)? Asked once; why not is
+    logged once."""
     from . import cutlass as tc
 
-    variant = tc.default_variant(scheme)
-    if variant not in _CUTLASS_STATE:
-        if not tc.library_path(None, variant).is_file():
-            log.warning("tilecraft: building the CUTLASS mixed-input GEMM (%s, for %s prefill matmuls): once per "
-                        "machine, about 2 minutes with nvcc; cached under %s", variant, scheme, tc.library_path(
-                            None, variant).parent)
-        tc.load(variant)
-        _CUTLASS_STATE[variant] = True
-    return tc
+    if tc.available():
+        return True
+    log.info("tilecraft: quantized prefill matmuls dequantize and call cuBLAS (the CUTLASS mixed-input GEMM needs "
+             "an sm_90 GPU, nvcc and the CUTLASS headers: pip install nvidia-cutlass)")
+    return False
 
 
 def cutlass_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias, out, residual, cache=None):
     """x2 @ W.t() (+ residual) into `out` through the CUTLASS mixed-input GEMM, reading the quantized weight (repacked
     once into the kernel's layout, kept in `cache`: the caller's dict, one entry per weight address; a caller
-    without one shares a process-wide one); None where it does not apply (off, not available, not CUDA bf16, a bias,
-    operands its tiles cannot take) or after a failure, which is logged once and turns the path off."""
-    if CUTLASS == "0" or bias is not None or not x2.is_cuda or x2.dtype != torch.bfloat16:
+    without one shares a process-wide one; the scheme's library is built on first use, see cutlass.build); None
+    where it does not apply (off, not available, not CUDA bf16, a bias, operands its tiles cannot take) or after a
+    failure, which is logged once and turns the path off."""
+    if CUTLASS == "0" or _CUTLASS_OFF or bias is not None or not x2.is_cuda or x2.dtype != torch.bfloat16:
         return None
-    N, K = qweight.shape[0], x2.shape[1]
-    if not x2.is_contiguous() or N % 16 or K % 64 or (scheme == "int4_weight_only" and group % 64) or (
-            residual is not None and not residual.is_contiguous()) or not out.is_contiguous():
-        return None  # (the kernel's tiles: 16 weight rows, 64-long K steps, whole groups; dense operands)
+    if not x2.is_contiguous() or not out.is_contiguous() or (residual is not None and not residual.is_contiguous()):
+        return None  # (dense operands)
+    if not _cutlass_available():
+        return None
+    from . import cutlass as tc
+
+    if not tc.fits(qweight.shape[0], x2.shape[1], group if scheme == "int4_weight_only" else 0):
+        return None
     try:
-        tc = _cutlass_usable(scheme)
-        if tc is None:
-            return None
         cache = _PACKED if cache is None else cache
         key = (qweight.data_ptr(), tuple(qweight.shape), tuple(qweight.stride()), scales.data_ptr())
         hit = cache.get(key)
@@ -235,11 +225,9 @@ def cutlass_matmul(scheme: str, x2, qweight, scales, zeros, group: int, bias, ou
             hit = cache[key] = (qweight.untyped_storage(), qweight._version, packed)
         return tc.mixed_gemm(scheme, x2, hit[2], out=out, residual=residual)
     except Exception as e:  # noqa: BLE001 - nvcc failed, a refused shape: dequantize + cuBLAS from now on
-        _CUTLASS_STATE["off"] = str(e)
-        import logging
-
-        logging.getLogger("tilecraft").warning("tilecraft: the CUTLASS mixed-input GEMM failed (%s); quantized "
-                                               "prefill matmuls dequantize and call cuBLAS", e)
+        _CUTLASS_OFF.append(str(e))
+        log.warning("tilecraft: the CUTLASS mixed-input GEMM failed (%s); quantized prefill matmuls dequantize and "
+                    "call cuBLAS", e)
         return None
 
 

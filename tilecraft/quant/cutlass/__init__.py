@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+log = logging.getLogger("tilecraft")
 SOURCE = Path(__file__).with_name("mixed_gemm.cu")
 TILE_K = 64  # the kernels' k-block: int4 group sizes must be a multiple of it (or equal K)
 SCHEME_IDS = {"int4_weight_only": 4, "int8_weight_only": 8}
@@ -199,6 +201,8 @@ def build(out_dir: str | os.PathLike | None = None, verbose: bool = False, varia
     fd, tmp = tempfile.mkstemp(prefix=so.stem + ".", suffix=".tmp.so", dir=so.parent)
     os.close(fd)
     cmd = nvcc_command(nvcc, includes, Path(tmp), flags=variant_flags(variant))
+    log.warning("tilecraft: building the CUTLASS mixed-input GEMM (%s) with nvcc: once per machine, about 2 "
+                "minutes; cached as %s", variant, so)
     if verbose:
         print(" ".join(cmd), flush=True)
     t0 = time.time()
@@ -304,8 +308,14 @@ class PackedWeight:
     shape: tuple[int, int]  # (N, K)
 
 
+def fits(n: int, k: int, group: int = 0) -> bool:
+    """Can the kernels take an [n, k] weight (int4: in groups of `group`)? 16-row atoms, TILE_K-long k-blocks, and
+    int4 groups of whole k-blocks (or one group)."""
+    return not (n % 16 or k % TILE_K or (group and group != k and group % TILE_K))
+
+
 def _check_nk(n: int, k: int, what: str) -> None:
-    if n % 16 or k % TILE_K:
+    if not fits(n, k):
         raise CutlassError(f"CUTLASS mixed GEMM ({what}): needs N % 16 == 0 and K % {TILE_K} == 0, got N={n}, K={k}")
 
 
@@ -331,7 +341,7 @@ def repack_int4(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor
     from tilecraft.quant.formats import unpack_int4
     n, k = qweight.shape[0], qweight.shape[1] * 2
     _check_nk(n, k, "int4")
-    if group != k and group % TILE_K:
+    if not fits(n, k, group):
         raise CutlassError(f"CUTLASS mixed GEMM (int4): group size {group} must be a multiple of {TILE_K} or equal "
                            f"K={k} (the kernel's k-block is {TILE_K})")
     if tuple(scales.shape) != (n, k // group) or tuple(zeros.shape) != (n, k // group):
