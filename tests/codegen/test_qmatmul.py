@@ -190,3 +190,48 @@ def test_folded_residual_takes_a_dead_residual_buffer_in_place():
         for _ in range(2):  # again: the donated buffer is a fresh one each call
             assert_close(c(a, x), ref)
     assert step.plan[2] is not None  # (the runtime handed the sum h's buffer)
+
+
+class Glu(nn.Module):
+    """SwiGLU with biased gate/up of 96 columns each (not a multiple of a 128-row tile's half), and a second pair
+    whose halves are read apart (relu of one, the other doubled)."""
+
+    def __init__(self, d=64, h=96):
+        super().__init__()
+        self.gate, self.up, self.down = nn.Linear(d, h), nn.Linear(d, h), nn.Linear(h, d, bias=False)
+        self.p, self.q = nn.Linear(d, 32, bias=False), nn.Linear(d, 32, bias=False)
+
+    def forward(self, x):
+        y = self.down(F.silu(self.gate(x)) * self.up(x))
+        return y, torch.relu(self.p(y)) + 1, self.q(y) * 2
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only:32"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sibling_pair_computes_both_halves_in_one_tile(scheme, dtype):
+    """merge_sibling_qlinears makes gate/up a `pair` node (one output per sibling): its kernel loads weight rows n
+    and N/2 + n side by side (wq_gemm.py PAIR), so SwiGLU's silu(gate) * up is its epilogue. Ragged halves, a
+    bias, split-K and other tile widths; a pair whose halves are read apart stores both."""
+    torch.manual_seed(21)
+    model = Glu().eval().to(dtype)
+    x = torch.randn(2, 3, 64, generator=seeded(22)).to(dtype)
+    c, got, ref = _compile(model, scheme, x)
+    for g, r in zip(got, ref):
+        assert_close(g, r, msg=f"{scheme} {dtype}")
+    prog = c.report.graphs[0].program
+    pairs = [n for n in prog.graph.nodes if n.attrs.get("pair")]
+    assert [[o.type.shape for o in n.outputs] for n in pairs] == [[(2, 3, 96)] * 2, [(2, 3, 32)] * 2]
+    kinds = [(g.kind, [n.op for n in g.nodes if n.op != "cast"]) for g in prog.groups if g.kind == "qmatmul"]
+    op = "wq_linear_" + scheme[:4]
+    assert kinds == [("qmatmul", [op, "sigmoid", "mul", "mul"]), ("qmatmul", [op]),
+                     ("qmatmul", [op, "relu", "add", "mul"])], kinds
+    assert [k.extra["PAIR"] for k in prog.kernels] == [True, False, True]
+    assert all(k.info["space"]["BACKEND"] == ["triton"] for k in (prog.kernels[0], prog.kernels[2]))
+    for split, bn in ((2, 16), (1, 128), (2, 32)):
+        for k in prog.kernels:
+            k.config = dict(k.config, SPLIT_K=split, BLOCK_K=32, BLOCK_N=bn)
+        with torch.no_grad():
+            x2 = torch.randn(2, 3, 64, generator=seeded(23 + split + bn)).to(dtype)
+            for g, r in zip(c(x2), c.model(x2)):
+                assert_close(g, r, msg=f"{scheme} {dtype} split {split} BLOCK_N {bn}")
+    assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]

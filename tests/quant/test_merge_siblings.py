@@ -56,8 +56,13 @@ def test_siblings_merge_into_one_qmatmul_each_and_match_eager(scheme):
     torch.manual_seed(0)
     c, prog = _compile_and_check(Siblings(), scheme, lambda g: torch.randn(2, 3, 64, generator=g))
     assert len(_qlinears(c)) == 3  # q/k/v, gate/up, down
-    assert sorted(n.out.type.shape[-1] for n in _qlinears(c)) == [64, 80, 192]
-    # SwiGLU's silu(gate) * up reads slices of the merged output: a pointwise kernel, not torch
+    assert sorted(n.inputs[1].type.shape[0] for n in _qlinears(c)) == [64, 80, 192]  # weight rows
+    # gate/up, equal in size, are a `pair` node (an output each); SwiGLU's silu(gate) * up is its kernel's epilogue
+    pair = next(n for n in _qlinears(c) if n.attrs.get("pair"))
+    assert [o.type.shape for o in pair.outputs] == [(2, 3, 96)] * 2
+    gate_up = next(k for k in c.report.graphs[0].kernels if k.info.get("ops", [""])[0].startswith("wq_linear")
+                   and "sigmoid" in k.info["ops"])
+    assert gate_up.extra["PAIR"] and "acc_a" in gate_up.source and "acc_b" in gate_up.source
     assert not any(op in ("mul", "sigmoid", "silu", "slice") for op in prog.torch_ops())
 
 
@@ -194,3 +199,25 @@ def test_quantized_model_for_the_user_keeps_one_tensor_per_buffer(tmp_path):
     x = torch.randn(5, 64)
     with torch.no_grad():
         assert_close(c(x), q(x))
+
+
+@pytest.mark.parametrize("rows,pair", [(4, True), (1, False), (256, False)])
+def test_two_equal_siblings_are_a_pair_at_decode_sizes(rows, pair):
+    """Two siblings of equal size become one `pair` node with an output per sibling where the Triton GEMM runs
+    (2 <= M < codegen's "aten" threshold), else slices of one output; either way the graph computes the same."""
+    from tilecraft.ir import interpret, verify
+
+    g = _graph_of([(32, 64, True), (32, 64, True)], x_shape=(rows, 64))
+    gen = torch.Generator().manual_seed(1)
+    args = [torch.randn(rows, 64, generator=gen)]
+    for _ in range(2):
+        qw = quantize_weight(torch.randn(32, 64, generator=gen), "int8_weight_only")
+        args += [qw.qweight, qw.scales, torch.randn(32, generator=gen)]
+    want = interpret(g, args)
+    merged = merge_sibling_qlinears(g)
+    verify(merged)
+    (node,) = [n for n in merged.nodes if n.op == "wq_linear_int8"]
+    assert bool(node.attrs.get("pair")) == pair and len(node.outputs) == (2 if pair else 1)
+    assert any(n.op == "slice" for n in merged.nodes) != pair
+    for a, b in zip(interpret(merged, args), want):
+        assert_close(a, b)

@@ -86,6 +86,9 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
         raise Unsupported(f"activation strides {xt.strides} do not flatten into rows of K={K}")
     N, M = w.type.shape[0], xt.numel // K
     base = make_kernel(scheme, M, N, K, xt.dtype, gsize, bias is not None, None, sxm)
+    pair = bool(node.attrs.get("pair"))  # two outputs: the tile's columns of each half (wq_gemm.py PAIR)
+    if pair and base.template != "wq_gemm":
+        raise Unsupported(f"a pair of quantized linears needs the wq_gemm kernel, M={M} takes {base.template}")
 
     args = Args()
     em = Emitter(group.nodes, args, "omask")
@@ -98,12 +101,15 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     names = decompose(em, "om", list(range(len(lead))), lead, "r")
     canon = tuple(names[d] for d in range(len(lead))) + ("on",)
 
-    def acc_value(idx):
-        if tuple(idx) != canon:
-            raise Unsupported("quantized matmul result read at another index")
-        return "acc"
+    def acc_value(name):
+        def get(idx):
+            if tuple(idx) != canon:
+                raise Unsupported("quantized matmul result read at another index")
+            return name
+        return get
 
-    em.special[id(node.out)] = acc_value
+    for v, acc in zip(node.outputs, ("acc_a", "acc_b") if pair else ("acc",)):
+        em.special[id(v)] = acc_value(acc)
     for v in outputs:
         store(em, v, canon)
     order = sorted(range(len(args.names)), key=lambda i: args.specs[i].is_output)  # loads, then stores
@@ -115,15 +121,16 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
         ArgSpec(v.type.shape, tuple(contiguous_strides(v.type.shape)), v.type.dtype) for v in operands[1:]]
     src = fused_source(base.source, [args.names[i] for i in order], em.lines, z is not None, bias is not None)
     values = operands + [args.values[i] for i in order]
-    aten = aten_plan(group, node, scheme, gsize, len(operands), values, outputs, name)
+    aten = None if pair else aten_plan(group, node, scheme, gsize, len(operands), values, outputs, name)
     backend = "aten" if aten is not None and M >= ATEN_MIN_M and not interpreting() else "triton"
     cfg = {**base.default, "BACKEND": backend}
+    space = {**base.info["space"], "BACKEND": ["triton"] + (["aten"] if aten is not None else [])}
     k = QuantKernel(name=name, template=base.template, source=src, fn_name=base.fn_name,
                     args=specs + [args.specs[i] for i in order], grid=base.grid, shapes=dict(base.shapes),
                     dtype=base.dtype, config=dict(cfg), default=cfg,
                     info={**base.info, "ops": [n.op for n in group.nodes], "rules": list(group.rules),
-                          "fused": True, "space": {**base.info["space"], "BACKEND": ["triton", "aten"]}},
-                    extra=dict(base.extra), scheme=scheme, aten=aten)
+                          "fused": True, "space": space},
+                    extra={**base.extra, **({"PAIR": True} if pair else {})}, scheme=scheme, aten=aten)
     return k, values
 
 

@@ -137,7 +137,7 @@ class OpDef:
     infer_fn: Callable | None = None  # (inputs, attrs) -> list[TensorType]; None: run ref on meta tensors
     triton: Any = None  # pointwise: expression template over {0}, {1}, ... (or attrs -> template)
     promotion: str = "DEFAULT"  # pointwise dtype rule (torch's ELEMENTWISE_TYPE_PROMOTION_KIND) or "attr"
-    num_outputs: int = 1
+    num_outputs: int | Callable[[dict], int] = 1  # or attrs -> count (a quantized linear's `pair`)
     doc: str = ""
     meta: dict = field(default_factory=dict)
     # what codegen can do with it (read by fusion and the templates)
@@ -161,6 +161,10 @@ class OpDef:
                 _INFERRED.clear()
             _INFERRED[key] = tuple(out)
         return out
+
+    def outputs_for(self, attrs: dict) -> int:
+        """How many outputs a node of this op with `attrs` has."""
+        return self.num_outputs(attrs) if callable(self.num_outputs) else self.num_outputs
 
     def __call__(self, *inputs, **attrs):
         return self.ref(*inputs, **attrs)

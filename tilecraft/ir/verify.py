@@ -37,8 +37,9 @@ def verify(graph: Graph) -> Graph:
         for v in node.input_values():
             if id(v) not in defined:
                 raise VerifyError(f"{where}: uses %{v.name} before it is defined (or it is dangling)")
-        if opdef.num_outputs != len(node.outputs) and node.op != "torch_op":
-            raise VerifyError(f"{where}: op {node.op} has {opdef.num_outputs} outputs, node has {len(node.outputs)}")
+        count = opdef.outputs_for(node.attrs)
+        if count != len(node.outputs) and node.op != "torch_op":
+            raise VerifyError(f"{where}: op {node.op} has {count} outputs, node has {len(node.outputs)}")
         for o in node.outputs:
             if o.producer is not node:
                 raise VerifyError(f"{where}: output %{o.name} does not point back to its node")

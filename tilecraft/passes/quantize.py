@@ -86,10 +86,21 @@ def _sibling_key(node):
             tuple((w.type.dtype, w.type.shape[1:]) for w in weights[1:]))
 
 
+def _pairs(node) -> bool:
+    """Do two merged siblings of equal size become one `pair` node (two outputs, not slices of one)? Where the
+    Triton kernel runs its rows (2 <= M below codegen's "aten" threshold): it computes both halves' columns in one
+    tile, so an epilogue that combines them (SwiGLU's silu(gate) * up) fuses into the GEMM."""
+    from ..codegen.qmatmul import ATEN_MIN_M
+
+    x = node.inputs[0].type
+    return 2 <= x.numel // max(1, x.shape[-1]) < ATEN_MIN_M
+
+
 def merge_sibling_qlinears(graph):
     """Quantized linears that read the same activation (LLaMA's q/k/v projections, gate/up) become ONE quantized
     linear over their row-concatenated parameters, then slices of its last dim: one kernel launch in place of
-    two or three, which is what decode-sized steps (latency bound) pay for.
+    two or three, which is what decode-sized steps (latency bound) pay for. Two siblings of equal size (gate/up)
+    at decode sizes become a `pair` node with one output per sibling (see _pairs), not slices.
 
     The `cat`s read parameters alone, so the runtime computes them once and caches them (static steps); they
     carry `views=True`, so a cat whose inputs are consecutive row blocks of one storage (as tilecraft.quantize
@@ -118,6 +129,7 @@ def merge_sibling_qlinears(graph):
             continue
         sibs.sort(key=lambda n: pos[id(n)])
         head, idx = sibs[0], _QLINEAR_PARAMS[sibs[0].op]
+        pair = len(sibs) == 2 and sibs[0].out.type.shape == sibs[1].out.type.shape and _pairs(head)
         new, merged_ins = [], [head.inputs[0]]
         for i in idx:
             if head.inputs[i] is None:
@@ -127,11 +139,13 @@ def merge_sibling_qlinears(graph):
                                        source=head.source))
             merged_ins.append(new[-1].out)
         merged_ins += head.inputs[max(idx) + 1:]
-        mm = graph.make_node(head.op, merged_ins, dict(head.attrs),
+        mm = graph.make_node(head.op, merged_ins, {**head.attrs, **({"pair": True} if pair else {})},
                              source=" + ".join(dict.fromkeys(n.source for n in sibs if n.source)))
         new.append(mm)
         last, start = mm.out.type.rank - 1, 0
-        for n in sibs:
+        for n, out in zip(sibs, mm.outputs if pair else ()):  # (a pair: each sibling's result is an output)
+            graph.replace_all_uses(n.out, out)
+        for n in sibs if not pair else ():
             end = start + n.inputs[1].type.shape[0]
             sl = graph.make_node("slice", [mm.out], {"dim": last, "start": start, "end": end}, source=n.source)
             new.append(sl)

@@ -80,7 +80,10 @@ log = logging.getLogger("tilecraft")
 
 
 def _ir_ref(name: str):
-    def ref(*inputs, **attrs):
+    def ref(*inputs, pair=False, **attrs):
+        if pair:  # (merge_sibling_qlinears) two siblings of equal size: the halves of the rows' result
+            y = ref(*inputs, **attrs)
+            return y[..., :y.shape[-1] // 2].contiguous(), y[..., y.shape[-1] // 2:].contiguous()
         x = inputs[0]
         if name == "fp8_linear" and x.device.type == "cuda":
             check_fp8_device(x.device)  # pre-Hopper GPUs: a clear error (CPU: the eager reference below)
@@ -103,6 +106,8 @@ def _ir_ref(name: str):
 
 def _infer(opdef, inputs, attrs):
     x, w = inputs[0].type, inputs[1].type
+    if attrs.get("pair"):  # two outputs: the results of the weight's first and second halves of rows
+        return [TensorType((*x.shape[:-1], w.shape[0] // 2), x.dtype, None, x.device) for _ in range(2)]
     return [TensorType((*x.shape[:-1], w.shape[0]), x.dtype, None, x.device)]
 
 
@@ -117,6 +122,7 @@ for _name in CUSTOM_OPS:
     # it runs through this reference (the fp8 kernel) as a torch group
     register_ir_op(_name, "matmul", _ir_ref(_name), [f"tilecraft.{_name}.default"], infer_fn=_infer,
                    doc="quantized linear; dequantization fused into the Triton kernel's weight loads",
+                   num_outputs=lambda attrs: 2 if attrs.get("pair") else 1,
                    **({} if _name == "fp8_linear" else {"template": "qmatmul", "accepts": _float_activations}))
 
 

@@ -50,6 +50,11 @@ default (M <= 16).
 PREFETCH (set with programmatic dependent launch, TILECRAFT_PDL): before its grid-dependency wait each program
 asks L2 for its weight lines, which stream in while the previous kernel still runs.
 
+PAIR (codegen's kernel of a `pair` node, passes/quantize.py: two sibling linears of equal size, as gate/up, over
+their row-concatenated weight): a program's BLOCK_N weight rows are n and N/2 + n for BLOCK_N/2 output columns n,
+side by side, so after the reduction acc_a and acc_b hold both halves' results at the same columns and an epilogue
+that combines them (SwiGLU's silu(gate) * up) fuses; the grid is unchanged.
+
 SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
 tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
 resets the counter and runs the epilogue. So a fused epilogue still sees whole sums."""
@@ -66,15 +71,20 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, PREFETCH: tl.constexpr = False,
-                   ASM: tl.constexpr = False):
+                   ASM: tl.constexpr = False, PAIR: tl.constexpr = False):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
-    offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
+    if PAIR:  # output columns offs_n of both halves: weight rows offs_n and N/2 + offs_n side by side
+        offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N // 2, BLOCK_M, BLOCK_N // 2)
+        rows = tl.reshape(tl.join(offs_n, offs_n + N // 2), (BLOCK_N,))
+    else:
+        offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
+        rows = offs_n
     k_start, k_end = split_k_range(pid_k, K, BLOCK_K, SPLIT_K)
     # loads read clamped rows without masks (a ragged tile re-reads the last row; only the stores are masked): no
     # per-element predicates in the pipelined loop (sm_90, 256x128x64 int8: 291 -> 244 SASS instructions a chunk)
     rm = tl.minimum(offs_m, M - 1)
-    rn = tl.minimum(offs_n, N - 1)
+    rn = tl.minimum(rows, N - 1)
     if PREFETCH:  # (with PDL this runs while the previous kernel still does: weights only, nothing it writes)
         prefetch_rows_l2(w_ptr, rn, K * BITS // 8, k_start * BITS // 8, k_end * BITS // 8)
     # PDL_WAIT
@@ -202,8 +212,9 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         tl.store(cnt_ptr + pid, 0, mask=last)  # ready for the next launch
         m_ok = m_ok & last
     if HAS_BIAS:
-        bias = tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-        acc += bias[None, :]
+        acc += tl.load(b_ptr + rn).to(tl.float32)[None, :]
+    if PAIR:  # the halves' results at columns offs_n: acc_a = x @ W[:N/2].T, acc_b = x @ W[N/2:].T
+        acc_a, acc_b = tl.split(tl.reshape(acc, (BLOCK_M, BLOCK_N // 2, 2)))
     # EPILOGUE (codegen's qmatmul template replaces the rest with its fused ops and their stores)
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
