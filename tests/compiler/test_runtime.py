@@ -135,3 +135,30 @@ def test_runtime_calls_leave_no_cyclic_garbage():
             gc.set_debug(0)
             gc.garbage.clear()
         assert not ours, [f.__qualname__ for f in ours]
+
+
+
+def test_steps_that_create_their_values_are_computed_once():
+    """A step with no inputs but parameters (LLaMA's positions from arange and its RoPE cos/sin tables) is as
+    static as one on parameters: launched on the first call only; outputs match eager on fresh inputs."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    torch.manual_seed(0)
+    m = transformers.LlamaForCausalLM(cfg).eval()
+    c = tilecraft.compile(m)
+    launched = []
+    with torch.no_grad():
+        ids = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(1))
+        assert_close(c(ids, use_cache=False).logits, m(ids, use_cache=False).logits)
+        prog = c.report.graphs[0].program
+        made = {i for i, s in enumerate(prog.steps) if any(n.op == "arange" for n in s.nodes)}
+        tables = {i for i, s in enumerate(prog.steps) if {"cos", "sin"} <= {n.op for n in s.nodes}}
+        assert made and tables and made | tables <= prog._static_steps
+        for i, s in enumerate(prog.steps):
+            if hasattr(s, "kernel"):
+                s.kernel.launch = (lambda f, i: lambda *a, **k: (launched.append(i), f(*a, **k)))(s.kernel.launch, i)
+        for seed in (3, 4):
+            ids = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(seed))
+            assert_close(c(ids, use_cache=False).logits, m(ids, use_cache=False).logits)
+    assert launched and not set(launched) & (made | tables)

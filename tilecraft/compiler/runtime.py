@@ -304,25 +304,27 @@ class KernelProgram:
         return inst.replay(args)
 
     def _plan_static(self):
-        """Steps whose inputs all derive from parameters, buffers or constants (folded batch-norm weights, a
-        weight's layout change): their results are cached across calls, and recomputed only when a static
-        input moves or is modified in place (its version counter changes)."""
+        """Steps whose inputs all derive from parameters, buffers, constants or nothing (folded batch-norm weights,
+        a weight's layout change, position tables): their results are cached across calls, and recomputed only
+        when a static input moves or is modified in place (its version counter changes)."""
         static = {id(self.graph.inputs[i]) for i in self.static_inputs if i < len(self.graph.inputs)}
         static.update(id(n.out) for n in self.graph.nodes if n.op == "constant")
         outs = {id(v) for v in self.graph.outputs if isinstance(v, Value)}
 
-        def is_static(v):
+        def base(v):
             while is_view(v.producer):
                 v = v.producer.inputs[0]
-            return id(v) in static
+            return v
 
         self._static_steps = set()
         for i, step in enumerate(self.steps):
             nodes = step.nodes
-            ids = {id(n) for n in nodes}
-            ins = [v for n in nodes for v in n.input_values() if v.producer is None or id(v.producer) not in ids]
             produced = [o for n in nodes for o in n.outputs]
-            if (ins and all(is_static(v) for v in ins) and not any(n.op == "torch_op" for n in nodes)
+            mine = {id(o) for o in produced}  # (a view of the step's own value read inside it is no input)
+            ins = [b for n in nodes for b in map(base, n.input_values()) if id(b) not in mine]
+            # (a step with no inputs at all creates its values: arange, full, ... are deterministic, so RoPE's
+            # positions and tables and a causal mask built from them are computed once too)
+            if (all(id(v) in static for v in ins) and not any(n.op == "torch_op" for n in nodes)
                     and not any(id(o) in outs for o in produced)):
                 self._static_steps.add(i)
                 static.update(id(o) for o in produced)
