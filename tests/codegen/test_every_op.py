@@ -38,6 +38,7 @@ RUNS_THROUGH_TORCH = {
     "any": ("the reduction template reduces bool inputs only", lambda ins: ins[0].dtype != torch.bool),
     "all": ("the reduction template reduces bool inputs only", lambda ins: ins[0].dtype != torch.bool),
     "fp8_linear": ("quantized linear: its own Triton kernel behind a torch custom op (tilecraft.quant)", None),
+    "sumsq_tiles": ("written by a quantized GEMM's epilogue (fusion rule qmatmul-sumsq); alone, torch", None),
 }
 TRIALS = 4
 

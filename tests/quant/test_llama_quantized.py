@@ -36,3 +36,54 @@ def test_tiny_llama_quantized_matches_its_dequantized_reference(scheme, bound):
     # gate/up are a `pair` (16 rows: the Triton GEMM's sizes): SwiGLU's silu(gate) * up is their kernel's epilogue
     assert sum(k.info["ops"] == ["wq_linear_" + scheme[:4], "sigmoid", "mul", "mul"] for k in q) == 2
     assert set(rec.program.torch_ops()) <= {"cumsum", "index", "cat"}
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norms_fold_into_the_quantized_gemms(scheme, dtype):
+    """passes.fold_rms_norm: the norms after o_proj and down_proj cost no launch: the GEMM that writes h also
+    writes h * g and h's partial sums of squares (sumsq_tiles), the next GEMM scales its rows by the norm's
+    rsqrt. Only the first norm (after the embedding, no GEMM writes it) stays a kernel. Against the quantized
+    model's eager reference, on fresh inputs and with split-K (the partial sums then cross programs)."""
+    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(3)
+    model = transformers.LlamaForCausalLM(cfg).to(dtype).eval()
+    torch._dynamo.reset()
+    c = tilecraft.compile(model, quantize=scheme)
+    rec = None
+    with torch.no_grad():
+        for seed in (4, 5):
+            ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(seed))
+            assert_close(c(ids, use_cache=False).logits, c.model(ids, use_cache=False).logits)
+            rec = rec or c.report.graphs[0]
+        kernels = rec.program.kernels
+        norms = [k for k in kernels if k.template == "reduction" and "rsqrt" in k.info.get("ops", [])]
+        assert len(norms) == 1 and "embedding" in norms[0].info["ops"]
+        sums = [k for k in kernels if "sumsq_tiles" in k.info.get("ops", [])]
+        scaled = [n for n in rec.program.graph.nodes if "rms_eps" in n.attrs]
+        assert len(sums) == 4 and len(scaled) == 4  # post-attention x2, input of layer 1, final
+        assert all(k.info["ops"][:3] == [k.info["ops"][0], "add", "mul"] for k in sums)  # o/down + residual, h * g
+        for k in kernels:
+            if k.template == "wq_gemm":
+                k.config = dict(k.config, SPLIT_K=2, BLOCK_K=32, BLOCK_N=16)
+        ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(6))
+        assert_close(c(ids, use_cache=False).logits, c.model(ids, use_cache=False).logits)
+    assert not [s.kernel.name for s in rec.program.steps if getattr(s, "failed", False)]
+
+
+def test_a_norm_before_a_biased_linear_stays():
+    """Qwen2's q/k/v carry a bias, which comes after the row scale: its input norms stay kernels; the
+    post-attention and final norms (bias-free gate/up and lm_head) fold."""
+    cfg = transformers.Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(7)
+    model = transformers.Qwen2ForCausalLM(cfg).eval()
+    torch._dynamo.reset()
+    c = tilecraft.compile(model, quantize="int8_weight_only")
+    ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        assert_close(c(ids, use_cache=False).logits, c.model(ids, use_cache=False).logits)
+    graph = c.report.graphs[0].program.graph
+    scaled = [n for n in graph.nodes if "rms_eps" in n.attrs]
+    assert len(scaled) == 3 and all(n.inputs[1].type.shape[0] in (256, 128) for n in scaled)  # gate/up, lm_head

@@ -23,9 +23,9 @@ import re
 import torch
 
 from ..ir import REGISTRY, Value
-from ..ir.types import contiguous_strides
+from ..ir.types import contiguous_strides, next_pow2
 from ..passes.fusion import Group
-from .emit import Args, Emitter, Unsupported, decompose, interpreting, store
+from .emit import Args, Emitter, Unsupported, decompose, interpreting, round_to, store
 from .kernel import ArgSpec
 from .matmul import residual_add
 from .pointwise import pointwise_kernel
@@ -71,11 +71,13 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     if len(qnodes) != 1:
         raise Unsupported(f"a qmatmul group holds one quantized linear, got {len(qnodes)}")
     node = qnodes[0]
+    eps = node.attrs.get("rms_eps")  # (passes.fold_rms_norm) the norm's partial sums of squares come last
+    ins, ss = (node.inputs[:-1], node.inputs[-1]) if eps is not None else (node.inputs, None)
     if node.op == "wq_linear_int4":
-        x, w, s, z, bias = node.inputs
+        x, w, s, z, bias = ins
         scheme, gsize, K = "int4_weight_only", int(node.attrs["group_size"]), w.type.shape[1] * 2
     else:
-        (x, w, s, bias), z = node.inputs, None
+        (x, w, s, bias), z = ins, None
         scheme, gsize, K = "int8_weight_only", 0, w.type.shape[1]
     ids = {id(n) for n in group.nodes}
     if any(isinstance(v, Value) and v.producer is not None and id(v.producer) in ids for v in node.inputs):
@@ -87,8 +89,11 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     N, M = w.type.shape[0], xt.numel // K
     base = make_kernel(scheme, M, N, K, xt.dtype, gsize, bias is not None, None, sxm)
     pair = bool(node.attrs.get("pair"))  # two outputs: the tile's columns of each half (wq_gemm.py PAIR)
-    if pair and base.template != "wq_gemm":
-        raise Unsupported(f"a pair of quantized linears needs the wq_gemm kernel, M={M} takes {base.template}")
+    sums = [n for n in group.nodes if n.op == "sumsq_tiles"]  # partial sums of squares for the next GEMM's norm
+    if (pair or eps is not None or sums) and base.template != "wq_gemm":
+        raise Unsupported(f"pair, rms_eps and sumsq_tiles need the wq_gemm kernel, M={M} takes {base.template}")
+    if sums and pair:
+        raise Unsupported("sumsq_tiles in the epilogue of a pair")
 
     args = Args()
     em = Emitter(group.nodes, args, "omask")
@@ -108,10 +113,31 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
             return name
         return get
 
-    for v, acc in zip(node.outputs, ("acc_a", "acc_b") if pair else ("acc",)):
+    accs = ("acc_a", "acc_b") if pair else ("acc",)
+    for v, acc in zip(node.outputs, accs):
         em.special[id(v)] = acc_value(acc)
+    if eps is not None:  # each row times rsqrt(the sum of its partial sums of squares / K + eps)
+        nt = ss.type.shape[-1]
+        if not ss.type.is_contiguous or ss.type.numel != M * nt:
+            raise Unsupported("rms_eps: the partial sums of squares must be dense [rows, tiles]")
+        em.line(f"rms_c = tl.arange(0, {next_pow2(nt)})")
+        em.line(f"rms_ss = tl.load({args.load(ss)} + offs_m[:, None] * {nt} + rms_c[None, :], "
+                f"mask=m_ok[:, None] & (rms_c < {nt})[None, :], other=0.0)")
+        em.line(f"rms = tl.rsqrt(tl.sum(rms_ss, 1) / {K} + {float(eps)!r})[:, None]")
+        for acc in accs:
+            em.line(f"{acc} = {acc} * rms")
     for v in outputs:
-        store(em, v, canon)
+        if v.producer is None or v.producer.op != "sumsq_tiles":
+            store(em, v, canon)
+    for n in sums:  # this tile's sums over whole `tile`-column pieces of h (BLOCK_N >= 16 holds whole ones)
+        h, t, nt = n.inputs[0], int(n.attrs["tile"]), n.out.type.shape[-1]
+        if 16 % t or not n.out.type.is_contiguous or h.type.shape != out.shape:
+            raise Unsupported(f"sumsq_tiles of tile {t} in a quantized GEMM's epilogue")
+        hv = em.tmp(round_to(em.value(h, canon), h.type.dtype), name="hv")
+        cols = em.tmp(f"(pid // tl.cdiv(M, BLOCK_M)) * (BLOCK_N // {t}) + tl.arange(0, BLOCK_N // {t})", name="ss_c")
+        em.line(f"tl.store({args.store(n.out)} + offs_m[:, None] * {nt} + {cols}[None, :], "
+                f"tl.sum(tl.reshape(tl.where(omask, {hv} * {hv}, 0.0), (BLOCK_M, BLOCK_N // {t}, {t})), 2), "
+                f"mask=m_ok[:, None] & ({cols} < {nt})[None, :])")
     order = sorted(range(len(args.names)), key=lambda i: args.specs[i].is_output)  # loads, then stores
     if not args.specs[order[-1]].is_output:
         raise Unsupported("qmatmul group stores nothing")
@@ -121,7 +147,7 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
         ArgSpec(v.type.shape, tuple(contiguous_strides(v.type.shape)), v.type.dtype) for v in operands[1:]]
     src = fused_source(base.source, [args.names[i] for i in order], em.lines, z is not None, bias is not None)
     values = operands + [args.values[i] for i in order]
-    aten = None if pair else aten_plan(group, node, scheme, gsize, len(operands), values, outputs, name)
+    aten = None if pair or eps is not None or sums else aten_plan(group, node, scheme, gsize, len(operands), values, outputs, name)
     backend = "aten" if aten is not None and M >= ATEN_MIN_M and not interpreting() else "triton"
     cfg = {**base.default, "BACKEND": backend}
     space = {**base.info["space"], "BACKEND": ["triton"] + (["aten"] if aten is not None else [])}

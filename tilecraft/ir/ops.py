@@ -653,6 +653,14 @@ op("channels_last", "data", lambda x: x.contiguous(memory_format=torch.channels_
 op("constant", "data", lambda value: value, (), doc="a tensor constant captured from the program")
 
 # ----------------------------------------------------------------------------------------------- opaque
+def _sumsq_tiles(x, tile=16):
+    """float32 sums of squares of x over consecutive `tile`-long pieces of its last dim: [..., N / tile]."""
+    return x.float().pow(2).reshape(*x.shape[:-1], x.shape[-1] // tile, tile).sum(-1)
+
+
+op("sumsq_tiles", "opaque", _sumsq_tiles, (),
+   doc="partial sums of squares of an RMSNorm's input (passes/quantize.py fold_rms_norm): a quantized GEMM's "
+       "epilogue writes them, the next quantized GEMM reduces them into the norm's scale")
 op("max_pool2d", "opaque", lambda x, kernel_size, stride=(), padding=(0,), dilation=(1,), ceil_mode=False: tuple(
     torch.ops.aten.max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)),
    ["max_pool2d_with_indices.default"], num_outputs=2)

@@ -154,6 +154,7 @@ _SPECIAL = {
     "prod": _one_dim(), "argmax": _one_dim(), "argmin": _one_dim(), "max_dim": _one_dim(), "min_dim": _one_dim(),
     "softmax": _one_dim(keep=False, half_to_float=False), "log_softmax": _one_dim(keep=False, half_to_float=False),
     "cumsum": _one_dim([torch.float32], keep=False),
+    "sumsq_tiles": lambda r: ([_t(r, (*_shape(r)[:-1], 16 * r.randint(1, 4)), r.choice(FLOATS))], {"tile": 16}),
     "layer_norm": _layer_norm,
     "mm": _mm,
     "bmm": lambda r: (lambda b, m, k, n: ([_t(r, (b, m, k)), _t(r, (b, k, n))], {}))(*[r.randint(1, 6) for _ in "bmkn"]),

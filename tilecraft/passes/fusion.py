@@ -235,6 +235,8 @@ class Partitioner:
             kind = node_kind(node)
             if kind == "view":
                 continue
+            if node.op == "sumsq_tiles" and self.join_qmatmul_sums(node):
+                continue
             if kind == "torch":
                 self.new_group(node, kind)
                 continue
@@ -260,6 +262,17 @@ class Partitioner:
                 joined = self.new_group(node, kind)
             self.merge_producers(node, joined)
         return self.order()
+
+    def join_qmatmul_sums(self, node: Node) -> bool:
+        """passes.fold_rms_norm's partial sums of squares of a value a quantized GEMM's epilogue computes: that
+        epilogue writes them too (rule "qmatmul-sumsq"; elsewhere they run through torch)."""
+        h = node.inputs[0]
+        g = self.group_of.get(id(h.producer)) if h.producer is not None else None
+        if g is None or g.kind != "qmatmul" or h.type.shape != g.shape or self.would_cycle(node, g) or any(
+                n.attrs.get("pair") for n in g.nodes):
+            return False
+        self.add_to(g, node, "qmatmul-sumsq")
+        return True
 
     def join_dual(self, node: Node) -> Group | None:
         """Dual GEMM: a matmul joins a one-matmul group that multiplies the same 2-D A into an output of the same

@@ -155,3 +155,103 @@ def merge_sibling_qlinears(graph):
             graph.nodes.remove(n)
         graph.nodes[first:first] = new
     return graph
+
+
+RMS_TILE = 16  # columns per partial sum of squares (sumsq_tiles): any GEMM tile (BLOCK_N >= 16) holds whole ones
+
+
+def _rms_norm_input(y, users):
+    """(h, g, eps) when y = g * RMSNorm(h) as LLaMA-family models write it (h cast to float32 or float32 already:
+    h * rsqrt(mean(h^2, -1) + eps), cast back, times a 1-D weight g of h's dtype), every intermediate used only
+    inside it; else None."""
+    from ..ir import Value
+
+    def only(v, n=1):
+        return isinstance(v, Value) and v.producer is not None and len(users.get(v, [])) == n
+
+    p = y.producer
+    if p is None or p.op != "mul" or not all(isinstance(v, Value) for v in p.inputs):
+        return None
+    for g, n in (p.inputs, p.inputs[::-1]):
+        if g.type.rank == 1 and only(n):
+            break
+    else:
+        return None
+    if n.producer.op == "cast":
+        n = n.producer.inputs[0]
+        if not only(n):
+            return None
+    m = n.producer
+    if m.op != "mul" or not all(isinstance(v, Value) for v in m.inputs):
+        return None
+    for hf, r in (m.inputs, m.inputs[::-1]):
+        chain = []
+        v = r
+        for op in ("rsqrt", "add", "mean", "pow_scalar"):
+            if not only(v) or v.producer.op != op:
+                break
+            chain.append(v.producer)
+            v = v.producer.inputs[0]
+        else:
+            if v is hf:
+                break
+    else:
+        return None
+    rsqrt, add, mean, pw = chain
+    if pw.attrs.get("exponent") != 2 or list(mean.attrs.get("dim") or ()) not in ([-1], [hf.type.rank - 1]) \
+            or not mean.attrs.get("keepdim") or not isinstance(add.inputs[1], (int, float)) \
+            or hf.type.dtype != torch.float32:
+        return None
+    h = hf
+    if hf.producer is not None and hf.producer.op == "cast":  # (16-bit h: its float32 copy feeds the norm only)
+        h = hf.producer.inputs[0]
+        if len(users.get(hf, [])) != 2:
+            return None
+    if h.type.dtype != y.type.dtype or g.type.dtype != y.type.dtype or g.type.shape != (h.type.shape[-1],) \
+            or h.type.shape != y.type.shape or h.type.shape[-1] % RMS_TILE:
+        return None
+    return h, g, float(add.inputs[1])
+
+
+def fold_rms_norm(graph):
+    """An RMSNorm whose only readers are bias-free quantized linears at decode sizes (LLaMA's input and
+    post-attention norms, the final norm before lm_head), with its input h written by a quantized linear's
+    epilogue (the residual add of o_proj/down_proj), costs a kernel launch of its own between two GEMMs. Rewritten as
+    hg = h * g (a pointwise op, fused into the producing GEMM's epilogue), ss = sumsq_tiles(h) (its partial sums of
+    squares, also written by that epilogue) and a quantized linear of hg with the `rms_eps` attribute and ss as its
+    last input: its epilogue scales each row by rsqrt(sum(ss) / K + eps). So the norm costs no launch.
+    Numerically the normalized row is not rounded before the weight multiplies it (g * h is, once): within
+    the low-precision tolerance of the eager model (HF rounds h * rsqrt(...) to bf16, then multiplies by g)."""
+    from ..ir import Value
+
+    users, outs = graph.users(), {id(v) for v in graph.outputs}
+    for lin in list(graph.nodes):
+        if lin.op not in _QLINEAR_PARAMS or "rms_eps" in lin.attrs or not _pairs(lin):
+            continue
+        y = lin.inputs[0]
+        if not isinstance(y, Value) or id(y) in outs or any(
+                u.op not in _QLINEAR_PARAMS or u.inputs[0] is not y or "rms_eps" in u.attrs
+                or u.inputs[_QLINEAR_PARAMS[u.op][-1]] is not None for u in users.get(y, [])):
+            continue  # (a bias would have to come after the rows' scale: such linears keep their norm)
+        found = _rms_norm_input(y, users)
+        if found is None:
+            continue
+        h, g, eps = found
+        src = h.producer
+        if src is None or not (src.op in _QLINEAR_PARAMS or src.op == "add" and any(
+                isinstance(v, Value) and v.producer is not None and v.producer.op in _QLINEAR_PARAMS
+                for v in src.inputs)):
+            continue  # (no quantized GEMM writes h: its epilogue cannot take the norm's share)
+        at = min(graph.nodes.index(u) for u in users[y])
+        hg = graph.make_node("mul", [h, g], source=y.producer.source)
+        ss = graph.make_node("sumsq_tiles", [h], {"tile": RMS_TILE}, source=y.producer.source)
+        new = [hg, ss]
+        for u in users[y]:
+            q = graph.make_node(u.op, [hg.out, *u.inputs[1:], ss.out], {**u.attrs, "rms_eps": eps}, source=u.source)
+            new.append(q)
+            for a, b in zip(u.outputs, q.outputs):
+                graph.replace_all_uses(a, b)
+            graph.nodes.remove(u)
+        graph.nodes[at:at] = new
+        users = graph.users()
+    return graph

@@ -80,10 +80,15 @@ log = logging.getLogger("tilecraft")
 
 
 def _ir_ref(name: str):
-    def ref(*inputs, pair=False, **attrs):
-        if pair:  # (merge_sibling_qlinears) two siblings of equal size: the halves of the rows' result
-            y = ref(*inputs, **attrs)
-            return y[..., :y.shape[-1] // 2].contiguous(), y[..., y.shape[-1] // 2:].contiguous()
+    def ref(*inputs, pair=False, rms_eps=None, **attrs):
+        if pair or rms_eps is not None:
+            y = ref(*(inputs[:-1] if rms_eps is not None else inputs), **attrs)
+            if rms_eps is not None:  # (passes.fold_rms_norm) rows scaled by rsqrt(sum(ss) / K + eps), ss last
+                ss = inputs[-1].float().sum(-1, keepdim=True)
+                y = (y.float() * torch.rsqrt(ss / inputs[0].shape[-1] + rms_eps)).to(y.dtype)
+            if pair:  # (merge_sibling_qlinears) two siblings of equal size: the halves of the rows' result
+                return y[..., :y.shape[-1] // 2].contiguous(), y[..., y.shape[-1] // 2:].contiguous()
+            return y
         x = inputs[0]
         if name == "fp8_linear" and x.device.type == "cuda":
             check_fp8_device(x.device)  # pre-Hopper GPUs: a clear error (CPU: the eager reference below)
