@@ -235,3 +235,25 @@ def test_sibling_pair_computes_both_halves_in_one_tile(scheme, dtype):
             for g, r in zip(c(x2), c.model(x2)):
                 assert_close(g, r, msg=f"{scheme} {dtype} split {split} BLOCK_N {bn}")
     assert not [s.kernel.name for s in prog.steps if getattr(s, "failed", False)]
+
+
+def test_epilogue_loads_are_issued_before_the_split_k_round_trips():
+    """early_loads: index lines and loads at them also run at the GEMM's EARLY LOADS mark (their latency overlaps
+    the split-K reduction); the loads leave the body, what computes on them or on acc stays there."""
+    from tilecraft.codegen.qmatmul import early_loads
+
+    lines = ["    om = offs_m[:, None]", "    omask = m_ok[:, None] & n_ok[None, :]",
+             "    r = tl.load(in0_ptr + om * 64, omask, other=0).to(tl.float32)", "    # ir: add",
+             "    add = r + acc", "    s = tl.sum(r, 1)", "    tl.store(out0_ptr + om * 64, add, omask)"]
+    early, body = early_loads(lines, {"in0_ptr", "out0_ptr"})
+    assert early == lines[:3]
+    assert body == lines[:2] + lines[3:]
+    torch.manual_seed(31)
+    model = GatedBlock().eval()
+    x = torch.randn(6, 64, generator=seeded(32))
+    c, got, ref = _compile(model, "int4_weight_only:32", x)
+    assert_close(got, ref)
+    down = c.report.graphs[0].kernels[1]  # x + down(...): the residual x is loaded early
+    head, tail = down.source.split("# EARLY LOADS", 1)
+    early_part = tail.split("# EPILOGUE (fused by codegen)", 1)[0]
+    assert "tl.load(" in early_part and "tl.load(" not in tail.split("# EPILOGUE (fused by codegen)", 1)[1]

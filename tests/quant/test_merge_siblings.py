@@ -60,8 +60,8 @@ def test_siblings_merge_into_one_qmatmul_each_and_match_eager(scheme):
     # gate/up, equal in size, are a `pair` node (an output each); SwiGLU's silu(gate) * up is its kernel's epilogue
     pair = next(n for n in _qlinears(c) if n.attrs.get("pair"))
     assert [o.type.shape for o in pair.outputs] == [(2, 3, 96)] * 2
-    gate_up = next(k for k in c.report.graphs[0].kernels if k.info.get("ops", [""])[0].startswith("wq_linear")
-                   and "sigmoid" in k.info["ops"])
+    gate_up = next(k for k in c.report.graphs[0].kernels
+                   if k.info.get("ops", [""])[0].startswith("wq_linear") and "sigmoid" in k.info["ops"])
     assert gate_up.extra["PAIR"] and "acc_a" in gate_up.source and "acc_b" in gate_up.source
     assert not any(op in ("mul", "sigmoid", "silu", "slice") for op in prog.torch_ops())
 

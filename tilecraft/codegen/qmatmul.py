@@ -34,6 +34,7 @@ from .pointwise import pointwise_kernel
 ATEN_MIN_M = int(os.environ.get("TILECRAFT_QMATMUL_ATEN_MIN_M", "256"))
 
 MARK = "    # EPILOGUE"
+EARLY = "    # EARLY LOADS\n"
 SIGNATURE = "x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,"
 
 
@@ -48,11 +49,15 @@ def row_stride(t) -> int | None:
     return dims[-1][1] if dims else t.shape[-1]
 
 
-def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool, has_bias: bool) -> str:
+def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool, has_bias: bool,
+                 early: list[str] = ()) -> str:
     """The static kernel source with its tensor parameters x, w, s, [z], [b], `names` and its store section
-    replaced by `body`. An absent zero-point or bias parameter becomes an alias the kernel never reads."""
-    if SIGNATURE not in source or MARK not in source:
+    replaced by `body`; `early` lines (loads that need no result) go at the EARLY LOADS mark after the main loop. An
+    absent zero-point or bias parameter becomes an alias the kernel never reads."""
+    if SIGNATURE not in source or MARK not in source or (early and EARLY not in source):
         raise Unsupported("quantized kernel source lacks the epilogue markers")
+    if early:
+        source = source.replace(EARLY, EARLY + "\n".join(early) + "\n", 1)
     params = "x_ptr, w_ptr, s_ptr, " + ("z_ptr, " if has_zeros else "") + ("b_ptr, " if has_bias else "")
     src = source.replace(SIGNATURE, params + ", ".join(names) + ",", 1)
     head, _ = src.split(MARK, 1)
@@ -62,6 +67,28 @@ def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool
         at = start + re.search(r"\):\n", head[start:]).end()
         head = head[:at] + "\n".join(alias) + "\n" + head[at:]
     return head + MARK + " (fused by codegen)\n" + "\n".join(body) + "\n"
+
+
+# what an epilogue line may name and still run before the main loop's result exists
+_INDEX_NAMES = {"offs_m", "offs_n", "m_ok", "n_ok", "pid", "M", "N", "K", "BLOCK_M", "BLOCK_N", "mask", "other", "None",
+                "True", "False"}
+
+
+def early_loads(lines: list[str], params: set[str]) -> tuple[list[str], list[str]]:
+    """(early, body) from an epilogue's lines: a top-level line binding index arithmetic or a load at such an index
+    (a residual, a norm weight, the norm's partial sums) also runs at the EARLY LOADS mark, before the split-K
+    round trips, so its memory latency overlaps them; the loads then leave the body (the index lines stay: the
+    split-K reduction narrows m_ok, so omask is recomputed before the stores)."""
+    early, body, known = [], [], _INDEX_NAMES | params
+    for line in lines:
+        m = re.match(r"    (\w+) = (.*)$", line)
+        if m and set(re.findall(r"\b[A-Za-z_]\w*", re.sub(r"\btl\.\w+|\.\w+", "", m.group(2)))) <= known:
+            early.append(line)
+            if "tl.load(" in m.group(2):
+                continue  # (what computes on the loaded values waits for them in the body)
+            known.add(m.group(1))
+        body.append(line)
+    return early, body
 
 
 def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
@@ -145,9 +172,11 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     operands = [x, w, s] + ([z] if z is not None else []) + ([bias] if bias is not None else [])
     specs = [ArgSpec(xt.shape, xt.strides, xt.dtype)] + [
         ArgSpec(v.type.shape, tuple(contiguous_strides(v.type.shape)), v.type.dtype) for v in operands[1:]]
-    src = fused_source(base.source, [args.names[i] for i in order], em.lines, z is not None, bias is not None)
+    early, body = early_loads(em.lines, set(args.names)) if EARLY in base.source else ([], em.lines)  # (GEMV)
+    src = fused_source(base.source, [args.names[i] for i in order], body, z is not None, bias is not None, early)
     values = operands + [args.values[i] for i in order]
-    aten = None if pair or eps is not None or sums else aten_plan(group, node, scheme, gsize, len(operands), values, outputs, name)
+    aten = None if pair or eps is not None or sums else aten_plan(group, node, scheme, gsize, len(operands), values,
+                                                                   outputs, name)
     backend = "aten" if aten is not None and M >= ATEN_MIN_M and not interpreting() else "triton"
     cfg = {**base.default, "BACKEND": backend}
     space = {**base.info["space"], "BACKEND": ["triton"] + (["aten"] if aten is not None else [])}

@@ -195,6 +195,8 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:
                         acc += tl.dot(x, tl.trans(w), input_precision=PREC) * s[None, :]
+    # (codegen's fused kernels issue their epilogue's independent loads here, before the split-K round trips)
+    # EARLY LOADS
     if TRANS:
         acc = tl.trans(acc)
     if SPLIT_K > 1:  # serial split-K reduction (see the module doc); only the last split stores
