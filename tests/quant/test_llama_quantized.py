@@ -66,7 +66,9 @@ def test_rms_norms_fold_into_the_quantized_gemms(scheme, dtype):
         assert all(k.info["ops"][:3] == [k.info["ops"][0], "add", "mul"] for k in sums)  # o/down + residual, h * g
         for k in kernels:
             if k.template == "wq_gemm":
-                k.config = dict(k.config, SPLIT_K=2, BLOCK_K=32, BLOCK_N=16)
+                k.config = dict(k.config, SPLIT_K=2, BLOCK_K=32, BLOCK_N=64 if "sumsq_tiles" in k.info["ops"] else 16)
+        with pytest.raises(Exception, match="multiple of 32"):  # (sums over 32-column pieces: no 16-wide tiles)
+            sums[0].check_config(dict(sums[0].config, BLOCK_N=16))
         ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(6))
         assert_close(c(ids, use_cache=False).logits, c.model(ids, use_cache=False).logits)
     assert not [s.kernel.name for s in rec.program.steps if getattr(s, "failed", False)]

@@ -158,7 +158,7 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
             store(em, v, canon)
     for n in sums:  # this tile's sums over whole `tile`-column pieces of h (BLOCK_N >= 16 holds whole ones)
         h, t, nt = n.inputs[0], int(n.attrs["tile"]), n.out.type.shape[-1]
-        if 16 % t or not n.out.type.is_contiguous or h.type.shape != out.shape:
+        if base.default["BLOCK_N"] % t or not n.out.type.is_contiguous or h.type.shape != out.shape:
             raise Unsupported(f"sumsq_tiles of tile {t} in a quantized GEMM's epilogue")
         hv = em.tmp(round_to(em.value(h, canon), h.type.dtype), name="hv")
         cols = em.tmp(f"(pid // tl.cdiv(M, BLOCK_M)) * (BLOCK_N // {t}) + tl.arange(0, BLOCK_N // {t})", name="ss_c")
@@ -184,7 +184,8 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
                     args=specs + [args.specs[i] for i in order], grid=base.grid, shapes=dict(base.shapes),
                     dtype=base.dtype, config=dict(cfg), default=cfg,
                     info={**base.info, "ops": [n.op for n in group.nodes], "rules": list(group.rules),
-                          "fused": True, "space": space},
+                          "fused": True, "space": space,
+                          **({"block_n_multiple": int(sums[0].attrs["tile"])} if sums else {})},
                     extra={**base.extra, **({"PAIR": True} if pair else {})}, scheme=scheme, aten=aten)
     return k, values
 

@@ -157,7 +157,9 @@ def merge_sibling_qlinears(graph):
     return graph
 
 
-RMS_TILE = 16  # columns per partial sum of squares (sumsq_tiles): any GEMM tile (BLOCK_N >= 16) holds whole ones
+# columns per partial sum of squares (sumsq_tiles): the writing GEMM's tiles must hold whole ones (its kernel refuses
+# narrower BLOCK_N, see codegen/qmatmul.py); wider ones mean fewer sums for every program of the next GEMM to read
+RMS_TILE = 32
 
 
 def _rms_norm_input(y, users):

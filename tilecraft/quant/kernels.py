@@ -71,6 +71,10 @@ class QuantKernel(Kernel):
                                  f"got BLOCK_K={bk}")
             if self.template == "wq_gemv" and max(bk, group) % min(bk, group):
                 raise QuantError(f"{self.name}: BLOCK_K={bk} and group size {group} must divide one another")
+        tile = self.info.get("block_n_multiple")  # (an epilogue writing sums over whole tile-column pieces)
+        if tile and config.get("BLOCK_N", 0) % tile:
+            raise QuantError(f"{self.name}: its epilogue sums whole {tile}-column pieces: BLOCK_N must be a "
+                             f"multiple of {tile}, got {config.get('BLOCK_N')}")
         if self.info.get("fused") and self.template != "wq_gemm" and config.get("SPLIT_K", 1) != 1:
             raise QuantError(f"{self.name}: a fused epilogue needs whole sums: SPLIT_K=1 (only the GEMM reduces "
                              f"its splits before the epilogue), got SPLIT_K={config.get('SPLIT_K')}")
