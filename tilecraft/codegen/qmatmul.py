@@ -156,7 +156,7 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     for v in outputs:
         if v.producer is None or v.producer.op != "sumsq_tiles":
             store(em, v, canon)
-    for n in sums:  # this tile's sums over whole `tile`-column pieces of h (BLOCK_N >= 16 holds whole ones)
+    for n in sums:  # this tile's sums over whole `tile`-column pieces of h (check_config refuses other BLOCK_N)
         h, t, nt = n.inputs[0], int(n.attrs["tile"]), n.out.type.shape[-1]
         if base.default["BLOCK_N"] % t or not n.out.type.is_contiguous or h.type.shape != out.shape:
             raise Unsupported(f"sumsq_tiles of tile {t} in a quantized GEMM's epilogue")
