@@ -15,7 +15,7 @@ run models "${MODELS_S:-300}" python3 bench/models.py --budget-s $(( ${MODELS_S:
 run quant "${QUANT_S:-60}" python3 bench/models.py --models llama_b1 --backends none --quant int8,int4 \
   --out "$out/models_quant.json"
 run check "${CHECK_S:-60}" python3 bench/gpu_check.py --out "$out/gpu_check.json"
-run fuzz "${FUZZ_S:-60}" python3 -m tilecraft fuzz --device cuda --jobs 8 --time "$(( ${FUZZ_S:-60} - 15 ))s" --seed 15 \
+run fuzz "${FUZZ_S:-60}" python3 -m tilecraft fuzz --device cuda --jobs 8 --time "$(( ${FUZZ_S:-60} - 35 ))s" --seed 15 \
   --reduce-seconds 5 --no-progress --out "$out/fuzz"
 python3 bench/models.py --table "$out/models.json" "$out/models_quant.json" 2>&1 | tail -32
 tar czf "$dest/sf.tgz" -C /tmp sf
