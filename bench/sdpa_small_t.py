@@ -1,8 +1,9 @@
 """Attention at decode sizes, per torch SDPA backend: LLaMA-492M's b1x16 step (16 query heads, 4 k/v heads of
 128, 16 tokens, causal) spends ~6 us per layer in cuDNN's kernel (plus a memset); is another backend, or the
 plain math (bmm, softmax, bmm), or tilecraft's few-token kernel (codegen/small_attention.py, the default since
-the 2026-12-03 fifth session; TILECRAFT_SMALL_ATTN=0 turns it off), faster at such sizes? GPU µs per call: the sum of its kernels' times (torch
-profiler, `tilecraft.testing.gpu_profile`, 50 calls), each output checked against the math backend's. GPU only.
+the 2026-12-03 fifth session; TILECRAFT_SMALL_ATTN=0 turns it off), faster at such sizes? GPU µs per call: the
+sum of its kernels' times (torch profiler, `tilecraft.testing.gpu_profile`, 50 calls), each output checked against
+the math backend's. GPU only.
 (Its first version timed 200 calls by CUDA events behind a GPU sleep: at these sizes the host's ~25-50 us per
 call outran the sleep, so those numbers, bench/results/h200-2026-12-03d/call6, are host time.)
 

@@ -1,5 +1,5 @@
-"""The few-token attention kernel (codegen/small_attention.py, the default on CUDA; `TILECRAFT_SMALL_ATTN=0` turns it off), run by
-the interpreter on the CPU against torch's math attention: causal and not, grouped k/v, padded token counts, HF's
+"""The few-token attention kernel (codegen/small_attention.py, the default on CUDA; `TILECRAFT_SMALL_ATTN=0` turns
+it off), run by the interpreter on the CPU against torch's math attention: causal and not, grouped k/v, padded token counts, HF's
 [b, t, h, d] memory layout in and the captured variant's layout out; what it refuses; the `sdpa` op's dispatch."""
 import pytest
 import torch

@@ -156,6 +156,11 @@ def _reshape_groups(src: tuple, out: tuple) -> list[tuple[list[int], list[int]]]
     return groups
 
 
+def identifiers(expr: str) -> set[str]:
+    """The names an expression of generated code reads, tl.* calls and attributes left out (`1e-06` names none)."""
+    return set(re.findall(r"\b[A-Za-z_]\w*", re.sub(r"\btl\.\w+|\.\w+", "", expr)))
+
+
 def is_dense(t) -> bool:
     """Strides that are a permutation of a contiguous layout (e.g. channels-last): a kernel may store so."""
     order = sorted(range(t.rank), key=lambda d: t.strides[d])
@@ -327,8 +332,7 @@ class Emitter:
     def is_scalar(self, expr: str) -> bool:
         """Does expr name no block variable: only numbers, tl.* calls, attributes and scalar temps (a constant
         index into a cat or slice, say)? A load at such an offset needs its pointer broadcast to the mask."""
-        names = re.findall(r"[A-Za-z_]\w*", re.sub(r"\btl\.\w+|\.\w+", "", expr))
-        return all(n in self.scalars for n in names)
+        return identifiers(expr) <= self.scalars
 
     def cached(self, key):
         for s in reversed(self.scopes):

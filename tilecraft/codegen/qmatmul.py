@@ -25,7 +25,7 @@ import torch
 from ..ir import REGISTRY, Value
 from ..ir.types import contiguous_strides, next_pow2
 from ..passes.fusion import Group
-from .emit import Args, Emitter, Unsupported, decompose, interpreting, round_to, store
+from .emit import Args, Emitter, Unsupported, decompose, identifiers, interpreting, round_to, store
 from .kernel import ArgSpec
 from .matmul import residual_add
 from .pointwise import pointwise_kernel
@@ -82,7 +82,7 @@ def early_loads(lines: list[str], params: set[str]) -> tuple[list[str], list[str
     early, body, known = [], [], _INDEX_NAMES | params
     for line in lines:
         m = re.match(r"    (\w+) = (.*)$", line)
-        if m and set(re.findall(r"\b[A-Za-z_]\w*", re.sub(r"\btl\.\w+|\.\w+", "", m.group(2)))) <= known:
+        if m and identifiers(m.group(2)) <= known:
             early.append(line)
             if "tl.load(" in m.group(2):
                 continue  # (what computes on the loaded values waits for them in the body)

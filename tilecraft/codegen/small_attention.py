@@ -7,8 +7,9 @@ The `sdpa` op (ir/ops.py) takes this path on CUDA by default (`TILECRAFT_SMALL_A
 captured-variant form, causal or not, with a bool or additive mask or none (HF builds an explicit causal mask when
 traced), grouped k/v allowed, head dims 16-256 (powers of two), fp16/bf16. On an H200 (bench/sdpa_small_t.py,
 16 query / 4 k/v heads of 128, 16 tokens): 2.2 us against cuDNN's 5.9 (9.6 with the traced bool mask, which ATen
-converts in two kernels first); LLaMA-492M's b1x16 step 0.542 -> 0.499 ms with the RoPE launches combined. The output gets the layout the captured variant would give (the IR typed it so: passes/layout.py),
-worked out once per geometry on meta tensors.
+converts in two kernels first); LLaMA-492M's b1x16 step 0.542 -> 0.499 ms with the RoPE launches combined. The
+output gets the layout the captured variant would give (the IR typed it so: passes/layout.py), worked out once per
+geometry on meta tensors.
 """
 from __future__ import annotations
 

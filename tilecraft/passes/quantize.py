@@ -86,10 +86,10 @@ def _sibling_key(node):
             tuple((w.type.dtype, w.type.shape[1:]) for w in weights[1:]))
 
 
-def _pairs(node) -> bool:
-    """Do two merged siblings of equal size become one `pair` node (two outputs, not slices of one)? Where the
-    Triton kernel runs its rows (2 <= M below codegen's "aten" threshold): it computes both halves' columns in one
-    tile, so an epilogue that combines them (SwiGLU's silu(gate) * up) fuses into the GEMM."""
+def _decode_rows(node) -> bool:
+    """Does the quantized linear run its rows in the Triton GEMM (2 <= M below codegen's "aten" threshold)? There
+    two merged siblings of equal size become one `pair` node (its tiles hold both halves' columns, so an epilogue
+    that combines them, SwiGLU's silu(gate) * up, fuses) and a norm before it folds (fold_rms_norm)."""
     from ..codegen.qmatmul import ATEN_MIN_M
 
     x = node.inputs[0].type
@@ -100,7 +100,7 @@ def merge_sibling_qlinears(graph):
     """Quantized linears that read the same activation (LLaMA's q/k/v projections, gate/up) become ONE quantized
     linear over their row-concatenated parameters, then slices of its last dim: one kernel launch in place of
     two or three, which is what decode-sized steps (latency bound) pay for. Two siblings of equal size (gate/up)
-    at decode sizes become a `pair` node with one output per sibling (see _pairs), not slices.
+    at decode sizes become a `pair` node with one output per sibling (see _decode_rows), not slices.
 
     The `cat`s read parameters alone, so the runtime computes them once and caches them (static steps); they
     carry `views=True`, so a cat whose inputs are consecutive row blocks of one storage (as tilecraft.quantize
@@ -129,7 +129,7 @@ def merge_sibling_qlinears(graph):
             continue
         sibs.sort(key=lambda n: pos[id(n)])
         head, idx = sibs[0], _QLINEAR_PARAMS[sibs[0].op]
-        pair = len(sibs) == 2 and sibs[0].out.type.shape == sibs[1].out.type.shape and _pairs(head)
+        pair = len(sibs) == 2 and sibs[0].out.type.shape == sibs[1].out.type.shape and _decode_rows(head)
         new, merged_ins = [], [head.inputs[0]]
         for i in idx:
             if head.inputs[i] is None:
@@ -228,7 +228,7 @@ def fold_rms_norm(graph):
 
     users, outs = graph.users(), {id(v) for v in graph.outputs}
     for lin in list(graph.nodes):
-        if lin.op not in _QLINEAR_PARAMS or "rms_eps" in lin.attrs or not _pairs(lin):
+        if lin.op not in _QLINEAR_PARAMS or "rms_eps" in lin.attrs or not _decode_rows(lin):
             continue
         y = lin.inputs[0]
         if not isinstance(y, Value) or id(y) in outs or any(

@@ -111,9 +111,8 @@ def _ir_ref(name: str):
 
 def _infer(opdef, inputs, attrs):
     x, w = inputs[0].type, inputs[1].type
-    if attrs.get("pair"):  # two outputs: the results of the weight's first and second halves of rows
-        return [TensorType((*x.shape[:-1], w.shape[0] // 2), x.dtype, None, x.device) for _ in range(2)]
-    return [TensorType((*x.shape[:-1], w.shape[0]), x.dtype, None, x.device)]
+    count = 2 if attrs.get("pair") else 1  # a pair: the results of the weight's first and second halves of rows
+    return [TensorType((*x.shape[:-1], w.shape[0] // count), x.dtype, None, x.device) for _ in range(count)]
 
 
 def _float_activations(node) -> bool:
