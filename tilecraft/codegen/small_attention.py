@@ -27,10 +27,15 @@ MAX_TOKENS = 64  # queries and keys per program
 
 
 @triton.jit
-def small_attention_kernel(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, H, GROUP, T, S, scale,
-                           sqb, sqh, sqt, skb, skh, sks, svb, svh, svs, smb, smh, smt, sms, sob, soh, sot,
+def _rotate(x, x2, c, s, sign):
+    return (x.to(tl.float32) * c.to(tl.float32) + x2.to(tl.float32) * sign[None, :] * s.to(tl.float32)).to(x.dtype)
+
+
+@triton.jit
+def small_attention_kernel(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, c_ptr, s_ptr, H, GROUP, T, S, scale,
+                           sqb, sqh, sqt, skb, skh, sks, svb, svh, svs, smb, smh, smt, sms, sob, soh, sot, scb, sct,
                            BT: tl.constexpr, BS: tl.constexpr, D: tl.constexpr, CAUSAL: tl.constexpr,
-                           MASK: tl.constexpr, F32: tl.constexpr):
+                           MASK: tl.constexpr, ROPE: tl.constexpr, F32: tl.constexpr):
     pid = tl.program_id(0)
     b = pid // H
     h = pid % H
@@ -41,6 +46,17 @@ def small_attention_kernel(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, H, GROUP, T, S, sc
     q = tl.load(q_ptr + b * sqb + h * sqh + t[:, None] * sqt + d[None, :], mask=t[:, None] < T, other=0.0)
     k = tl.load(k_ptr + b * skb + hk * skh + s[:, None] * sks + d[None, :], mask=s[:, None] < S, other=0.0)
     v = tl.load(v_ptr + b * svb + hk * svh + s[:, None] * svs + d[None, :], mask=s[:, None] < S, other=0.0)
+    if ROPE:  # q and k rotated as HF's apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, rounded to x's dtype
+        half = (d + D // 2) % D  # rotate_half(x)[d] = -x[d + D/2] (first half), x[d - D/2] (second half)
+        sign = tl.where(d < D // 2, -1.0, 1.0)
+        q2 = tl.load(q_ptr + b * sqb + h * sqh + t[:, None] * sqt + half[None, :], mask=t[:, None] < T, other=0.0)
+        k2 = tl.load(k_ptr + b * skb + hk * skh + s[:, None] * sks + half[None, :], mask=s[:, None] < S, other=0.0)
+        cq = tl.load(c_ptr + b * scb + t[:, None] * sct + d[None, :], mask=t[:, None] < T, other=0.0)
+        sq = tl.load(s_ptr + b * scb + t[:, None] * sct + d[None, :], mask=t[:, None] < T, other=0.0)
+        ck = tl.load(c_ptr + b * scb + s[:, None] * sct + d[None, :], mask=s[:, None] < S, other=0.0)
+        sk = tl.load(s_ptr + b * scb + s[:, None] * sct + d[None, :], mask=s[:, None] < S, other=0.0)
+        q = _rotate(q, q2, cq, sq, sign)
+        k = _rotate(k, k2, ck, sk, sign)
     if F32:  # (the interpreter: its 16-bit float arithmetic is not exact)
         q, k, v = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32)
     scores = tl.dot(q, tl.trans(k)) * scale
@@ -69,10 +85,11 @@ def enabled() -> bool:
     return os.environ.get("TILECRAFT_SMALL_ATTN", "1").strip().lower() in ("1", "true", "on", "yes")
 
 
-def supported(q, k, v, attn_mask=None) -> bool:
+def supported(q, k, v, attn_mask=None, rope=None) -> bool:
     """Can small_attention run these [B, H, T, D] / [B, HKV, S, D] tensors? At most MAX_TOKENS queries and keys,
     a power-of-two head dim 16-256, fp16/bf16, k/v heads dividing the query heads, unit stride along D; a mask
-    (bool, or additive in q's dtype or float32) that broadcasts to [B, H, T, S], or none."""
+    (bool, or additive in q's dtype or float32) that broadcasts to [B, H, T, S], or none; `rope`: (cos, sin)
+    tables to rotate q and k with first (`rope_supported`)."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         return False
     B, H, T, D = q.shape
@@ -89,13 +106,24 @@ def supported(q, k, v, attn_mask=None) -> bool:
             and T <= MAX_TOKENS and S <= MAX_TOKENS and T > 0 and S > 0 and 16 <= D <= 256 and D & (D - 1) == 0
             and k.shape[0] == v.shape[0] == B and k.shape[1] == v.shape[1] and H % k.shape[1] == 0
             and k.shape[3] == v.shape[3] == D and v.shape[2] == S
-            and q.stride(3) == k.stride(3) == v.stride(3) == 1)
+            and q.stride(3) == k.stride(3) == v.stride(3) == 1 and (rope is None or rope_supported(q, k, *rope)))
+
+
+def rope_supported(q, k, cos, sin) -> bool:
+    """Can the kernel rotate q and k (RoPE, `rope_tables`) with these cos/sin tables: the same [B or 1, 1, T, D]
+    geometry for both, unit stride along D, as many keys as queries (the rows index both)."""
+    B, _, T, D = q.shape
+    return (cos.dim() == sin.dim() == 4 and cos.shape == sin.shape and cos.stride() == sin.stride()
+            and cos.shape[0] in (1, B) and tuple(cos.shape[1:]) == (1, T, D) and k.shape[2] == T
+            and cos.stride(3) == 1 and cos.dtype == sin.dtype)
 
 
 def small_attention(q, k, v, is_causal: bool, scale: float | None, out: torch.Tensor,
-                    attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                    attn_mask: torch.Tensor | None = None, rope=None) -> torch.Tensor:
     """softmax(q k^T * scale [+ causal mask] [+ attn_mask]) v into `out` ([B, H, T, D], any strides with unit
-    stride along D). A bool attn_mask keeps the keys where it is True; a float one is added to the scores."""
+    stride along D). A bool attn_mask keeps the keys where it is True; a float one is added to the scores.
+    `rope`: (cos, sin), [B or 1, 1, T, D]: q and k are rotated first, as `rope_reference` does (HF's
+    apply_rotary_pos_emb), so that the RoPE kernel before the attention is not needed."""
     B, H, T, D = q.shape
     S = k.shape[2]
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
@@ -106,9 +134,12 @@ def small_attention(q, k, v, is_causal: bool, scale: float | None, out: torch.Te
     else:
         mask = torch.broadcast_to(attn_mask, (B, H, T, S))
         mode, mstrides = (1 if mask.dtype == torch.bool else 2), mask.stride()
+    cos, sin = rope if rope is not None else (q, q)  # (pointers the kernel never reads)
+    cstrides = (cos.stride(0) if cos.shape[0] > 1 else 0, cos.stride(2)) if rope is not None else (0, 0)
     small_attention_kernel[(B * H,)](
-        q, k, v, mask, out, H, H // k.shape[1], T, S, scale, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-        *mstrides, *out.stride()[:3], BT=bt, BS=bs, D=D, CAUSAL=bool(is_causal), MASK=mode, F32=interpreting(),
+        q, k, v, mask, out, cos, sin, H, H // k.shape[1], T, S, scale, *q.stride()[:3], *k.stride()[:3],
+        *v.stride()[:3], *mstrides, *out.stride()[:3], *cstrides, BT=bt, BS=bs, D=D, CAUSAL=bool(is_causal),
+        MASK=mode, ROPE=rope is not None, F32=interpreting(),
         **({} if interpreting() else {"num_warps": 4}))
     return out
 
@@ -127,10 +158,14 @@ def _variant_strides(variant, q_geo, k_geo, v_geo, dtype, is_causal, scale, mask
     return tuple(sdpa_variant(variant, q, k, v, mask, is_causal, scale).stride())
 
 
-def attention_like(variant: str, q, k, v, is_causal: bool, scale, attn_mask=None) -> torch.Tensor | None:
+def attention_like(variant: str, q, k, v, is_causal: bool, scale, attn_mask=None, rope=None,
+                   rotated_strides=None) -> torch.Tensor | None:
     """small_attention's result in the layout ATen's `variant` would give (what the IR expects of the node), or
-    None when that layout is unknown or not unit-stride along D (then the caller runs the variant)."""
+    None when that layout is unknown or not unit-stride along D (then the caller runs the variant). With
+    `rope` (cos, sin), the variant would have read the rotated q and k, laid out as `rotated_strides` says."""
     geo = [(tuple(x.shape), tuple(x.stride())) for x in (q, k, v)]
+    if rope is not None:
+        geo[0], geo[1] = ((g[0], tuple(st)) for g, st in zip(geo, rotated_strides))
     mgeo = None if attn_mask is None else (tuple(attn_mask.shape), tuple(attn_mask.stride()), attn_mask.dtype)
     try:
         strides = _variant_strides(variant, *geo, q.dtype, bool(is_causal), scale, mgeo)
@@ -139,4 +174,4 @@ def attention_like(variant: str, q, k, v, is_causal: bool, scale, attn_mask=None
     if strides[3] != 1:
         return None
     out = torch.empty_strided(q.shape, strides, dtype=q.dtype, device=q.device)
-    return small_attention(q, k, v, is_causal, scale, out, attn_mask)
+    return small_attention(q, k, v, is_causal, scale, out, attn_mask, rope)
