@@ -102,6 +102,7 @@ def test_rope_rotates_q_and_k_before_attention(b, tb):
     assert_close(got, want)
     assert not sa.supported(q, k[:, :, :8], v[:, :, :8], None, (cos, sin))  # keys the tables do not cover
     assert not sa.supported(q, k, v, None, (cos[..., :16], sin[..., :16]))
+    assert not sa.supported(*_qkv(1, 4, 2, 12, 12, 16), None, _tables(1, 12, 16))  # halves too narrow for a dot
 
 
 def test_sdpa_op_takes_it_by_default_and_not_when_told(monkeypatch):

@@ -27,8 +27,24 @@ MAX_TOKENS = 64  # queries and keys per program
 
 
 @triton.jit
-def _rotate(x, x2, c, s, sign):
-    return (x.to(tl.float32) * c.to(tl.float32) + x2.to(tl.float32) * sign[None, :] * s.to(tl.float32)).to(x.dtype)
+def _rotated_halves(x_ptr, c_ptr, s_ptr, rows, n, c_row, stride, F32: tl.constexpr, D: tl.constexpr):
+    """The two halves of HF's RoPE of a [rows, D] tile, x * cos + rotate_half(x) * sin, each rounded to x's dtype:
+    (lo * cos_lo - hi * sin_lo, hi * cos_hi + lo * sin_hi). Loaded as two contiguous halves (a permuted index
+    would cost the wide loads); the scores are the sum of the halves' dots, so the halves are never joined."""
+    dh = tl.arange(0, D // 2)
+    m = rows[:, None] < n
+    lo = tl.load(x_ptr + rows[:, None] * stride + dh[None, :], mask=m, other=0.0)
+    hi = tl.load(x_ptr + rows[:, None] * stride + D // 2 + dh[None, :], mask=m, other=0.0)
+    tab = rows[:, None] * c_row + dh[None, :]
+    c_lo = tl.load(c_ptr + tab, mask=m, other=0.0).to(tl.float32)
+    c_hi = tl.load(c_ptr + tab + D // 2, mask=m, other=0.0).to(tl.float32)
+    s_lo = tl.load(s_ptr + tab, mask=m, other=0.0).to(tl.float32)
+    s_hi = tl.load(s_ptr + tab + D // 2, mask=m, other=0.0).to(tl.float32)
+    a = (lo.to(tl.float32) * c_lo - hi.to(tl.float32) * s_lo).to(lo.dtype)
+    b = (hi.to(tl.float32) * c_hi + lo.to(tl.float32) * s_hi).to(lo.dtype)
+    if F32:  # (the interpreter: its 16-bit float arithmetic is not exact)
+        a, b = a.to(tl.float32), b.to(tl.float32)
+    return a, b
 
 
 @triton.jit
@@ -43,23 +59,20 @@ def small_attention_kernel(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, c_ptr, s_ptr, H, G
     t = tl.arange(0, BT)
     s = tl.arange(0, BS)
     d = tl.arange(0, D)
-    q = tl.load(q_ptr + b * sqb + h * sqh + t[:, None] * sqt + d[None, :], mask=t[:, None] < T, other=0.0)
-    k = tl.load(k_ptr + b * skb + hk * skh + s[:, None] * sks + d[None, :], mask=s[:, None] < S, other=0.0)
     v = tl.load(v_ptr + b * svb + hk * svh + s[:, None] * svs + d[None, :], mask=s[:, None] < S, other=0.0)
-    if ROPE:  # q and k rotated as HF's apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, rounded to x's dtype
-        half = (d + D // 2) % D  # rotate_half(x)[d] = -x[d + D/2] (first half), x[d - D/2] (second half)
-        sign = tl.where(d < D // 2, -1.0, 1.0)
-        q2 = tl.load(q_ptr + b * sqb + h * sqh + t[:, None] * sqt + half[None, :], mask=t[:, None] < T, other=0.0)
-        k2 = tl.load(k_ptr + b * skb + hk * skh + s[:, None] * sks + half[None, :], mask=s[:, None] < S, other=0.0)
-        cq = tl.load(c_ptr + b * scb + t[:, None] * sct + d[None, :], mask=t[:, None] < T, other=0.0)
-        sq = tl.load(s_ptr + b * scb + t[:, None] * sct + d[None, :], mask=t[:, None] < T, other=0.0)
-        ck = tl.load(c_ptr + b * scb + s[:, None] * sct + d[None, :], mask=s[:, None] < S, other=0.0)
-        sk = tl.load(s_ptr + b * scb + s[:, None] * sct + d[None, :], mask=s[:, None] < S, other=0.0)
-        q = _rotate(q, q2, cq, sq, sign)
-        k = _rotate(k, k2, ck, sk, sign)
-    if F32:  # (the interpreter: its 16-bit float arithmetic is not exact)
-        q, k, v = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32)
-    scores = tl.dot(q, tl.trans(k)) * scale
+    if F32:
+        v = v.to(tl.float32)
+    if ROPE:  # q and k rotated as HF's apply_rotary_pos_emb (cos/sin rows: the query / key positions)
+        qa, qb = _rotated_halves(q_ptr + b * sqb + h * sqh, c_ptr + b * scb, s_ptr + b * scb, t, T, sct, sqt, F32, D)
+        ka, kb = _rotated_halves(k_ptr + b * skb + hk * skh, c_ptr + b * scb, s_ptr + b * scb, s, S, sct, sks,
+                                 F32, D)
+        scores = (tl.dot(qa, tl.trans(ka)) + tl.dot(qb, tl.trans(kb))) * scale
+    else:
+        q = tl.load(q_ptr + b * sqb + h * sqh + t[:, None] * sqt + d[None, :], mask=t[:, None] < T, other=0.0)
+        k = tl.load(k_ptr + b * skb + hk * skh + s[:, None] * sks + d[None, :], mask=s[:, None] < S, other=0.0)
+        if F32:
+            q, k = q.to(tl.float32), k.to(tl.float32)
+        scores = tl.dot(q, tl.trans(k)) * scale
     valid = (s[None, :] < S) & (t[:, None] >= 0)
     if CAUSAL:  # torch's is_causal: query i sees keys 0..i (the mask's upper-left corner)
         valid = valid & (s[None, :] <= t[:, None])
@@ -110,10 +123,10 @@ def supported(q, k, v, attn_mask=None, rope=None) -> bool:
 
 
 def rope_supported(q, k, cos, sin) -> bool:
-    """Can the kernel rotate q and k (RoPE, `rope_tables`) with these cos/sin tables: the same [B or 1, 1, T, D]
-    geometry for both, unit stride along D, as many keys as queries (the rows index both)."""
+    """Can the kernel rotate q and k (RoPE) with these cos/sin tables: the same [B or 1, 1, T, D] geometry for
+    both, unit stride along D, as many keys as queries (the rows index both), D >= 32 (each half is a dot)."""
     B, _, T, D = q.shape
-    return (cos.dim() == sin.dim() == 4 and cos.shape == sin.shape and cos.stride() == sin.stride()
+    return (D >= 32 and cos.dim() == sin.dim() == 4 and cos.shape == sin.shape and cos.stride() == sin.stride()
             and cos.shape[0] in (1, B) and tuple(cos.shape[1:]) == (1, T, D) and k.shape[2] == T
             and cos.stride(3) == 1 and cos.dtype == sin.dtype)
 

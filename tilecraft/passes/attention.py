@@ -251,7 +251,7 @@ def fuse_rope(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
             continue
         B, H, T, D = q.type.shape
         if not (q.type.dtype in (torch.float16, torch.bfloat16) and T <= small.MAX_TOKENS
-                and k.type.shape[2] == T and 16 <= D <= 256 and D & (D - 1) == 0
+                and k.type.shape[2] == T and 32 <= D <= 256 and D & (D - 1) == 0
                 and rq[0].type.strides[3] == rk[0].type.strides[3] == 1 and rq[1].type.strides[3] == 1):
             continue
         n.inputs = [rq[0], rk[0]] + list(n.inputs[2:]) + [rq[1], rq[2]]
