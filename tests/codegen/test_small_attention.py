@@ -80,31 +80,6 @@ def test_an_unknown_variant_layout_leaves_it_to_the_variant():
     assert sa.attention_like("_no_such_attention_kernel", q, k, v, True, None) is None
 
 
-def _tables(b, t, d, dtype=torch.float16):
-    """LLaMA's RoPE cos/sin for positions 0..t-1 (batch 1) or shifted per sequence (batch b), [b, 1, t, d]."""
-    pos = torch.arange(t)[None] + torch.arange(b)[:, None] * 3
-    freqs = pos[..., None].float() / 10000 ** (torch.arange(0, d, 2).float() / d)
-    emb = torch.cat([freqs, freqs], -1)[:, None]
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-@pytest.mark.parametrize("b,tb", [(1, 1), (2, 2), (2, 1)], ids=["b1", "tables-per-sequence", "tables-broadcast"])
-def test_rope_rotates_q_and_k_before_attention(b, tb):
-    """`rope`: q and k rotated in the kernel (HF's apply_rotary_pos_emb) give the attention of the rotated
-    tensors (ir/ops.py rope_reference); the tables broadcast over the heads and, with one row, the batch."""
-    from tilecraft.ir.ops import rope_reference
-
-    q, k, v = _qkv(b, 4, 2, 12, 12, 32, seed=b + tb)
-    cos, sin = _tables(tb, 12, 32)
-    assert sa.supported(q, k, v, None, (cos, sin))
-    want = _reference(rope_reference(q, cos, sin), rope_reference(k, cos, sin), v, True)
-    got = sa.small_attention(q, k, v, True, None, torch.empty_like(q), None, (cos, sin))
-    assert_close(got, want)
-    assert not sa.supported(q, k[:, :, :8], v[:, :, :8], None, (cos, sin))  # keys the tables do not cover
-    assert not sa.supported(q, k, v, None, (cos[..., :16], sin[..., :16]))
-    assert not sa.supported(*_qkv(1, 4, 2, 12, 12, 16), None, _tables(1, 12, 16))  # halves too narrow for a dot
-
-
 def test_sdpa_op_takes_it_by_default_and_not_when_told(monkeypatch):
     """ir/ops.py `_sdpa`: with a captured variant on CUDA, the small kernel; with TILECRAFT_SMALL_ATTN=0 (or a
     mask it cannot take), the variant itself. (CPU tensors: `is_cuda` is what the dispatch asks, patched here.)"""
@@ -120,14 +95,13 @@ def test_sdpa_op_takes_it_by_default_and_not_when_told(monkeypatch):
     monkeypatch.setattr(sa, "attention_like", lambda *a: calls.append("small") or real(*a))
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     monkeypatch.setenv("TILECRAFT_SMALL_ATTN", "0")
-    kw = {"is_causal": True, "variant": "_scaled_dot_product_cudnn_attention", "enable_gqa": True}
-    ops._sdpa(q, k, v, **kw)
+    ops._sdpa(q, k, v, None, True, None, "_scaled_dot_product_cudnn_attention", True)
     assert calls == ["variant"]
     monkeypatch.delenv("TILECRAFT_SMALL_ATTN")  # the default: on
     calls.clear()
-    ops._sdpa(q, k, v, **kw)
-    ops._sdpa(q, k, v, mask, **kw)
-    ops._sdpa(q, k, v, torch.zeros(16, 17, dtype=q.dtype), **kw)
+    ops._sdpa(q, k, v, None, True, None, "_scaled_dot_product_cudnn_attention", True)
+    ops._sdpa(q, k, v, mask, True, None, "_scaled_dot_product_cudnn_attention", True)
+    ops._sdpa(q, k, v, torch.zeros(16, 17, dtype=q.dtype), True, None, "_scaled_dot_product_cudnn_attention", True)
     assert calls == ["small", "small", "variant"], calls  # (a mask it cannot broadcast: the variant)
 
 
@@ -136,14 +110,13 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from tilecraft.codegen.small_attention import small_attention_kernel as fn
-for mask, mtype, rope in ((0, "*bf16", False), (1, "*i1", False), (1, "*i1", True)):
+for mask, mtype in ((0, "*bf16"), (1, "*i1")):
     sig = {n: "i32" for n in fn.arg_names}
-    sig.update(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", m_ptr=mtype, o_ptr="*bf16", c_ptr="*bf16",
-               s_ptr="*bf16", scale="fp32", **{n: "constexpr" for n in ("BT", "BS", "D", "CAUSAL", "MASK", "ROPE",
-                                                                       "F32")})
-    consts = {"BT": 16, "BS": 16, "D": 128, "CAUSAL": not mask, "MASK": mask, "ROPE": rope, "F32": False}
+    sig.update(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", m_ptr=mtype, o_ptr="*bf16", scale="fp32",
+               **{n: "constexpr" for n in ("BT", "BS", "D", "CAUSAL", "MASK", "F32")})
+    consts = {"BT": 16, "BS": 16, "D": 128, "CAUSAL": not mask, "MASK": mask, "F32": False}
     k = triton.compile(ASTSource(fn, sig, constexprs=consts,
-                                 attrs={(i,): [["tt.divisibility", 16]] for i in range(7)}),
+                                 attrs={(i,): [["tt.divisibility", 16]] for i in range(5)}),
                        target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
     info = qgemm_ptx.ptxas_info(k.asm["ptx"])
     print(info["ptxas_ok"], info["spill_bytes"], "mma" in k.asm["ptx"])
@@ -151,32 +124,9 @@ for mask, mtype, rope in ((0, "*bf16", False), (1, "*i1", False), (1, "*i1", Tru
 
 
 def test_compiles_for_sm90():
-    """LLaMA-492M's decode shape (16 tokens, head dim 128, bf16, causal or masked, with RoPE or not) compiled for
-    sm_90 in a fresh process: ptxas accepts it, no spills, tensor-core dots."""
+    """LLaMA-492M's decode shape (16 tokens, head dim 128, bf16, causal or masked) compiled for sm_90 in a fresh
+    process:
+    ptxas accepts it, no spills, tensor-core dots."""
     from tests.benches import run_with_qgemm_ptx
 
-    assert run_with_qgemm_ptx(PTX).split() == ["True", "0", "True"] * 3  # no mask, a bool one, that with RoPE
-
-
-def test_sdpa_op_with_rope_runs_the_kernel_or_rotates_in_torch(monkeypatch):
-    """ir/ops.py `_sdpa` with `rope` (passes/attention.py fuse_rope): the small kernel rotates q and k itself,
-    its result laid out as the variant would lay out the attention of the rotated tensors; with the kernel off,
-    torch rotates them (into the recorded strides) and the variant runs; both give the rotated attention."""
-    from tilecraft.ir import ops
-
-    q, k, v = _qkv(1, 4, 2, 16, 16, 32)
-    cos, sin = _tables(1, 16, 32)
-    rot = (torch.empty(1, 16, 4, 32).transpose(1, 2).stride(), torch.empty(1, 16, 2, 32).transpose(1, 2).stride())
-    want = _reference(ops.rope_reference(q, cos, sin), ops.rope_reference(k, cos, sin), v, True)
-    kw = {"is_causal": True, "variant": "_scaled_dot_product_cudnn_attention", "enable_gqa": True, "rope": rot}
-    sa.attention_like(kw["variant"], q, k, v, True, None, None, (cos, sin), rot)  # (its layout, before the patch)
-    seen = []
-    monkeypatch.setattr(ops, "sdpa_variant", lambda v_, q_, k_, *a: seen.append((q_.stride(), k_.stride()))
-                        or _reference(q_, k_, a[0], True))
-    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
-    got = ops._sdpa(q, k, v, cos, sin, **kw)
-    assert not seen
-    assert_close(got, want)
-    monkeypatch.setenv("TILECRAFT_SMALL_ATTN", "0")
-    assert_close(ops._sdpa(q, k, v, cos, sin, **kw), want)
-    assert seen == [rot]  # the variant read the rotated q and k, laid out as the graph had them
+    assert run_with_qgemm_ptx(PTX).split() == ["True", "0", "True"] * 2  # without a mask, with a bool one

@@ -114,37 +114,3 @@ def test_bert_attention_output_reaches_the_projection_as_a_view():
                     views += u.op == "view"
                     stack.append(u.out)
         assert views >= 1
-
-
-def test_rope_joins_the_few_token_attention(monkeypatch):
-    """fuse_rope: LLaMA's RoPE on q and k (x * cos + rotate_half(x) * sin) becomes part of the `sdpa` node, which
-    reads q and k as the projections wrote them plus the cos/sin tables; no RoPE op is left, the logits match
-    eager in bf16 on fresh inputs (here torch rotates: codegen's test runs the kernel), and with the small
-    attention kernel turned off (TILECRAFT_SMALL_ATTN=0) nothing is rewritten. (The CUDA layout passes on for
-    the CPU, as the GPU runs it.)"""
-    from .test_follow_layouts import PASSES as LAYOUT_PASSES
-
-    torch.manual_seed(0)
-    m = T.LlamaForCausalLM(T.LlamaConfig(hidden_size=128, intermediate_size=96, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
-                                         use_cache=False)).eval().to(torch.bfloat16)  # head dim 32
-    c = tilecraft.compile(m, passes=LAYOUT_PASSES)
-    with torch.no_grad():
-        for seed in (1, 2):
-            ids = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(seed))
-            assert_close(c(input_ids=ids).logits, m(input_ids=ids).logits)
-    g = c.report.graphs[0].graph
-    sdpas = [n for n in g.nodes if n.op == "sdpa"]
-    assert len(sdpas) == 2 and all(n.attrs.get("rope") and len(n.inputs) == 6 for n in sdpas), sdpas
-    assert all(n.inputs[0].producer.op == "permute" and n.inputs[4].type.shape == (1, 1, 16, 32) for n in sdpas)
-    # the rotated q and k were [b, t, h, d] in memory (follow_input_layouts), as the attention's result still is
-    assert all(n.attrs["rope"] == ((2048, 32, 128, 1), (1024, 32, 64, 1)) for n in sdpas)
-    assert all(n.out.type.strides == (2048, 32, 128, 1) for n in sdpas)
-    assert not c.report.graphs[0].program.copies
-    assert "neg" not in c.report.graphs[0].ops  # rotate_half's negation went with the RoPE
-    monkeypatch.setenv("TILECRAFT_SMALL_ATTN", "0")
-    off = tilecraft.compile(m, passes=LAYOUT_PASSES)
-    with torch.no_grad():
-        off(input_ids=ids)
-    assert not [n for n in off.report.graphs[0].graph.nodes if n.op == "sdpa" and n.attrs.get("rope")]
-    assert off.report.graphs[0].ops.get("neg") == 4

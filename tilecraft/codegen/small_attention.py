@@ -27,31 +27,10 @@ MAX_TOKENS = 64  # queries and keys per program
 
 
 @triton.jit
-def _rotated_halves(x_ptr, c_ptr, s_ptr, rows, n, c_row, stride, F32: tl.constexpr, D: tl.constexpr):
-    """The two halves of HF's RoPE of a [rows, D] tile, x * cos + rotate_half(x) * sin, each rounded to x's dtype:
-    (lo * cos_lo - hi * sin_lo, hi * cos_hi + lo * sin_hi). Loaded as two contiguous halves (a permuted index
-    would cost the wide loads); the scores are the sum of the halves' dots, so the halves are never joined."""
-    dh = tl.arange(0, D // 2)
-    m = rows[:, None] < n
-    lo = tl.load(x_ptr + rows[:, None] * stride + dh[None, :], mask=m, other=0.0)
-    hi = tl.load(x_ptr + rows[:, None] * stride + D // 2 + dh[None, :], mask=m, other=0.0)
-    tab = rows[:, None] * c_row + dh[None, :]
-    c_lo = tl.load(c_ptr + tab, mask=m, other=0.0).to(tl.float32)
-    c_hi = tl.load(c_ptr + tab + D // 2, mask=m, other=0.0).to(tl.float32)
-    s_lo = tl.load(s_ptr + tab, mask=m, other=0.0).to(tl.float32)
-    s_hi = tl.load(s_ptr + tab + D // 2, mask=m, other=0.0).to(tl.float32)
-    a = (lo.to(tl.float32) * c_lo - hi.to(tl.float32) * s_lo).to(lo.dtype)
-    b = (hi.to(tl.float32) * c_hi + lo.to(tl.float32) * s_hi).to(lo.dtype)
-    if F32:  # (the interpreter: its 16-bit float arithmetic is not exact)
-        a, b = a.to(tl.float32), b.to(tl.float32)
-    return a, b
-
-
-@triton.jit
-def small_attention_kernel(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, c_ptr, s_ptr, H, GROUP, T, S, scale,
-                           sqb, sqh, sqt, skb, skh, sks, svb, svh, svs, smb, smh, smt, sms, sob, soh, sot, scb, sct,
+def small_attention_kernel(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, H, GROUP, T, S, scale,
+                           sqb, sqh, sqt, skb, skh, sks, svb, svh, svs, smb, smh, smt, sms, sob, soh, sot,
                            BT: tl.constexpr, BS: tl.constexpr, D: tl.constexpr, CAUSAL: tl.constexpr,
-                           MASK: tl.constexpr, ROPE: tl.constexpr, F32: tl.constexpr):
+                           MASK: tl.constexpr, F32: tl.constexpr):
     pid = tl.program_id(0)
     b = pid // H
     h = pid % H
@@ -59,20 +38,12 @@ def small_attention_kernel(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, c_ptr, s_ptr, H, G
     t = tl.arange(0, BT)
     s = tl.arange(0, BS)
     d = tl.arange(0, D)
+    q = tl.load(q_ptr + b * sqb + h * sqh + t[:, None] * sqt + d[None, :], mask=t[:, None] < T, other=0.0)
+    k = tl.load(k_ptr + b * skb + hk * skh + s[:, None] * sks + d[None, :], mask=s[:, None] < S, other=0.0)
     v = tl.load(v_ptr + b * svb + hk * svh + s[:, None] * svs + d[None, :], mask=s[:, None] < S, other=0.0)
-    if F32:
-        v = v.to(tl.float32)
-    if ROPE:  # q and k rotated as HF's apply_rotary_pos_emb (cos/sin rows: the query / key positions)
-        qa, qb = _rotated_halves(q_ptr + b * sqb + h * sqh, c_ptr + b * scb, s_ptr + b * scb, t, T, sct, sqt, F32, D)
-        ka, kb = _rotated_halves(k_ptr + b * skb + hk * skh, c_ptr + b * scb, s_ptr + b * scb, s, S, sct, sks,
-                                 F32, D)
-        scores = (tl.dot(qa, tl.trans(ka)) + tl.dot(qb, tl.trans(kb))) * scale
-    else:
-        q = tl.load(q_ptr + b * sqb + h * sqh + t[:, None] * sqt + d[None, :], mask=t[:, None] < T, other=0.0)
-        k = tl.load(k_ptr + b * skb + hk * skh + s[:, None] * sks + d[None, :], mask=s[:, None] < S, other=0.0)
-        if F32:
-            q, k = q.to(tl.float32), k.to(tl.float32)
-        scores = tl.dot(q, tl.trans(k)) * scale
+    if F32:  # (the interpreter: its 16-bit float arithmetic is not exact)
+        q, k, v = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32)
+    scores = tl.dot(q, tl.trans(k)) * scale
     valid = (s[None, :] < S) & (t[:, None] >= 0)
     if CAUSAL:  # torch's is_causal: query i sees keys 0..i (the mask's upper-left corner)
         valid = valid & (s[None, :] <= t[:, None])
@@ -98,11 +69,10 @@ def enabled() -> bool:
     return os.environ.get("TILECRAFT_SMALL_ATTN", "1").strip().lower() in ("1", "true", "on", "yes")
 
 
-def supported(q, k, v, attn_mask=None, rope=None) -> bool:
+def supported(q, k, v, attn_mask=None) -> bool:
     """Can small_attention run these [B, H, T, D] / [B, HKV, S, D] tensors? At most MAX_TOKENS queries and keys,
     a power-of-two head dim 16-256, fp16/bf16, k/v heads dividing the query heads, unit stride along D; a mask
-    (bool, or additive in q's dtype or float32) that broadcasts to [B, H, T, S], or none; `rope`: (cos, sin)
-    tables to rotate q and k with first (`rope_supported`)."""
+    (bool, or additive in q's dtype or float32) that broadcasts to [B, H, T, S], or none."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         return False
     B, H, T, D = q.shape
@@ -119,24 +89,13 @@ def supported(q, k, v, attn_mask=None, rope=None) -> bool:
             and T <= MAX_TOKENS and S <= MAX_TOKENS and T > 0 and S > 0 and 16 <= D <= 256 and D & (D - 1) == 0
             and k.shape[0] == v.shape[0] == B and k.shape[1] == v.shape[1] and H % k.shape[1] == 0
             and k.shape[3] == v.shape[3] == D and v.shape[2] == S
-            and q.stride(3) == k.stride(3) == v.stride(3) == 1 and (rope is None or rope_supported(q, k, *rope)))
-
-
-def rope_supported(q, k, cos, sin) -> bool:
-    """Can the kernel rotate q and k (RoPE) with these cos/sin tables: the same [B or 1, 1, T, D] geometry for
-    both, unit stride along D, as many keys as queries (the rows index both), D >= 32 (each half is a dot)."""
-    B, _, T, D = q.shape
-    return (D >= 32 and cos.dim() == sin.dim() == 4 and cos.shape == sin.shape and cos.stride() == sin.stride()
-            and cos.shape[0] in (1, B) and tuple(cos.shape[1:]) == (1, T, D) and k.shape[2] == T
-            and cos.stride(3) == 1 and cos.dtype == sin.dtype)
+            and q.stride(3) == k.stride(3) == v.stride(3) == 1)
 
 
 def small_attention(q, k, v, is_causal: bool, scale: float | None, out: torch.Tensor,
-                    attn_mask: torch.Tensor | None = None, rope=None) -> torch.Tensor:
+                    attn_mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T * scale [+ causal mask] [+ attn_mask]) v into `out` ([B, H, T, D], any strides with unit
-    stride along D). A bool attn_mask keeps the keys where it is True; a float one is added to the scores.
-    `rope`: (cos, sin), [B or 1, 1, T, D]: q and k are rotated first, as `rope_reference` does (HF's
-    apply_rotary_pos_emb), so that the RoPE kernel before the attention is not needed."""
+    stride along D). A bool attn_mask keeps the keys where it is True; a float one is added to the scores."""
     B, H, T, D = q.shape
     S = k.shape[2]
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
@@ -147,12 +106,9 @@ def small_attention(q, k, v, is_causal: bool, scale: float | None, out: torch.Te
     else:
         mask = torch.broadcast_to(attn_mask, (B, H, T, S))
         mode, mstrides = (1 if mask.dtype == torch.bool else 2), mask.stride()
-    cos, sin = rope if rope is not None else (q, q)  # (pointers the kernel never reads)
-    cstrides = (cos.stride(0) if cos.shape[0] > 1 else 0, cos.stride(2)) if rope is not None else (0, 0)
     small_attention_kernel[(B * H,)](
-        q, k, v, mask, out, cos, sin, H, H // k.shape[1], T, S, scale, *q.stride()[:3], *k.stride()[:3],
-        *v.stride()[:3], *mstrides, *out.stride()[:3], *cstrides, BT=bt, BS=bs, D=D, CAUSAL=bool(is_causal),
-        MASK=mode, ROPE=rope is not None, F32=interpreting(),
+        q, k, v, mask, out, H, H // k.shape[1], T, S, scale, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+        *mstrides, *out.stride()[:3], BT=bt, BS=bs, D=D, CAUSAL=bool(is_causal), MASK=mode, F32=interpreting(),
         **({} if interpreting() else {"num_warps": 4}))
     return out
 
@@ -171,14 +127,10 @@ def _variant_strides(variant, q_geo, k_geo, v_geo, dtype, is_causal, scale, mask
     return tuple(sdpa_variant(variant, q, k, v, mask, is_causal, scale).stride())
 
 
-def attention_like(variant: str, q, k, v, is_causal: bool, scale, attn_mask=None, rope=None,
-                   rotated_strides=None) -> torch.Tensor | None:
+def attention_like(variant: str, q, k, v, is_causal: bool, scale, attn_mask=None) -> torch.Tensor | None:
     """small_attention's result in the layout ATen's `variant` would give (what the IR expects of the node), or
-    None when that layout is unknown or not unit-stride along D (then the caller runs the variant). With
-    `rope` (cos, sin), the variant would have read the rotated q and k, laid out as `rotated_strides` says."""
+    None when that layout is unknown or not unit-stride along D (then the caller runs the variant)."""
     geo = [(tuple(x.shape), tuple(x.stride())) for x in (q, k, v)]
-    if rope is not None:
-        geo[0], geo[1] = ((g[0], tuple(st)) for g, st in zip(geo, rotated_strides))
     mgeo = None if attn_mask is None else (tuple(attn_mask.shape), tuple(attn_mask.stride()), attn_mask.dtype)
     try:
         strides = _variant_strides(variant, *geo, q.dtype, bool(is_causal), scale, mgeo)
@@ -187,4 +139,4 @@ def attention_like(variant: str, q, k, v, is_causal: bool, scale, attn_mask=None
     if strides[3] != 1:
         return None
     out = torch.empty_strided(q.shape, strides, dtype=q.dtype, device=q.device)
-    return small_attention(q, k, v, is_causal, scale, out, attn_mask, rope)
+    return small_attention(q, k, v, is_causal, scale, out, attn_mask)

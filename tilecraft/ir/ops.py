@@ -679,26 +679,20 @@ op("batch_norm", "opaque", lambda x, weight=None, bias=None, running_mean=None, 
 _NO_GQA: set[str] = set()  # attention variants found not to take grouped k/v (they get k/v expanded)
 
 
-def _sdpa(q, k, v, *rest, is_causal=False, scale=None, variant=None, enable_gqa=False, rope=None):
+def _sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None, variant=None, enable_gqa=False):
     """The captured CUDA attention kernel itself when the graph named one (`variant`), so that its inputs reach it
     exactly as they reached it in eager (F.scaled_dot_product_attention may pick another kernel and convert or
     copy the mask first); F.scaled_dot_product_attention elsewhere. `enable_gqa`: k/v have fewer heads than q
-    (each serves q.shape[1] // k.shape[1] query heads); a variant that refuses them gets them expanded.
-    Inputs after v: the attention mask (optional), then with `rope` the cos and sin tables that rotate q and k
-    first (passes/attention.py `fuse_rope`; `rope` holds the strides the rotated q and k had in the graph)."""
-    attn_mask, tables = sdpa_extras(rest, rope)
-    if variant is not None and q.is_cuda:
-        from ..codegen import small_attention as small
-
-        if small.enabled() and small.supported(q, k, v, attn_mask, tables):  # (TILECRAFT_SMALL_ATTN=0: never)
-            out = small.attention_like(variant, q, k, v, is_causal, scale, attn_mask, tables, rope)
-            if out is not None:
-                return out
-    if tables is not None:
-        q, k = (rope_reference(x, *tables, strides) for x, strides in zip((q, k), rope))
+    (each serves q.shape[1] // k.shape[1] query heads); a variant that refuses them gets them expanded."""
     if variant is None or not q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
                                               **({"enable_gqa": True} if enable_gqa else {}))
+    from ..codegen import small_attention as small
+
+    if small.enabled() and small.supported(q, k, v, attn_mask):  # (TILECRAFT_SMALL_ATTN=0: never)
+        out = small.attention_like(variant, q, k, v, is_causal, scale, attn_mask)
+        if out is not None:
+            return out
     if enable_gqa and variant in _NO_GQA:
         k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
     try:
@@ -707,27 +701,7 @@ def _sdpa(q, k, v, *rest, is_causal=False, scale=None, variant=None, enable_gqa=
         if not enable_gqa or variant in _NO_GQA:
             raise
         _NO_GQA.add(variant)
-        return _sdpa(q, k, v, *([] if attn_mask is None else [attn_mask]), is_causal=is_causal, scale=scale,
-                     variant=variant, enable_gqa=enable_gqa)
-
-
-def sdpa_extras(rest, rope) -> tuple:
-    """(attn_mask or None, (cos, sin) or None) of an `sdpa`'s inputs after q, k, v."""
-    if rope:
-        return (rest[0] if len(rest) == 3 else None), tuple(rest[-2:])
-    return (rest[0] if rest else None), None
-
-
-def rope_reference(x, cos, sin, strides=None):
-    """HF's apply_rotary_pos_emb on one of q, k ([B, H, T, D]; cos/sin broadcast to it): x * cos + rotate_half(x)
-    * sin, in float32, rounded to x's dtype once; laid out with `strides` when given."""
-    half = x.shape[-1] // 2
-    xf = x.float()
-    rot = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
-    out = (xf * cos.float() + rot * sin.float()).to(x.dtype)
-    if strides is None or tuple(out.stride()) == tuple(strides):
-        return out
-    return torch.empty_strided(out.shape, strides, dtype=out.dtype, device=out.device).copy_(out)
+        return _sdpa(q, k, v, attn_mask, is_causal, scale, variant, enable_gqa)
 
 
 def sdpa_variant(variant: str, q, k, v, attn_mask=None, is_causal=False, scale=None):

@@ -1,5 +1,4 @@
-"""`fuse_attention`: attention written out as matmuls becomes one `sdpa` node; RoPE before a few-token attention
-joins it (`fuse_rope`).
+"""`fuse_attention`: attention written out as matmuls becomes one `sdpa` node.
 
 Two forms reach the IR as `bmm → (scale, mask) → softmax → bmm`: HF's "eager" attention (`q @ k.T / sqrt(d)
 + mask`, softmax, `@ v`), and torch's own math fallback of scaled_dot_product_attention (q and k each scaled by
@@ -186,79 +185,6 @@ def fold_query_scale(graph: Graph) -> Graph:
     return graph
 
 
-def _slice_of(v: Value, start: int, stop: int) -> Value | None:
-    """x when v = x[..., start:stop] (a unit-step slice of the last dim that reaches at least `stop`), else None."""
-    p = v.producer
-    if p is None or p.op != "slice" or p.attrs.get("dim") % v.type.rank != v.type.rank - 1 \
-            or p.attrs.get("step", 1) != 1 or p.attrs.get("start") != start or p.attrs.get("end") < stop:
-        return None
-    return p.inputs[0]
-
-
-def _rotated(r: Value) -> Value | None:
-    """x when r = rotate_half(x) = cat([-x[..., D/2:], x[..., :D/2]], -1) (HF's RoPE), else None."""
-    p = r.producer
-    D = r.type.shape[-1] if r.type.rank else 0
-    if p is None or p.op != "cat" or D % 2 or p.attrs.get("dim", 0) % r.type.rank != r.type.rank - 1 \
-            or len(p.inputs) != 2 or not all(isinstance(a, Value) for a in p.inputs):
-        return None
-    neg, low = p.inputs
-    if neg.producer is None or neg.producer.op != "neg":
-        return None
-    x = _slice_of(neg.producer.inputs[0], D // 2, D)
-    return x if x is not None and x is _slice_of(low, 0, D // 2) and x.type.shape == r.type.shape else None
-
-
-def _rope_of(v: Value) -> tuple[Value, Value, Value] | None:
-    """(x, cos, sin) when v = x * cos + rotate_half(x) * sin, the tables [B or 1, 1, T, D] broadcast over the
-    heads of x [B, H, T, D] in x's dtype, else None."""
-    p = v.producer
-    if p is None or p.op != "add" or len(p.inputs) != 2 or not all(isinstance(a, Value) for a in p.inputs):
-        return None
-    muls = [a.producer for a in p.inputs]
-    if any(m is None or m.op != "mul" or not all(isinstance(a, Value) for a in m.inputs) for m in muls):
-        return None
-    for plain, rot in (muls, muls[::-1]):
-        for x, cos in (plain.inputs, plain.inputs[::-1]):
-            for r, sin in (rot.inputs, rot.inputs[::-1]):
-                if _rotated(r) is not x or x.type.rank != 4 or x.type.dtype != v.type.dtype:
-                    continue
-                B, _, T, D = x.type.shape
-                if all(t.type.rank == 4 and t.type.dtype == x.type.dtype and t.type.shape[0] in (1, B)
-                       and t.type.shape[1:] == (1, T, D) for t in (cos, sin)):
-                    return x, cos, sin
-    return None
-
-
-def fuse_rope(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
-    """`sdpa(rope(q), rope(k), v)` -> `sdpa(q, k, v, cos, sin, rope=...)` where the few-token attention kernel
-    (codegen/small_attention.py) will run it: it rotates q and k as it loads them, so the RoPE kernel before
-    each attention (one launch per layer, ~1.2 us of LLaMA-492M's b1x16 step on an H200) is not needed. Only
-    for a captured CUDA attention (`variant`: what the small kernel replaces) or on the CPU (torch rotates
-    there), both operands rotated with the same tables, sizes the kernel takes; `rope` keeps the strides the
-    rotated q and k had, the layout the attention's result was derived from (passes/layout.py `_sdpa_layout`)."""
-    from ..codegen import small_attention as small
-
-    if not small.enabled():
-        return graph
-    for n in graph.nodes:
-        if n.op != "sdpa" or n.attrs.get("rope") or n.out.type.device not in devices or (
-                n.out.type.device != "cpu" and not n.attrs.get("variant")):
-            continue
-        q, k = n.inputs[:2]
-        rq, rk = _rope_of(q), _rope_of(k)
-        if rq is None or rk is None or rq[1] is not rk[1] or rq[2] is not rk[2]:
-            continue
-        B, H, T, D = q.type.shape
-        if not (q.type.dtype in (torch.float16, torch.bfloat16) and T <= small.MAX_TOKENS
-                and k.type.shape[2] == T and 32 <= D <= 256 and D & (D - 1) == 0
-                and rq[0].type.strides[3] == rk[0].type.strides[3] == 1 and rq[1].type.strides[3] == 1):
-            continue
-        n.inputs = [rq[0], rk[0]] + list(n.inputs[2:]) + [rq[1], rq[2]]
-        n.attrs = {**n.attrs, "rope": (tuple(q.type.strides), tuple(k.type.strides))}
-    return graph
-
-
 def fuse_attention(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
     """Replace each matched attention by an `sdpa` node (see the module docstring); GQA's expanded k/v are read
     grouped (`use_sdpa_gqa`)."""
@@ -297,7 +223,6 @@ def fuse_attention(graph: Graph, devices: tuple[str, ...] = ("cuda",)) -> Graph:
     graph.nodes = nodes
     use_sdpa_gqa(graph, devices)
     fold_query_scale(dce(graph))  # (the dead bmm patterns still read the scaled q)
-    fuse_rope(dce(graph), devices)
     # the math path's fp32 result is cast back to the inputs' dtype: with the sdpa in that dtype, the pair of
     # casts around it is an exact round trip that canonicalize removes (else a matmul reading it takes the cast
     # as a prologue and cannot run in cuBLAS: BERT's attention output projection)

@@ -282,29 +282,23 @@ def _sdpa_layout(n: Node) -> None:
     """An `sdpa` node's result strides for its inputs' layouts now: what the captured CUDA kernel (`variant`)
     gives, by its meta function (cuDNN and flash lay the output out like q, memory-efficient always [b, t, h, d]);
     F.scaled_dot_product_attention's fused kernels (no variant) like q, as fuse_attention assumes."""
-    import torch
-
     from ..ir.types import TensorType, dense_strides
 
     t, variant = n.out.type, n.attrs.get("variant")
     if variant is not None:
-        from ..ir.ops import sdpa_extras, sdpa_variant
+        from ..ir.ops import sdpa_variant
 
-        q, k, v, *rest = [x.type.meta() for x in n.inputs]
-        mask, rope = sdpa_extras(rest, n.attrs.get("rope")), n.attrs.get("rope")
-        if rope:  # the variant would read the rotated q and k (fuse_rope), laid out as they were
-            q, k = (torch.empty_strided(x.shape, st, dtype=x.dtype, device="meta") for x, st in zip((q, k), rope))
+        q, k, v, *mask = [x.type.meta() for x in n.inputs]
         try:
-            out = sdpa_variant(variant, q, k, v, mask[0], n.attrs.get("is_causal", False), n.attrs.get("scale"))
+            out = sdpa_variant(variant, q, k, v, mask[0] if mask else None, n.attrs.get("is_causal", False),
+                               n.attrs.get("scale"))
         except Exception:  # noqa: BLE001 - no meta function for it: keep the captured layout
             return
         if tuple(out.shape) != t.shape:
             return
         strides = tuple(out.stride())
     else:
-        q = n.inputs[0].type
-        rope = n.attrs.get("rope")
-        order = _stride_order(TensorType(q.shape, q.dtype, rope[0], q.device) if rope else q)
+        order = _stride_order(n.inputs[0].type)
         if order is None:
             return
         strides = dense_strides(t.shape, order)
