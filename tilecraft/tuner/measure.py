@@ -269,7 +269,8 @@ class SyntheticSurface:
         cost = 1.0
         d = {}
         for k, vals in self.space.knobs.items():
-            d[k] = (vals.index(config[k]) if config[k] in vals else 0) - self.pref[k]
+            v = config.get(k)  # (a default config may leave a knob out: the kernel's own default)
+            d[k] = (vals.index(v) if v in vals else 0) - self.pref[k]
             cost *= 1.0 + self.weight[k] * abs(d[k]) ** 1.3
         if self.pair:
             a, b = self.pair

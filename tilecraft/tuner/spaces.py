@@ -145,9 +145,10 @@ class ConfigSpace:
         return self.sample(rng)
 
     def crossover(self, a: Config, b: Config, rng: random.Random, tries: int = 20) -> Config:
-        """Each knob from one parent at random; stays valid (else a mutation of `a`)."""
+        """Each knob from one parent at random (a knob only one of them sets, e.g. a kernel's default config that
+        leaves one to the kernel: from that one); stays valid (else a mutation of `a`)."""
         for _ in range(tries):
-            c = {k: (a if rng.random() < 0.5 else b)[k] for k in a}
+            c = {k: (a if k in a and (k not in b or rng.random() < 0.5) else b)[k] for k in a.keys() | b.keys()}
             if self.rule(c) is None:
                 return c
         return self.mutate(a, rng)
