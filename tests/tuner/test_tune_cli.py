@@ -247,3 +247,32 @@ def test_sigterm_keeps_every_measurement_and_prints_the_summary(tmp_path):
     assert "INTERRUPTED after 1 of" in out and "(interrupted)" in out, out
     with ScheduleDB(db) as d:
         assert d.count() >= seen
+
+
+def test_tune_an_int4_gemm_whose_default_leaves_knobs_to_the_kernel(tmp_path):
+    """int4 wq_gemm's interpreter default sets neither ASM nor SCALE_W (the kernel's own defaults: off), which its
+    space searches: crossing it with a config that sets them keeps every knob (it raised KeyError), and the
+    simulated measurer times it (it raised KeyError too), so a tuning run measures every config it proposes."""
+    import random
+
+    from tilecraft.quant.kernels import make_kernel
+    from tilecraft.tuner.spaces import space_for_kernel
+    from tilecraft.tuner.tune import tune_kernels
+
+    k = make_kernel("int4_weight_only", 16, 32, 64, torch.float32, group=32)
+    default = k.default_config()
+    assert k.template == "wq_gemm" and "ASM" not in default and "SCALE_W" not in default
+    dev = PRESETS["cpu-interpreter"]
+    sp = space_for_kernel(k, dev)
+    rng = random.Random(0)
+    other = next(c for c in iter(lambda: sp.sample(rng), None) if "ASM" in c and "SCALE_W" in c)
+    for _ in range(10):
+        child = sp.crossover(default, other, rng)
+        assert set(child) == set(default) | set(other) and sp.rule(child) is None
+    rows = tune_kernels([k], str(tmp_path / "s.sqlite"), budget=8, device_info=dev, progress=False)
+    assert rows[0].measurements == 8
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "s.sqlite") as con:
+        errors = [e for (e,) in con.execute("select error from schedules where status != 'ok'")]
+    assert all(e == "RuntimeError: simulated out of resources" for e in errors), errors

@@ -108,7 +108,7 @@ class _RefCache:
 class GPUMeasurer:
     """Times configs on a CUDA device: warm-up, then the median over repetitions of one round of launches that
     rotates over several arg sets (enough bytes to exceed 2x the L2 so it does not flatter small kernels),
-    timed with CUDA events. Each candidate's output is checked against the default config's output first.
+    timed with CUDA events, the launches queued behind a GPU sleep (GPU time, not the host's launch cost). Each candidate's output is checked against the default config's output first.
     Runs in-process (try/except); wrap it in `SubprocessMeasurer` to survive hard crashes and hangs."""
 
     def __init__(self, device: str = "cuda", warmup_ms: float = 5.0, reps: int = 20, time_limit_s: float = 10.0,
@@ -142,16 +142,26 @@ class GPUMeasurer:
                 if bad:
                     return _failed(config, f"wrong result vs default config: {bad}", t0)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            sleep = [0]  # GPU clock cycles to keep the device busy while a round's launches queue
 
             def round_ms() -> float:
+                if sleep[0]:
+                    torch.cuda._sleep(sleep[0])
                 start.record()
+                h0 = time.perf_counter()
                 for s in sets:
                     kernel.launch(s, config)
+                host_s = time.perf_counter() - h0
                 end.record()
                 end.synchronize()
+                # a kernel shorter than its launch's host cost (decode-sized GEMMs: ~5 us of GPU, ~10-20 us of
+                # Python per launch) would be timed as host time: from the next round on, the launches queue
+                # behind a GPU sleep that outlasts them (~2 GHz clock; longer at lower clocks: still outside)
+                sleep[0] = max(sleep[0], int(1.5 * host_s * 2e9) + 20_000)
                 return start.elapsed_time(end) / len(sets)
 
             est = round_ms()
+            est = round_ms()  # (the first round ran without the sleep)
             per_round = est * len(sets)
             for _ in range(max(1, int(self.warmup_ms / max(per_round, 1e-3)))):
                 est = round_ms()
