@@ -121,7 +121,7 @@ class KernelProgram:
         from ..codegen.compile import compile_kernels
 
         self.graph, self.options = graph, options
-        self.static_inputs: tuple[int, ...] = ()  # sorted argument indices of parameters and buffers (backend)
+        self._static_inputs: tuple[int, ...] = ()  # sorted argument indices of parameters and buffers (backend)
         self._static_steps: set[int] | None = None  # steps computed from static inputs alone (see _plan_static)
         self._cache_key, self._cache = None, {}
         # groups whose kernel failed to generate, compile or launch, as (stage "codegen" | "compile" | "launch",
@@ -131,6 +131,7 @@ class KernelProgram:
         self._graphs: list[_GraphInstance] = []  # captured CUDA graphs (see _replay)
         self._graph_key, self._graph_refused = None, False
         self._last_ptrs = None  # (address, strides) of the last call's non-static tensor inputs (see _replay)
+        self._arg_positions: dict[int, tuple[list[int], list[int]]] = {}  # see _positions
         self._lean, self._lean_source = None, None  # the generated wrapper (see run) and its source
         self.copies: set = set()  # (kernel, shape, strides given, strides expected) of inputs copied to fit
         self._configs: dict = {}  # select_config's answers, by what it reads of a kernel (see _choose_config)
@@ -281,12 +282,11 @@ class KernelProgram:
         refilled in place) gets a "direct" instance captured on those tensors: it holds them and replays with no
         copy while the caller's inputs have the same addresses and strides (in-place changes are seen, as eager
         sees them)."""
-        static = [i for i in self.static_inputs if i < len(args) and isinstance(args[i], torch.Tensor)]
+        static, dynamic = self._positions(args)
         key = self._static_key(args) or tuple(args[i].data_ptr() for i in static)
         if key != self._graph_key:
             self._graphs, self._graph_key = [], key
-        ptrs = tuple((a.data_ptr(), a.stride()) for i, a in enumerate(args)
-                     if isinstance(a, torch.Tensor) and i not in static)
+        ptrs = tuple((args[i].data_ptr(), args[i].stride()) for i in dynamic)
         again, self._last_ptrs = ptrs == self._last_ptrs, ptrs
         inst = next((g for g in self._graphs if g.free() and g.fits(args) and (g.direct or not again)), None)
         if inst is None and again:  # the same inputs twice: a direct instance, in place of a free one if full
@@ -329,10 +329,29 @@ class KernelProgram:
                 self._static_steps.add(i)
                 static.update(id(o) for o in produced)
 
+    @property
+    def static_inputs(self) -> tuple[int, ...]:
+        return self._static_inputs
+
+    @static_inputs.setter
+    def static_inputs(self, value) -> None:
+        self._static_inputs, self._arg_positions = tuple(value), {}
+
+    def _positions(self, args) -> tuple[list[int], list[int]]:
+        """(positions of the static tensor arguments, of the other tensor arguments), worked out once per argument
+        count: a replay's host cost is on every call of a decode loop, and a quantized model passes ~200
+        parameters (testing each position against a list of them cost ~0.15 ms per call)."""
+        got = self._arg_positions.get(len(args))
+        if got is None:
+            fixed = set(self.static_inputs)
+            tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+            got = self._arg_positions[len(args)] = ([i for i in tensors if i in fixed],
+                                                    [i for i in tensors if i not in fixed])
+        return got
+
     def _static_key(self, args):
         try:
-            return tuple((args[i].data_ptr(), args[i]._version) for i in self.static_inputs
-                         if i < len(args) and isinstance(args[i], torch.Tensor))
+            return tuple((args[i].data_ptr(), args[i]._version) for i in self._positions(args)[0])
         except RuntimeError:  # inference-mode tensors have no version counter: nothing is cached
             return None
 
