@@ -108,7 +108,8 @@ class _RefCache:
 class GPUMeasurer:
     """Times configs on a CUDA device: warm-up, then the median over repetitions of one round of launches that
     rotates over several arg sets (enough bytes to exceed 2x the L2 so it does not flatter small kernels),
-    timed with CUDA events, the launches queued behind a GPU sleep (GPU time, not the host's launch cost). Each candidate's output is checked against the default config's output first.
+    timed with CUDA events, the launches queued behind a GPU sleep (GPU time, not the host's launch cost). Each
+    candidate's output is checked against the default config's output first.
     Runs in-process (try/except); wrap it in `SubprocessMeasurer` to survive hard crashes and hangs."""
 
     def __init__(self, device: str = "cuda", warmup_ms: float = 5.0, reps: int = 20, time_limit_s: float = 10.0,

@@ -148,7 +148,8 @@ class ConfigSpace:
         """Each knob from one parent at random (a knob only one of them sets, e.g. a kernel's default config that
         leaves one to the kernel: from that one); stays valid (else a mutation of `a`)."""
         for _ in range(tries):
-            c = {k: (a if k in a and (k not in b or rng.random() < 0.5) else b)[k] for k in a.keys() | b.keys()}
+            keys = list(a) + [k for k in b if k not in a]  # (in order: a seeded search repeats itself)
+            c = {k: (a if k in a and (k not in b or rng.random() < 0.5) else b)[k] for k in keys}
             if self.rule(c) is None:
                 return c
         return self.mutate(a, rng)
