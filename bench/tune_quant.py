@@ -19,17 +19,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def _kernels(scheme: str) -> list:
     import torch
 
-    import tilecraft
     from models import QUANT, build
+    from tilecraft.cli_tune import collect_kernels
+    from tilecraft.passes.quantize import quantize
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     model, ids, _ = build("llama_b1", dev == "cpu", dev)
     if dev == "cuda":
         model = model.to(torch.bfloat16)
-    compiled = tilecraft.compile(model, quantize=QUANT[scheme])
-    with torch.no_grad():
-        compiled(ids)
-    return [k for g in compiled.report.graphs for k in g.kernels if k.template == "wq_gemm"]
+    # the quantized copy compile(quantize=...) makes, compiled and run once as `tilecraft tune` does for a model
+    qmodel = quantize(model, QUANT[scheme], sibling_blocks=True)
+    return [k for k in collect_kernels((qmodel, ids)) if k.template == "wq_gemm"]
 
 
 def int4_b1() -> list:

@@ -143,11 +143,12 @@ class GPUMeasurer:
                 if bad:
                     return _failed(config, f"wrong result vs default config: {bad}", t0)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            sleep = [0]  # GPU clock cycles to keep the device busy while a round's launches queue
+            sleep = 0  # GPU clock cycles to keep the device busy while a round's launches queue
 
             def round_ms() -> float:
-                if sleep[0]:
-                    torch.cuda._sleep(sleep[0])
+                nonlocal sleep
+                if sleep:
+                    torch.cuda._sleep(sleep)
                 start.record()
                 h0 = time.perf_counter()
                 for s in sets:
@@ -158,7 +159,7 @@ class GPUMeasurer:
                 # a kernel shorter than its launch's host cost (decode-sized GEMMs: ~5 us of GPU, ~10-20 us of
                 # Python per launch) would be timed as host time: from the next round on, the launches queue
                 # behind a GPU sleep that outlasts them (~2 GHz clock; longer at lower clocks: still outside)
-                sleep[0] = max(sleep[0], int(1.5 * host_s * 2e9) + 20_000)
+                sleep = max(sleep, int(1.5 * host_s * 2e9) + 20_000)
                 return start.elapsed_time(end) / len(sets)
 
             est = round_ms()
