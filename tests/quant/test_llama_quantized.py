@@ -89,3 +89,75 @@ def test_a_norm_before_a_biased_linear_stays():
     graph = c.report.graphs[0].program.graph
     scaled = [n for n in graph.nodes if "rms_eps" in n.attrs]
     assert len(scaled) == 3 and all(n.inputs[1].type.shape[0] in (256, 128) for n in scaled)  # gate/up, lm_head
+
+
+def _rope_linears(graph):
+    return [n for n in graph.nodes if n.attrs.get("rope")]
+
+
+@pytest.mark.parametrize("scheme", ["int8_weight_only", "int4_weight_only"])
+def test_rope_is_the_qkv_gemms_epilogue(scheme):
+    """passes.fuse_rope_qlinear: RoPE on q and k runs in the merged q/k/v GEMM's epilogue (its tiles hold columns
+    c and c + D/2 of a head side by side); no RoPE kernel is left. Against the quantized model's eager reference on
+    fresh inputs, with the default tiles, with tiles spanning several heads and with split-K."""
+    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(11)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    torch._dynamo.reset()
+    c = tilecraft.compile(model, quantize=scheme)
+    with torch.no_grad():
+        for seed in (12, 13):
+            ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(seed))
+            assert_close(c(ids, use_cache=False).logits, c.model(ids, use_cache=False).logits)
+        prog = c.report.graphs[0].program
+        ropes = _rope_linears(prog.graph)
+        assert [n.attrs["rope"] for n in ropes] == [(64 + 32, 16)] * 2  # q and k columns of each layer, head dim 16
+        assert not any("neg" in k.info.get("ops", []) for k in prog.kernels)  # no rotate_half left anywhere
+        qkv = [k for k in prog.kernels if getattr(k, "extra", {}).get("ROPE")]
+        assert len(qkv) == 2 and all(k.extra["ROPE"] == 8 and "offs_h" in k.source for k in qkv)
+        for cfg_ in ({"BLOCK_N": 64}, {"BLOCK_N": 32, "SPLIT_K": 2, "BLOCK_K": 32}):  # 4 heads a tile; split-K
+            for k in qkv:
+                k.config = dict(k.config, **cfg_)
+            ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(14))
+            assert_close(c(ids, use_cache=False).logits, c.model(ids, use_cache=False).logits)
+
+
+def test_rope_with_a_kv_cache_and_a_returned_k():
+    """A KV cache's keys are a copy of the rotated k (the cache's cat): RoPE still joins the GEMM and the cache
+    holds eager's keys. A rotated k returned as it is (eager's layout, a graph output) keeps its own RoPE kernel:
+    only q's joins the GEMM."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(15)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    torch._dynamo.reset()
+    c = tilecraft.compile(model, quantize="int8_weight_only")
+    ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        got, ref = c(ids, use_cache=True), c.model(ids, use_cache=True)
+        assert_close(got.logits, ref.logits)
+        assert_close(got.past_key_values.layers[0].keys, ref.past_key_values.layers[0].keys)
+    assert [n.attrs["rope"] for n in _rope_linears(c.report.graphs[0].program.graph)] == [(96, 16)]
+
+    class Attn(torch.nn.Module):
+        def __init__(self, d=64, heads=4):
+            super().__init__()
+            self.heads, (self.q, self.k, self.v) = heads, (torch.nn.Linear(d, d, bias=False) for _ in range(3))
+
+        def forward(self, x, cos, sin):
+            B, T, d = x.shape
+            q, k, v = (p(x).view(B, T, self.heads, d // self.heads).transpose(1, 2) for p in (self.q, self.k, self.v))
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, d), k
+
+    gen = torch.Generator().manual_seed(17)
+    x, ang = torch.randn(2, 8, 64, generator=gen), torch.randn(2, 8, 8, generator=gen)
+    cos, sin = torch.cat([ang.cos()] * 2, -1), torch.cat([ang.sin()] * 2, -1)
+    torch._dynamo.reset()
+    c = tilecraft.compile(Attn().eval(), quantize="int4_weight_only")
+    with torch.no_grad():
+        assert_close(c(x, cos, sin), c.model(x, cos, sin))
+    assert [n.attrs["rope"] for n in _rope_linears(c.report.graphs[0].program.graph)] == [(64, 16)]

@@ -70,7 +70,8 @@ def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool
 
 
 # what an epilogue line may name and still run before the main loop's result exists
-_INDEX_NAMES = {"offs_m", "offs_n", "m_ok", "n_ok", "pid", "M", "N", "K", "BLOCK_M", "BLOCK_N", "mask", "other", "None",
+_INDEX_NAMES = {"offs_m", "offs_n", "offs_h", "m_ok", "n_ok", "pid", "M", "N", "K", "BLOCK_M", "BLOCK_N", "mask", "other",
+                "None",
                 "True", "False"}
 
 
@@ -91,6 +92,28 @@ def early_loads(lines: list[str], params: set[str]) -> tuple[list[str], list[str
     return early, body
 
 
+def rope_epilogue(em: Emitter, args: Args, n_rot: int, D: int, out, cos: Value, sin: Value) -> None:
+    """Rotate acc's q/k columns (those below n_rot) as HF's RoPE does: x * cos + rotate_half(x) * sin, in float32
+    from x rounded to the result's dtype (as eager stores it). The cos/sin index lines and loads need only the
+    tile's indices, so they also run early (`early_loads`)."""
+    B, T = out.shape[:2]
+    half = D // 2
+    em.line(f"rp_d = offs_h % {D}")
+    for t, tag in ((cos, "c"), (sin, "s")):
+        s0, _, s2, s3 = (0 if n == 1 else st for n, st in zip(t.type.shape, t.type.strides))
+        em.line(f"rp_{tag}i = (offs_m // {T}) * {s0} + (offs_m % {T}) * {s2}")
+        em.line(f"rp_{tag}a = tl.load({args.load(t)} + rp_{tag}i[:, None] + rp_d[None, :] * {s3}, "
+                f"mask=m_ok[:, None], other=0.0)")
+        em.line(f"rp_{tag}b = tl.load({args.load(t)} + rp_{tag}i[:, None] + (rp_d + {half})[None, :] * {s3}, "
+                f"mask=m_ok[:, None], other=0.0)")
+    em.line("rp_x, rp_y = tl.split(tl.reshape(acc, (BLOCK_M, BLOCK_N // 2, 2)))")
+    em.line(f"rp_x = {round_to('rp_x', out.dtype)}")
+    em.line(f"rp_y = {round_to('rp_y', out.dtype)}")
+    em.line("rp_r = tl.reshape(tl.join(rp_x * rp_ca.to(tl.float32) - rp_y * rp_sa.to(tl.float32), "
+            "rp_y * rp_cb.to(tl.float32) + rp_x * rp_sb.to(tl.float32)), (BLOCK_M, BLOCK_N))")
+    em.line(f"acc = tl.where((offs_n < {n_rot})[None, :], rp_r, acc)")
+
+
 def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     from ..quant.kernels import QuantKernel, make_kernel
 
@@ -98,8 +121,10 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     if len(qnodes) != 1:
         raise Unsupported(f"a qmatmul group holds one quantized linear, got {len(qnodes)}")
     node = qnodes[0]
-    eps = node.attrs.get("rms_eps")  # (passes.fold_rms_norm) the norm's partial sums of squares come last
-    ins, ss = (node.inputs[:-1], node.inputs[-1]) if eps is not None else (node.inputs, None)
+    rope = node.attrs.get("rope")  # (passes.fuse_rope_qlinear) (n_rot, D): the cos and sin tables come last
+    ins, tables = (node.inputs[:-2], node.inputs[-2:]) if rope else (node.inputs, None)
+    eps = node.attrs.get("rms_eps")  # (passes.fold_rms_norm) the norm's partial sums of squares come next
+    ins, ss = (ins[:-1], ins[-1]) if eps is not None else (ins, None)
     if node.op == "wq_linear_int4":
         x, w, s, z, bias = ins
         scheme, gsize, K = "int4_weight_only", int(node.attrs["group_size"]), w.type.shape[1] * 2
@@ -119,8 +144,10 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     sums = [n for n in group.nodes if n.op == "sumsq_tiles"]  # partial sums of squares for the next GEMM's norm
     if (pair or eps is not None or sums) and base.template != "wq_gemm":
         raise Unsupported(f"pair, rms_eps and sumsq_tiles need the wq_gemm kernel, M={M} takes {base.template}")
-    if sums and pair:
-        raise Unsupported("sumsq_tiles in the epilogue of a pair")
+    if sums and (pair or rope):
+        raise Unsupported("sumsq_tiles in the epilogue of a pair or a rope")
+    if rope and (pair or base.template != "wq_gemm" or out.rank != 3 or N % rope[1]):
+        raise Unsupported(f"rope needs the wq_gemm kernel's tiles over [B, T, N] whole heads, M={M}")
 
     args = Args()
     em = Emitter(group.nodes, args, "omask")
@@ -153,6 +180,8 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
         em.line(f"rms = tl.rsqrt(tl.sum(rms_ss, 1) / {K} + {float(eps)!r})[:, None]")
         for acc in accs:
             em.line(f"{acc} = {acc} * rms")
+    if rope:  # acc's columns are pairs (c, c + D/2) of heads (offs_h: the first halves; wq_gemm.py ROPE)
+        rope_epilogue(em, args, *rope, out, *tables)
     for v in outputs:
         if v.producer is None or v.producer.op != "sumsq_tiles":
             store(em, v, canon)
@@ -175,8 +204,8 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     early, body = early_loads(em.lines, set(args.names)) if EARLY in base.source else ([], em.lines)  # (GEMV)
     src = fused_source(base.source, [args.names[i] for i in order], body, z is not None, bias is not None, early)
     values = operands + [args.values[i] for i in order]
-    aten = None if pair or eps is not None or sums else aten_plan(group, node, scheme, gsize, len(operands), values,
-                                                                   outputs, name)
+    aten = None if pair or rope or eps is not None or sums else aten_plan(group, node, scheme, gsize, len(operands),
+                                                                           values, outputs, name)
     backend = "aten" if aten is not None and M >= ATEN_MIN_M and not interpreting() else "triton"
     cfg = {**base.default, "BACKEND": backend}
     space = {**base.info["space"], "BACKEND": ["triton"] + (["aten"] if aten is not None else [])}
@@ -186,7 +215,9 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
                     info={**base.info, "ops": [n.op for n in group.nodes], "rules": list(group.rules),
                           "fused": True, "space": space,
                           **({"block_n_multiple": int(sums[0].attrs["tile"])} if sums else {})},
-                    extra={**base.extra, **({"PAIR": True} if pair else {})}, scheme=scheme, aten=aten)
+                    extra={**base.extra, **({"PAIR": True} if pair else {}),
+                           **({"ROPE": rope[1] // 2} if rope else {})},
+                    scheme=scheme, aten=aten)
     return k, values
 
 

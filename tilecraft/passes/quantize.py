@@ -232,7 +232,7 @@ def fold_rms_norm(graph):
             continue
         y = lin.inputs[0]
         if not isinstance(y, Value) or id(y) in outs or any(
-                u.op not in _QLINEAR_PARAMS or u.inputs[0] is not y or "rms_eps" in u.attrs
+                u.op not in _QLINEAR_PARAMS or u.inputs[0] is not y or "rms_eps" in u.attrs or "rope" in u.attrs
                 or u.inputs[_QLINEAR_PARAMS[u.op][-1]] is not None for u in users.get(y, [])):
             continue  # (a bias would have to come after the rows' scale: such linears keep their norm)
         found = _rms_norm_input(y, users)
@@ -257,3 +257,138 @@ def fold_rms_norm(graph):
         graph.nodes[at:at] = new
         users = graph.users()
     return graph
+
+
+def _slice_of(v, start: int, stop: int):
+    """(x, the slice node) when v = x[..., start:stop] (a unit-step slice of the last dim that reaches at least
+    `stop`), else None."""
+    p = v.producer
+    if p is None or p.op != "slice" or p.attrs.get("dim") % v.type.rank != v.type.rank - 1 \
+            or p.attrs.get("step", 1) != 1 or (p.attrs.get("start") or 0) != start or p.attrs.get("end") < stop:
+        return None
+    return p.inputs[0], p
+
+
+def _rope_of(v):
+    """(x, cos, sin, the pattern's nodes) when v = x * cos + rotate_half(x) * sin (HF's apply_rotary_pos_emb on
+    x [B, H, T, D]; rotate_half(x) = cat([-x[..., D/2:], x[..., :D/2]], -1); cos, sin [B or 1, 1, T, D] in x's
+    dtype), else None."""
+    from ..ir import Value
+
+    add = v.producer
+    if add is None or add.op != "add" or len(add.inputs) != 2 or not all(isinstance(a, Value) for a in add.inputs):
+        return None
+    muls = [a.producer for a in add.inputs]
+    if any(m is None or m.op != "mul" or not all(isinstance(a, Value) for a in m.inputs) for m in muls):
+        return None
+    for plain, rot in (muls, muls[::-1]):
+        for x, cos in (plain.inputs, plain.inputs[::-1]):
+            for r, sin in (rot.inputs, rot.inputs[::-1]):
+                cat = r.producer
+                if x.type.rank != 4 or x.type.dtype != v.type.dtype or r.type.shape != x.type.shape \
+                        or cat is None or cat.op != "cat" or len(cat.inputs) != 2 \
+                        or cat.attrs.get("dim", 0) % 4 != 3 or not all(isinstance(a, Value) for a in cat.inputs):
+                    continue
+                B, _, T, D = x.type.shape
+                neg, low = cat.inputs
+                if D % 2 or neg.producer is None or neg.producer.op != "neg":
+                    continue
+                hi, lo = _slice_of(neg.producer.inputs[0], D // 2, D), _slice_of(low, 0, D // 2)
+                if hi is None or lo is None or hi[0] is not x or lo[0] is not x:
+                    continue
+                if all(t.type.rank == 4 and t.type.dtype == x.type.dtype and t.type.shape[0] in (1, B)
+                       and t.type.shape[1:] == (1, T, D) for t in (cos, sin)):
+                    return x, cos, sin, [add, plain, rot, cat, neg.producer, hi[1], lo[1]]
+    return None
+
+
+def _head_columns(x, users):
+    """(linear, first column, columns) when x [B, H, T, D] = the heads of D columns of a quantized linear's
+    [B, T, N] result from `first` on: permute(view(slice(y, -1, first, first + H * D)), [0, 2, 1, 3]) (or
+    without the slice when H * D = N), each step read only by the next; else None."""
+    def only(v):
+        return len(users.get(v, [])) == 1
+
+    p = x.producer
+    if p is None or p.op != "permute" or list(p.attrs.get("dims", ())) != [0, 2, 1, 3] or not only(p.inputs[0]):
+        return None
+    view = p.inputs[0].producer
+    B, H, T, D = x.type.shape
+    if view is None or view.op != "view" or view.out.type.shape != (B, T, H, D):
+        return None
+    src, first = view.inputs[0], 0
+    if src.type.shape != (B, T, H * D):
+        return None
+    if src.producer is not None and src.producer.op == "slice":
+        sl = src.producer
+        if not only(src) or sl.attrs.get("dim") % 3 != 2 or sl.attrs.get("step", 1) != 1:
+            return None
+        first, src = sl.attrs.get("start") or 0, sl.inputs[0]
+    lin = src.producer
+    if lin is None or lin.op not in _QLINEAR_PARAMS or lin.attrs.get("pair") or lin.out is not src:
+        return None
+    return lin, first, H * D
+
+
+def fuse_rope_qlinear(graph):
+    """RoPE on q and k read from a quantized linear's result at decode sizes (LLaMA's merged q/k/v GEMM; see
+    merge_sibling_qlinears) is that GEMM's epilogue: the linear gets the `rope` attribute (n_rot, D) and the cos and
+    sin tables as its last inputs, and its result holds q and k rotated (the first n_rot columns, heads of D), so
+    the rotated q and k are the same views of it as the unrotated ones were and the RoPE kernel before each
+    attention (one launch per layer, ~1.2 us of LLaMA-492M's b1x16 step on an H200) is gone. The wq_gemm kernel's
+    ROPE tiles hold columns c and c + D/2 of a head side by side (wq_gemm.py). Only where the rotated columns are
+    a prefix of the result, the unrotated q/k are read by nothing but their RoPE, and every other reader (v) reads
+    columns after them; numerically the rotation runs in float32 from the stored q/k (eager rounds its three
+    products and sum to 16 bits: within the low-precision tolerance). TILECRAFT_ROPE_GEMM=0 turns it off."""
+    import os
+
+    from ..ir import Value
+    from .cleanup import dce
+
+    if os.environ.get("TILECRAFT_ROPE_GEMM", "1").strip().lower() in ("0", "false", "off", "no"):
+        return graph
+    users, outs = graph.users(), {id(v) for v in graph.outputs}
+    found: dict = {}
+    for n in graph.nodes:
+        r = _rope_of(n.out) if n.op == "add" else None
+        cols = _head_columns(r[0], users) if r is not None else None
+        if cols is not None and id(n.out) not in outs:  # (a returned k, a KV cache's, keeps eager's layout)
+            found.setdefault(id(cols[0]), (cols[0], []))[1].append((n, *r, *cols[1:]))
+    changed = False
+    for lin, ropes in found.values():
+        y = lin.out
+        if "rope" in lin.attrs or not _decode_rows(lin) or id(y) in outs or y.type.rank != 3:
+            continue
+        _, x0, cos, sin, _, _, _ = ropes[0]
+        D = x0.type.shape[-1]
+        spans = sorted((first, first + width) for *_, first, width in ropes)
+        n_rot = spans[-1][1]
+        if any(r[2] is not cos or r[3] is not sin or r[1].type.shape[-1] != D for r in ropes) or spans[0][0] \
+                or any(a[1] != b[0] for a, b in zip(spans, spans[1:])) or y.type.shape[-1] % D:
+            continue
+        # the unrotated q/k feed their RoPE alone; the linear's other readers take columns after the rotated ones
+        inner = {id(m) for r in ropes for m in r[4]}
+        if not all(all(id(u) in inner for u in users.get(v, [])) for r in ropes
+                   for v in [r[1]] + [m.out for m in r[4][1:]]):
+            continue
+        chain = {id(r[1].producer.inputs[0].producer.inputs[0].producer) for r in ropes}  # (their slices or views)
+        if not all(id(u) in chain or u.op == "slice" and u.attrs.get("dim") % 3 == 2 and u.attrs.get("step", 1) == 1
+                   and (u.attrs.get("start") or 0) >= n_rot for u in users.get(y, [])):
+            continue
+        pos = {id(m): i for i, m in enumerate(graph.nodes)}
+        at = pos[id(lin)]
+        late = [t.producer for t in dict.fromkeys((cos, sin)) if t.producer is not None and pos[id(t.producer)] > at]
+        if any(isinstance(v, Value) and v.producer is not None and pos[id(v.producer)] > at
+               for p in late for v in p.inputs):
+            continue  # (a table computed after the linear from values after it: not worth moving)
+        for p in late:  # (HF's cos/sin unsqueezed where they are used: the views move before the linear)
+            graph.nodes.remove(p)
+            graph.nodes.insert(at, p)
+        at += len(late)
+        new = graph.make_node(lin.op, [*lin.inputs, cos, sin], {**lin.attrs, "rope": (n_rot, D)}, source=lin.source)
+        graph.nodes[at] = new
+        graph.replace_all_uses(y, new.out)
+        for r in ropes:  # the rotated q/k are now the views that read the unrotated ones
+            graph.replace_all_uses(r[0].out, r[1])
+        changed = True
+    return dce(graph) if changed else graph

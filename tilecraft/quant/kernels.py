@@ -475,6 +475,7 @@ def make_kernel(scheme: str, M: int, N: int, K: int, dtype: torch.dtype, group: 
         extra["ASM"] = False  # int4: a config may set it (see wq_gemm.py)
         extra["PREFETCH"] = pdl_active()  # the weights asked into L2 before the PDL wait (see wq_gemm.py)
         extra["PAIR"] = False  # codegen's fused kernel of a `pair` node sets it (see wq_gemm.py)
+        extra["ROPE"] = 0  # codegen's fused kernel of a `rope` linear sets it (see wq_gemm.py)
     cfg = default_config(template, scheme, M, N, K, group)
     name = f"{template}_{scheme.split('_')[0]}_{M}x{N}x{K}" + (f"_g{group}" if group else "")
     k = QuantKernel(name=name, template=template, source=source, fn_name=FN_NAMES[template], args=args, grid=grid,

@@ -80,7 +80,10 @@ log = logging.getLogger("tilecraft")
 
 
 def _ir_ref(name: str):
-    def ref(*inputs, pair=False, rms_eps=None, **attrs):
+    def ref(*inputs, pair=False, rms_eps=None, rope=None, **attrs):
+        if rope is not None:  # (passes.fuse_rope_qlinear) cos and sin come last; RoPE on the first rope[0] columns
+            y = ref(*inputs[:-2], pair=pair, rms_eps=rms_eps, **attrs)
+            return rope_columns(y, *inputs[-2:], *rope)
         if pair or rms_eps is not None:
             y = ref(*(inputs[:-1] if rms_eps is not None else inputs), **attrs)
             if rms_eps is not None:  # (passes.fold_rms_norm) rows scaled by rsqrt(sum(ss) / K + eps), ss last
@@ -107,6 +110,17 @@ def _ir_ref(name: str):
 
     ref.__name__ = f"{name}_ref"
     return ref
+
+
+def rope_columns(y, cos, sin, n_rot: int, d: int):
+    """y [B, T, N] with HF's RoPE applied to its first n_rot columns, read as heads of d: each head x becomes x *
+    cos + rotate_half(x) * sin (cos, sin [B or 1, 1, T, d], broadcast over the heads), computed in float32 from y
+    as stored and rounded once; the other columns unchanged."""
+    B, T = y.shape[:2]
+    x = y[..., :n_rot].float().reshape(B, T, n_rot // d, d).transpose(1, 2)
+    rot = torch.cat([-x[..., d // 2:], x[..., :d // 2]], dim=-1)
+    x = (x * cos.float() + rot * sin.float()).transpose(1, 2).reshape(B, T, n_rot).to(y.dtype)
+    return torch.cat([x, y[..., n_rot:]], dim=-1)
 
 
 def _infer(opdef, inputs, attrs):

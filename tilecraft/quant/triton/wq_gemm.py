@@ -55,6 +55,11 @@ their row-concatenated weight): a program's BLOCK_N weight rows are n and N/2 + 
 side by side, so after the reduction acc_a and acc_b hold both halves' results at the same columns and an epilogue
 that combines them (SwiGLU's silu(gate) * up) fuses; the grid is unchanged.
 
+ROPE = D/2 > 0 (codegen's kernel of a quantized linear with a `rope` attribute, passes/quantize.py fuse_rope_qlinear:
+the q/k/v GEMM whose q and k columns RoPE rotates): a program's BLOCK_N weight rows are columns c and c + D/2 of
+each D-wide head for BLOCK_N/2 first-half columns c (`offs_h`), side by side, so the epilogue holds each pair the
+rotation mixes and stores both in place (offs_n = those rows); the grid is unchanged.
+
 SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
 tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
 resets the counter and runs the epilogue. So a fused epilogue still sees whole sums."""
@@ -71,12 +76,18 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    SPLIT_K: tl.constexpr, SCALE_W: tl.constexpr, TRANS: tl.constexpr, PREFETCH: tl.constexpr = False,
-                   ASM: tl.constexpr = False, PAIR: tl.constexpr = False):
+                   ASM: tl.constexpr = False, PAIR: tl.constexpr = False, ROPE: tl.constexpr = 0):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     if PAIR:  # output columns offs_n of both halves: weight rows offs_n and N/2 + offs_n side by side
         offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N // 2, BLOCK_M, BLOCK_N // 2)
         rows = tl.reshape(tl.join(offs_n, offs_n + N // 2), (BLOCK_N,))
+    elif ROPE > 0:  # columns c and c + ROPE of each 2 * ROPE-wide head side by side (offs_h: the first halves)
+        offs_m, offs_h, m_ok, n_ok = gemm_tile(pid, M, N // 2, BLOCK_M, BLOCK_N // 2)
+        offs_h = (offs_h // ROPE) * (2 * ROPE) + offs_h % ROPE
+        rows = tl.reshape(tl.join(offs_h, offs_h + ROPE), (BLOCK_N,))
+        offs_n = rows  # (the output columns are the rows: the epilogue rotates each pair, then stores in place)
+        n_ok = rows < N
     else:
         offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
         rows = offs_n
