@@ -115,7 +115,7 @@ def test_rope_is_the_qkv_gemms_epilogue(scheme):
         assert [n.attrs["rope"] for n in ropes] == [(64 + 32, 16)] * 2  # q and k columns of each layer, head dim 16
         assert not any("neg" in k.info.get("ops", []) for k in prog.kernels)  # no rotate_half left anywhere
         qkv = [k for k in prog.kernels if getattr(k, "extra", {}).get("ROPE")]
-        assert len(qkv) == 2 and all(k.extra["ROPE"] == 8 and "offs_h" in k.source for k in qkv)
+        assert len(qkv) == 2 and all(k.extra["ROPE"] == 8 and "rp_r" in k.source for k in qkv)
         for cfg_ in ({"BLOCK_N": 64}, {"BLOCK_N": 32, "SPLIT_K": 2, "BLOCK_K": 32}):  # 4 heads a tile; split-K
             for k in qkv:
                 k.config = dict(k.config, **cfg_)

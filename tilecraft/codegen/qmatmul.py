@@ -70,7 +70,7 @@ def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool
 
 
 # what an epilogue line may name and still run before the main loop's result exists
-_INDEX_NAMES = {"offs_m", "offs_n", "offs_h", "m_ok", "n_ok", "pid", "M", "N", "K", "BLOCK_M", "BLOCK_N", "mask", "other",
+_INDEX_NAMES = {"offs_m", "offs_n", "m_ok", "n_ok", "pid", "M", "N", "K", "BLOCK_M", "BLOCK_N", "mask", "other",
                 "None",
                 "True", "False"}
 
@@ -94,24 +94,21 @@ def early_loads(lines: list[str], params: set[str]) -> tuple[list[str], list[str
 
 def rope_epilogue(em: Emitter, args: Args, n_rot: int, D: int, out, cos: Value, sin: Value) -> None:
     """Rotate acc's q/k columns (those below n_rot) as HF's RoPE does: x * cos + rotate_half(x) * sin, in float32
-    from x rounded to the result's dtype (as eager stores it). The cos/sin index lines and loads need only the
+    from x rounded to the result's dtype (as eager stores it). The tile's columns 2i, 2i + 1 are a head's c, c + D/2
+    (wq_gemm.py ROPE), so rotate_half(x) is (-x[2i + 1], x[2i]). The cos/sin index lines and loads need only the
     tile's indices, so they also run early (`early_loads`)."""
-    B, T = out.shape[:2]
-    half = D // 2
-    em.line(f"rp_d = offs_h % {D}")
+    T = out.shape[1]
+    em.line(f"rp_d = offs_n % {D}")
     for t, tag in ((cos, "c"), (sin, "s")):
         s0, _, s2, s3 = (0 if n == 1 else st for n, st in zip(t.type.shape, t.type.strides))
         em.line(f"rp_{tag}i = (offs_m // {T}) * {s0} + (offs_m % {T}) * {s2}")
-        em.line(f"rp_{tag}a = tl.load({args.load(t)} + rp_{tag}i[:, None] + rp_d[None, :] * {s3}, "
+        em.line(f"rp_{tag} = tl.load({args.load(t)} + rp_{tag}i[:, None] + rp_d[None, :] * {s3}, "
                 f"mask=m_ok[:, None], other=0.0)")
-        em.line(f"rp_{tag}b = tl.load({args.load(t)} + rp_{tag}i[:, None] + (rp_d + {half})[None, :] * {s3}, "
-                f"mask=m_ok[:, None], other=0.0)")
-    em.line("rp_x, rp_y = tl.split(tl.reshape(acc, (BLOCK_M, BLOCK_N // 2, 2)))")
-    em.line(f"rp_x = {round_to('rp_x', out.dtype)}")
-    em.line(f"rp_y = {round_to('rp_y', out.dtype)}")
-    em.line("rp_r = tl.reshape(tl.join(rp_x * rp_ca.to(tl.float32) - rp_y * rp_sa.to(tl.float32), "
-            "rp_y * rp_cb.to(tl.float32) + rp_x * rp_sb.to(tl.float32)), (BLOCK_M, BLOCK_N))")
-    em.line(f"acc = tl.where((offs_n < {n_rot})[None, :], rp_r, acc)")
+    em.line(f"rp_x = {round_to('acc', out.dtype)}")
+    em.line("rp_a, rp_b = tl.split(tl.reshape(rp_x, (BLOCK_M, BLOCK_N // 2, 2)))")
+    em.line("rp_r = tl.reshape(tl.join(-rp_b, rp_a), (BLOCK_M, BLOCK_N))")
+    em.line(f"acc = tl.where((offs_n < {n_rot})[None, :], rp_x * rp_c.to(tl.float32) + rp_r * rp_s.to(tl.float32), "
+            "acc)")
 
 
 def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
@@ -180,7 +177,7 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
         em.line(f"rms = tl.rsqrt(tl.sum(rms_ss, 1) / {K} + {float(eps)!r})[:, None]")
         for acc in accs:
             em.line(f"{acc} = {acc} * rms")
-    if rope:  # acc's columns are pairs (c, c + D/2) of heads (offs_h: the first halves; wq_gemm.py ROPE)
+    if rope:  # acc's columns are pairs (c, c + D/2) of heads (wq_gemm.py ROPE)
         rope_epilogue(em, args, *rope, out, *tables)
     for v in outputs:
         if v.producer is None or v.producer.op != "sumsq_tiles":

@@ -56,9 +56,9 @@ side by side, so after the reduction acc_a and acc_b hold both halves' results a
 that combines them (SwiGLU's silu(gate) * up) fuses; the grid is unchanged.
 
 ROPE = D/2 > 0 (codegen's kernel of a quantized linear with a `rope` attribute, passes/quantize.py fuse_rope_qlinear:
-the q/k/v GEMM whose q and k columns RoPE rotates): a program's BLOCK_N weight rows are columns c and c + D/2 of
-each D-wide head for BLOCK_N/2 first-half columns c (`offs_h`), side by side, so the epilogue holds each pair the
-rotation mixes and stores both in place (offs_n = those rows); the grid is unchanged.
+the q/k/v GEMM whose q and k columns RoPE rotates): a tile's columns 2i and 2i + 1 are columns c and c + D/2 of a
+D-wide head (offs_n, the weight rows too), so the epilogue holds each pair the rotation mixes and stores both in
+place; the grid is unchanged.
 
 SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
 tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
@@ -81,15 +81,14 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     pid_k = tl.program_id(1)
     if PAIR:  # output columns offs_n of both halves: weight rows offs_n and N/2 + offs_n side by side
         offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N // 2, BLOCK_M, BLOCK_N // 2)
-        rows = tl.reshape(tl.join(offs_n, offs_n + N // 2), (BLOCK_N,))
-    elif ROPE > 0:  # columns c and c + ROPE of each 2 * ROPE-wide head side by side (offs_h: the first halves)
-        offs_m, offs_h, m_ok, n_ok = gemm_tile(pid, M, N // 2, BLOCK_M, BLOCK_N // 2)
-        offs_h = (offs_h // ROPE) * (2 * ROPE) + offs_h % ROPE
-        rows = tl.reshape(tl.join(offs_h, offs_h + ROPE), (BLOCK_N,))
-        offs_n = rows  # (the output columns are the rows: the epilogue rotates each pair, then stores in place)
-        n_ok = rows < N
+        # (index arithmetic on one arange, not a join of offs_n and offs_n + N/2: rows then keep the layout of the
+        # scales' and zero points' loads, which a join's layout sends through shared memory every K chunk)
+        pos = (pid // tl.cdiv(M, BLOCK_M)) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows = pos // 2 + (pos % 2) * (N // 2)
     else:
         offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
+        if ROPE > 0:  # tile positions 2i, 2i + 1: columns c, c + ROPE of a 2 * ROPE-wide head (the rotation's pair)
+            offs_n = (offs_n // (2 * ROPE)) * (2 * ROPE) + (offs_n % (2 * ROPE)) // 2 + (offs_n % 2) * ROPE
         rows = offs_n
     k_start, k_end = split_k_range(pid_k, K, BLOCK_K, SPLIT_K)
     # loads read clamped rows without masks (a ragged tile re-reads the last row; only the stores are masked): no
