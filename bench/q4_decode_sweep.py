@@ -7,6 +7,8 @@ L2).
     python bench/q4_decode_sweep.py [--n 96] [--shapes 2048x3072,...] [--out bench/results/q4_decode.json]
     python bench/q4_decode_sweep.py --scheme int8      # the int8 kernel (BLOCK_K 128 and 256)
     python bench/q4_decode_sweep.py --dry-run     # CPU interpreter, tiny shapes, 4 configs (a smoke test)
+    python bench/q4_decode_sweep.py --shapes 2048x3072 --flags '[{}, {"ROPE": 64}]'   # each config under each set
+                                  # of kernel flags (ROPE: the tile order of RoPE in the epilogue, see wq_gemm.py)
 
 Prints, per shape (K x N): the default's cold µs, the best config and its cold µs, and the top 5; a table last.
 """
@@ -64,6 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/q4_decode.json")
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--flags", default="[{}]", help="JSON list of constexpr flag sets; every config runs under each")
     for k, v in GRID.items():
         ap.add_argument(f"--{k}", default=",".join(map(str, v)), help="grid values (comma-separated)")
     args = ap.parse_args(argv)
@@ -91,6 +94,7 @@ def main(argv=None) -> int:
             except QuantError:
                 continue
             cfgs.append(c)
+        cfgs = [{**c, **f} for c in cfgs for f in json.loads(args.flags)]
         zeros = qw.zeros if qw.zeros is not None else torch.zeros(1, dtype=torch.uint8, device=dev)
         args_ = [x, qw.qweight, qw.scales, zeros, torch.zeros(1, dtype=x.dtype, device=dev),
                  torch.empty(M, N, dtype=x.dtype, device=dev)]
@@ -112,7 +116,7 @@ def main(argv=None) -> int:
         timed.sort(key=lambda r: r["cold_us"])
         default = next((r for r in timed if r["config"] == cfgs[0]), None)
         floor = N * K * (0.5 if args.scheme == "int4" else 1) / bandwidth * 1e6  # µs at the measured copy rate
-        row = {"K": K, "N": N, "M": M, "configs": len(cfgs), "default": default, "top": timed[:8],
+        row = {"K": K, "N": N, "M": M, "configs": len(cfgs), "default": default, "top": timed[:8], "all": timed,
                "floor_us": floor}
         rows.append(row)
         print(f"{K}x{N}: {len(timed)}/{len(cfgs)} configs ok, default {default and default['cold_us']:.1f} us, "

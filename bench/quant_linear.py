@@ -506,6 +506,7 @@ def short_config(c) -> str:
     tile = "x".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in c)
     flags = [f"sk{c['SPLIT_K']}"] if c.get("SPLIT_K", 1) > 1 else []
     flags += [f for f, k in (("T", "TRANS"), ("SW", "SCALE_W"), ("ASM", "ASM")) if c.get(k)]
+    flags += [f"{k}={c[k]}" for k in ("ROPE", "PAIR") if c.get(k)]
     return " ".join([tile] + flags + [f"w{c.get('num_warps')}s{c.get('num_stages')}"])
 
 

@@ -94,8 +94,8 @@ def early_loads(lines: list[str], params: set[str]) -> tuple[list[str], list[str
 
 def rope_epilogue(em: Emitter, args: Args, n_rot: int, D: int, out, cos: Value, sin: Value) -> None:
     """Rotate acc's q/k columns (those below n_rot) as HF's RoPE does: x * cos + rotate_half(x) * sin, in float32
-    from x rounded to the result's dtype (as eager stores it). The tile's columns 2i, 2i + 1 are a head's c, c + D/2
-    (wq_gemm.py ROPE), so rotate_half(x) is (-x[2i + 1], x[2i]). The cos/sin index lines and loads need only the
+    from x rounded to the result's dtype (as eager stores it). The tile's columns i, i + BLOCK_N/2 are a head's c,
+    c + D/2 (wq_gemm.py ROPE), so rotate_half(x) is the tile's halves swapped, the first negated. The cos/sin index lines and loads need only the
     tile's indices, so they also run early (`early_loads`)."""
     T = out.shape[1]
     em.line(f"rp_d = offs_n % {D}")
@@ -105,8 +105,8 @@ def rope_epilogue(em: Emitter, args: Args, n_rot: int, D: int, out, cos: Value, 
         em.line(f"rp_{tag} = tl.load({args.load(t)} + rp_{tag}i[:, None] + rp_d[None, :] * {s3}, "
                 f"mask=m_ok[:, None], other=0.0)")
     em.line(f"rp_x = {round_to('acc', out.dtype)}")
-    em.line("rp_a, rp_b = tl.split(tl.reshape(rp_x, (BLOCK_M, BLOCK_N // 2, 2)))")
-    em.line("rp_r = tl.reshape(tl.join(-rp_b, rp_a), (BLOCK_M, BLOCK_N))")
+    em.line("rp_a, rp_b = tl.split(tl.permute(tl.reshape(rp_x, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))")
+    em.line("rp_r = tl.reshape(tl.permute(tl.join(-rp_b, rp_a), (0, 2, 1)), (BLOCK_M, BLOCK_N))")
     em.line(f"acc = tl.where((offs_n < {n_rot})[None, :], rp_x * rp_c.to(tl.float32) + rp_r * rp_s.to(tl.float32), "
             "acc)")
 

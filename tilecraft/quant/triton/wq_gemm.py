@@ -56,9 +56,11 @@ side by side, so after the reduction acc_a and acc_b hold both halves' results a
 that combines them (SwiGLU's silu(gate) * up) fuses; the grid is unchanged.
 
 ROPE = D/2 > 0 (codegen's kernel of a quantized linear with a `rope` attribute, passes/quantize.py fuse_rope_qlinear:
-the q/k/v GEMM whose q and k columns RoPE rotates): a tile's columns 2i and 2i + 1 are columns c and c + D/2 of a
-D-wide head (offs_n, the weight rows too), so the epilogue holds each pair the rotation mixes and stores both in
-place; the grid is unchanged.
+the q/k/v GEMM whose q and k columns RoPE rotates): a tile's columns i and i + BLOCK_N/2 are columns c and c + D/2
+of a D-wide head (offs_n, the weight rows too), so the epilogue holds each pair the rotation mixes and stores both
+in place; the grid is unchanged. The pairs go in two runs, not side by side: on an H200 rows c, c + D/2, c + 1, ...
+in one warp's loads made the q/k/v GEMM (2048x3072, int4) 1.3-3 us slower in every config (bench/q4_decode_sweep.py
+--flags); rows c, c + 1, ... per run load as fast as an unrotated tile.
 
 SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
 tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
@@ -87,8 +89,9 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
         rows = pos // 2 + (pos % 2) * (N // 2)
     else:
         offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
-        if ROPE > 0:  # tile positions 2i, 2i + 1: columns c, c + ROPE of a 2 * ROPE-wide head (the rotation's pair)
-            offs_n = (offs_n // (2 * ROPE)) * (2 * ROPE) + (offs_n % (2 * ROPE)) // 2 + (offs_n % 2) * ROPE
+        if ROPE > 0:  # tile positions i and i + BLOCK_N/2: columns c, c + ROPE of a 2 * ROPE-wide head
+            p = (offs_n // BLOCK_N) * (BLOCK_N // 2) + offs_n % (BLOCK_N // 2)  # (the rotation's pairs, in runs)
+            offs_n = (p // ROPE) * (2 * ROPE) + p % ROPE + ((offs_n % BLOCK_N) // (BLOCK_N // 2)) * ROPE
         rows = offs_n
     k_start, k_end = split_k_range(pid_k, K, BLOCK_K, SPLIT_K)
     # loads read clamped rows without masks (a ragged tile re-reads the last row; only the stores are masked): no
