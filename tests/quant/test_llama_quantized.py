@@ -99,9 +99,9 @@ def _rope_linears(graph):
 def test_rope_is_the_qkv_gemms_epilogue(scheme):
     """passes.fuse_rope_qlinear: RoPE on q and k runs in the merged q/k/v GEMM's epilogue (its tiles hold columns
     c and c + D/2 of a head side by side); no RoPE kernel is left. Against the quantized model's eager reference on
-    fresh inputs, with the default tiles, with tiles spanning several heads and with split-K."""
+    fresh inputs, with the default tiles (a head each), with two tiles a head and with split-K."""
     cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
     torch.manual_seed(11)
     model = transformers.LlamaForCausalLM(cfg).eval()
     torch._dynamo.reset()
@@ -112,11 +112,13 @@ def test_rope_is_the_qkv_gemms_epilogue(scheme):
             assert_close(c(ids, use_cache=False).logits, c.model(ids, use_cache=False).logits)
         prog = c.report.graphs[0].program
         ropes = _rope_linears(prog.graph)
-        assert [n.attrs["rope"] for n in ropes] == [(64 + 32, 16)] * 2  # q and k columns of each layer, head dim 16
+        assert [n.attrs["rope"] for n in ropes] == [(64 + 32, 32)] * 2  # q and k columns of each layer, head dim 32
         assert not any("neg" in k.info.get("ops", []) for k in prog.kernels)  # no rotate_half left anywhere
         qkv = [k for k in prog.kernels if getattr(k, "extra", {}).get("ROPE")]
-        assert len(qkv) == 2 and all(k.extra["ROPE"] == 8 and "rp_r" in k.source for k in qkv)
-        for cfg_ in ({"BLOCK_N": 64}, {"BLOCK_N": 32, "SPLIT_K": 2, "BLOCK_K": 32}):  # 4 heads a tile; split-K
+        assert len(qkv) == 2 and all(k.extra["ROPE"] == 16 and "rp_r" in k.source for k in qkv)
+        with pytest.raises(Exception, match="within a head of 32"):  # (pairs of one head's columns a tile)
+            qkv[0].check_config(dict(qkv[0].config, BLOCK_N=64))
+        for cfg_ in ({"BLOCK_N": 16, "BLOCK_M": 32}, {"BLOCK_N": 16, "SPLIT_K": 2, "BLOCK_K": 32}):  # 2 tiles a head, split-K
             for k in qkv:
                 k.config = dict(k.config, **cfg_)
             ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(14))

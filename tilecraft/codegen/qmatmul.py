@@ -95,10 +95,11 @@ def early_loads(lines: list[str], params: set[str]) -> tuple[list[str], list[str
 def rope_epilogue(em: Emitter, args: Args, n_rot: int, D: int, out, cos: Value, sin: Value) -> None:
     """Rotate acc's q/k columns (those below n_rot) as HF's RoPE does: x * cos + rotate_half(x) * sin, in float32
     from x rounded to the result's dtype (as eager stores it). The tile's columns i, i + BLOCK_N/2 are a head's c,
-    c + D/2 (wq_gemm.py ROPE), so rotate_half(x) is the tile's halves swapped, the first negated. The cos/sin index lines and loads need only the
-    tile's indices, so they also run early (`early_loads`)."""
+    c + D/2 (wq_gemm.py ROPE), so rotate_half(x) is the tile's halves swapped, the first negated. The cos/sin index
+    lines and loads need only the tile's indices, so they also run early (`early_loads`)."""
     T = out.shape[1]
-    em.line(f"rp_d = offs_n % {D}")
+    # (D a power of two; runs of BLOCK_N/2 contiguous columns from a multiple of it: wide cos/sin loads)
+    em.line(f"rp_d = tl.max_contiguous(tl.multiple_of(offs_n & {D - 1}, BLOCK_N // 2), BLOCK_N // 2)")
     for t, tag in ((cos, "c"), (sin, "s")):
         s0, _, s2, s3 = (0 if n == 1 else st for n, st in zip(t.type.shape, t.type.strides))
         em.line(f"rp_{tag}i = (offs_m // {T}) * {s0} + (offs_m % {T}) * {s2}")
@@ -143,7 +144,7 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
         raise Unsupported(f"pair, rms_eps and sumsq_tiles need the wq_gemm kernel, M={M} takes {base.template}")
     if sums and (pair or rope):
         raise Unsupported("sumsq_tiles in the epilogue of a pair or a rope")
-    if rope and (pair or base.template != "wq_gemm" or out.rank != 3 or N % rope[1]):
+    if rope and (pair or base.template != "wq_gemm" or out.rank != 3 or N % rope[1] or rope[1] & (rope[1] - 1)):
         raise Unsupported(f"rope needs the wq_gemm kernel's tiles over [B, T, N] whole heads, M={M}")
 
     args = Args()
@@ -205,6 +206,8 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
                                                                            values, outputs, name)
     backend = "aten" if aten is not None and M >= ATEN_MIN_M and not interpreting() else "triton"
     cfg = {**base.default, "BACKEND": backend}
+    if rope:  # (a tile holds pairs of one head's columns: wq_gemm.py ROPE)
+        cfg["BLOCK_N"] = min(cfg["BLOCK_N"], rope[1])
     space = {**base.info["space"], "BACKEND": ["triton"] + (["aten"] if aten is not None else [])}
     k = QuantKernel(name=name, template=base.template, source=src, fn_name=base.fn_name,
                     args=specs + [args.specs[i] for i in order], grid=base.grid, shapes=dict(base.shapes),

@@ -364,7 +364,8 @@ def fuse_rope_qlinear(graph):
         spans = sorted((first, first + width) for *_, first, width in ropes)
         n_rot = spans[-1][1]
         if any(r[2] is not cos or r[3] is not sin or r[1].type.shape[-1] != D for r in ropes) or spans[0][0] \
-                or any(a[1] != b[0] for a, b in zip(spans, spans[1:])) or y.type.shape[-1] % D:
+                or any(a[1] != b[0] for a, b in zip(spans, spans[1:])) or y.type.shape[-1] % D or D & (D - 1) \
+                or D < 16:  # (a power of two: the GEMM's tiles, at least 16 wide, hold pairs of one head)
             continue
         # the unrotated q/k feed their RoPE alone; the linear's other readers take columns after the rotated ones
         inner = {id(m) for r in ropes for m in r[4]}

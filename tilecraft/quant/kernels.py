@@ -87,6 +87,10 @@ class QuantKernel(Kernel):
             raise QuantError(f"{self.name}: TRANS (the weight tile as the left dot operand) is a GEMM knob")
         if config.get("SCALE_W") and (self.scheme != "int4_weight_only" or self.template != "wq_gemm"):
             raise QuantError(f"{self.name}: SCALE_W (scale the weight tile before the dot) is an int4 GEMM knob")
+        rope = self.extra.get("ROPE", 0) or config.get("ROPE", 0)
+        if rope and config.get("BLOCK_N", 0) > 2 * rope:
+            raise QuantError(f"{self.name}: RoPE in the epilogue pairs columns within a head of {2 * rope}: BLOCK_N "
+                             f"must be at most that, got {config.get('BLOCK_N')}")
         if self.template != "wq_gemv" and (config.get("BLOCK_M", 0) < 16 or config.get("BLOCK_N", 0) < 16
                                            or bk < (32 if self.scheme == "fp8" else 16)):
             raise QuantError(f"{self.name}: tl.dot needs BLOCK_M, BLOCK_N >= 16 and BLOCK_K >= 16 (32 for fp8)")

@@ -51,20 +51,19 @@ PREFETCH (set with programmatic dependent launch, TILECRAFT_PDL): before its gri
 asks L2 for its weight lines, which stream in while the previous kernel still runs.
 
 PAIR (codegen's kernel of a `pair` node, passes/quantize.py: two sibling linears of equal size, as gate/up, over
-their row-concatenated weight): a program's BLOCK_N weight rows are n and N/2 + n for BLOCK_N/2 output columns n,
-side by side, so after the reduction acc_a and acc_b hold both halves' results at the same columns and an epilogue
-that combines them (SwiGLU's silu(gate) * up) fuses; the grid is unchanged.
+their row-concatenated weight): a program's BLOCK_N weight rows are n, then N/2 + n, for BLOCK_N/2 output columns n,
+so after the reduction acc_a and acc_b hold both halves' results at the same columns and an epilogue that combines
+them (SwiGLU's silu(gate) * up) fuses; the grid is unchanged.
 
 ROPE = D/2 > 0 (codegen's kernel of a quantized linear with a `rope` attribute, passes/quantize.py fuse_rope_qlinear:
 the q/k/v GEMM whose q and k columns RoPE rotates): a tile's columns i and i + BLOCK_N/2 are columns c and c + D/2
-of a D-wide head (offs_n, the weight rows too), so the epilogue holds each pair the rotation mixes and stores both
-in place; the grid is unchanged. The pairs go in two runs, not side by side: on an H200 rows c, c + D/2, c + 1, ...
-in one warp's loads made the q/k/v GEMM (2048x3072, int4) 1.3-3 us slower in every config (bench/q4_decode_sweep.py
---flags); rows c, c + 1, ... per run load as fast as an unrotated tile.
-
-SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
-tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
-resets the counter and runs the epilogue. So a fused epilogue still sees whole sums."""
+of a D-wide head (offs_n, the weight rows too; BLOCK_N <= D), so the epilogue holds each pair the rotation mixes
+and stores both in place; the grid is unchanged. Measured on an H200 (2048x3072 int4, M=16, every config of
+bench/q4_decode_sweep.py --flags): pairs side by side (rows c, c + D/2, c + 1, ...) cost 1.3-3 us over the plain
+tile, runs with per-element index math (// and % on every column) 0.6-2 us: the main loops compile to the same
+code, the cost is the prologue's index arithmetic in a kernel this short. Hence both PAIR and ROPE place two runs
+of BLOCK_N/2 rows from per-program scalars plus one arange.
+"""
 import triton
 import triton.language as tl
 
@@ -81,17 +80,20 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                    ASM: tl.constexpr = False, PAIR: tl.constexpr = False, ROPE: tl.constexpr = 0):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
-    if PAIR:  # output columns offs_n of both halves: weight rows offs_n and N/2 + offs_n side by side
+    if PAIR:  # output columns offs_n of both halves: weight rows offs_n, then N/2 + offs_n, in two runs
         offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N // 2, BLOCK_M, BLOCK_N // 2)
-        # (index arithmetic on one arange, not a join of offs_n and offs_n + N/2: rows then keep the layout of the
-        # scales' and zero points' loads, which a join's layout sends through shared memory every K chunk)
-        pos = (pid // tl.cdiv(M, BLOCK_M)) * BLOCK_N + tl.arange(0, BLOCK_N)
-        rows = pos // 2 + (pos % 2) * (N // 2)
+        # (index arithmetic per program plus one arange: per-element index math, or a join's layout, costs a decode
+        # GEMM's prologue ~0.5-2 us on an H200, see ROPE below)
+        j = tl.arange(0, BLOCK_N)
+        rows = (pid // tl.cdiv(M, BLOCK_M)) * (BLOCK_N // 2) + j + tl.where(j < BLOCK_N // 2, 0, N // 2 - BLOCK_N // 2)
     else:
         offs_m, offs_n, m_ok, n_ok = gemm_tile(pid, M, N, BLOCK_M, BLOCK_N)
-        if ROPE > 0:  # tile positions i and i + BLOCK_N/2: columns c, c + ROPE of a 2 * ROPE-wide head
-            p = (offs_n // BLOCK_N) * (BLOCK_N // 2) + offs_n % (BLOCK_N // 2)  # (the rotation's pairs, in runs)
-            offs_n = (p // ROPE) * (2 * ROPE) + p % ROPE + ((offs_n % BLOCK_N) // (BLOCK_N // 2)) * ROPE
+        if ROPE > 0:  # tile columns i, i + BLOCK_N/2: columns c, c + ROPE of a 2 * ROPE-wide head (BLOCK_N <= 2 ROPE)
+            p0 = (pid // tl.cdiv(M, BLOCK_M)) * (BLOCK_N // 2)  # the tile's first pair
+            j = tl.arange(0, BLOCK_N)
+            offs_n = (p0 // ROPE) * (2 * ROPE) + p0 % ROPE + j + tl.where(j < BLOCK_N // 2, 0, ROPE - BLOCK_N // 2)
+            offs_n = tl.max_contiguous(tl.multiple_of(offs_n, BLOCK_N // 2), BLOCK_N // 2)
+            n_ok = offs_n < N
         rows = offs_n
     k_start, k_end = split_k_range(pid_k, K, BLOCK_K, SPLIT_K)
     # loads read clamped rows without masks (a ragged tile re-reads the last row; only the stores are masked): no
@@ -229,7 +231,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     if HAS_BIAS:
         acc += tl.load(b_ptr + rn).to(tl.float32)[None, :]
     if PAIR:  # the halves' results at columns offs_n: acc_a = x @ W[:N/2].T, acc_b = x @ W[N/2:].T
-        acc_a, acc_b = tl.split(tl.reshape(acc, (BLOCK_M, BLOCK_N // 2, 2)))
+        acc_a, acc_b = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
     # EPILOGUE (codegen's qmatmul template replaces the rest with its fused ops and their stores)
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
