@@ -5,7 +5,8 @@ total. Variants (one process, compiled in turn):
     on        the default: RoPE in the epilogue
     map       the epilogue's rotation left out (the ROPE tile mapping alone; wrong results, timing only)
     late      the cos/sin loads only where the epilogue uses them (not at the EARLY LOADS mark)
-    python bench/rope_probe.py [--variants off,on,map,late] [--out rope_probe.json]     (GPU)"""
+    python bench/rope_probe.py [--variants off,on,map,late] [--out rope_probe.json]     (GPU)
+    python bench/rope_probe.py --dry-run    (CPU interpreter, tiny model: each variant's kernels, no timing)"""
 from __future__ import annotations
 
 import argparse
@@ -38,15 +39,28 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="off,on,map,late")
     ap.add_argument("--out", default="")
+    ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
+    if args.dry_run:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     import torch
 
     import tilecraft
     from tilecraft.codegen import qmatmul
     from models import QUANT, build
 
-    model, ids, _ = build("llama_b1", False, "cuda")
-    model = model.to(torch.bfloat16)
+    if args.dry_run:  # (models.py's tiny LLaMA has head dim 8; the GEMM's 16-wide tiles need heads of 16)
+        import transformers
+
+        from models import TINY
+
+        torch.manual_seed(0)
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            **dict(TINY, hidden_size=64, intermediate_size=64, num_key_value_heads=2), use_cache=False)).eval()
+        ids = torch.randint(0, 128, (1, 8), generator=torch.Generator().manual_seed(1))
+    else:
+        model, ids, _ = build("llama_b1", False, "cuda")
+        model = model.to(torch.bfloat16)
     real_epilogue, real_early = qmatmul.rope_epilogue, qmatmul.early_loads
 
     def late_loads(lines, params):  # the RoPE lines stay in the body, where the epilogue uses them
@@ -60,6 +74,15 @@ def main(argv=None) -> int:
         qmatmul.early_loads = late_loads if v == "late" else real_early
         torch._dynamo.reset()
         c = tilecraft.compile(model, quantize=QUANT["int4"])
+        if args.dry_run:  # the program's kernels only
+            with torch.no_grad():
+                c(ids)
+            kernels = c.report.graphs[0].program.kernels
+            r = {"variant": v, "kernels": len(kernels),
+                 "rope_gemms": sum(bool(getattr(k, "extra", {}).get("ROPE")) for k in kernels)}
+            results.append(r)
+            print(json.dumps(r), flush=True)
+            continue
         rows = profile_step(c, ids)
         # the q/k/v GEMMs: the wq_gemm launch before each attention (RoPE kernels between them when off)
         qkv, rope, prev = [], [], []
@@ -78,8 +101,10 @@ def main(argv=None) -> int:
         results.append(r)
         print(json.dumps(r), flush=True)
     os.environ.pop("TILECRAFT_ROPE_GEMM", None)
+    for r in results if args.dry_run else ():
+        print(f"{r['variant']:8s} {r['kernels']:3d} kernels, {r['rope_gemms']} with RoPE in the GEMM")
     print(f"{'variant':8s} {'step us':>8s} {'launches':>8s} {'qkv us':>7s} {'rope us':>7s}")
-    for r in results:
+    for r in results if not args.dry_run else ():
         print(f"{r['variant']:8s} {r['total_us']:8.1f} {r['launches']:8d} {r['qkv_us']:7.2f} {r['rope_us']:7.2f}")
     if args.out:
         with open(args.out, "w") as f:

@@ -70,8 +70,7 @@ def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool
 
 
 # what an epilogue line may name and still run before the main loop's result exists
-_INDEX_NAMES = {"offs_m", "offs_n", "m_ok", "n_ok", "pid", "M", "N", "K", "BLOCK_M", "BLOCK_N", "mask", "other",
-                "None",
+_INDEX_NAMES = {"offs_m", "offs_n", "m_ok", "n_ok", "pid", "M", "N", "K", "BLOCK_M", "BLOCK_N", "mask", "other", "None",
                 "True", "False"}
 
 

@@ -336,7 +336,7 @@ def fuse_rope_qlinear(graph):
     sin tables as its last inputs, and its result holds q and k rotated (the first n_rot columns, heads of D), so
     the rotated q and k are the same views of it as the unrotated ones were and the RoPE kernel before each
     attention (one launch per layer, ~1.2 us of LLaMA-492M's b1x16 step on an H200) is gone. The wq_gemm kernel's
-    ROPE tiles hold columns c and c + D/2 of a head side by side (wq_gemm.py). Only where the rotated columns are
+    ROPE tiles hold columns c and c + D/2 of a head in their two halves (wq_gemm.py). Only where the rotated columns are
     a prefix of the result, the unrotated q/k are read by nothing but their RoPE, and every other reader (v) reads
     columns after them; numerically the rotation runs in float32 from the stored q/k (eager rounds its three
     products and sum to 16 bits: within the low-precision tolerance). TILECRAFT_ROPE_GEMM=0 turns it off."""

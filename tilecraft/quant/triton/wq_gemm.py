@@ -63,7 +63,10 @@ bench/q4_decode_sweep.py --flags): pairs side by side (rows c, c + D/2, c + 1, .
 tile, runs with per-element index math (// and % on every column) 0.6-2 us: the main loops compile to the same
 code, the cost is the prologue's index arithmetic in a kernel this short. Hence both PAIR and ROPE place two runs
 of BLOCK_N/2 rows from per-program scalars plus one arange.
-"""
+
+SPLIT_K > 1 reduces serially inside the kernel (no memset or cast kernels): each split stores its fp32 partial
+tile into `ws_ptr`, bumps the tile's counter in `cnt_ptr`, and the split that arrives last sums the partials,
+resets the counter and runs the epilogue. So a fused epilogue still sees whole sums."""
 import triton
 import triton.language as tl
 
