@@ -35,6 +35,10 @@ ATEN_MIN_M = int(os.environ.get("TILECRAFT_QMATMUL_ATEN_MIN_M", "256"))
 
 MARK = "    # EPILOGUE"
 EARLY = "    # EARLY LOADS\n"
+PROLOGUE = "    # PROLOGUE LOADS\n"
+# from this many rows on, a fused GEMM's epilogue loads wait after its main loop (EARLY), not before it (PROLOGUE):
+# a large tile's residual held through the loop would take too many registers
+PROLOGUE_MAX_M = 16
 SIGNATURE = "x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,"
 
 
@@ -50,14 +54,21 @@ def row_stride(t) -> int | None:
 
 
 def fused_source(source: str, names: list[str], body: list[str], has_zeros: bool, has_bias: bool,
-                 early: list[str] = ()) -> str:
+                 early: list[str] = (), prologue: bool = False) -> str:
     """The static kernel source with its tensor parameters x, w, s, [z], [b], `names` and its store section
-    replaced by `body`; `early` lines (loads that need no result) go at the EARLY LOADS mark after the main loop. An
-    absent zero-point or bias parameter becomes an alias the kernel never reads."""
+    replaced by `body`; `early` lines (loads that need no result) go at the EARLY LOADS mark after the main loop,
+    or with `prologue` at the PROLOGUE LOADS mark before it (unless the source assigns one of their names in
+    between). An absent zero-point or bias parameter becomes an alias the kernel never reads."""
     if SIGNATURE not in source or MARK not in source or (early and EARLY not in source):
         raise Unsupported("quantized kernel source lacks the epilogue markers")
     if early:
-        source = source.replace(EARLY, EARLY + "\n".join(early) + "\n", 1)
+        at = EARLY
+        if prologue and PROLOGUE in source:
+            between = source[source.index(PROLOGUE):source.index(MARK)]
+            taken = set(re.findall(r"^\s+(\w+)\s*[+\-*]?=", between, re.M))
+            if not taken & {re.match(r"\s+(\w+) =", line).group(1) for line in early}:
+                at = PROLOGUE
+        source = source.replace(at, at + "\n".join(early) + "\n", 1)
     params = "x_ptr, w_ptr, s_ptr, " + ("z_ptr, " if has_zeros else "") + ("b_ptr, " if has_bias else "")
     src = source.replace(SIGNATURE, params + ", ".join(names) + ",", 1)
     head, _ = src.split(MARK, 1)
@@ -76,9 +87,10 @@ _INDEX_NAMES = {"offs_m", "offs_n", "m_ok", "n_ok", "pid", "M", "N", "K", "BLOCK
 
 def early_loads(lines: list[str], params: set[str]) -> tuple[list[str], list[str]]:
     """(early, body) from an epilogue's lines: a top-level line binding index arithmetic or a load at such an index
-    (a residual, a norm weight, the norm's partial sums) also runs at the EARLY LOADS mark, before the split-K
-    round trips, so its memory latency overlaps them; the loads then leave the body (the index lines stay: the
-    split-K reduction narrows m_ok, so omask is recomputed before the stores)."""
+    (a residual, a norm weight, the norm's partial sums, RoPE's tables) also runs early: for decode sizes before
+    the main loop (PROLOGUE LOADS), which hides its memory latency, else right after it (EARLY LOADS), before the
+    split-K round trips; the loads then leave the body (the index lines stay: the split-K reduction narrows m_ok,
+    so omask is recomputed before the stores)."""
     early, body, known = [], [], _INDEX_NAMES | params
     for line in lines:
         m = re.match(r"    (\w+) = (.*)$", line)
@@ -199,7 +211,8 @@ def qmatmul_kernel(group: Group, outputs: list[Value], name: str):
     specs = [ArgSpec(xt.shape, xt.strides, xt.dtype)] + [
         ArgSpec(v.type.shape, tuple(contiguous_strides(v.type.shape)), v.type.dtype) for v in operands[1:]]
     early, body = early_loads(em.lines, set(args.names)) if EARLY in base.source else ([], em.lines)  # (GEMV)
-    src = fused_source(base.source, [args.names[i] for i in order], body, z is not None, bias is not None, early)
+    src = fused_source(base.source, [args.names[i] for i in order], body, z is not None, bias is not None, early,
+                       prologue=M <= PROLOGUE_MAX_M)
     values = operands + [args.values[i] for i in order]
     aten = None if pair or rope or eps is not None or sums else aten_plan(group, node, scheme, gsize, len(operands),
                                                                            values, outputs, name)

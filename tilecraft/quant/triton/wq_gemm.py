@@ -108,6 +108,8 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
     # PDL_WAIT
     if SPLIT_K == 1:  # (K >= 1) the K loop runs at least once: without this, the empty-loop path's zeroed
         tl.assume(k_end > k_start)  # accumulator makes ptxas serialize every wgmma (warning C7515)
+    # (codegen's fused decode kernels issue their epilogue's independent loads here, so the main loop hides them)
+    # PROLOGUE LOADS
     if DOT_F32:
         dt = tl.float32
     else:
@@ -213,7 +215,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, M, N, K, stride_x
                         acc += tl.dot(w, tl.trans(x), input_precision=PREC) * s[:, None]
                     else:
                         acc += tl.dot(x, tl.trans(w), input_precision=PREC) * s[None, :]
-    # (codegen's fused kernels issue their epilogue's independent loads here, before the split-K round trips)
+    # (codegen's other fused kernels issue them here, before the split-K round trips: fewer live registers)
     # EARLY LOADS
     if TRANS:
         acc = tl.trans(acc)
