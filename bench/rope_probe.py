@@ -101,11 +101,13 @@ def main(argv=None) -> int:
         results.append(r)
         print(json.dumps(r), flush=True)
     os.environ.pop("TILECRAFT_ROPE_GEMM", None)
-    for r in results if args.dry_run else ():
-        print(f"{r['variant']:8s} {r['kernels']:3d} kernels, {r['rope_gemms']} with RoPE in the GEMM")
-    print(f"{'variant':8s} {'step us':>8s} {'launches':>8s} {'qkv us':>7s} {'rope us':>7s}")
-    for r in results if not args.dry_run else ():
-        print(f"{r['variant']:8s} {r['total_us']:8.1f} {r['launches']:8d} {r['qkv_us']:7.2f} {r['rope_us']:7.2f}")
+    if not args.dry_run:
+        print(f"{'variant':8s} {'step us':>8s} {'launches':>8s} {'qkv us':>7s} {'rope us':>7s}")
+    for r in results:
+        if args.dry_run:
+            print(f"{r['variant']:8s} {r['kernels']:3d} kernels, {r['rope_gemms']} with RoPE in the GEMM")
+        else:
+            print(f"{r['variant']:8s} {r['total_us']:8.1f} {r['launches']:8d} {r['qkv_us']:7.2f} {r['rope_us']:7.2f}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

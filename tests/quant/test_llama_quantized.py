@@ -10,12 +10,18 @@ from tilecraft.testing import assert_close
 transformers = pytest.importorskip("transformers")
 
 
+def _tiny(seed: int, family: str = "Llama", layers: int = 2, heads: int = 4, kv_heads: int = 2):
+    """A tiny HF causal LM (hidden 64, head dim 64 / heads), seeded, in eval mode."""
+    cfg = getattr(transformers, f"{family}Config")(vocab_size=128, hidden_size=64, intermediate_size=128,
+                                                   num_hidden_layers=layers, num_attention_heads=heads,
+                                                   num_key_value_heads=kv_heads, max_position_embeddings=64)
+    torch.manual_seed(seed)
+    return getattr(transformers, f"{family}ForCausalLM")(cfg).eval()
+
+
 @pytest.mark.parametrize("scheme,bound", [("int8_weight_only", 0.02), ("int4_weight_only", 0.3)])
 def test_tiny_llama_quantized_matches_its_dequantized_reference(scheme, bound):
-    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    model = _tiny(0)
     ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(1))
     torch._dynamo.reset()
     with torch.no_grad():
@@ -45,10 +51,7 @@ def test_rms_norms_fold_into_the_quantized_gemms(scheme, dtype):
     writes h * g and h's partial sums of squares (sumsq_tiles), the next GEMM scales its rows by the norm's
     rsqrt. Only the first norm (after the embedding, no GEMM writes it) stays a kernel. Against the quantized
     model's eager reference, on fresh inputs and with split-K (the partial sums then cross programs)."""
-    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    torch.manual_seed(3)
-    model = transformers.LlamaForCausalLM(cfg).to(dtype).eval()
+    model = _tiny(3).to(dtype)
     torch._dynamo.reset()
     c = tilecraft.compile(model, quantize=scheme)
     rec = None
@@ -77,10 +80,7 @@ def test_rms_norms_fold_into_the_quantized_gemms(scheme, dtype):
 def test_a_norm_before_a_biased_linear_stays():
     """Qwen2's q/k/v carry a bias, which comes after the row scale: its input norms stay kernels; the
     post-attention and final norms (bias-free gate/up and lm_head) fold."""
-    cfg = transformers.Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    torch.manual_seed(7)
-    model = transformers.Qwen2ForCausalLM(cfg).eval()
+    model = _tiny(7, "Qwen2")
     torch._dynamo.reset()
     c = tilecraft.compile(model, quantize="int8_weight_only")
     ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(8))
@@ -100,10 +100,7 @@ def test_rope_is_the_qkv_gemms_epilogue(scheme):
     """passes.fuse_rope_qlinear: RoPE on q and k runs in the merged q/k/v GEMM's epilogue (its tiles hold columns
     c and c + D/2 of a head side by side); no RoPE kernel is left. Against the quantized model's eager reference on
     fresh inputs, with the default tiles (a head each), with two tiles a head and with split-K."""
-    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
-    torch.manual_seed(11)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    model = _tiny(11, heads=2, kv_heads=1)
     torch._dynamo.reset()
     c = tilecraft.compile(model, quantize=scheme)
     with torch.no_grad():
@@ -118,9 +115,9 @@ def test_rope_is_the_qkv_gemms_epilogue(scheme):
         assert len(qkv) == 2 and all(k.extra["ROPE"] == 16 and "rp_r" in k.source for k in qkv)
         with pytest.raises(Exception, match="within a head of 32"):  # (pairs of one head's columns a tile)
             qkv[0].check_config(dict(qkv[0].config, BLOCK_N=64))
-        for cfg_ in ({"BLOCK_N": 16, "BLOCK_M": 32}, {"BLOCK_N": 16, "SPLIT_K": 2, "BLOCK_K": 32}):  # 2 tiles a head, split-K
+        for cfg in ({"BLOCK_N": 16, "BLOCK_M": 32}, {"BLOCK_N": 16, "SPLIT_K": 2, "BLOCK_K": 32}):  # 2 tiles a head
             for k in qkv:
-                k.config = dict(k.config, **cfg_)
+                k.config = dict(k.config, **cfg)
             ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(14))
             assert_close(c(ids, use_cache=False).logits, c.model(ids, use_cache=False).logits)
 
@@ -131,10 +128,7 @@ def test_rope_with_a_kv_cache_and_a_returned_k():
     only q's joins the GEMM."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    torch.manual_seed(15)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    model = _tiny(15, layers=1)
     torch._dynamo.reset()
     c = tilecraft.compile(model, quantize="int8_weight_only")
     ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(16))
