@@ -204,19 +204,21 @@ def quant_decode_checks() -> list[str]:
     for scheme in ("int8_weight_only", "int4_weight_only"):
         outs = {}
         for rope in ("1", "0"):
-            os.environ["TILECRAFT_ROPE_GEMM"] = rope
-            torch._dynamo.reset()
-            c = tilecraft.compile(m, quantize=scheme)
-            with torch.no_grad():
-                for seed in range(3):
-                    gen = torch.Generator("cuda").manual_seed(seed)
-                    ids = torch.randint(0, 1000, (1, 16), device="cuda", generator=gen)
-                    got = c(input_ids=ids).logits
-                    assert_close(got, c.model(input_ids=ids).logits, msg=f"{scheme} ROPE_GEMM={rope}")
-                    outs.setdefault(seed, []).append(got)
+            os.environ["TILECRAFT_ROPE_GEMM"] = rope  # (read when the first call compiles the graph)
+            try:
+                torch._dynamo.reset()
+                c = tilecraft.compile(m, quantize=scheme)
+                with torch.no_grad():
+                    for seed in range(3):
+                        gen = torch.Generator("cuda").manual_seed(seed)
+                        ids = torch.randint(0, 1000, (1, 16), device="cuda", generator=gen)
+                        got = c(input_ids=ids).logits
+                        assert_close(got, c.model(input_ids=ids).logits, msg=f"{scheme} ROPE_GEMM={rope}")
+                        outs.setdefault(seed, []).append(got)
+            finally:
+                os.environ.pop("TILECRAFT_ROPE_GEMM")
             ropes = [n.attrs["rope"] for g in c.report.graphs for n in g.graph.nodes if n.attrs.get("rope")]
             assert len(ropes) == (2 if rope == "1" else 0), ropes
-        os.environ.pop("TILECRAFT_ROPE_GEMM")
         for a, b in outs.values():
             assert_close(a, b, msg=f"{scheme}: RoPE in the GEMM vs a RoPE kernel")
         done.append(f"quantized LLaMA b1x16 {scheme}: matches its eager reference, RoPE in the q/k/v GEMM (2 layers) "

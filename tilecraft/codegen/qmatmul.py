@@ -113,9 +113,8 @@ def rope_epilogue(em: Emitter, args: Args, n_rot: int, D: int, out, cos: Value, 
     em.line(f"rp_d = tl.max_contiguous(tl.multiple_of(offs_n & {D - 1}, BLOCK_N // 2), BLOCK_N // 2)")
     for t, tag in ((cos, "c"), (sin, "s")):
         s0, _, s2, s3 = (0 if n == 1 else st for n, st in zip(t.type.shape, t.type.strides))
-        em.line(f"rp_{tag}i = (offs_m // {T}) * {s0} + (offs_m % {T}) * {s2}")
-        em.line(f"rp_{tag} = tl.load({args.load(t)} + rp_{tag}i[:, None] + rp_d[None, :] * {s3}, "
-                f"mask=m_ok[:, None], other=0.0)")
+        em.line(f"rp_{tag} = tl.load({args.load(t)} + ((offs_m // {T}) * {s0} + (offs_m % {T}) * {s2})[:, None] "
+                f"+ rp_d[None, :] * {s3}, mask=m_ok[:, None], other=0.0)")
     em.line(f"rp_x = {round_to('acc', out.dtype)}")
     em.line("rp_a, rp_b = tl.split(tl.permute(tl.reshape(rp_x, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))")
     em.line("rp_r = tl.reshape(tl.permute(tl.join(-rp_b, rp_a), (0, 2, 1)), (BLOCK_M, BLOCK_N))")

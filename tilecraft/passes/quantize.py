@@ -5,6 +5,8 @@
 that divides every Linear's in_features (so small models work with the plain scheme name)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 
@@ -303,9 +305,10 @@ def _rope_of(v):
 
 
 def _head_columns(x, users):
-    """(linear, first column, columns) when x [B, H, T, D] = the heads of D columns of a quantized linear's
-    [B, T, N] result from `first` on: permute(view(slice(y, -1, first, first + H * D)), [0, 2, 1, 3]) (or
-    without the slice when H * D = N), each step read only by the next; else None."""
+    """(linear, its reader on the way to x (the slice, or the view), first column, columns) when x [B, H, T, D] =
+    the heads of D columns of a quantized linear's [B, T, N] result from `first` on: permute(view(slice(y, -1,
+    first, first + H * D)), [0, 2, 1, 3]) (or without the slice when H * D = N), each step read only by the next;
+    else None."""
     def only(v):
         return len(users.get(v, [])) == 1
 
@@ -316,18 +319,31 @@ def _head_columns(x, users):
     B, H, T, D = x.type.shape
     if view is None or view.op != "view" or view.out.type.shape != (B, T, H, D):
         return None
-    src, first = view.inputs[0], 0
+    src, first, reader = view.inputs[0], 0, view
     if src.type.shape != (B, T, H * D):
         return None
     if src.producer is not None and src.producer.op == "slice":
-        sl = src.producer
-        if not only(src) or sl.attrs.get("dim") % 3 != 2 or sl.attrs.get("step", 1) != 1:
+        reader = src.producer
+        if not only(src) or reader.attrs.get("dim") % 3 != 2 or reader.attrs.get("step", 1) != 1:
             return None
-        first, src = sl.attrs.get("start") or 0, sl.inputs[0]
+        first, src = reader.attrs.get("start") or 0, reader.inputs[0]
     lin = src.producer
     if lin is None or lin.op not in _QLINEAR_PARAMS or lin.attrs.get("pair") or lin.out is not src:
         return None
-    return lin, first, H * D
+    return lin, reader, first, H * D
+
+
+class _Rope(NamedTuple):
+    """One RoPE of fuse_rope_qlinear: its result, what it rotates (x, heads of a quantized linear's result) with
+    which tables, the pattern's nodes (_rope_of), the linear's reader on the way to x, x's first column and width."""
+    out: object
+    x: object
+    cos: object
+    sin: object
+    nodes: list
+    reader: object
+    first: int
+    width: int
 
 
 def fuse_rope_qlinear(graph):
@@ -348,31 +364,30 @@ def fuse_rope_qlinear(graph):
     if os.environ.get("TILECRAFT_ROPE_GEMM", "1").strip().lower() in ("0", "false", "off", "no"):
         return graph
     users, outs = graph.users(), {id(v) for v in graph.outputs}
-    found: dict = {}
+    found: dict = {}  # id(linear) -> (linear, [_Rope])
     for n in graph.nodes:
         r = _rope_of(n.out) if n.op == "add" else None
         cols = _head_columns(r[0], users) if r is not None else None
         if cols is not None and id(n.out) not in outs:  # (a returned k, a KV cache's, keeps eager's layout)
-            found.setdefault(id(cols[0]), (cols[0], []))[1].append((n, *r, *cols[1:]))
+            found.setdefault(id(cols[0]), (cols[0], []))[1].append(_Rope(n.out, *r, *cols[1:]))
     changed = False
     for lin, ropes in found.values():
         y = lin.out
         if "rope" in lin.attrs or not _decode_rows(lin) or id(y) in outs or y.type.rank != 3:
             continue
-        _, x0, cos, sin, _, _, _ = ropes[0]
-        D = x0.type.shape[-1]
-        spans = sorted((first, first + width) for *_, first, width in ropes)
+        cos, sin, D = ropes[0].cos, ropes[0].sin, ropes[0].x.type.shape[-1]
+        spans = sorted((r.first, r.first + r.width) for r in ropes)
         n_rot = spans[-1][1]
-        if any(r[2] is not cos or r[3] is not sin or r[1].type.shape[-1] != D for r in ropes) or spans[0][0] \
+        if any(r.cos is not cos or r.sin is not sin or r.x.type.shape[-1] != D for r in ropes) or spans[0][0] \
                 or any(a[1] != b[0] for a, b in zip(spans, spans[1:])) or y.type.shape[-1] % D or D & (D - 1) \
                 or D < 16:  # (a power of two: the GEMM's tiles, at least 16 wide, hold pairs of one head)
             continue
         # the unrotated q/k feed their RoPE alone; the linear's other readers take columns after the rotated ones
-        inner = {id(m) for r in ropes for m in r[4]}
+        inner = {id(m) for r in ropes for m in r.nodes}
         if not all(all(id(u) in inner for u in users.get(v, [])) for r in ropes
-                   for v in [r[1]] + [m.out for m in r[4][1:]]):
+                   for v in [r.x] + [m.out for m in r.nodes[1:]]):
             continue
-        chain = {id(r[1].producer.inputs[0].producer.inputs[0].producer) for r in ropes}  # (their slices or views)
+        chain = {id(r.reader) for r in ropes}
         if not all(id(u) in chain or u.op == "slice" and u.attrs.get("dim") % 3 == 2 and u.attrs.get("step", 1) == 1
                    and (u.attrs.get("start") or 0) >= n_rot for u in users.get(y, [])):
             continue
@@ -390,6 +405,6 @@ def fuse_rope_qlinear(graph):
         graph.nodes[at] = new
         graph.replace_all_uses(y, new.out)
         for r in ropes:  # the rotated q/k are now the views that read the unrotated ones
-            graph.replace_all_uses(r[0].out, r[1])
+            graph.replace_all_uses(r.out, r.x)
         changed = True
     return dce(graph) if changed else graph
